@@ -1,0 +1,149 @@
+/**
+ * The one dispatcher: every received message is validated (size, fds,
+ * feature gating) before any handler runs, decoded, handed to the back-end,
+ * and answered as the protocol says (own reply, REPLY_ACK, or nothing).
+ *
+ * Fds arriving with a message belong to the dispatcher until a handler takes
+ * them; whatever no handler took is closed here, on every path.
+ *
+ * @module
+ */
+
+import { closeQuietly } from "../../ffi/mod.ts";
+import {
+  decodeConfig,
+  decodeMemoryTable,
+  decodeSingleRegion,
+  decodeU64,
+  decodeVringAddress,
+  decodeVringFdIndex,
+  decodeVringState,
+  encodeConfig,
+  encodeReply,
+  encodeU64,
+  encodeVringState,
+  FrontendRequest,
+  type MessageHeader,
+  ProtocolError,
+  replyKind,
+  requestName,
+  validateMessage,
+} from "../protocol/mod.ts";
+import { log, logEnabled } from "../log.ts";
+import { MAX_MEM_SLOTS, RequestError, type VhostUserBackend } from "./backend.ts";
+import { NO_FD } from "./worker_protocol.ts";
+
+/** One message as read from the socket. */
+export interface IncomingMessage {
+  /** Decoded header. */
+  header: MessageHeader;
+  /** Payload bytes (header.size of them). */
+  payload: Uint8Array;
+  /** Fds that came with it; owned by the dispatcher. */
+  fds: number[];
+}
+
+/** What to send back (a whole encoded message), if anything. */
+export type DispatchResult = Uint8Array | undefined;
+
+/** A handler returns its own reply payload, or nothing. */
+type Handler = (msg: IncomingMessage) => Promise<Uint8Array | void> | Uint8Array | void;
+
+/** Routes messages to a VhostUserBackend. */
+export class Dispatcher {
+  readonly #backend: VhostUserBackend;
+  readonly #handlers: Map<number, Handler>;
+
+  /** A dispatcher for one connection's back-end. */
+  constructor(backend: VhostUserBackend) {
+    this.#backend = backend;
+    this.#handlers = this.#buildTable();
+  }
+
+  /** Handles one message; returns the encoded reply to send, if any. Never throws. */
+  async dispatch(msg: IncomingMessage): Promise<DispatchResult> {
+    const { header } = msg;
+    const name = requestName(header.request);
+    const negotiated = this.#backend.negotiatedProtocolFeatures();
+    const kind = replyKind(header.request, header.flags, negotiated);
+    if (logEnabled("debug")) log.debug(`<- ${name} (${header.size} bytes, ${msg.fds.length} fds)`);
+    try {
+      const invalid = validateMessage(header, msg.payload, msg.fds.length, negotiated);
+      if (invalid !== null) throw new RequestError(invalid);
+      const handler = this.#handlers.get(header.request);
+      if (!handler) throw new RequestError(`${name} is not supported by this back-end`);
+      const reply = await handler(msg);
+      if (kind === "own") return encodeReply(header.request, reply ?? new Uint8Array(0));
+      if (kind === "ack") return encodeReply(header.request, encodeU64(0));
+      return undefined;
+    } catch (e) {
+      const reason = e instanceof RequestError || e instanceof ProtocolError
+        ? e.message
+        : `internal error: ${e instanceof Error ? e.stack ?? e.message : e}`;
+      log.warn(`${name} failed: ${reason}`);
+      // An empty own reply tells the front-end the request failed (vhost-user.rst, GET_CONFIG).
+      if (kind === "own") return encodeReply(header.request, new Uint8Array(0));
+      if (kind === "ack") return encodeReply(header.request, encodeU64(1));
+      return undefined;
+    } finally {
+      // Handlers that keep an fd replace it in the array with NO_FD.
+      for (const fd of msg.fds) if (fd !== NO_FD) closeQuietly(fd);
+    }
+  }
+
+  #buildTable(): Map<number, Handler> {
+    const b = this.#backend;
+    const R = FrontendRequest;
+    const u64 = (m: IncomingMessage) => decodeU64(m.payload);
+    return new Map<number, Handler>([
+      [R.GET_FEATURES, () => encodeU64(b.offeredFeatures())],
+      [R.SET_FEATURES, (m) => b.setFeatures(u64(m))],
+      [R.SET_OWNER, () => b.setOwner()],
+      [R.RESET_OWNER, () => b.reset()],
+      [R.RESET_DEVICE, () => b.reset()],
+      [R.GET_PROTOCOL_FEATURES, () => encodeU64(b.offeredProtocolFeatures())],
+      [R.SET_PROTOCOL_FEATURES, (m) => b.setProtocolFeatures(u64(m))],
+      [R.GET_QUEUE_NUM, () => encodeU64(b.queueCount())],
+      [R.GET_MAX_MEM_SLOTS, () => encodeU64(MAX_MEM_SLOTS)],
+      [R.SET_MEM_TABLE, (m) => b.setMemTable(decodeMemoryTable(m.payload), takeAll(m))],
+      [R.ADD_MEM_REG, (m) => b.addMemRegion(decodeSingleRegion(m.payload), takeOne(m))],
+      [R.REM_MEM_REG, (m) => b.removeMemRegion(decodeSingleRegion(m.payload))],
+      [R.SET_VRING_NUM, (m) => b.setVringNum(decodeVringState(m.payload))],
+      [R.SET_VRING_ADDR, (m) => b.setVringAddr(decodeVringAddress(m.payload))],
+      [R.SET_VRING_BASE, (m) => b.setVringBase(decodeVringState(m.payload))],
+      [R.GET_VRING_BASE, async (m) => {
+        const { index } = decodeVringState(m.payload);
+        return encodeVringState(await b.getVringBase(index));
+      }],
+      [R.SET_VRING_KICK, (m) => withRingFd(m, (i, fd) => b.setVringKick(i, fd))],
+      [R.SET_VRING_CALL, (m) => withRingFd(m, (i, fd) => b.setVringCall(i, fd))],
+      [R.SET_VRING_ERR, (m) => withRingFd(m, (i, fd) => b.setVringErr(i, fd))],
+      [R.SET_VRING_ENABLE, (m) => b.setVringEnable(decodeVringState(m.payload))],
+      [R.GET_CONFIG, (m) => encodeConfig(b.getConfig(decodeConfig(m.payload)))],
+      [R.SET_CONFIG, (m) => b.setConfig(decodeConfig(m.payload))],
+    ]);
+  }
+}
+
+/** Takes every fd of a message (the handler owns them now). */
+function takeAll(m: IncomingMessage): number[] {
+  const fds = [...m.fds];
+  m.fds.fill(NO_FD);
+  return fds;
+}
+
+/** Takes the single fd of a message. */
+function takeOne(m: IncomingMessage): number {
+  const fd = m.fds[0];
+  m.fds[0] = NO_FD;
+  return fd;
+}
+
+/** Decodes a KICK/CALL/ERR payload and hands its fd (or NO_FD for the no-fd flag) over. */
+function withRingFd(
+  m: IncomingMessage,
+  apply: (index: number, fd: number) => Promise<void>,
+): Promise<void> {
+  const { index, noFd } = decodeVringFdIndex(m.payload);
+  return apply(index, noFd ? NO_FD : takeOne(m));
+}

@@ -1,0 +1,60 @@
+/**
+ * Messages between the main thread and the queue Workers.
+ *
+ * A Worker spends its life blocked in a synchronous `epoll_wait` on its kick
+ * eventfds and one wake eventfd, so it cannot see `postMessage` until it
+ * returns to its event loop. The main thread therefore posts a command and
+ * then writes 1 to the Worker's wake eventfd; the Worker reads the counter N
+ * and takes exactly N commands from its inbox. Every command is answered with
+ * a `done` carrying the same `seq`.
+ *
+ * @module
+ */
+
+import type { LogLevel } from "../log.ts";
+import type { WorkerSetup } from "../devices/device.ts";
+import type { SplitQueueState } from "../virtqueue/split_queue.ts";
+
+/** One guest memory region as a Worker maps it into its own isolate. */
+export interface RegionMapping {
+  /** Guest-physical address of the region's first byte. */
+  guestAddr: number;
+  /** Size in bytes. */
+  size: number;
+  /** Front-end virtual address of the first byte. */
+  userAddr: number;
+  /** Host address of the first byte (an mmap made by the main thread). */
+  hostAddr: bigint;
+}
+
+/** Commands from the main thread. */
+export type WorkerCommand =
+  | {
+    type: "init";
+    seq: number;
+    name: string;
+    logLevel: LogLevel;
+    setup: WorkerSetup;
+    wakeFd: number;
+  }
+  | { type: "memory"; seq: number; regions: RegionMapping[] }
+  | {
+    type: "start";
+    seq: number;
+    queue: number;
+    state: SplitQueueState;
+    kickFd: number;
+    callFd: number;
+    errFd: number;
+  }
+  | { type: "set-call"; seq: number; queue: number; callFd: number }
+  | { type: "stop"; seq: number; queue: number }
+  | { type: "exit"; seq: number };
+
+/** Replies and events from a Worker. */
+export type WorkerEvent =
+  | { type: "done"; seq: number; state?: SplitQueueState; error?: string }
+  | { type: "ring-error"; queue: number; reason: string };
+
+/** Marker for "no file descriptor" in commands. */
+export const NO_FD = -1;

@@ -1,0 +1,48 @@
+/**
+ * Top-level command dispatch: `vhostd blk ...`, `--help`, `--version`.
+ *
+ * @module
+ */
+
+import { log } from "../log.ts";
+import { runBlk } from "./blk_command.ts";
+import { USAGE_EXIT_CODE, UsageError } from "./usage_error.ts";
+import { VERSION } from "../version.ts";
+
+/** Help text of `vhostd`. */
+export const MAIN_HELP = `vhostd ${VERSION} — vhost-user device back-end
+
+Usage:
+  vhostd blk [OPTIONS]     serve a virtio-blk disk (see vhostd blk --help)
+  vhostd --version         print the version
+  vhostd --help            show this help
+`;
+
+const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  blk: runBlk,
+};
+
+/** Runs the command line; resolves with the process exit code. */
+export async function runCli(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
+  try {
+    if (command === undefined || command === "--help" || command === "-h" || command === "help") {
+      console.log(MAIN_HELP);
+      return command === undefined ? USAGE_EXIT_CODE : 0;
+    }
+    if (command === "--version" || command === "-V") {
+      console.log(`vhostd ${VERSION}`);
+      return 0;
+    }
+    const run = COMMANDS[command];
+    if (!run) throw new UsageError(`unknown command "${command}" (try vhostd --help)`);
+    return await run(rest);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`vhostd: ${e.message}`);
+      return USAGE_EXIT_CODE;
+    }
+    log.error(`fatal: ${e instanceof Error ? e.stack ?? e.message : e}`);
+    return 1;
+  }
+}

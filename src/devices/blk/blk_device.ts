@@ -1,0 +1,185 @@
+/**
+ * virtio-blk, control half: features, configuration space, writeback cache,
+ * and the parameters its queue Workers are built from.
+ *
+ * @module
+ */
+
+import { closeQuietly, fdatasync } from "../../../ffi/mod.ts";
+import { bit, maskOf, VirtioFeature } from "../../protocol/mod.ts";
+import type { VirtioDevice, WorkerSetup } from "../device.ts";
+import type { Backing } from "./backing.ts";
+import {
+  BLK_CONFIG_SIZE,
+  BlkConfigOffset,
+  BlkFeature,
+  DEVICE_ID_LENGTH,
+  encodeBlkConfig,
+  SECTOR_SIZE,
+} from "./blk_spec.ts";
+import { BlkSharedState } from "./blk_shared_state.ts";
+
+/** Options of a virtio-blk device besides its backing. */
+export interface BlkOptions {
+  /** Number of request queues (1..64). */
+  numQueues: number;
+  /** Largest virtqueue size (power of two, up to 32768). */
+  queueSize: number;
+  /** GET_ID answer, at most 20 bytes. */
+  serial: string;
+}
+
+/** Largest discard/write-zeroes request, in sectors (2 GiB). */
+const MAX_DISCARD_SECTORS = 0x40_0000;
+/** Largest number of segments in one discard/write-zeroes request. */
+const MAX_DISCARD_SEGMENTS = 16;
+/** Data segments per request: Linux sizes its scatterlists from this; queue size minus header and status. */
+const SEG_MAX = 126;
+
+/** Worker parameters of the blk data half. */
+export interface BlkWorkerParams extends Record<string, unknown> {
+  fd: number;
+  size: number;
+  readOnly: boolean;
+  serial: string;
+  segMax: number;
+  maxDiscardSectors: number;
+  maxDiscardSegments: number;
+}
+
+/** A virtio-blk device over a Backing. */
+export class BlkDevice implements VirtioDevice {
+  /** Device kind. */
+  readonly kind = "blk";
+  /** Number of request queues. */
+  readonly numQueues: number;
+  /** Largest queue size accepted. */
+  readonly maxQueueSize: number;
+  /** The storage. */
+  readonly backing: Backing;
+  /** GET_ID answer. */
+  readonly serial: string;
+  /** Flags and counters shared with the Workers. */
+  readonly shared = new BlkSharedState();
+  #acked = 0n;
+
+  /** Builds a device; the backing is owned by the device from now on. */
+  constructor(backing: Backing, options: BlkOptions) {
+    this.backing = backing;
+    this.numQueues = options.numQueues;
+    this.maxQueueSize = options.queueSize;
+    this.serial = options.serial;
+    this.shared.writeback = true;
+  }
+
+  /** virtio-blk and ring features offered. */
+  features(): bigint {
+    const bits: number[] = [
+      BlkFeature.SEG_MAX,
+      BlkFeature.BLK_SIZE,
+      BlkFeature.FLUSH,
+      BlkFeature.TOPOLOGY,
+      BlkFeature.CONFIG_WCE,
+      BlkFeature.MQ,
+      VirtioFeature.VERSION_1,
+      VirtioFeature.RING_INDIRECT_DESC,
+      VirtioFeature.RING_EVENT_IDX,
+    ];
+    if (this.backing.readOnly) bits.push(BlkFeature.RO);
+    else bits.push(BlkFeature.DISCARD, BlkFeature.WRITE_ZEROES);
+    return maskOf(bits);
+  }
+
+  /** Remembers the accepted features; without CONFIG_WCE the cache is always writeback (FLUSH decides). */
+  setAckedFeatures(features: bigint): void {
+    this.#acked = features;
+    if ((features & bit(BlkFeature.CONFIG_WCE)) === 0n) this.shared.writeback = true;
+  }
+
+  /** Features accepted by the driver. */
+  ackedFeatures(): bigint {
+    return this.#acked;
+  }
+
+  /** Current configuration space. */
+  readConfig(): Uint8Array {
+    return encodeBlkConfig({
+      capacitySectors: this.backing.size / SECTOR_SIZE,
+      segMax: SEG_MAX,
+      blkSize: SECTOR_SIZE,
+      writeback: this.shared.writeback ? 1 : 0,
+      numQueues: this.numQueues,
+      maxDiscardSectors: MAX_DISCARD_SECTORS,
+      maxDiscardSeg: MAX_DISCARD_SEGMENTS,
+    });
+  }
+
+  /** Only the writeback byte is writable (CONFIG_WCE). */
+  writeConfig(offset: number, data: Uint8Array): string | undefined {
+    if (offset + data.length > BLK_CONFIG_SIZE) {
+      return "write past the end of the configuration space";
+    }
+    const end = offset + data.length;
+    for (let i = offset; i < end; i++) {
+      if (i !== BlkConfigOffset.writeback) {
+        // Drivers rewrite whole fields; accept unchanged bytes, refuse real changes.
+        if (data[i - offset] !== this.readConfig()[i]) {
+          return `configuration byte ${i} is read-only`;
+        }
+      }
+    }
+    if (offset <= BlkConfigOffset.writeback && BlkConfigOffset.writeback < end) {
+      const value = data[BlkConfigOffset.writeback - offset];
+      if (value > 1) return `writeback must be 0 or 1, got ${value}`;
+      this.shared.writeback = value === 1;
+    }
+    return undefined;
+  }
+
+  /** Device reset: accepted features forgotten, cache back to writeback. */
+  reset(): void {
+    this.#acked = 0n;
+    this.shared.writeback = true;
+  }
+
+  /** Plain parameters for queue Workers. */
+  workerSetup(): WorkerSetup {
+    const params: BlkWorkerParams = {
+      fd: this.backing.fd,
+      size: this.backing.size,
+      readOnly: this.backing.readOnly,
+      serial: this.serial,
+      segMax: SEG_MAX,
+      maxDiscardSectors: MAX_DISCARD_SECTORS,
+      maxDiscardSegments: MAX_DISCARD_SEGMENTS,
+    };
+    return { kind: this.kind, params, shared: this.shared.buffer };
+  }
+
+  /** fdatasync the image (no-op for RAM). */
+  flush(): void {
+    if (this.backing.kind === "file" && !this.backing.readOnly) fdatasync(this.backing.fd);
+  }
+
+  /** Closes the backing. */
+  close(): void {
+    closeQuietly(this.backing.fd);
+  }
+
+  /** One line for logs. */
+  describe(): string {
+    const what = this.backing.kind === "ram" ? "RAM" : this.backing.path;
+    return `virtio-blk ${what}, ${this.backing.size} bytes${
+      this.backing.readOnly ? ", read-only" : ""
+    }, ${this.numQueues} queue(s) of up to ${this.maxQueueSize}, serial "${this.serial}"`;
+  }
+}
+
+/** Checks a serial number: printable ASCII, at most 20 bytes. */
+export function validateSerial(serial: string): string | undefined {
+  if (new TextEncoder().encode(serial).length > DEVICE_ID_LENGTH) {
+    return `serial must be at most ${DEVICE_ID_LENGTH} bytes`;
+  }
+  if (!/^[\x20-\x7e]*$/.test(serial)) return "serial must be printable ASCII";
+  return undefined;
+}

@@ -1,0 +1,72 @@
+/**
+ * The device interface: what a virtio device implements to be served by the
+ * vhost-user framework. Devices never see protocol messages.
+ *
+ * A device has two halves. The control half (`VirtioDevice`) lives on the
+ * main thread: features, configuration space, reset. The data half
+ * (`QueueHandler`) runs inside queue Workers and turns descriptor chains into
+ * I/O; it is rebuilt in each Worker from `WorkerSetup`, which must be plain,
+ * structured-cloneable data (numbers, strings, SharedArrayBuffers).
+ *
+ * @module
+ */
+
+import type { GuestMemory } from "../memory/guest_memory.ts";
+import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
+
+/** Everything a queue Worker needs to build the device's request handler. */
+export interface WorkerSetup {
+  /** Device kind, the key of the handler factory in `worker_registry.ts`. */
+  kind: string;
+  /** Device-specific parameters (plain data). */
+  params: Record<string, unknown>;
+  /** State shared between the main thread and every Worker (flags, counters). */
+  shared: SharedArrayBuffer;
+}
+
+/** The result of handling one descriptor chain. */
+export interface RequestOutcome {
+  /** Bytes written into the chain's device-writable buffers (the used element's len). */
+  written: number;
+}
+
+/** Data half of a device: runs in a queue Worker, one call per descriptor chain. */
+export interface QueueHandler {
+  /**
+   * Handles one request. `chain.error` may be set (a malformed chain); the
+   * handler then fails the request as its device type says. Must not throw
+   * for guest-controlled data.
+   */
+  handle(chain: DescriptorChain, memory: GuestMemory, queueIndex: number): number;
+}
+
+/** Builds a QueueHandler inside a Worker. */
+export type QueueHandlerFactory = (setup: WorkerSetup) => QueueHandler;
+
+/** Control half of a device: lives on the main thread. */
+export interface VirtioDevice {
+  /** Device kind as used on the command line and in state files ("blk"). */
+  readonly kind: string;
+  /** Number of virtqueues the device has. */
+  readonly numQueues: number;
+  /** Largest queue size the device accepts. */
+  readonly maxQueueSize: number;
+  /** Virtio feature bits the device offers (device bits and the ring bits it supports). */
+  features(): bigint;
+  /** Called with the features the driver accepted (a subset of `features()`). */
+  setAckedFeatures(features: bigint): void;
+  /** The configuration space as the driver should see it now. */
+  readConfig(): Uint8Array;
+  /** Writes `data` at `offset` of the configuration space; returns an error message if refused. */
+  writeConfig(offset: number, data: Uint8Array): string | undefined;
+  /** Returns the device to its initial state (features cleared, config defaults). */
+  reset(): void;
+  /** Parameters for building the data half in queue Workers. */
+  workerSetup(): WorkerSetup;
+  /** Makes completed writes durable (called on shutdown). */
+  flush(): void;
+  /** Releases the device's resources. */
+  close(): void;
+  /** One-line description for logs and `--print-capabilities`. */
+  describe(): string;
+}

@@ -1,0 +1,120 @@
+/**
+ * Guest memory regions mapped from the file descriptors a front-end sends
+ * (SET_MEM_TABLE, ADD_MEM_REG), owned by the main thread.
+ *
+ * Each region is mapped whole from file offset 0 up to `mmap_offset + size`,
+ * as libvhost-user does, so an `mmap_offset` that is not page-aligned still
+ * works. Unmapping is the caller's job once no Worker holds a view any more.
+ *
+ * @module
+ */
+
+import {
+  closeQuietly,
+  MAP_NORESERVE,
+  MAP_SHARED,
+  mapArrayBuffer,
+  mmap,
+  munmap,
+  PROT_READ,
+  PROT_WRITE,
+} from "../../ffi/mod.ts";
+import type { MemoryRegionDesc } from "../protocol/mod.ts";
+import { GuestMemory, type GuestRegion } from "./guest_memory.ts";
+
+/** Largest address the back-end accepts (53 bits: exact as a JS number). */
+const MAX_ADDRESS = 2 ** 53;
+
+/** One mapped region. */
+export interface MappedRegion {
+  /** The region as the front-end described it. */
+  readonly desc: MemoryRegionDesc;
+  /** Guest-physical address (number). */
+  readonly guestAddr: number;
+  /** Size in bytes. */
+  readonly size: number;
+  /** Front-end virtual address. */
+  readonly userAddr: number;
+  /** Address returned by mmap (start of the whole mapping). */
+  readonly mapBase: bigint;
+  /** Length of the whole mapping. */
+  readonly mapLength: number;
+  /** Host address of the region's first byte (mapBase + mmap_offset). */
+  readonly hostAddr: bigint;
+}
+
+/** A region that cannot be mapped, with the reason. */
+export class MappingError extends Error {}
+
+/**
+ * Maps `desc` from `fd`. The fd is not closed (the caller owns it; closing it
+ * after mapping is fine, the mapping stays).
+ */
+export function mapRegion(desc: MemoryRegionDesc, fd: number): MappedRegion {
+  const { guestAddr, size, userAddr, mmapOffset } = desc;
+  if (size === 0n) throw new MappingError("memory region of size 0");
+  for (
+    const [name, v] of [["guest address", guestAddr + size], ["user address", userAddr + size], [
+      "mmap offset",
+      mmapOffset + size,
+    ]] as const
+  ) {
+    if (v > BigInt(MAX_ADDRESS)) throw new MappingError(`memory region ${name} beyond 2^53`);
+  }
+  const mapLength = Number(mmapOffset + size);
+  let mapBase: bigint;
+  try {
+    mapBase = mmap(mapLength, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+  } catch (e) {
+    throw new MappingError(`cannot map memory region: ${e instanceof Error ? e.message : e}`);
+  }
+  return {
+    desc,
+    guestAddr: Number(guestAddr),
+    size: Number(size),
+    userAddr: Number(userAddr),
+    mapBase,
+    mapLength,
+    hostAddr: mapBase + mmapOffset,
+  };
+}
+
+/** Unmaps a region (only once no thread holds a view of it). */
+export function unmapRegion(region: MappedRegion): void {
+  munmap(region.mapBase, region.mapLength);
+}
+
+/** Maps several regions; on failure unmaps the ones already mapped and closes nothing. */
+export function mapRegions(
+  descs: readonly MemoryRegionDesc[],
+  fds: readonly number[],
+): MappedRegion[] {
+  const mapped: MappedRegion[] = [];
+  try {
+    descs.forEach((d, i) => mapped.push(mapRegion(d, fds[i])));
+  } catch (e) {
+    mapped.forEach(unmapRegion);
+    throw e;
+  }
+  return mapped;
+}
+
+/** Builds a GuestMemory over mapped regions (main-thread views). */
+export function guestMemoryOf(regions: readonly MappedRegion[]): GuestMemory {
+  return new GuestMemory(regions.map((r): GuestRegion => {
+    const bytes = new Uint8Array(mapArrayBuffer(r.hostAddr, r.size));
+    return {
+      guestAddr: r.guestAddr,
+      size: r.size,
+      userAddr: r.userAddr,
+      hostAddr: Number(r.hostAddr),
+      bytes,
+      view: new DataView(bytes.buffer),
+    };
+  }));
+}
+
+/** Closes fds quietly (helper for callers that own region fds). */
+export function closeAll(fds: readonly number[]): void {
+  fds.forEach(closeQuietly);
+}
