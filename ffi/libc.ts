@@ -1,0 +1,118 @@
+/**
+ * The libc symbol table and its lazy `dlopen`. This is the only file of the
+ * project that calls `Deno.dlopen`.
+ *
+ * Each isolate (the main thread and every Worker) has its own copy of this
+ * module's state, so each opens libc on its first call and keeps its own
+ * view of its thread's `errno`.
+ *
+ * Every symbol is synchronous (`nonblocking: false`): calls on Deno's
+ * non-blocking FFI pool lose errno, and long waits belong in Workers that
+ * block (see DESIGN.md "Threads"). 64-bit C types are `bigint` in Deno's FFI,
+ * and passing a `number` where a `bigint` is declared takes a slow path, so
+ * the wrappers convert with `BigInt()`/`Number()` at the call site.
+ *
+ * @module
+ */
+
+import { SyscallError } from "./errno.ts";
+
+/** Signatures of the libc functions used by `ffi/` (x86-64 Linux, glibc). */
+export const LIBC_SYMBOLS = {
+  __errno_location: { parameters: [], result: "pointer", nonblocking: false },
+
+  // Files.
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32", nonblocking: false },
+  close: { parameters: ["i32"], result: "i32", nonblocking: false },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: false },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: false },
+  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize", nonblocking: false },
+  pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize", nonblocking: false },
+  preadv: { parameters: ["i32", "buffer", "i32", "i64"], result: "isize", nonblocking: false },
+  pwritev: { parameters: ["i32", "buffer", "i32", "i64"], result: "isize", nonblocking: false },
+  fsync: { parameters: ["i32"], result: "i32", nonblocking: false },
+  fdatasync: { parameters: ["i32"], result: "i32", nonblocking: false },
+  fstat: { parameters: ["i32", "buffer"], result: "i32", nonblocking: false },
+  fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32", nonblocking: false },
+  ftruncate: { parameters: ["i32", "i64"], result: "i32", nonblocking: false },
+  // fcntl and ioctl are variadic; on x86-64 integer and pointer varargs travel
+  // in the same registers as fixed arguments, so a fixed signature is sound.
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32", nonblocking: false },
+  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32", nonblocking: false },
+  pipe2: { parameters: ["buffer", "i32"], result: "i32", nonblocking: false },
+
+  // Memory.
+  memfd_create: { parameters: ["buffer", "u32"], result: "i32", nonblocking: false },
+  mmap: {
+    parameters: ["usize", "usize", "i32", "i32", "i32", "i64"],
+    result: "usize",
+    nonblocking: false,
+  },
+  munmap: { parameters: ["usize", "usize"], result: "i32", nonblocking: false },
+
+  // Sockets.
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32", nonblocking: false },
+  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32", nonblocking: false },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32", nonblocking: false },
+  listen: { parameters: ["i32", "i32"], result: "i32", nonblocking: false },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32", nonblocking: false },
+  accept4: {
+    parameters: ["i32", "pointer", "pointer", "i32"],
+    result: "i32",
+    nonblocking: false,
+  },
+  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize", nonblocking: false },
+  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize", nonblocking: false },
+  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize", nonblocking: false },
+  shutdown: { parameters: ["i32", "i32"], result: "i32", nonblocking: false },
+  getsockopt: {
+    parameters: ["i32", "i32", "i32", "buffer", "buffer"],
+    result: "i32",
+    nonblocking: false,
+  },
+
+  // Events.
+  eventfd: { parameters: ["u32", "i32"], result: "i32", nonblocking: false },
+  eventfd_read: { parameters: ["i32", "buffer"], result: "i32", nonblocking: false },
+  eventfd_write: { parameters: ["i32", "u64"], result: "i32", nonblocking: false },
+  epoll_create1: { parameters: ["i32"], result: "i32", nonblocking: false },
+  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32", nonblocking: false },
+  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32", nonblocking: false },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: false },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The typed libc functions (raw: they return -1 and leave errno set). */
+export type LibcSymbols = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
+
+interface OpenedLibc {
+  readonly symbols: LibcSymbols;
+  /** This thread's errno, read in place (errno lives in thread-local storage). */
+  readonly errnoCell: Int32Array;
+}
+
+let opened: OpenedLibc | undefined;
+
+function openLibc(): OpenedLibc {
+  const library = Deno.dlopen("libc.so.6", LIBC_SYMBOLS);
+  const location = library.symbols.__errno_location();
+  if (location === null) throw new Error("__errno_location returned NULL");
+  // An isolate runs on one thread for its whole life, so the address of its
+  // errno never changes: map it once instead of calling per failure.
+  const errnoCell = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(location, 4));
+  return { symbols: library.symbols, errnoCell };
+}
+
+/** The libc symbols of this isolate; opens libc on first use. */
+export function libc(): LibcSymbols {
+  return (opened ??= openLibc()).symbols;
+}
+
+/** This thread's current errno; call it right after a call returned -1. */
+export function lastErrno(): number {
+  return (opened ??= openLibc()).errnoCell[0];
+}
+
+/** Throws a {@linkcode SyscallError} for `syscall` with the current errno. */
+export function throwLastError(syscall: string, detail?: string): never {
+  throw new SyscallError(syscall, lastErrno(), detail);
+}

@@ -1,0 +1,14 @@
+/**
+ * Typed synchronous wrappers around libc, through Deno FFI. Failures throw
+ * {@linkcode SyscallError} with the errno read right after the call.
+ *
+ * @module
+ */
+
+export * from "./constants.ts";
+export * from "./errno.ts";
+export * from "./events.ts";
+export * from "./fd.ts";
+export * from "./iovec.ts";
+export * from "./memory.ts";
+export * from "./socket.ts";
