@@ -1,0 +1,84 @@
+import assert from "node:assert/strict";
+import { closeFd, pipe2 } from "../../ffi/mod.ts";
+import { CountingSink, FdSink, FdSource, MemorySink, MemorySource } from "./byte_stream.ts";
+import { StateStreamError } from "./errors.ts";
+
+Deno.test("MemorySink keeps every byte across growth", () => {
+  const sink = new MemorySink();
+  const expected: number[] = [];
+  for (let i = 0; i < 3000; i++) {
+    const piece = new Uint8Array(i % 97).fill(i & 0xff);
+    sink.write(piece);
+    expected.push(...piece);
+  }
+  assert.equal(sink.length, expected.length);
+  assert.deepEqual(sink.bytes(), new Uint8Array(expected));
+});
+
+Deno.test("MemorySource honours maxRead and ends with 0", () => {
+  const source = new MemorySource(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), 4);
+  const into = new Uint8Array(8);
+  assert.equal(source.read(into), 4);
+  assert.deepEqual(into.subarray(0, 4), new Uint8Array([1, 2, 3, 4]));
+  assert.equal(source.read(into.subarray(0, 3)), 3);
+  assert.equal(source.read(into), 3);
+  assert.deepEqual(into.subarray(0, 3), new Uint8Array([8, 9, 10]));
+  assert.equal(source.read(into), 0);
+  assert.equal(source.position, 10);
+  assert.throws(() => new MemorySource(new Uint8Array(1), 0), RangeError);
+});
+
+Deno.test("CountingSink forwards, counts and reports progress", () => {
+  const inner = new MemorySink();
+  const seen: number[] = [];
+  const sink = new CountingSink(inner, (n) => seen.push(n));
+  sink.write(new Uint8Array(3));
+  sink.write(new Uint8Array([9]));
+  assert.equal(sink.bytes, 4);
+  assert.deepEqual(seen, [3, 4]);
+  assert.deepEqual(inner.bytes(), new Uint8Array([0, 0, 0, 9]));
+  const discarding = new CountingSink();
+  discarding.write(new Uint8Array(10));
+  assert.equal(discarding.bytes, 10);
+});
+
+Deno.test("FdSink and FdSource move bytes through a pipe and see its end", () => {
+  const [readEnd, writeEnd] = pipe2();
+  try {
+    const data = new Uint8Array(5000).map((_, i) => i * 31);
+    new FdSink(writeEnd).write(data);
+    closeFd(writeEnd);
+    const source = new FdSource(readEnd);
+    const got = new Uint8Array(6000);
+    let length = 0;
+    for (let n = source.read(got); n > 0; n = source.read(got.subarray(length))) length += n;
+    assert.deepEqual(got.subarray(0, length), data);
+    assert.equal(source.read(got), 0);
+  } finally {
+    closeFd(readEnd);
+  }
+});
+
+Deno.test("FdSink reports a closed peer as 'peer closed the stream'", () => {
+  const [readEnd, writeEnd] = pipe2();
+  closeFd(readEnd);
+  try {
+    assert.throws(
+      () => new FdSink(writeEnd).write(new Uint8Array(10)),
+      (e) => e instanceof StateStreamError && e.message === "peer closed the stream",
+    );
+  } finally {
+    closeFd(writeEnd);
+  }
+});
+
+Deno.test("a bad fd gives StateStreamError with the errno", () => {
+  assert.throws(
+    () => new FdSource(-1).read(new Uint8Array(4)),
+    (e) => e instanceof StateStreamError && /EBADF/.test(e.message),
+  );
+  assert.throws(
+    () => new FdSink(-1).write(new Uint8Array(4)),
+    (e) => e instanceof StateStreamError && /EBADF/.test(e.message),
+  );
+});
