@@ -275,3 +275,10 @@ export const BLKSSZGET = 0x1268;
 export const IOV_MAX = 1024;
 /** Directory fd meaning "the current directory" for *at() calls. */
 export const AT_FDCWD: number = -100;
+
+/** lseek whence: from the start of the file. */
+export const SEEK_SET = 0;
+/** lseek whence: next byte at or after the offset that holds data. */
+export const SEEK_DATA = 3;
+/** lseek whence: next hole at or after the offset (end of file counts as a hole). */
+export const SEEK_HOLE = 4;

@@ -13,6 +13,7 @@ import {
   F_DUPFD_CLOEXEC,
   F_GETFL,
   F_SETFL,
+  F_SETPIPE_SZ,
   O_CLOEXEC,
   O_NONBLOCK,
 } from "./constants.ts";
@@ -258,4 +259,21 @@ export function ioctlBlkGetSize64(fd: number): number {
   const bytes = allocateBytes(8);
   if (libc().ioctl(fd, BigInt(BLKGETSIZE64), bytes) < 0) throwLastError("ioctl", "BLKGETSIZE64");
   return readU64(new DataView(bytes.buffer), 0);
+}
+
+/**
+ * Repositions (or, with SEEK_DATA/SEEK_HOLE, searches) the file offset;
+ * returns the resulting offset. SEEK_DATA past the last data gives ENXIO.
+ */
+export function lseek(fd: number, offset: number, whence: number): number {
+  const result = libc().lseek(fd, BigInt(offset), whence);
+  if (result < 0n) throwLastError("lseek", `fd ${fd}`);
+  return Number(result);
+}
+
+/** Sets a pipe's capacity (`fcntl` F_SETPIPE_SZ); returns the capacity the kernel chose. */
+export function setPipeSize(fd: number, bytes: number): number {
+  const size = libc().fcntl(fd, F_SETPIPE_SZ, bytes);
+  if (size < 0) throwLastError("fcntl", `F_SETPIPE_SZ fd ${fd}`);
+  return size;
 }

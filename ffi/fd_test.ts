@@ -8,6 +8,8 @@ import {
   O_RDWR,
   S_IFMT,
   S_IFREG,
+  SEEK_DATA,
+  SEEK_HOLE,
 } from "./constants.ts";
 import {
   closeFd,
@@ -19,6 +21,7 @@ import {
   fsync,
   getStatusFlags,
   ioctlBlkGetSize64,
+  lseek,
   openFile,
   pipe2,
   pread,
@@ -27,10 +30,12 @@ import {
   pwritev,
   readFd,
   setNonBlocking,
+  setPipeSize,
   writeAll,
   writeFd,
 } from "./fd.ts";
 import { IovecArray } from "./iovec.ts";
+import { SyscallError } from "./errno.ts";
 import { ftruncate, memfdCreate, pointerValue } from "./memory.ts";
 
 function filled(length: number, seed: number): Uint8Array<ArrayBuffer> {
@@ -197,4 +202,31 @@ Deno.test("ioctlBlkGetSize64 on a non-block file gives ENOTTY", () => {
 
 Deno.test("openFile refuses paths with NUL bytes", () => {
   assert.throws(() => openFile("/tmp/a\0b", O_RDWR), { code: "EINVAL" });
+});
+
+Deno.test("lseek SEEK_DATA/SEEK_HOLE finds the data of a sparse memfd", () => {
+  const fd = memfdCreate("lseek-test");
+  try {
+    ftruncate(fd, 1 << 20);
+    pwrite(fd, new Uint8Array([1]), 512 * 1024);
+    const data = lseek(fd, 0, SEEK_DATA);
+    assert.ok(data <= 512 * 1024 && data >= 0);
+    assert.ok(lseek(fd, data, SEEK_HOLE) > 512 * 1024);
+    assert.throws(
+      () => lseek(fd, 1 << 20, SEEK_DATA),
+      (e: unknown) => e instanceof SyscallError && e.code === "ENXIO",
+    );
+  } finally {
+    closeQuietly(fd);
+  }
+});
+
+Deno.test("setPipeSize grows a pipe", () => {
+  const [r, w] = pipe2();
+  try {
+    assert.ok(setPipeSize(w, 1 << 20) >= 1 << 20);
+  } finally {
+    closeQuietly(r);
+    closeQuietly(w);
+  }
 });

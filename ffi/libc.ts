@@ -35,6 +35,7 @@ export const LIBC_SYMBOLS = {
   fstat: { parameters: ["i32", "buffer"], result: "i32", nonblocking: false },
   fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32", nonblocking: false },
   ftruncate: { parameters: ["i32", "i64"], result: "i32", nonblocking: false },
+  lseek: { parameters: ["i32", "i64", "i32"], result: "i64", nonblocking: false },
   // fcntl and ioctl are variadic; on x86-64 integer and pointer varargs travel
   // in the same registers as fixed arguments, so a fixed signature is sound.
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32", nonblocking: false },
