@@ -11,7 +11,11 @@
 export const COMPILE_PERMISSIONS = ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env"];
 
 /** Worker entry points, relative to the repository root. */
-export const WORKER_MODULES = ["src/backend/queue_worker.ts", "src/backend/poller_worker.ts"];
+export const WORKER_MODULES = [
+  "src/backend/queue_worker.ts",
+  "src/backend/poller_worker.ts",
+  "src/migration/transfer_worker.ts",
+];
 
 /** Where `deno task compile` writes the binary. */
 export const BINARY_PATH = "dist/vhostd";

@@ -15,11 +15,24 @@ Deno.test("compile arguments embed every Worker module that exists", () => {
   for (const module of WORKER_MODULES) {
     assert.ok(Deno.statSync(`${root}/${module}`).isFile, `${module} is missing`);
   }
-  // Every `new Worker(new URL("./x.ts", ...))` in src/ must be listed.
-  const sources = [...Deno.readDirSync(`${root}/src/backend`)].map((e) => e.name);
-  const workerFiles = sources.filter((name) => name.endsWith("_worker.ts"));
-  for (const name of workerFiles) {
-    assert.ok(WORKER_MODULES.includes(`src/backend/${name}`), `${name} is not embedded`);
+  // Every module that src/ starts as a Worker must be listed.
+  const started: string[] = [];
+  const walk = (dir: string) => {
+    for (const entry of Deno.readDirSync(`${root}/${dir}`)) {
+      const path = `${dir}/${entry.name}`;
+      if (entry.isDirectory) walk(path);
+      else if (entry.name.endsWith(".ts") && !entry.name.endsWith("_test.ts")) {
+        const text = Deno.readTextFileSync(`${root}/${path}`);
+        for (const m of text.matchAll(/new Worker\(new URL\("\.\/([a-z_]+\.ts)"/g)) {
+          started.push(`${dir}/${m[1]}`);
+        }
+      }
+    }
+  };
+  walk("src");
+  assert.ok(started.length >= 3, `found only ${started.length} Worker modules`);
+  for (const module of started) {
+    assert.ok(WORKER_MODULES.includes(module), `${module} is not embedded`);
   }
 });
 

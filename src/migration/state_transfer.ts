@@ -1,0 +1,78 @@
+/**
+ * The main thread's side of a device-state transfer: starts a transfer
+ * Worker for one SAVE or LOAD and resolves when it is over. Used by the
+ * back-end for SET_DEVICE_STATE_FD / CHECK_DEVICE_STATE.
+ *
+ * @module
+ */
+
+import { closeQuietly } from "../../ffi/mod.ts";
+import type { TransferJob, TransferReport } from "./transfer_protocol.ts";
+
+/** The outcome of a transfer. */
+export interface TransferOutcome {
+  /** True when the stream was fully written, or fully read and verified. */
+  ok: boolean;
+  /** Why it failed. */
+  error?: string;
+  /** Stream bytes moved. */
+  bytes: number;
+  /** Duration in milliseconds. */
+  ms: number;
+  /** LOAD: the verified device state. */
+  state?: Record<string, unknown>;
+}
+
+/** A running transfer. */
+export class StateTransfer {
+  /** "save" or "load". */
+  readonly direction: TransferJob["direction"];
+  /** Bytes moved so far (updated a few times a second). */
+  bytes = 0;
+  readonly #worker: Worker;
+  readonly #done: Promise<TransferOutcome>;
+
+  /** Starts `job` in a new Worker; the job's fd belongs to the transfer from now on. */
+  constructor(job: TransferJob) {
+    this.direction = job.direction;
+    const started = performance.now();
+    this.#worker = new Worker(new URL("./transfer_worker.ts", import.meta.url), {
+      type: "module",
+      name: `state-${job.direction}`,
+    });
+    this.#done = new Promise<TransferOutcome>((resolve) => {
+      this.#worker.onmessage = (e: MessageEvent<TransferReport>) => {
+        const report = e.data;
+        if (report.type === "progress") {
+          this.bytes = report.bytes;
+          return;
+        }
+        this.bytes = report.bytes ?? this.bytes;
+        resolve({
+          ok: report.ok,
+          error: report.error,
+          bytes: this.bytes,
+          ms: report.ms ?? performance.now() - started,
+          state: report.state,
+        });
+      };
+      this.#worker.onerror = (e) => {
+        e.preventDefault();
+        // The Worker died before it could close the fd.
+        closeQuietly(job.fd);
+        resolve({
+          ok: false,
+          error: `transfer worker failed: ${e.message}`,
+          bytes: this.bytes,
+          ms: 0,
+        });
+      };
+    });
+    this.#worker.postMessage(job);
+  }
+
+  /** Resolves when the transfer is over (never rejects). */
+  finished(): Promise<TransferOutcome> {
+    return this.#done;
+  }
+}
