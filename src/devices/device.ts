@@ -69,4 +69,53 @@ export interface VirtioDevice {
   close(): void;
   /** One-line description for logs and `--print-capabilities`. */
   describe(): string;
+  /** Called when a ring starts running (after a LOAD, the start sequence is over). */
+  ringStarted?(): void;
+  /** Present when the device supports DEVICE_STATE save/load. */
+  readonly stateSupport?: DeviceStateSupport;
+}
+
+/** A RAM area of a device carried in the state stream (the RAM_DISK section). */
+export interface StateRamDisk {
+  /** File descriptor holding the bytes (a memfd). */
+  fd: number;
+  /** Size in bytes. */
+  size: number;
+}
+
+/** What a device hands over for SAVE: small state as JSON plus, optionally, a RAM disk. */
+export interface DeviceSnapshot {
+  /** Device-specific state, JSON-serialisable. */
+  state: Record<string, unknown>;
+  /** Contents to stream, read in place (the device is stopped during SAVE). */
+  ramDisk?: StateRamDisk;
+}
+
+/** Where a LOAD is staged until it is verified. */
+export interface LoadStaging {
+  /** A fresh, zeroed RAM area that receives the stream's RAM_DISK section. */
+  ramDisk?: StateRamDisk;
+}
+
+/**
+ * Optional capability: the device's internal state can be saved and loaded
+ * (vhost-user DEVICE_STATE and the `vhostd state` tools).
+ */
+export interface DeviceStateSupport {
+  /** The configuration that must match between source and destination (fingerprinted). */
+  identity(): Record<string, unknown>;
+  /** A consistent snapshot for SAVE; must not change the device. */
+  snapshot(): DeviceSnapshot;
+  /** Resources a LOAD is streamed into, away from the live device. */
+  prepareLoad(): LoadStaging;
+  /**
+   * Applies a verified state: checks `state` completely first and throws an
+   * Error with a one-line reason (changing nothing) when it is unusable, then
+   * takes ownership of `staging`.
+   */
+  applyLoad(state: Record<string, unknown>, staging: LoadStaging): void;
+  /** Releases staging resources of a LOAD that failed. */
+  discardLoad(staging: LoadStaging): void;
+  /** Warning for `VHOST_F_LOG_ALL` when the front-end will not move the device state, if any. */
+  migrationWarning?(): string | undefined;
 }
