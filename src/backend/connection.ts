@@ -3,9 +3,9 @@
  * payload, fds) from a non-blocking Unix socket and sends replies.
  *
  * A front-end sends each message in one sendmsg, so once the header is there
- * the payload follows at once; a peer that stalls mid-message for longer
- * than MESSAGE_TIMEOUT_MS is treated as broken, so it cannot hang the
- * daemon.
+ * the payload follows at once; a peer that takes longer than
+ * MESSAGE_TIMEOUT_MS to finish a started message is treated as broken, so it
+ * cannot hang the daemon.
  *
  * @module
  */
@@ -59,9 +59,12 @@ export class Connection {
       if (first === "again") return { kind: "again" };
       if (first === 0) return { kind: "closed" };
       if (first === "truncated") return fail("too many fds with one message");
+      // One deadline for the whole rest of the message: a peer trickling bytes cannot hold
+      // the main thread (and every other session) for longer than that.
+      const deadline = performance.now() + MESSAGE_TIMEOUT_MS;
       let got = first;
       while (got < HEADER_SIZE) {
-        const n = this.#receiveWithin(this.#header.subarray(got), fds);
+        const n = this.#receiveWithin(this.#header.subarray(got), fds, deadline);
         if (typeof n === "string") return fail(`${n} inside a message header`);
         got += n;
       }
@@ -76,7 +79,7 @@ export class Connection {
       }
       const payload = new Uint8Array(header.size);
       for (let off = 0; off < header.size;) {
-        const n = this.#receiveWithin(payload.subarray(off), fds);
+        const n = this.#receiveWithin(payload.subarray(off), fds, deadline);
         if (typeof n === "string") {
           return fail(`${n} inside the payload of ${requestName(header.request)}`);
         }
@@ -99,14 +102,16 @@ export class Connection {
     }
   }
 
-  /** Receives at least one byte of the rest of a message, waiting up to the timeout. */
-  #receiveWithin(buf: Uint8Array, fds: number[]): number | string {
-    const r = this.#receive(buf, fds, MSG_DONTWAIT);
-    if (r === "truncated") return "too many fds";
-    if (r === 0) return "peer closed";
-    if (r !== "again") return r;
-    if ((pollFd(this.fd, POLLIN, MESSAGE_TIMEOUT_MS) & POLLIN) === 0) return "peer stalled";
-    return this.#receiveWithin(buf, fds);
+  /** Receives at least one byte of the rest of a message, waiting until `deadline` at most. */
+  #receiveWithin(buf: Uint8Array, fds: number[], deadline: number): number | string {
+    for (;;) {
+      const r = this.#receive(buf, fds, MSG_DONTWAIT);
+      if (r === "truncated") return "too many fds";
+      if (r === 0) return "peer closed";
+      if (r !== "again") return r;
+      const left = Math.ceil(deadline - performance.now());
+      if (left <= 0 || (pollFd(this.fd, POLLIN, left) & POLLIN) === 0) return "peer stalled";
+    }
   }
 
   /** Sends a whole encoded message; throws if the peer does not take it in time. */
