@@ -39,6 +39,9 @@ export interface DaemonOptions {
   workers?: number;
 }
 
+/** Signals that shut the daemon down cleanly. */
+const SIGNALS = ["SIGINT", "SIGTERM"] as const;
+
 /** A listening socket that cannot be set up. */
 export class ListenError extends Error {}
 
@@ -108,6 +111,25 @@ export class Daemon {
 
   /** Starts the Workers and begins listening. */
   static async start(opts: DaemonOptions): Promise<Daemon> {
+    // From the moment the socket exists a signal must end in a clean shutdown, even while
+    // the Workers are still starting: note it now, act on it once the daemon exists.
+    let signalled = false;
+    const early = () => {
+      signalled = true;
+    };
+    for (const signal of SIGNALS) Deno.addSignalListener(signal, early);
+    let daemon: Daemon;
+    try {
+      daemon = await Daemon.#create(opts);
+    } finally {
+      for (const signal of SIGNALS) Deno.removeSignalListener(signal, early);
+    }
+    if (signalled) daemon.shutdown("signal during start-up");
+    return daemon;
+  }
+
+  /** Listens, starts the Workers and installs the signal handlers. */
+  static async #create(opts: DaemonOptions): Promise<Daemon> {
     let listenFd: number;
     if (opts.listenFd !== undefined) {
       listenFd = opts.listenFd;
@@ -134,9 +156,7 @@ export class Daemon {
       throw e;
     }
     const daemon = new Daemon(opts, pool, listenFd);
-    for (const signal of ["SIGINT", "SIGTERM"] as const) {
-      Deno.addSignalListener(signal, daemon.#signalHandler);
-    }
+    for (const signal of SIGNALS) Deno.addSignalListener(signal, daemon.#signalHandler);
     log.info(
       `serving ${opts.device.describe()} on ${
         opts.socketPath ?? `fd ${listenFd}`
@@ -158,7 +178,7 @@ export class Daemon {
   }
 
   #accept(): Promise<void> {
-    return this.#serialize(() => {
+    return this.#serialize(async () => {
       for (;;) {
         let fd: number;
         try {
@@ -168,6 +188,9 @@ export class Daemon {
           log.error(`accept failed: ${e instanceof SyscallError ? e.code : e}`);
           return;
         }
+        // The current front-end may have left already with its last message and its
+        // goodbye still unread (both connections pending at once): handle those first.
+        if (this.#session && !this.#stopping) await this.#serve(this.#session);
         if (this.#stopping || this.#session) {
           log.warn(
             this.#stopping
