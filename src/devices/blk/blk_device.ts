@@ -7,7 +7,7 @@
 
 import { closeQuietly, fdatasync } from "../../../ffi/mod.ts";
 import { bit, maskOf, VirtioFeature } from "../../protocol/mod.ts";
-import type { VirtioDevice, WorkerSetup } from "../device.ts";
+import type { DeviceStateSupport, VirtioDevice, WorkerSetup } from "../device.ts";
 import type { Backing } from "./backing.ts";
 import {
   BLK_CONFIG_SIZE,
@@ -17,7 +17,8 @@ import {
   encodeBlkConfig,
   SECTOR_SIZE,
 } from "./blk_spec.ts";
-import { BlkSharedState } from "./blk_shared_state.ts";
+import { type BlkCounter, BlkSharedState } from "./blk_shared_state.ts";
+import { type BlkState, BlkStateSupport, type BlkStateTarget } from "./blk_state.ts";
 
 /** Options of a virtio-blk device besides its backing. */
 export interface BlkOptions {
@@ -38,7 +39,6 @@ const SEG_MAX = 126;
 
 /** Worker parameters of the blk data half. */
 export interface BlkWorkerParams extends Record<string, unknown> {
-  fd: number;
   size: number;
   readOnly: boolean;
   serial: string;
@@ -48,20 +48,24 @@ export interface BlkWorkerParams extends Record<string, unknown> {
 }
 
 /** A virtio-blk device over a Backing. */
-export class BlkDevice implements VirtioDevice {
+export class BlkDevice implements VirtioDevice, BlkStateTarget {
   /** Device kind. */
   readonly kind = "blk";
   /** Number of request queues. */
   readonly numQueues: number;
   /** Largest queue size accepted. */
   readonly maxQueueSize: number;
-  /** The storage. */
-  readonly backing: Backing;
+  /** The storage (its fd changes when a LOAD brings new RAM disk contents). */
+  backing: Backing;
   /** GET_ID answer. */
   readonly serial: string;
   /** Flags and counters shared with the Workers. */
   readonly shared = new BlkSharedState();
+  /** DEVICE_STATE save/load. */
+  readonly stateSupport: DeviceStateSupport = new BlkStateSupport(this);
   #acked = 0n;
+  /** A loaded state waits for the front-end's start sequence, which must not undo it. */
+  #loadPending = false;
 
   /** Builds a device; the backing is owned by the device from now on. */
   constructor(backing: Backing, options: BlkOptions) {
@@ -70,6 +74,56 @@ export class BlkDevice implements VirtioDevice {
     this.maxQueueSize = options.queueSize;
     this.serial = options.serial;
     this.shared.writeback = true;
+    this.shared.backingFd = backing.fd;
+  }
+
+  /** Disk size in bytes. */
+  get size(): number {
+    return this.backing.size;
+  }
+
+  /** Writes refused. */
+  get readOnly(): boolean {
+    return this.backing.readOnly;
+  }
+
+  /** "ram" or "file". */
+  get backingKind(): "ram" | "file" {
+    return this.backing.kind;
+  }
+
+  /** The fd holding the disk now. */
+  get backingFd(): number {
+    return this.backing.fd;
+  }
+
+  /** Writeback cache on. */
+  get writeback(): boolean {
+    return this.shared.writeback;
+  }
+
+  /** Request counters. */
+  counters(): Record<BlkCounter, bigint> {
+    return this.shared.counters();
+  }
+
+  /** Installs a verified loaded state (rings are stopped: no Worker is using the backing). */
+  install(state: BlkState, ramFd: number | undefined): void {
+    if (ramFd !== undefined) {
+      const old = this.backing.fd;
+      this.backing = { ...this.backing, fd: ramFd };
+      this.shared.backingFd = ramFd;
+      closeQuietly(old);
+    }
+    this.#acked = state.features;
+    this.shared.writeback = state.writeback;
+    this.shared.setCounters(state.counters);
+    this.#loadPending = true;
+  }
+
+  /** The first ring start ends the start sequence after a LOAD. */
+  ringStarted(): void {
+    this.#loadPending = false;
   }
 
   /** virtio-blk and ring features offered. */
@@ -93,7 +147,9 @@ export class BlkDevice implements VirtioDevice {
   /** Remembers the accepted features; without CONFIG_WCE the cache is always writeback (FLUSH decides). */
   setAckedFeatures(features: bigint): void {
     this.#acked = features;
-    if ((features & bit(BlkFeature.CONFIG_WCE)) === 0n) this.shared.writeback = true;
+    if (!this.#loadPending && (features & bit(BlkFeature.CONFIG_WCE)) === 0n) {
+      this.shared.writeback = true;
+    }
   }
 
   /** Features accepted by the driver. */
@@ -139,13 +195,13 @@ export class BlkDevice implements VirtioDevice {
   /** Device reset: accepted features forgotten, cache back to writeback. */
   reset(): void {
     this.#acked = 0n;
-    this.shared.writeback = true;
+    // A reset in the start sequence that follows a LOAD keeps the loaded cache mode.
+    if (!this.#loadPending) this.shared.writeback = true;
   }
 
   /** Plain parameters for queue Workers. */
   workerSetup(): WorkerSetup {
     const params: BlkWorkerParams = {
-      fd: this.backing.fd,
       size: this.backing.size,
       readOnly: this.backing.readOnly,
       serial: this.serial,

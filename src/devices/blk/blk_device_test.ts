@@ -155,12 +155,13 @@ Deno.test(
 );
 
 Deno.test(
-  "workerSetup carries the backing and the shared buffer as plain data",
+  "workerSetup carries the backing (fd in shared state) as plain data",
   withDevice(true, (device) => {
     const setup = device.workerSetup();
     assert.equal(setup.kind, "blk");
     assert.equal(setup.shared, device.shared.buffer);
-    assert.equal(setup.params.fd, device.backing.fd);
+    // The fd travels in shared memory: a LOAD can replace it while Workers keep running.
+    assert.equal(new BlkSharedState(setup.shared).backingFd, device.backing.fd);
     assert.equal(setup.params.size, SECTORS * SECTOR_SIZE);
     assert.equal(setup.params.readOnly, true);
     assert.equal(setup.params.serial, "disk-7");

@@ -1,8 +1,9 @@
 /**
  * virtio-blk state shared between the main thread and the queue Workers:
  * the writeback-cache flag (changed by SET_CONFIG on the main thread, read by
- * every request) and the request counters (bumped by Workers, saved with the
- * device state).
+ * every request), the backing's fd (replaced when a LOAD brings new RAM
+ * disk contents) and the request counters (bumped by Workers, saved with
+ * the device state).
  *
  * @module
  */
@@ -25,6 +26,7 @@ export const BLK_COUNTERS = [
 export type BlkCounter = typeof BLK_COUNTERS[number];
 
 const WRITEBACK_SLOT = 0;
+const BACKING_FD_SLOT = 1;
 const FLAG_SLOTS = 2; // Int32 slots before the counters (8-byte aligned)
 
 /** A view of the shared state; every thread wraps the same SharedArrayBuffer. */
@@ -48,6 +50,15 @@ export class BlkSharedState {
 
   set writeback(on: boolean) {
     Atomics.store(this.#flags, WRITEBACK_SLOT, on ? 1 : 0);
+  }
+
+  /** The fd requests go to (a memfd for RAM disks). */
+  get backingFd(): number {
+    return Atomics.load(this.#flags, BACKING_FD_SLOT);
+  }
+
+  set backingFd(fd: number) {
+    Atomics.store(this.#flags, BACKING_FD_SLOT, fd);
   }
 
   /** Adds `amount` to a counter. */

@@ -154,13 +154,13 @@ export class BlkRequestHandler implements QueueHandler {
     const length = chain.readableLength() - REQUEST_HEADER_SIZE;
     const offset = this.#checkRange(sector, length);
     this.#transfer(chain.readableSegments(), memory, REQUEST_HEADER_SIZE, length, offset, true);
-    if (!this.#shared.writeback) fdatasync(this.#p.fd);
+    if (!this.#shared.writeback) fdatasync(this.#shared.backingFd);
     this.#shared.countSlot(CounterSlot.writes, 1n);
     this.#shared.countSlot(CounterSlot.bytesWritten, BigInt(length));
   }
 
   #flush(): void {
-    if (!this.#p.readOnly) fdatasync(this.#p.fd);
+    if (!this.#p.readOnly) fdatasync(this.#shared.backingFd);
     this.#shared.countSlot(CounterSlot.flushes, 1n);
   }
 
@@ -203,8 +203,8 @@ export class BlkRequestHandler implements QueueHandler {
         throw new RequestFailure(BlkStatus.IOERR, "data buffers shorter than the request");
       }
       const n = toFile
-        ? pwritev(this.#p.fd, this.#iov, count, fileOffset + done)
-        : preadv(this.#p.fd, this.#iov, count, fileOffset + done);
+        ? pwritev(this.#shared.backingFd, this.#iov, count, fileOffset + done)
+        : preadv(this.#shared.backingFd, this.#iov, count, fileOffset + done);
       if (n <= 0) {
         throw new RequestFailure(BlkStatus.IOERR, toFile ? "short write" : "read past end of file");
       }
@@ -248,13 +248,13 @@ export class BlkRequestHandler implements QueueHandler {
       if (isDiscard) this.#punchHole(offset, length);
       else this.#zeroRange(offset, length, (flags & WRITE_ZEROES_FLAG_UNMAP) !== 0);
     }
-    if (!this.#shared.writeback) fdatasync(this.#p.fd);
+    if (!this.#shared.writeback) fdatasync(this.#shared.backingFd);
     this.#shared.countSlot(isDiscard ? CounterSlot.discards : CounterSlot.writeZeroes, 1n);
   }
 
   #punchHole(offset: number, length: number): void {
     try {
-      fallocate(this.#p.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+      fallocate(this.#shared.backingFd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
     } catch (e) {
       // Discard is a hint: a file system without hole punching still succeeds.
       if (!(e instanceof SyscallError && (e.code === "EOPNOTSUPP" || e.code === "ENOTSUP"))) {
@@ -269,7 +269,7 @@ export class BlkRequestHandler implements QueueHandler {
       : [FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE];
     for (const mode of modes) {
       try {
-        fallocate(this.#p.fd, mode, offset, length);
+        fallocate(this.#shared.backingFd, mode, offset, length);
         return;
       } catch (e) {
         if (!(e instanceof SyscallError && (e.code === "EOPNOTSUPP" || e.code === "ENOTSUP"))) {
@@ -280,7 +280,7 @@ export class BlkRequestHandler implements QueueHandler {
     this.#zeroes ??= new Uint8Array(ZERO_CHUNK);
     for (let done = 0; done < length;) {
       const n = pwrite(
-        this.#p.fd,
+        this.#shared.backingFd,
         this.#zeroes.subarray(0, Math.min(ZERO_CHUNK, length - done)),
         offset + done,
       );
