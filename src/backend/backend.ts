@@ -11,7 +11,9 @@ import { closeQuietly, fstat, S_IFMT, S_IFREG } from "../../ffi/mod.ts";
 import {
   bit,
   type ConfigPayload,
+  type DeviceStateParams,
   hasBit,
+  type LogArea,
   maskOf,
   type MemoryRegionDesc,
   ProtocolFeature,
@@ -36,9 +38,18 @@ import { log } from "../log.ts";
 import { Vring } from "./vring.ts";
 import type { WorkerPool } from "./worker_pool.ts";
 import { NO_FD, type RegionMapping } from "./worker_protocol.ts";
+import { RequestError } from "./request_error.ts";
+import { DirtyLogging } from "./dirty_logging.ts";
+import {
+  type DeviceStateOptions,
+  type DeviceStateReply,
+  DeviceStateSession,
+} from "./device_state_session.ts";
 
-/** A request that cannot be honoured; the connection stays up. */
-export class RequestError extends Error {}
+/** Options of a back-end (from the command line). */
+export type BackendOptions = DeviceStateOptions;
+
+export { RequestError };
 
 /** Memory slots offered through GET_MAX_MEM_SLOTS. */
 export const MAX_MEM_SLOTS = 32;
@@ -81,11 +92,17 @@ export class VhostUserBackend {
   #owned = false;
   #regions: MappedRegion[] = [];
   #memory = new GuestMemory([]);
+  readonly #logging: DirtyLogging;
+  readonly #deviceState: DeviceStateSession | undefined;
 
   /** A back-end for `device`, whose rings are served by `pool`. */
-  constructor(device: VirtioDevice, pool: WorkerPool) {
+  constructor(device: VirtioDevice, pool: WorkerPool, options: BackendOptions = {}) {
     this.#device = device;
     this.#pool = pool;
+    this.#logging = new DirtyLogging(pool);
+    this.#deviceState = device.stateSupport
+      ? new DeviceStateSession(device, device.stateSupport, options)
+      : undefined;
     this.#rings = Array.from({ length: device.numQueues }, (_, i) => new Vring(i));
     pool.onRingError = (queue, reason) => {
       const ring = this.#rings[queue];
@@ -98,12 +115,15 @@ export class VhostUserBackend {
 
   /** Virtio features offered: the device's plus the vhost-user bits. */
   offeredFeatures(): bigint {
-    return this.#device.features() | bit(VirtioFeature.PROTOCOL_FEATURES);
+    return this.#device.features() | bit(VirtioFeature.PROTOCOL_FEATURES) |
+      bit(VirtioFeature.LOG_ALL);
   }
 
-  /** Protocol features offered. */
+  /** Protocol features offered: the base set, dirty logging, and DEVICE_STATE when the device can. */
   offeredProtocolFeatures(): bigint {
-    return BASE_PROTOCOL_FEATURES;
+    let features = BASE_PROTOCOL_FEATURES | bit(ProtocolFeature.LOG_SHMFD);
+    if (this.#deviceState) features |= bit(ProtocolFeature.DEVICE_STATE);
+    return features;
   }
 
   /** Protocol features the front-end accepted (gates requests in the dispatcher). */
@@ -126,6 +146,13 @@ export class VhostUserBackend {
     const ringBitsChanged = ((features ^ this.#ackedFeatures) & ringBits) !== 0n;
     this.#ackedFeatures = features;
     this.#device.setAckedFeatures(features & this.#device.features());
+    if (await this.#logging.setLogAll(hasBit(features, VirtioFeature.LOG_ALL))) {
+      log.info("dirty-page logging started");
+      const warning = this.#device.stateSupport?.migrationWarning?.();
+      if (warning && !hasBit(this.#ackedProtocolFeatures, ProtocolFeature.DEVICE_STATE)) {
+        log.warn(warning);
+      }
+    }
     // Running rings pick up new ring features (and enable rules) by restarting.
     for (const ring of this.#rings) {
       if (ring.running && ringBitsChanged) await this.#stopRing(ring);
@@ -155,7 +182,36 @@ export class VhostUserBackend {
       ring.reset();
     }
     this.#ackedFeatures = 0n;
+    await this.#logging.setLogAll(false);
     this.#device.reset();
+  }
+
+  // ---- dirty log and device state ------------------------------------------
+
+  /** SET_LOG_BASE: takes ownership of `fd`. */
+  setLogBase(area: LogArea, fd: number): Promise<void> {
+    return this.#logging.setLogBase(area, fd);
+  }
+
+  /** SET_LOG_FD: takes ownership of `fd`. */
+  setLogFd(fd: number): Promise<void> {
+    return this.#logging.setLogFd(fd);
+  }
+
+  /** SET_DEVICE_STATE_FD: takes ownership of `fd`. */
+  setDeviceStateFd(params: DeviceStateParams, fd: number): DeviceStateReply {
+    if (!this.#deviceState) {
+      closeQuietly(fd);
+      throw new RequestError(`${this.#device.kind} devices have no transferable state`);
+    }
+    const started = this.#rings.filter((r) => r.started).map((r) => r.index);
+    return this.#deviceState.start(params, fd, started);
+  }
+
+  /** CHECK_DEVICE_STATE: 0 when the last transfer (and for LOAD, applying it) succeeded. */
+  checkDeviceState(): Promise<number> {
+    if (!this.#deviceState) throw new RequestError("no device state transfer");
+    return this.#deviceState.check();
   }
 
   /** Number of queues (GET_QUEUE_NUM). */
@@ -443,6 +499,8 @@ export class VhostUserBackend {
 
   /** The front-end went away: stop everything, unmap, close, forget. */
   async disconnect(): Promise<void> {
+    await this.#deviceState?.close();
+    await this.#logging.close();
     for (const ring of this.#rings) {
       try {
         if (ring.running) await this.#stopRing(ring);

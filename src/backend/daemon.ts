@@ -21,7 +21,7 @@ import {
 } from "../../ffi/mod.ts";
 import type { VirtioDevice } from "../devices/device.ts";
 import { log } from "../log.ts";
-import { VhostUserBackend } from "./backend.ts";
+import { type BackendOptions, VhostUserBackend } from "./backend.ts";
 import { Connection } from "./connection.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import { Poller } from "./poller.ts";
@@ -37,6 +37,8 @@ export interface DaemonOptions {
   device: VirtioDevice;
   /** Number of queue Workers (default: one per queue, at most the CPU count). */
   workers?: number;
+  /** Device-state options (dump directory, own pipe). */
+  backend?: BackendOptions;
 }
 
 /** Signals that shut the daemon down cleanly. */
@@ -89,6 +91,7 @@ export function listenOnPath(path: string): number {
 /** A running back-end daemon. */
 export class Daemon {
   readonly #device: VirtioDevice;
+  readonly #backendOptions: BackendOptions;
   readonly #pool: WorkerPool;
   readonly #poller = new Poller();
   readonly #listenFd: number;
@@ -103,6 +106,7 @@ export class Daemon {
 
   private constructor(opts: DaemonOptions, pool: WorkerPool, listenFd: number) {
     this.#device = opts.device;
+    this.#backendOptions = opts.backend ?? {};
     this.#pool = pool;
     this.#listenFd = listenFd;
     this.#socketPath = opts.socketPath;
@@ -201,7 +205,7 @@ export class Daemon {
           continue;
         }
         const connection = new Connection(fd);
-        const backend = new VhostUserBackend(this.#device, this.#pool);
+        const backend = new VhostUserBackend(this.#device, this.#pool, this.#backendOptions);
         const id = ++this.#sessions;
         const session: Session = {
           id,
@@ -229,12 +233,15 @@ export class Daemon {
       const reply = await session.dispatcher.dispatch(r.message);
       if (reply) {
         try {
-          session.connection.send(reply);
+          session.connection.send(reply.bytes, reply.fds);
         } catch (e) {
           return await this.#endSession(
             session,
             `cannot reply: ${e instanceof Error ? e.message : e}`,
           );
+        } finally {
+          // The peer holds its own copies of sent fds now.
+          reply.fds.forEach(closeQuietly);
         }
       }
     }

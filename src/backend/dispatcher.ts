@@ -12,6 +12,8 @@
 import { closeQuietly } from "../../ffi/mod.ts";
 import {
   decodeConfig,
+  decodeDeviceStateParams,
+  decodeLogArea,
   decodeMemoryTable,
   decodeSingleRegion,
   decodeU64,
@@ -32,6 +34,7 @@ import {
 import { log, logEnabled } from "../log.ts";
 import { MAX_MEM_SLOTS, RequestError, type VhostUserBackend } from "./backend.ts";
 import { NO_FD } from "./worker_protocol.ts";
+import { DEVICE_STATE_NO_FD } from "./device_state_session.ts";
 
 /** One message as read from the socket. */
 export interface IncomingMessage {
@@ -43,11 +46,31 @@ export interface IncomingMessage {
   fds: number[];
 }
 
-/** What to send back (a whole encoded message), if anything. */
-export type DispatchResult = Uint8Array | undefined;
+/** What to send back: a whole encoded message and the fds that go with it (sent, then closed). */
+export type DispatchResult = { bytes: Uint8Array; fds: number[] } | undefined;
 
-/** A handler returns its own reply payload, or nothing. */
-type Handler = (msg: IncomingMessage) => Promise<Uint8Array | void> | Uint8Array | void;
+/** An own reply that carries fds. */
+interface ReplyWithFds {
+  payload: Uint8Array;
+  fds: number[];
+}
+
+/** A handler returns its own reply payload (with fds, if any), or nothing. */
+type Handler = (
+  msg: IncomingMessage,
+) => Promise<Uint8Array | ReplyWithFds | void> | Uint8Array | ReplyWithFds | void;
+
+/** Own replies that report failure in their payload instead of being empty. */
+const FAILURE_REPLIES: ReadonlyMap<number, Uint8Array> = new Map([
+  // Error code 1 and "no fd returned".
+  [FrontendRequest.SET_DEVICE_STATE_FD, encodeU64(1 | DEVICE_STATE_NO_FD)],
+  [FrontendRequest.CHECK_DEVICE_STATE, encodeU64(1)],
+  [FrontendRequest.SET_LOG_BASE, encodeU64(1)],
+]);
+
+function reply(request: number, payload: Uint8Array, fds: number[] = []): DispatchResult {
+  return { bytes: encodeReply(request, payload), fds };
+}
 
 /** Routes messages to a VhostUserBackend. */
 export class Dispatcher {
@@ -72,18 +95,27 @@ export class Dispatcher {
       if (invalid !== null) throw new RequestError(invalid);
       const handler = this.#handlers.get(header.request);
       if (!handler) throw new RequestError(`${name} is not supported by this back-end`);
-      const reply = await handler(msg);
-      if (kind === "own") return encodeReply(header.request, reply ?? new Uint8Array(0));
-      if (kind === "ack") return encodeReply(header.request, encodeU64(0));
+      const result = await handler(msg);
+      if (kind === "own") {
+        if (result instanceof Uint8Array) return reply(header.request, result);
+        if (result) return reply(header.request, result.payload, result.fds);
+        return reply(header.request, new Uint8Array(0));
+      }
+      // A reply fd nobody will receive must not leak.
+      if (result && !(result instanceof Uint8Array)) result.fds.forEach(closeQuietly);
+      if (kind === "ack") return reply(header.request, encodeU64(0));
       return undefined;
     } catch (e) {
       const reason = e instanceof RequestError || e instanceof ProtocolError
         ? e.message
         : `internal error: ${e instanceof Error ? e.stack ?? e.message : e}`;
       log.warn(`${name} failed: ${reason}`);
-      // An empty own reply tells the front-end the request failed (vhost-user.rst, GET_CONFIG).
-      if (kind === "own") return encodeReply(header.request, new Uint8Array(0));
-      if (kind === "ack") return encodeReply(header.request, encodeU64(1));
+      // An empty own reply tells the front-end the request failed (vhost-user.rst, GET_CONFIG),
+      // unless the reply has a failure value of its own.
+      if (kind === "own") {
+        return reply(header.request, FAILURE_REPLIES.get(header.request) ?? new Uint8Array(0));
+      }
+      if (kind === "ack") return reply(header.request, encodeU64(1));
       return undefined;
     } finally {
       // Handlers that keep an fd replace it in the array with NO_FD.
@@ -121,6 +153,20 @@ export class Dispatcher {
       [R.SET_VRING_ENABLE, (m) => b.setVringEnable(decodeVringState(m.payload))],
       [R.GET_CONFIG, (m) => encodeConfig(b.getConfig(decodeConfig(m.payload)))],
       [R.SET_CONFIG, (m) => b.setConfig(decodeConfig(m.payload))],
+      [R.SET_LOG_BASE, async (m) => {
+        if (m.fds.length === 0) {
+          throw new RequestError("a log in guest memory is not supported: negotiate LOG_SHMFD");
+        }
+        await b.setLogBase(decodeLogArea(m.payload), takeOne(m));
+        return encodeU64(0);
+      }],
+      [R.SET_LOG_FD, (m) => b.setLogFd(takeOne(m))],
+      [R.SET_DEVICE_STATE_FD, (m) => {
+        const answer = b.setDeviceStateFd(decodeDeviceStateParams(m.payload), takeOne(m));
+        const fds = answer.fd === undefined ? [] : [answer.fd];
+        return { payload: encodeU64(answer.value), fds };
+      }],
+      [R.CHECK_DEVICE_STATE, async () => encodeU64(await b.checkDeviceState())],
     ]);
   }
 }

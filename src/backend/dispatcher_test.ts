@@ -52,10 +52,11 @@ interface Reply {
 
 function decodeReply(result: DispatchResult): Reply {
   assert.ok(result !== undefined, "expected a reply");
-  const header = decodeHeader(result);
+  const header = decodeHeader(result.bytes);
   assert.equal(header.flags, 0x5, "reply flags must be exactly VERSION | REPLY");
-  assert.equal(header.size, result.length - HEADER_SIZE);
-  return { header, payload: result.subarray(HEADER_SIZE) };
+  assert.equal(header.size, result.bytes.length - HEADER_SIZE);
+  assert.deepEqual(result.fds, [], "no fds expected with this reply");
+  return { header, payload: result.bytes.subarray(HEADER_SIZE) };
 }
 
 /** The u64 of a reply to `request`. */
@@ -218,9 +219,9 @@ Deno.test(
   "unknown and unimplemented requests: ack 1 when asked, silence otherwise",
   withDispatcher(async (d) => {
     await negotiate(d, bit(ProtocolFeature.REPLY_ACK));
-    for (const request of [0, 99, 0xffff_ffff, R.SET_LOG_FD, R.SET_VRING_ENDIAN]) {
+    for (const request of [0, 99, 0xffff_ffff, R.GPU_SET_SOCKET, R.SET_VRING_ENDIAN]) {
       const original = eventfd();
-      const fds = request === R.SET_LOG_FD ? [dupFd(original)] : [];
+      const fds = request === R.GPU_SET_SOCKET ? [dupFd(original)] : [];
       const payload = request === R.SET_VRING_ENDIAN
         ? encodeVringState({ index: 0, num: 0 })
         : undefined;
@@ -284,7 +285,7 @@ Deno.test(
         },
         {
           what: "an unimplemented request",
-          make: (fds) => message(R.SET_LOG_FD, undefined, fds),
+          make: (fds) => message(R.GPU_SET_SOCKET, undefined, fds),
           count: 1,
         },
         {

@@ -26,6 +26,7 @@ import {
   mapArrayBuffer,
 } from "../../ffi/mod.ts";
 import { GuestMemory, type GuestRegion } from "../memory/guest_memory.ts";
+import { DirtyLog } from "../memory/dirty_log.ts";
 import { SplitQueue } from "../virtqueue/split_queue.ts";
 import { log, setLogLevel, setLogTag } from "../log.ts";
 import type { QueueHandler } from "../devices/device.ts";
@@ -94,6 +95,9 @@ class QueueWorker {
   readonly #wakeFd: number;
   readonly #handler: QueueHandler;
   #memory = new GuestMemory([]);
+  /** Dirty-page log while VHOST_F_LOG_ALL is on, and the eventfd to signal after logging. */
+  #log: DirtyLog | undefined;
+  #logFd = NO_FD;
   #running = true;
 
   constructor(init: Extract<WorkerCommand, { type: "init" }>) {
@@ -160,6 +164,9 @@ class QueueWorker {
     if (served > 0 && ring.callFd !== NO_FD && queue.needsNotification()) {
       eventfdWrite(ring.callFd, 1);
     }
+    if (this.#log && this.#log.takeMarked() > 0 && this.#logFd !== NO_FD) {
+      eventfdWrite(this.#logFd, 1);
+    }
   }
 
   #ringError(ring: ActiveRing, reason: string): void {
@@ -175,6 +182,7 @@ class QueueWorker {
         case "memory": {
           for (const ring of this.#rings.values()) ring.queue.detach();
           this.#memory = buildMemory(cmd.regions);
+          this.#memory.writeObserver = this.#log;
           for (const ring of this.#rings.values()) this.#attach(ring);
           post({ type: "done", seq: cmd.seq });
           return;
@@ -196,6 +204,15 @@ class QueueWorker {
           post({ type: "done", seq: cmd.seq, error });
           // Requests may have been queued before the ring started.
           this.#process(ring);
+          return;
+        }
+        case "log": {
+          this.#log = cmd.log
+            ? new DirtyLog(new Uint8Array(mapArrayBuffer(cmd.log.hostAddr, cmd.log.size)))
+            : undefined;
+          this.#logFd = cmd.logFd;
+          this.#memory.writeObserver = this.#log;
+          post({ type: "done", seq: cmd.seq });
           return;
         }
         case "set-call": {

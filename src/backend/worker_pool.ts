@@ -9,7 +9,7 @@ import { closeQuietly, eventfd, eventfdWrite } from "../../ffi/mod.ts";
 import { log, logLevel } from "../log.ts";
 import type { WorkerSetup } from "../devices/device.ts";
 import type { SplitQueueState } from "../virtqueue/split_queue.ts";
-import type { RegionMapping, WorkerCommand, WorkerEvent } from "./worker_protocol.ts";
+import type { LogMapping, RegionMapping, WorkerCommand, WorkerEvent } from "./worker_protocol.ts";
 
 /** Distributes commands without `seq` (the pool numbers them). */
 type Command = WorkerCommand extends infer C ? C extends { seq: number } ? Omit<C, "seq"> : never
@@ -118,6 +118,14 @@ export class WorkerPool {
   async setMemory(regions: RegionMapping[]): Promise<void> {
     const results = await Promise.all(
       this.#workers.map((w) => w.send({ type: "memory", regions })),
+    );
+    results.forEach(WorkerPool.#check);
+  }
+
+  /** Turns dirty-page logging on (a mapped bitmap) or off (null) in every Worker. */
+  async setLog(log: LogMapping | null, logFd: number): Promise<void> {
+    const results = await Promise.all(
+      this.#workers.map((w) => w.send({ type: "log", log, logFd })),
     );
     results.forEach(WorkerPool.#check);
   }

@@ -27,6 +27,14 @@ export interface RegionMapping {
   hostAddr: bigint;
 }
 
+/** The dirty-page log as a Worker maps it (null: logging off). */
+export interface LogMapping {
+  /** Host address of the bitmap's first byte. */
+  hostAddr: bigint;
+  /** Bitmap size in bytes. */
+  size: number;
+}
+
 /** Commands from the main thread. */
 export type WorkerCommand =
   | {
@@ -48,6 +56,7 @@ export type WorkerCommand =
     errFd: number;
   }
   | { type: "set-call"; seq: number; queue: number; callFd: number }
+  | { type: "log"; seq: number; log: LogMapping | null; logFd: number }
   | { type: "stop"; seq: number; queue: number }
   | { type: "exit"; seq: number };
 

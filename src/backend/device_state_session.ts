@@ -1,0 +1,183 @@
+/**
+ * The DEVICE_STATE interface of one connection: SET_DEVICE_STATE_FD starts
+ * a SAVE or LOAD in a transfer Worker and is answered at once;
+ * CHECK_DEVICE_STATE waits for the transfer and, for a LOAD, applies the
+ * verified state. A LOAD is all-or-nothing: the stream goes to staging
+ * resources and the device changes only after the whole stream was read,
+ * verified and its state accepted by the device.
+ *
+ * @module
+ */
+
+import { closeQuietly, pipe2, setPipeSize } from "../../ffi/mod.ts";
+import type { DeviceStateSupport, LoadStaging, VirtioDevice } from "../devices/device.ts";
+import { DeviceStateDirection, type DeviceStateParams, DeviceStatePhase } from "../protocol/mod.ts";
+import { StateTransfer } from "../migration/state_transfer.ts";
+import { log } from "../log.ts";
+import { VERSION } from "../version.ts";
+import { RequestError } from "./request_error.ts";
+
+/** SET_DEVICE_STATE_FD reply bit: the back-end returns no fd of its own. */
+export const DEVICE_STATE_NO_FD = 0x100;
+
+/** How the daemon runs transfers. */
+export interface DeviceStateOptions {
+  /** Keep a copy of every state sent or received in this directory. */
+  dumpDir?: string;
+  /** Hand the front-end a pipe of vhostd's own (1 MiB buffer) instead of using its fd. */
+  ownPipe?: boolean;
+}
+
+/** What SET_DEVICE_STATE_FD answers: the u64, and an fd when vhostd returns its own pipe end. */
+export interface DeviceStateReply {
+  /** Reply value (0 plus DEVICE_STATE_NO_FD, or 0 with `fd`). */
+  value: number;
+  /** The pipe end the front-end must use instead of its own. */
+  fd?: number;
+}
+
+interface Running {
+  transfer: StateTransfer;
+  direction: "save" | "load";
+  staging?: LoadStaging;
+  dumpPath?: string;
+}
+
+/** Pipe capacity for transfers through vhostd's own pipe. */
+const OWN_PIPE_SIZE = 1 << 20;
+
+/** Device-state transfers of one connection. */
+export class DeviceStateSession {
+  readonly #device: VirtioDevice;
+  readonly #support: DeviceStateSupport;
+  readonly #options: DeviceStateOptions;
+  #running: Running | undefined;
+  /** Dump files of the whole process are numbered in order. */
+  static #dumps = 0;
+
+  /** Transfers for `device`, which must have state support. */
+  constructor(device: VirtioDevice, support: DeviceStateSupport, options: DeviceStateOptions) {
+    this.#device = device;
+    this.#support = support;
+    this.#options = options;
+  }
+
+  /** True while a transfer has not been checked yet. */
+  get busy(): boolean {
+    return this.#running !== undefined;
+  }
+
+  /**
+   * SET_DEVICE_STATE_FD: takes ownership of `fd` and starts the transfer.
+   * Throws RequestError (fd closed) when the request cannot be honoured.
+   */
+  start(params: DeviceStateParams, fd: number, ringsStarted: number[]): DeviceStateReply {
+    let workerFd = fd;
+    let returnedFd: number | undefined;
+    try {
+      if (params.phase !== DeviceStatePhase.STOPPED) {
+        throw new RequestError(`transfer phase ${params.phase} is not supported (only STOPPED)`);
+      }
+      if (ringsStarted.length > 0) {
+        throw new RequestError(`rings ${ringsStarted.join(", ")} are started: stop them first`);
+      }
+      if (this.#running) throw new RequestError("a state transfer is already in progress");
+      const direction = params.direction === DeviceStateDirection.SAVE ? "save" : "load";
+      if (this.#options.ownPipe) {
+        const [r, w] = pipe2();
+        setPipeSize(w, OWN_PIPE_SIZE);
+        [workerFd, returnedFd] = direction === "save" ? [w, r] : [r, w];
+        closeQuietly(fd);
+      }
+      const device = {
+        kind: this.#device.kind,
+        identity: this.#support.identity(),
+        vhostd: VERSION,
+      };
+      const dumpPath = this.#dumpPath(direction);
+      let running: Running;
+      if (direction === "save") {
+        const snapshot = this.#support.snapshot();
+        running = {
+          transfer: new StateTransfer({ direction, fd: workerFd, device, snapshot, dumpPath }),
+          direction,
+          dumpPath,
+        };
+      } else {
+        const staging = this.#support.prepareLoad();
+        running = {
+          transfer: new StateTransfer({ direction, fd: workerFd, device, staging, dumpPath }),
+          direction,
+          staging,
+          dumpPath,
+        };
+      }
+      this.#running = running;
+      log.info(`device state ${direction} started${returnedFd === undefined ? "" : " (own pipe)"}`);
+      return returnedFd === undefined
+        ? { value: DEVICE_STATE_NO_FD }
+        : { value: 0, fd: returnedFd };
+    } catch (e) {
+      closeQuietly(workerFd);
+      if (returnedFd !== undefined) closeQuietly(returnedFd);
+      if (workerFd !== fd) closeQuietly(fd);
+      throw e instanceof RequestError
+        ? e
+        : new RequestError(e instanceof Error ? e.message : String(e));
+    }
+  }
+
+  /** CHECK_DEVICE_STATE: waits for the transfer and its processing; 0 on success. */
+  async check(): Promise<number> {
+    const running = this.#running;
+    if (!running) {
+      log.warn("CHECK_DEVICE_STATE without a state transfer");
+      return 1;
+    }
+    const outcome = await running.transfer.finished();
+    this.#running = undefined;
+    const mib = (outcome.bytes / 2 ** 20).toFixed(1);
+    const where = running.dumpPath ? `, copy in ${running.dumpPath}` : "";
+    if (!outcome.ok) {
+      if (running.staging) this.#support.discardLoad(running.staging);
+      log.error(`device state ${running.direction} failed: ${outcome.error}${where}`);
+      return 1;
+    }
+    if (running.direction === "load") {
+      try {
+        this.#support.applyLoad(outcome.state ?? {}, running.staging!);
+      } catch (e) {
+        this.#support.discardLoad(running.staging!);
+        log.error(`device state load refused: ${e instanceof Error ? e.message : e}${where}`);
+        return 1;
+      }
+    }
+    log.info(
+      `device state ${running.direction} done: ${mib} MiB in ${outcome.ms.toFixed(0)} ms${where}`,
+    );
+    return 0;
+  }
+
+  /** The connection is going away: let a running transfer end and drop what it staged. */
+  async close(): Promise<void> {
+    const running = this.#running;
+    this.#running = undefined;
+    if (!running) return;
+    const outcome = await running.transfer.finished();
+    if (running.staging) this.#support.discardLoad(running.staging);
+    log.warn(
+      `device state ${running.direction} abandoned (never checked): ${
+        outcome.error ?? "completed"
+      }`,
+    );
+  }
+
+  /** A sortable, unique dump file name: `<kind>-<UTC time>-<n>-<save|load>.vhostd-state`. */
+  #dumpPath(direction: string): string | undefined {
+    const dir = this.#options.dumpDir;
+    if (dir === undefined) return undefined;
+    const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(".", "-");
+    const seq = String(++DeviceStateSession.#dumps).padStart(4, "0");
+    return `${dir}/${this.#device.kind}-${stamp}-${seq}-${direction}.vhostd-state`;
+  }
+}

@@ -1,0 +1,122 @@
+/**
+ * Dirty-page logging for live migration, on the main thread: maps the log
+ * the front-end shares with SET_LOG_BASE, keeps SET_LOG_FD's eventfd, and
+ * tells every queue Worker whether to log (only while VHOST_F_LOG_ALL is
+ * negotiated and a log is mapped). A replaced log is unmapped only after
+ * every Worker has switched to the new one.
+ *
+ * @module
+ */
+
+import {
+  closeQuietly,
+  fstat,
+  MAP_SHARED,
+  mmap,
+  munmap,
+  PROT_READ,
+  PROT_WRITE,
+  S_IFMT,
+  S_IFREG,
+} from "../../ffi/mod.ts";
+import type { LogArea } from "../protocol/mod.ts";
+import { log } from "../log.ts";
+import { RequestError } from "./request_error.ts";
+import type { WorkerPool } from "./worker_pool.ts";
+import { NO_FD } from "./worker_protocol.ts";
+
+/** Largest log accepted: one bit per 4 KiB page covers 2^47 bytes of guest memory with 4 GiB. */
+const MAX_LOG_SIZE = 2 ** 32;
+
+interface MappedLog {
+  base: bigint;
+  length: number;
+  hostAddr: bigint;
+  size: number;
+}
+
+/** The dirty log of one connection. */
+export class DirtyLogging {
+  readonly #pool: WorkerPool;
+  #mapped: MappedLog | undefined;
+  #logFd = NO_FD;
+  #logAll = false;
+  #active = false;
+
+  /** Logging state for the Workers of `pool`. */
+  constructor(pool: WorkerPool) {
+    this.#pool = pool;
+  }
+
+  /** True while Workers log their writes. */
+  get active(): boolean {
+    return this.#active;
+  }
+
+  /** SET_LOG_BASE: maps the new log (taking ownership of `fd`), then retires the old one. */
+  async setLogBase(area: LogArea, fd: number): Promise<void> {
+    let mapped: MappedLog;
+    try {
+      const size = Number(area.mmapSize);
+      const offset = Number(area.mmapOffset);
+      if (size <= 0 || size > MAX_LOG_SIZE || !Number.isSafeInteger(offset)) {
+        throw new RequestError(
+          `log of ${area.mmapSize} bytes at offset ${area.mmapOffset} is not usable`,
+        );
+      }
+      const st = fstat(fd);
+      // A log reaching past the end of its file would SIGBUS on the first write.
+      if ((st.mode & S_IFMT) === S_IFREG && offset + size > st.size) {
+        throw new RequestError(`log reaches past the end of its ${st.size}-byte file`);
+      }
+      const length = offset + size;
+      const base = mmap(length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      mapped = { base, length, hostAddr: base + BigInt(offset), size };
+    } finally {
+      closeQuietly(fd);
+    }
+    const old = this.#mapped;
+    this.#mapped = mapped;
+    await this.#update(true);
+    if (old) munmap(old.base, old.length);
+    log.debug(`dirty log mapped: ${mapped.size} bytes`);
+  }
+
+  /** SET_LOG_FD: the eventfd written after the log was updated (takes ownership). */
+  async setLogFd(fd: number): Promise<void> {
+    const old = this.#logFd;
+    this.#logFd = fd;
+    await this.#update(true);
+    if (old !== NO_FD) closeQuietly(old);
+  }
+
+  /** VHOST_F_LOG_ALL on or off (from SET_FEATURES); returns true when logging just started. */
+  async setLogAll(on: boolean): Promise<boolean> {
+    const wasActive = this.#active;
+    this.#logAll = on;
+    await this.#update(false);
+    return this.#active && !wasActive;
+  }
+
+  async #update(force: boolean): Promise<void> {
+    const active = this.#logAll && this.#mapped !== undefined;
+    if (!force && active === this.#active) return;
+    this.#active = active;
+    const m = this.#mapped;
+    await this.#pool.setLog(
+      active && m ? { hostAddr: m.hostAddr, size: m.size } : null,
+      this.#logFd,
+    );
+  }
+
+  /** Stops logging in the Workers and releases the log and its eventfd. */
+  async close(): Promise<void> {
+    this.#logAll = false;
+    this.#active = false;
+    await this.#pool.setLog(null, NO_FD);
+    if (this.#mapped) munmap(this.#mapped.base, this.#mapped.length);
+    this.#mapped = undefined;
+    if (this.#logFd !== NO_FD) closeQuietly(this.#logFd);
+    this.#logFd = NO_FD;
+  }
+}
