@@ -46,6 +46,12 @@ Device:
   --serial TEXT          GET_ID answer, up to 20 bytes; default "${BLK_DEFAULTS.serial}"
   --workers N            queue worker threads; default one per queue, at most the CPU count
 
+Device state (live migration, vhostd state save/load):
+  --dump-state DIR       keep a copy of every state sent or received in DIR
+                         (<kind>-<UTC time>-<n>-<save|load>.vhostd-state, sortable)
+  --own-state-pipe       answer SET_DEVICE_STATE_FD with a pipe of vhostd's own
+                         (1 MiB buffer) instead of using the front-end's
+
 Other:
   --log-level LEVEL      error, warn, info (default) or debug
   --print-capabilities   print the back-end's capabilities as JSON and exit
@@ -70,6 +76,8 @@ export interface BlkArgs {
   serial: string;
   workers?: number;
   logLevel?: string;
+  dumpStateDir?: string;
+  ownStatePipe: boolean;
   printCapabilities: boolean;
   help: boolean;
 }
@@ -106,6 +114,8 @@ export function parseBlkArgs(args: string[]): BlkArgs {
         serial: { type: "string" },
         workers: { type: "string" },
         "log-level": { type: "string" },
+        "dump-state": { type: "string" },
+        "own-state-pipe": { type: "boolean", default: false },
         "print-capabilities": { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -149,7 +159,19 @@ export function parseBlkArgs(args: string[]): BlkArgs {
       `--log-level must be error, warn, info or debug, got "${values["log-level"]}"`,
     );
   }
+  const dumpStateDir = values["dump-state"];
+  if (dumpStateDir !== undefined) {
+    let isDir = false;
+    try {
+      isDir = Deno.statSync(dumpStateDir).isDirectory;
+    } catch {
+      isDir = false;
+    }
+    if (!isDir) throw new UsageError(`--dump-state: ${dumpStateDir} is not a directory`);
+  }
   return {
+    dumpStateDir,
+    ownStatePipe: values["own-state-pipe"] ?? false,
     backing,
     socketPath: listenFd === undefined
       ? values["socket-path"] ?? BLK_DEFAULTS.socketPath
@@ -207,6 +229,7 @@ export async function runBlk(args: string[]): Promise<number> {
       listenFd: opts.listenFd,
       device,
       workers: opts.workers,
+      backend: { dumpDir: opts.dumpStateDir, ownPipe: opts.ownStatePipe },
     });
   } catch (e) {
     device.close();

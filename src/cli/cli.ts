@@ -6,6 +6,7 @@
 
 import { log } from "../log.ts";
 import { runBlk } from "./blk_command.ts";
+import { runState } from "./state_command.ts";
 import { USAGE_EXIT_CODE, UsageError } from "./usage_error.ts";
 import { VERSION } from "../version.ts";
 
@@ -14,12 +15,14 @@ export const MAIN_HELP = `vhostd ${VERSION} — vhost-user device back-end
 
 Usage:
   vhostd blk [OPTIONS]     serve a virtio-blk disk (see vhostd blk --help)
+  vhostd state ACTION      save, load or inspect device state (see vhostd state --help)
   vhostd --version         print the version
   vhostd --help            show this help
 `;
 
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   blk: runBlk,
+  state: runState,
 };
 
 /** Runs the command line; resolves with the process exit code. */
@@ -42,7 +45,9 @@ export async function runCli(args: string[]): Promise<number> {
       console.error(`vhostd: ${e.message}`);
       return USAGE_EXIT_CODE;
     }
-    log.error(`fatal: ${e instanceof Error ? e.stack ?? e.message : e}`);
+    // An operational failure: one line for the user, the stack only when debugging.
+    console.error(`vhostd: ${e instanceof Error ? e.message : e}`);
+    log.debug(e instanceof Error ? e.stack ?? "" : "");
     return 1;
   }
 }

@@ -16,3 +16,4 @@ export * from "./device_session.ts";
 export * from "./blk_config.ts";
 export * from "./blk_requests.ts";
 export * from "./blk_driver.ts";
+export * from "./device_state_client.ts";

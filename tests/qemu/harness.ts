@@ -135,38 +135,83 @@ export async function runGuest(opts: GuestRunOptions): Promise<GuestRunResult> {
   if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
     throw new RangeError(`timeoutMs must be a positive number, got ${timeoutMs}`);
   }
-  const assets = guestAssets();
   const tempDir = await Deno.makeTempDir({ prefix: "vhostd-guest-" });
   try {
     const initrd = `${tempDir}/initrd`;
-    await Deno.writeFile(initrd, await testInitrd(assets.initrd, opts.script));
-    const args = [
-      "-accel",
-      "tcg",
-      "-m",
-      `${memoryMiB}M`,
-      "-object",
-      `memory-backend-memfd,id=mem,size=${memoryMiB}M,share=on`,
-      "-machine",
-      "q35,memory-backend=mem",
-      "-nographic",
-      "-nodefaults",
-      "-serial",
-      "stdio",
-      "-no-reboot",
-      "-kernel",
-      assets.kernel,
-      "-initrd",
+    await writeTestInitrd(initrd, opts.script);
+    const args = guestQemuArgs({
       initrd,
-      "-append",
-      ["console=ttyS0", "quiet", "panic=-1", ...(opts.kernelArgs ?? [])].join(" "),
-      ...(opts.chardevs ?? []),
-      ...(opts.extraArgs ?? []),
-    ];
+      memoryMiB,
+      kernelArgs: opts.kernelArgs,
+      chardevs: opts.chardevs,
+      extraArgs: opts.extraArgs,
+    });
     return await runQemu(args, timeoutMs);
   } finally {
     await Deno.remove(tempDir, { recursive: true });
   }
+}
+
+/** How {@linkcode guestQemuArgs} lays out a guest. */
+export interface GuestQemuArgsOptions {
+  /** The per-test initramfs, as written by {@linkcode writeTestInitrd}. */
+  initrd: string;
+  /** Guest RAM in MiB (a shared memfd). Default 256. */
+  memoryMiB?: number;
+  /** Extra words for the kernel command line, after `console=ttyS0 quiet panic=-1`. */
+  kernelArgs?: string[];
+  /** Device and back-end arguments, as in {@linkcode GuestRunOptions.chardevs}. */
+  chardevs?: string[];
+  /** Any further QEMU arguments, appended last. */
+  extraArgs?: string[];
+}
+
+/**
+ * The QEMU arguments {@linkcode runGuest} uses (TCG, q35 with a shared memfd
+ * as guest RAM, serial console on stdio, no reboot), for callers that start
+ * QEMU themselves, e.g. a migration source and destination.
+ *
+ * @throws {Error} when the guest kernel has not been built
+ * @throws {RangeError} for a memory size that is not an integer of at least 64 MiB
+ */
+export function guestQemuArgs(opts: GuestQemuArgsOptions): string[] {
+  const memoryMiB = opts.memoryMiB ?? 256;
+  if (!Number.isInteger(memoryMiB) || memoryMiB < 64) {
+    throw new RangeError(`memoryMiB must be an integer of at least 64, got ${memoryMiB}`);
+  }
+  return [
+    "-accel",
+    "tcg",
+    "-m",
+    `${memoryMiB}M`,
+    "-object",
+    `memory-backend-memfd,id=mem,size=${memoryMiB}M,share=on`,
+    "-machine",
+    "q35,memory-backend=mem",
+    "-nographic",
+    "-nodefaults",
+    "-serial",
+    "stdio",
+    "-no-reboot",
+    "-kernel",
+    guestAssets().kernel,
+    "-initrd",
+    opts.initrd,
+    "-append",
+    ["console=ttyS0", "quiet", "panic=-1", ...(opts.kernelArgs ?? [])].join(" "),
+    ...(opts.chardevs ?? []),
+    ...(opts.extraArgs ?? []),
+  ];
+}
+
+/**
+ * Writes the base initramfs followed by an archive holding `script` as
+ * `/test.sh` to `path`: the initrd of one test run.
+ *
+ * @throws {Error} when the guest initramfs has not been built
+ */
+export async function writeTestInitrd(path: string, script: string): Promise<void> {
+  await Deno.writeFile(path, await testInitrd(guestAssets().initrd, script));
 }
 
 /**
