@@ -41,6 +41,7 @@ interface EventWaiter {
   name: string;
   predicate: (event: QmpEvent) => boolean;
   resolve: (event: QmpEvent) => void;
+  reject: (error: Error) => void;
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
@@ -153,7 +154,9 @@ export class QmpClient {
     const seen = this.#events.find((event) => event.event === name && predicate(event));
     if (seen !== undefined) return Promise.resolve(seen);
     if (this.#closedReason !== undefined) {
-      return Promise.reject(new Error(`QMP event ${name}: connection closed (${this.#closedReason})`));
+      return Promise.reject(
+        new Error(`QMP event ${name}: connection closed (${this.#closedReason})`),
+      );
     }
     return new Promise<QmpEvent>((resolve, reject) => {
       const waiter: EventWaiter = {
@@ -164,11 +167,16 @@ export class QmpClient {
           this.#eventWaiters.delete(waiter);
           resolve(event);
         },
+        reject: (error) => {
+          clearTimeout(timer);
+          this.#eventWaiters.delete(waiter);
+          reject(error);
+        },
       };
-      const timer = setTimeout(() => {
-        this.#eventWaiters.delete(waiter);
-        reject(new Error(`QMP event ${name} did not arrive in ${timeoutMs} ms`));
-      }, timeoutMs);
+      const timer = setTimeout(
+        () => waiter.reject(new Error(`QMP event ${name} did not arrive in ${timeoutMs} ms`)),
+        timeoutMs,
+      );
       this.#eventWaiters.add(waiter);
     });
   }
@@ -276,5 +284,8 @@ export class QmpClient {
       pending.reject(new Error(`QMP ${pending.command}: connection closed (${reason})`));
     }
     this.#pending.clear();
+    for (const waiter of [...this.#eventWaiters]) {
+      waiter.reject(new Error(`QMP event ${waiter.name}: connection closed (${reason})`));
+    }
   }
 }
