@@ -26,6 +26,7 @@ import { Connection } from "./connection.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import { Poller } from "./poller.ts";
 import { WorkerPool } from "./worker_pool.ts";
+import { TransferRunner } from "../migration/state_transfer.ts";
 
 /** How the daemon gets its listening socket and what it serves. */
 export interface DaemonOptions {
@@ -92,6 +93,7 @@ export function listenOnPath(path: string): number {
 export class Daemon {
   readonly #device: VirtioDevice;
   readonly #backendOptions: BackendOptions;
+  readonly #transfers: TransferRunner | undefined;
   readonly #pool: WorkerPool;
   readonly #poller = new Poller();
   readonly #listenFd: number;
@@ -106,7 +108,8 @@ export class Daemon {
 
   private constructor(opts: DaemonOptions, pool: WorkerPool, listenFd: number) {
     this.#device = opts.device;
-    this.#backendOptions = opts.backend ?? {};
+    this.#transfers = opts.device.stateSupport ? new TransferRunner() : undefined;
+    this.#backendOptions = { ...opts.backend, runner: this.#transfers };
     this.#pool = pool;
     this.#listenFd = listenFd;
     this.#socketPath = opts.socketPath;
@@ -286,6 +289,7 @@ export class Daemon {
         code = 1;
       }
       await this.#pool.close();
+      this.#transfers?.close();
       this.#device.close();
       this.#poller.close();
       for (const signal of ["SIGINT", "SIGTERM"] as const) {

@@ -12,7 +12,8 @@
 import { closeQuietly, pipe2, setPipeSize } from "../../ffi/mod.ts";
 import type { DeviceStateSupport, LoadStaging, VirtioDevice } from "../devices/device.ts";
 import { DeviceStateDirection, type DeviceStateParams, DeviceStatePhase } from "../protocol/mod.ts";
-import { StateTransfer } from "../migration/state_transfer.ts";
+import { StateTransfer, type TransferRunner } from "../migration/state_transfer.ts";
+import type { TransferJob } from "../migration/transfer_protocol.ts";
 import { log } from "../log.ts";
 import { VERSION } from "../version.ts";
 import { RequestError } from "./request_error.ts";
@@ -26,6 +27,8 @@ export interface DeviceStateOptions {
   dumpDir?: string;
   /** Hand the front-end a pipe of vhostd's own (1 MiB buffer) instead of using its fd. */
   ownPipe?: boolean;
+  /** Starts transfer Workers ahead of time (the daemon's); without it each transfer starts one. */
+  runner?: TransferRunner;
 }
 
 /** What SET_DEVICE_STATE_FD answers: the u64, and an fd when vhostd returns its own pipe end. */
@@ -99,14 +102,14 @@ export class DeviceStateSession {
       if (direction === "save") {
         const snapshot = this.#support.snapshot();
         running = {
-          transfer: new StateTransfer({ direction, fd: workerFd, device, snapshot, dumpPath }),
+          transfer: this.#transfer({ direction, fd: workerFd, device, snapshot, dumpPath }),
           direction,
           dumpPath,
         };
       } else {
         const staging = this.#support.prepareLoad();
         running = {
-          transfer: new StateTransfer({ direction, fd: workerFd, device, staging, dumpPath }),
+          transfer: this.#transfer({ direction, fd: workerFd, device, staging, dumpPath }),
           direction,
           staging,
           dumpPath,
@@ -125,6 +128,10 @@ export class DeviceStateSession {
         ? e
         : new RequestError(e instanceof Error ? e.message : String(e));
     }
+  }
+
+  #transfer(job: TransferJob): StateTransfer {
+    return this.#options.runner?.start(job) ?? new StateTransfer(job);
   }
 
   /** CHECK_DEVICE_STATE: waits for the transfer and its processing; 0 on success. */

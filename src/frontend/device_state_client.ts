@@ -8,7 +8,7 @@
  * @module
  */
 
-import { closeQuietly, pipe2, readFd, SyscallError, writeFd } from "../../ffi/mod.ts";
+import { closeQuietly, pipe2, readFd, setPipeSize, SyscallError, writeFd } from "../../ffi/mod.ts";
 import {
   bit,
   DeviceStateDirection,
@@ -20,8 +20,19 @@ import {
 import type { ByteSink, ByteSource } from "../migration/byte_stream.ts";
 import type { VhostUserClient } from "./vhost_user_client.ts";
 
-/** Size of each read or write on the state pipe. */
+/** Size of each read or write on the state pipe, and the pipe's capacity. */
 const CHUNK = 1 << 20;
+
+/** A pipe with a 1 MiB buffer: 16 times fewer wake-ups than the default 64 KiB. */
+function statePipe(): [number, number] {
+  const [r, w] = pipe2();
+  try {
+    setPipeSize(w, CHUNK);
+  } catch {
+    // Over the unprivileged limit (/proc/sys/fs/pipe-max-size): the default still works.
+  }
+  return [r, w];
+}
 
 /** Options of a transfer. */
 export interface StateTransferOptions {
@@ -66,7 +77,7 @@ export function saveDeviceState(
   out: ByteSink,
   opts: StateTransferOptions = {},
 ): StateTransferResult {
-  const [readEnd, writeEnd] = pipe2();
+  const [readEnd, writeEnd] = statePipe();
   let source = readEnd;
   let backendPipe = false;
   try {
@@ -113,7 +124,7 @@ export function loadDeviceState(
   input: ByteSource,
   opts: StateTransferOptions = {},
 ): StateTransferResult {
-  const [readEnd, writeEnd] = pipe2();
+  const [readEnd, writeEnd] = statePipe();
   let sink = writeEnd;
   let backendPipe = false;
   try {
