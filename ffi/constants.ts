@@ -282,3 +282,87 @@ export const SEEK_SET = 0;
 export const SEEK_DATA = 3;
 /** lseek whence: next hole at or after the offset (end of file counts as a hole). */
 export const SEEK_HOLE = 4;
+
+// *at(2) flags.
+/** *at calls: with an empty path, operate on the dirfd itself. */
+export const AT_EMPTY_PATH = 0x1000;
+/** *at calls: do not follow a trailing symbolic link. */
+export const AT_SYMLINK_NOFOLLOW = 0x100;
+/** unlinkat: remove a directory (rmdir) instead of a file. */
+export const AT_REMOVEDIR = 0x200;
+/** faccessat: check with the effective ids instead of the real ones (same bit as AT_REMOVEDIR). */
+export const AT_EACCESS = 0x200;
+/** linkat: follow a trailing symbolic link (needed for /proc/self/fd/N). */
+export const AT_SYMLINK_FOLLOW = 0x400;
+/** statx/fstatat: do not trigger an automount on the last component. */
+export const AT_NO_AUTOMOUNT = 0x800;
+
+// faccessat(2) modes.
+/** Test for existence. */
+export const F_OK = 0;
+/** Test for execute/search permission. */
+export const X_OK = 1;
+/** Test for write permission. */
+export const W_OK = 2;
+/** Test for read permission. */
+export const R_OK = 4;
+
+// renameat2(2) flags.
+/** Fail with EEXIST instead of replacing the target. */
+export const RENAME_NOREPLACE = 1;
+/** Atomically exchange the source and the target (both must exist). */
+export const RENAME_EXCHANGE = 2;
+/** Leave an overlay/union whiteout object at the source. */
+export const RENAME_WHITEOUT = 4;
+
+// openat2(2) resolve flags (struct open_how.resolve).
+/** Do not cross mount points (bind mounts included). */
+export const RESOLVE_NO_XDEV = 0x01;
+/** Do not follow magic links such as /proc/self/fd/N. */
+export const RESOLVE_NO_MAGICLINKS = 0x02;
+/** Do not follow any symbolic link, in any component. */
+export const RESOLVE_NO_SYMLINKS = 0x04;
+/** Fail with EXDEV when resolution would leave the dirfd's tree ("..", absolute paths or links). */
+export const RESOLVE_BENEATH = 0x08;
+/** Resolve as if the dirfd were the root directory ("/" and ".." stay inside it). */
+export const RESOLVE_IN_ROOT = 0x10;
+/** Only succeed from the dentry cache; EAGAIN otherwise. */
+export const RESOLVE_CACHED = 0x20;
+
+// Directory entry types (linux_dirent64.d_type).
+/** Type not known: the caller must stat. */
+export const DT_UNKNOWN = 0;
+/** FIFO. */
+export const DT_FIFO = 1;
+/** Character device. */
+export const DT_CHR = 2;
+/** Directory. */
+export const DT_DIR = 4;
+/** Block device. */
+export const DT_BLK = 6;
+/** Regular file. */
+export const DT_REG = 8;
+/** Symbolic link. */
+export const DT_LNK = 10;
+/** Socket. */
+export const DT_SOCK = 12;
+/** Whiteout (union filesystems). */
+export const DT_WHT = 14;
+
+// utimensat(2) special nanosecond values.
+/** tv_nsec value: set this time to the current time. */
+export const UTIME_NOW: number = (1 << 30) - 1;
+/** tv_nsec value: leave this time unchanged. */
+export const UTIME_OMIT: number = (1 << 30) - 2;
+
+// statx(2) mask bits.
+/** statx: the fields that struct stat has. */
+export const STATX_BASIC_STATS = 0x7ff;
+/** statx: the mount id (stx_mnt_id). */
+export const STATX_MNT_ID = 0x1000;
+
+// System call numbers for syscall(2) (x86-64).
+/** getdents64(2). */
+export const SYS_getdents64 = 217;
+/** openat2(2), Linux 5.6+. */
+export const SYS_openat2 = 437;

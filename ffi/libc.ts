@@ -80,6 +80,62 @@ export const LIBC_SYMBOLS = {
   epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32", nonblocking: false },
   epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32", nonblocking: false },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: false },
+
+  // Filesystem (*at calls for the virtio-fs passthrough). Like open, openat is
+  // variadic only in its mode argument, which travels in a register.
+  openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32", nonblocking: false },
+  statx: {
+    parameters: ["i32", "buffer", "i32", "u32", "buffer"],
+    result: "i32",
+    nonblocking: false,
+  },
+  fstatfs: { parameters: ["i32", "buffer"], result: "i32", nonblocking: false },
+  mkdirat: { parameters: ["i32", "buffer", "u32"], result: "i32", nonblocking: false },
+  mknodat: { parameters: ["i32", "buffer", "u32", "u64"], result: "i32", nonblocking: false },
+  symlinkat: { parameters: ["buffer", "i32", "buffer"], result: "i32", nonblocking: false },
+  readlinkat: {
+    parameters: ["i32", "buffer", "buffer", "usize"],
+    result: "isize",
+    nonblocking: false,
+  },
+  unlinkat: { parameters: ["i32", "buffer", "i32"], result: "i32", nonblocking: false },
+  renameat2: {
+    parameters: ["i32", "buffer", "i32", "buffer", "u32"],
+    result: "i32",
+    nonblocking: false,
+  },
+  linkat: {
+    parameters: ["i32", "buffer", "i32", "buffer", "i32"],
+    result: "i32",
+    nonblocking: false,
+  },
+  fchmod: { parameters: ["i32", "u32"], result: "i32", nonblocking: false },
+  chmod: { parameters: ["buffer", "u32"], result: "i32", nonblocking: false },
+  fchownat: {
+    parameters: ["i32", "buffer", "u32", "u32", "i32"],
+    result: "i32",
+    nonblocking: false,
+  },
+  utimensat: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32", nonblocking: false },
+  faccessat: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32", nonblocking: false },
+  umask: { parameters: ["u32"], result: "u32", nonblocking: false },
+  getuid: { parameters: [], result: "u32", nonblocking: false },
+  getgid: { parameters: [], result: "u32", nonblocking: false },
+  // syscall(2) is variadic, but glibc implements it in assembly that just
+  // moves registers, so one fixed signature per system call is sound. glibc
+  // has no openat2 wrapper, and a getdents64 one only since 2.30.
+  syscall_openat2: {
+    name: "syscall",
+    parameters: ["i64", "i32", "buffer", "buffer", "usize"],
+    result: "i64",
+    nonblocking: false,
+  },
+  syscall_getdents64: {
+    name: "syscall",
+    parameters: ["i64", "i32", "buffer", "usize"],
+    result: "i64",
+    nonblocking: false,
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The typed libc functions (raw: they return -1 and leave errno set). */

@@ -9,6 +9,7 @@ export * from "./constants.ts";
 export * from "./errno.ts";
 export * from "./events.ts";
 export * from "./fd.ts";
+export * from "./fs.ts";
 export * from "./iovec.ts";
 export * from "./memory.ts";
 export * from "./socket.ts";

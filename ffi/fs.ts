@@ -1,0 +1,599 @@
+/**
+ * Filesystem system calls for a virtio-fs passthrough back-end: the `*at`
+ * family relative to directory fds (usually O_PATH fds from an inode table),
+ * openat2 with RESOLVE_* confinement, statx, statfs, getdents64, and the
+ * `/proc/self/fd/N` idioms that turn an O_PATH fd into a real open file
+ * without a path lookup.
+ *
+ * Names and paths are `string | Uint8Array`: FUSE names are bytes, so bytes
+ * pass through untouched and strings are encoded as UTF-8. A name containing
+ * a NUL byte is refused with EINVAL (C would silently cut it there). Every
+ * failure throws {@linkcode SyscallError} carrying the host errno, which the
+ * file system server can hand to the guest as is.
+ *
+ * @module
+ */
+
+import {
+  AT_FDCWD,
+  O_CLOEXEC,
+  O_CREAT,
+  O_DIRECTORY,
+  O_EXCL,
+  O_NOFOLLOW,
+  O_PATH,
+  STATX_BASIC_STATS,
+  STATX_MNT_ID,
+  SYS_getdents64,
+  SYS_openat2,
+  UTIME_NOW,
+  UTIME_OMIT,
+} from "./constants.ts";
+import { EINTR, EINVAL, EIO, ENAMETOOLONG, ENOSYS, EPERM, SyscallError } from "./errno.ts";
+import { lastErrno, libc, throwLastError } from "./libc.ts";
+import { allocateBytes, cString, readU64, writeU64 } from "./struct.ts";
+
+/** A file name or path: raw bytes (as FUSE sends them) or text, encoded as UTF-8. */
+export type PathArg = string | Uint8Array;
+
+const lossyDecoder = new TextDecoder("utf-8", { fatal: false });
+
+/** NUL-terminated copy of `name` for a C argument; EINVAL if it contains NUL. */
+function pathBytes(syscall: string, name: PathArg): Uint8Array<ArrayBuffer> {
+  if (typeof name === "string") return cString(syscall, name);
+  if (name.includes(0)) throw new SyscallError(syscall, EINVAL, "name contains a NUL byte");
+  const bytes = allocateBytes(name.length + 1);
+  bytes.set(name);
+  return bytes;
+}
+
+/** A printable form of a name for error messages (invalid UTF-8 becomes U+FFFD). */
+function describe(name: PathArg): string {
+  return JSON.stringify(typeof name === "string" ? name : lossyDecoder.decode(name));
+}
+
+function at(dirfd: number, name: PathArg): string {
+  return `dirfd ${dirfd}, ${describe(name)}`;
+}
+
+/** BigInt of an integer argument, or EINVAL (BigInt() throws RangeError on 1.5 or NaN). */
+function integerArg(syscall: string, what: string, value: number | bigint): bigint {
+  if (typeof value === "bigint") return value;
+  if (!Number.isSafeInteger(value)) {
+    throw new SyscallError(syscall, EINVAL, `${what} ${value} is not an integer`);
+  }
+  return BigInt(value);
+}
+
+// ---------------------------------------------------------------------------
+// Open family.
+
+/**
+ * Opens `name` relative to `dirfd` (`openat`) and returns the new fd. EINTR
+ * (an open of a FIFO interrupted by a signal) is retried. Add O_CLOEXEC
+ * yourself if wanted; add O_NOFOLLOW to refuse a symbolic link (ELOOP).
+ *
+ * @param dirfd directory fd (an O_PATH fd is fine) or AT_FDCWD
+ * @param name name or relative path; absolute paths ignore `dirfd`
+ * @param flags O_* flags
+ * @param mode permission bits for O_CREAT/O_TMPFILE, before the umask
+ */
+export function openat(dirfd: number, name: PathArg, flags: number, mode: number = 0o644): number {
+  const path = pathBytes("openat", name);
+  const symbols = libc();
+  for (;;) {
+    const fd = symbols.openat(dirfd, path, flags, mode);
+    if (fd >= 0) return fd;
+    if (lastErrno() !== EINTR) throwLastError("openat", at(dirfd, name));
+  }
+}
+
+/** How {@linkcode openat2} opens and resolves (`struct open_how`). */
+export interface OpenHow {
+  /** O_* flags. */
+  flags: number;
+  /**
+   * Permission bits; must be 0 (the default) unless `flags` has O_CREAT or
+   * O_TMPFILE, or the kernel answers EINVAL.
+   */
+  mode?: number;
+  /** RESOLVE_* flags restricting path resolution. */
+  resolve: number;
+}
+
+/** Size of `struct open_how` (flags, mode, resolve: u64 each). */
+const OPEN_HOW_SIZE = 24;
+const SYS_OPENAT2 = BigInt(SYS_openat2);
+const SYS_GETDENTS64 = BigInt(SYS_getdents64);
+
+/**
+ * Opens `path` relative to `dirfd` with resolution restrictions (`openat2`,
+ * Linux 5.6+): RESOLVE_BENEATH fails with EXDEV when the path would leave
+ * `dirfd`'s tree (through "..", an absolute path or a symbolic link),
+ * RESOLVE_IN_ROOT treats `dirfd` as "/", RESOLVE_NO_SYMLINKS fails with ELOOP
+ * on any symbolic link, RESOLVE_NO_MAGICLINKS refuses /proc magic links.
+ * Unknown flags are EINVAL. Throws ENOSYS on kernels without openat2: check
+ * {@linkcode openat2Supported} and fall back yourself.
+ */
+export function openat2(dirfd: number, path: PathArg, how: OpenHow): number {
+  const name = pathBytes("openat2", path);
+  const openHow = allocateBytes(OPEN_HOW_SIZE);
+  const view = new DataView(openHow.buffer);
+  writeU64(view, 0, how.flags >>> 0);
+  writeU64(view, 8, (how.mode ?? 0) >>> 0);
+  writeU64(view, 16, how.resolve >>> 0);
+  const symbols = libc();
+  for (;;) {
+    const fd = symbols.syscall_openat2(SYS_OPENAT2, dirfd, name, openHow, BigInt(OPEN_HOW_SIZE));
+    if (fd >= 0n) return Number(fd);
+    if (lastErrno() !== EINTR) throwLastError("openat2", at(dirfd, path));
+  }
+}
+
+let openat2Probe: boolean | undefined;
+
+/**
+ * True when the running kernel (and any seccomp filter) lets openat2 through.
+ * Probes once by opening "/" as an O_PATH fd and caches the answer: ENOSYS
+ * (old kernel) or EPERM (a seccomp filter) means unsupported.
+ */
+export function openat2Supported(): boolean {
+  if (openat2Probe !== undefined) return openat2Probe;
+  try {
+    const fd = openat2(AT_FDCWD, "/", { flags: O_PATH | O_DIRECTORY | O_CLOEXEC, resolve: 0 });
+    libc().close(fd);
+    openat2Probe = true;
+  } catch (error) {
+    if (!(error instanceof SyscallError) || (error.errno !== ENOSYS && error.errno !== EPERM)) {
+      throw error;
+    }
+    openat2Probe = false;
+  }
+  return openat2Probe;
+}
+
+/**
+ * The path `/proc/self/fd/N` of an open fd. Opening it follows the fd's
+ * "magic link" straight to the inode the fd holds, with no lookup by name.
+ */
+export function procSelfFdPath(fd: number): string {
+  return `/proc/self/fd/${fd}`;
+}
+
+/**
+ * Opens the file an fd refers to anew, with new access flags, through
+ * `/proc/self/fd/N` (how virtiofsd turns an O_PATH fd from its inode table
+ * into an fd it can read, write or list). This is safe against a guest that
+ * renames or replaces files: the kernel jumps from the magic link directly to
+ * the inode held by `fd`, so no name is looked up and no symbolic link in the
+ * shared directory is followed. If `fd` itself holds a symbolic link (an
+ * O_PATH|O_NOFOLLOW fd) the open fails with ELOOP instead of following it.
+ *
+ * O_NOFOLLOW is cleared (it would refuse the magic link itself) and so are
+ * O_CREAT and O_EXCL (the file exists). Add O_CLOEXEC yourself if wanted.
+ */
+export function reopenFd(fd: number, flags: number): number {
+  return openat(AT_FDCWD, procSelfFdPath(fd), flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Metadata.
+
+/** File status from {@linkcode fstatat} (`struct statx`). */
+export interface StatxResult {
+  /** File type (S_IF*) and permission bits. */
+  mode: number;
+  /** Number of hard links. */
+  nlink: number;
+  /** Owner user id. */
+  uid: number;
+  /** Owner group id. */
+  gid: number;
+  /** Device number of a device file, `makedev(major, minor)`. */
+  rdev: number;
+  /** Inode number. */
+  ino: bigint;
+  /** Device holding the file, `makedev(major, minor)` (what stat's st_dev says). */
+  dev: number;
+  /** Size in bytes. */
+  size: number;
+  /** Allocated 512-byte blocks. */
+  blocks: number;
+  /** Preferred I/O block size. */
+  blksize: number;
+  /** Last access, seconds since the epoch. */
+  atimeSec: number;
+  /** Last access, nanoseconds within the second. */
+  atimeNsec: number;
+  /** Last modification, seconds since the epoch. */
+  mtimeSec: number;
+  /** Last modification, nanoseconds within the second. */
+  mtimeNsec: number;
+  /** Last status change, seconds since the epoch. */
+  ctimeSec: number;
+  /** Last status change, nanoseconds within the second. */
+  ctimeNsec: number;
+  /** Id of the mount holding the file, when the kernel reports it (5.8+). */
+  mntId?: bigint;
+}
+
+/** Size of `struct statx`. */
+const STATX_SIZE = 256;
+
+/**
+ * A device number from its major and minor parts, encoded as glibc's
+ * `makedev` does (the value `stat` reports in st_dev and st_rdev).
+ */
+export function makedev(major: number, minor: number): number {
+  // Multiplications instead of shifts: the result may pass 2^32.
+  return (minor & 0xff) + (major & 0xfff) * 0x100 + Math.floor(minor / 0x100) * 0x10_0000 +
+    Math.floor(major / 0x1000) * 0x1000_0000_0000;
+}
+
+/**
+ * Status of `name` relative to `dirfd` (`statx`). `flags` takes
+ * AT_SYMLINK_NOFOLLOW (stat a link itself) and AT_EMPTY_PATH (with name ""
+ * stat `dirfd` itself, O_PATH fds included), and AT_NO_AUTOMOUNT.
+ */
+export function fstatat(dirfd: number, name: PathArg, flags: number): StatxResult {
+  const path = pathBytes("statx", name);
+  const bytes = allocateBytes(STATX_SIZE);
+  if (libc().statx(dirfd, path, flags, STATX_BASIC_STATS | STATX_MNT_ID, bytes) < 0) {
+    throwLastError("statx", at(dirfd, name));
+  }
+  const view = new DataView(bytes.buffer);
+  // Offsets of the kernel's struct statx (include/uapi/linux/stat.h).
+  const mask = view.getUint32(0, true);
+  const result: StatxResult = {
+    blksize: view.getUint32(4, true),
+    nlink: view.getUint32(16, true),
+    uid: view.getUint32(20, true),
+    gid: view.getUint32(24, true),
+    mode: view.getUint16(28, true),
+    ino: view.getBigUint64(32, true),
+    size: readU64(view, 40),
+    blocks: readU64(view, 48),
+    atimeSec: Number(view.getBigInt64(64, true)),
+    atimeNsec: view.getUint32(72, true),
+    ctimeSec: Number(view.getBigInt64(96, true)),
+    ctimeNsec: view.getUint32(104, true),
+    mtimeSec: Number(view.getBigInt64(112, true)),
+    mtimeNsec: view.getUint32(120, true),
+    rdev: makedev(view.getUint32(128, true), view.getUint32(132, true)),
+    dev: makedev(view.getUint32(136, true), view.getUint32(140, true)),
+  };
+  if ((mask & STATX_MNT_ID) !== 0) result.mntId = view.getBigUint64(144, true);
+  return result;
+}
+
+/** File system statistics from {@linkcode fstatfs} (`struct statfs`). */
+export interface StatfsResult {
+  /** File system type magic (EXT4_SUPER_MAGIC, ...). */
+  type: number;
+  /** Optimal transfer block size. */
+  bsize: number;
+  /** Fragment size: the unit of `blocks`, `bfree` and `bavail`. */
+  frsize: number;
+  /** Total data blocks. */
+  blocks: number;
+  /** Free blocks. */
+  bfree: number;
+  /** Free blocks available to unprivileged users. */
+  bavail: number;
+  /** Total inodes. */
+  files: number;
+  /** Free inodes. */
+  ffree: number;
+  /** Maximum file name length. */
+  namelen: number;
+  /** Mount flags (ST_RDONLY, ST_NOSUID, ...). */
+  flags: number;
+}
+
+/** Size of x86-64 `struct statfs`. */
+const STATFS_SIZE = 120;
+
+/** Statistics of the file system holding `fd` (`fstatfs`); O_PATH fds work. */
+export function fstatfs(fd: number): StatfsResult {
+  const bytes = allocateBytes(STATFS_SIZE);
+  if (libc().fstatfs(fd, bytes) < 0) throwLastError("fstatfs", `fd ${fd}`);
+  const view = new DataView(bytes.buffer);
+  // x86-64 layout: every field is 8 bytes; f_fsid (two ints) sits at 56.
+  return {
+    type: readU64(view, 0),
+    bsize: readU64(view, 8),
+    blocks: readU64(view, 16),
+    bfree: readU64(view, 24),
+    bavail: readU64(view, 32),
+    files: readU64(view, 40),
+    ffree: readU64(view, 48),
+    namelen: readU64(view, 64),
+    frsize: readU64(view, 72),
+    flags: readU64(view, 80),
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Directory entries.
+
+/** Creates directory `name` in `dirfd` (`mkdirat`); `mode` is reduced by the umask. */
+export function mkdirat(dirfd: number, name: PathArg, mode: number): void {
+  if (libc().mkdirat(dirfd, pathBytes("mkdirat", name), mode) < 0) {
+    throwLastError("mkdirat", at(dirfd, name));
+  }
+}
+
+/**
+ * Creates a special file `name` in `dirfd` (`mknodat`): `mode` holds the type
+ * (S_IFREG, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK) and permission bits; `dev`
+ * is the device number ({@linkcode makedev}) for S_IFCHR and S_IFBLK.
+ */
+export function mknodat(dirfd: number, name: PathArg, mode: number, dev: number | bigint): void {
+  const device = integerArg("mknodat", "dev", dev);
+  if (libc().mknodat(dirfd, pathBytes("mknodat", name), mode, device) < 0) {
+    throwLastError("mknodat", at(dirfd, name));
+  }
+}
+
+/** Creates a symbolic link `name` in `dirfd` pointing at `target` (`symlinkat`). */
+export function symlinkat(target: PathArg, dirfd: number, name: PathArg): void {
+  const targetBytes = pathBytes("symlinkat", target);
+  if (libc().symlinkat(targetBytes, dirfd, pathBytes("symlinkat", name)) < 0) {
+    throwLastError("symlinkat", at(dirfd, name));
+  }
+}
+
+/** The largest link target readlinkat will grow its buffer to. */
+const READLINK_MAX = 1 << 16;
+
+/**
+ * The target of symbolic link `name` in `dirfd` (`readlinkat`), as the exact
+ * bytes stored (targets need not be UTF-8). With name "" it reads the link an
+ * O_PATH|O_NOFOLLOW fd holds. EINVAL when the file is not a symbolic link.
+ */
+export function readlinkat(dirfd: number, name: PathArg): Uint8Array<ArrayBuffer> {
+  const path = pathBytes("readlinkat", name);
+  // Linux caps link targets at a page; grow anyway rather than truncate.
+  for (let size = 4096;; size *= 2) {
+    const buf = allocateBytes(size);
+    const n = Number(libc().readlinkat(dirfd, path, buf, BigInt(size)));
+    if (n < 0) throwLastError("readlinkat", at(dirfd, name));
+    if (n < size) return buf.slice(0, n);
+    if (size >= READLINK_MAX) {
+      throw new SyscallError("readlinkat", ENAMETOOLONG, at(dirfd, name));
+    }
+  }
+}
+
+/** Removes `name` from `dirfd` (`unlinkat`); with AT_REMOVEDIR it removes an empty directory. */
+export function unlinkat(dirfd: number, name: PathArg, flags: number = 0): void {
+  if (libc().unlinkat(dirfd, pathBytes("unlinkat", name), flags) < 0) {
+    throwLastError("unlinkat", at(dirfd, name));
+  }
+}
+
+/**
+ * Renames `oldname` in `olddirfd` to `newname` in `newdirfd` (`renameat2`).
+ * `flags`: RENAME_NOREPLACE (EEXIST instead of replacing), RENAME_EXCHANGE
+ * (swap the two atomically), RENAME_WHITEOUT, or 0 for plain rename.
+ */
+export function renameat2(
+  olddirfd: number,
+  oldname: PathArg,
+  newdirfd: number,
+  newname: PathArg,
+  flags: number = 0,
+): void {
+  const oldPath = pathBytes("renameat2", oldname);
+  const newPath = pathBytes("renameat2", newname);
+  if (libc().renameat2(olddirfd, oldPath, newdirfd, newPath, flags) < 0) {
+    throwLastError("renameat2", `${at(olddirfd, oldname)} -> ${at(newdirfd, newname)}`);
+  }
+}
+
+/**
+ * Makes a hard link `newname` in `newdirfd` to `oldname` in `olddirfd`
+ * (`linkat`). To link the file an O_PATH fd holds: either `linkat(fd, "",
+ * dir, name, AT_EMPTY_PATH)`, which needs CAP_DAC_READ_SEARCH, or
+ * `linkat(AT_FDCWD, procSelfFdPath(fd), dir, name, AT_SYMLINK_FOLLOW)`.
+ */
+export function linkat(
+  olddirfd: number,
+  oldname: PathArg,
+  newdirfd: number,
+  newname: PathArg,
+  flags: number = 0,
+): void {
+  const oldPath = pathBytes("linkat", oldname);
+  const newPath = pathBytes("linkat", newname);
+  if (libc().linkat(olddirfd, oldPath, newdirfd, newPath, flags) < 0) {
+    throwLastError("linkat", `${at(olddirfd, oldname)} -> ${at(newdirfd, newname)}`);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Attributes.
+
+/**
+ * Sets the permission bits of an open file (`fchmod`). An O_PATH fd gives
+ * EBADF: use {@linkcode chmodProcFd} for those.
+ */
+export function fchmod(fd: number, mode: number): void {
+  if (libc().fchmod(fd, mode) < 0) throwLastError("fchmod", `fd ${fd}`);
+}
+
+/**
+ * Sets the permission bits of the file an fd holds, O_PATH fds included, by
+ * `chmod("/proc/self/fd/N")`: the magic link leads straight to the inode with
+ * no name lookup. (Linux's fchmodat cannot take AT_SYMLINK_NOFOLLOW, so this
+ * is how a passthrough server changes modes without following links.)
+ */
+export function chmodProcFd(fd: number, mode: number): void {
+  const path = procSelfFdPath(fd);
+  if (libc().chmod(cString("chmod", path), mode) < 0) throwLastError("chmod", path);
+}
+
+/**
+ * Changes the owner and group of `name` in `dirfd` (`fchownat`); -1 leaves an
+ * id unchanged. `flags`: AT_SYMLINK_NOFOLLOW (change a link itself),
+ * AT_EMPTY_PATH (with name "", change `dirfd` itself, O_PATH fds included).
+ */
+export function fchownat(
+  dirfd: number,
+  name: PathArg,
+  uid: number,
+  gid: number,
+  flags: number,
+): void {
+  if (libc().fchownat(dirfd, pathBytes("fchownat", name), uid >>> 0, gid >>> 0, flags) < 0) {
+    throwLastError("fchownat", at(dirfd, name));
+  }
+}
+
+/** A time for {@linkcode utimensat}: an exact time, the current time, or unchanged. */
+export type TimeSpec = { sec: number | bigint; nsec: number } | "now" | "omit";
+
+function writeTimespec(view: DataView, offset: number, time: TimeSpec): void {
+  let sec = 0n;
+  let nsec: number;
+  if (time === "now") nsec = UTIME_NOW;
+  else if (time === "omit") nsec = UTIME_OMIT;
+  else {
+    sec = integerArg("utimensat", "seconds", time.sec);
+    // The kernel checks the range (EINVAL outside 0..999999999 unless UTIME_*).
+    nsec = Number(integerArg("utimensat", "nanoseconds", time.nsec));
+  }
+  view.setBigInt64(offset, sec, true);
+  view.setBigInt64(offset + 8, BigInt(nsec), true);
+}
+
+/**
+ * Sets the access and modification times of `name` in `dirfd`
+ * (`utimensat`). `flags`: AT_SYMLINK_NOFOLLOW (a link itself), AT_EMPTY_PATH
+ * (with name "", `dirfd` itself, O_PATH fds included).
+ */
+export function utimensat(
+  dirfd: number,
+  name: PathArg,
+  atime: TimeSpec,
+  mtime: TimeSpec,
+  flags: number,
+): void {
+  const times = allocateBytes(32);
+  const view = new DataView(times.buffer);
+  writeTimespec(view, 0, atime);
+  writeTimespec(view, 16, mtime);
+  if (libc().utimensat(dirfd, pathBytes("utimensat", name), times, flags) < 0) {
+    throwLastError("utimensat", at(dirfd, name));
+  }
+}
+
+/**
+ * Checks access to `name` in `dirfd` (`faccessat`): `mode` is F_OK or a mix
+ * of R_OK, W_OK, X_OK; `flags` AT_EACCESS, AT_SYMLINK_NOFOLLOW,
+ * AT_EMPTY_PATH. Throws (EACCES, ENOENT, ...) when access is denied.
+ */
+export function faccessat(dirfd: number, name: PathArg, mode: number, flags: number = 0): void {
+  if (libc().faccessat(dirfd, pathBytes("faccessat", name), mode, flags) < 0) {
+    throwLastError("faccessat", at(dirfd, name));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Directory listing.
+
+/**
+ * Reads directory entries from directory fd `fd` into `buf` (`getdents64`)
+ * and returns the byte count, 0 at the end. Each call continues where the
+ * last stopped; {@linkcode lseek64} to an entry's `off` resumes after that
+ * entry. EINVAL when `buf` cannot hold even one entry. Decode with
+ * {@linkcode parseDirents}.
+ */
+export function getdents64(fd: number, buf: Uint8Array): number {
+  const n = libc().syscall_getdents64(SYS_GETDENTS64, fd, buf, BigInt(buf.length));
+  if (n < 0n) throwLastError("getdents64", `fd ${fd}`);
+  return Number(n);
+}
+
+/** One record of a getdents64 buffer (`struct linux_dirent64`). */
+export interface Dirent {
+  /** Inode number. */
+  ino: bigint;
+  /** Directory offset of the next entry: seek here to resume after this one. */
+  off: bigint;
+  /** File type, DT_* (DT_UNKNOWN when the file system does not say). */
+  type: number;
+  /** The name's bytes, without the NUL (a copy, independent of the buffer). */
+  name: Uint8Array<ArrayBuffer>;
+}
+
+/** Size of linux_dirent64's fixed part: d_ino, d_off, d_reclen, d_type. */
+const DIRENT_HEADER = 19;
+
+/**
+ * Decodes the first `n` bytes of a buffer filled by {@linkcode getdents64}.
+ * Throws a SyscallError with EIO when a record is malformed (a record length
+ * that overruns `n` or a name without NUL).
+ */
+export function parseDirents(buf: Uint8Array, n: number): Dirent[] {
+  if (!(Number.isInteger(n) && n >= 0 && n <= buf.length)) {
+    throw new SyscallError("getdents64", EINVAL, `byte count ${n}, buffer ${buf.length}`);
+  }
+  const view = new DataView(buf.buffer, buf.byteOffset, n);
+  const entries: Dirent[] = [];
+  let offset = 0;
+  while (offset < n) {
+    if (n - offset < DIRENT_HEADER) {
+      throw new SyscallError("getdents64", EIO, `truncated record at byte ${offset}`);
+    }
+    const reclen = view.getUint16(offset + 16, true);
+    if (reclen < DIRENT_HEADER + 1 || reclen > n - offset) {
+      throw new SyscallError("getdents64", EIO, `bad record length ${reclen} at byte ${offset}`);
+    }
+    const nameStart = offset + DIRENT_HEADER;
+    const nameEnd = buf.subarray(nameStart, offset + reclen).indexOf(0);
+    if (nameEnd < 0) {
+      throw new SyscallError("getdents64", EIO, `unterminated name at byte ${offset}`);
+    }
+    entries.push({
+      ino: view.getBigUint64(offset, true),
+      off: view.getBigInt64(offset + 8, true),
+      type: view.getUint8(offset + 18),
+      name: buf.slice(nameStart, nameStart + nameEnd),
+    });
+    offset += reclen;
+  }
+  return entries;
+}
+
+/**
+ * `lseek` with a bigint offset and result: exact for the 63-bit hash cookies
+ * that directories (ext4, xfs) use as entry offsets, which a number would
+ * round. Returns the new offset.
+ */
+export function lseek64(fd: number, offset: bigint, whence: number): bigint {
+  const result = libc().lseek(fd, offset, whence);
+  if (result < 0n) throwLastError("lseek", `fd ${fd}, offset ${offset}`);
+  return result;
+}
+
+// ---------------------------------------------------------------------------
+// Process.
+
+/**
+ * Sets the file mode creation mask (`umask`) and returns the previous one.
+ * The mask belongs to the process: every Worker sees the change.
+ */
+export function umask(mask: number): number {
+  return libc().umask(mask);
+}
+
+/** The real user id of the process (`getuid`). */
+export function getuid(): number {
+  return libc().getuid();
+}
+
+/** The real group id of the process (`getgid`). */
+export function getgid(): number {
+  return libc().getgid();
+}
