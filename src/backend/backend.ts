@@ -199,7 +199,7 @@ export class VhostUserBackend {
   }
 
   /** SET_DEVICE_STATE_FD: takes ownership of `fd`. */
-  setDeviceStateFd(params: DeviceStateParams, fd: number): DeviceStateReply {
+  setDeviceStateFd(params: DeviceStateParams, fd: number): Promise<DeviceStateReply> {
     if (!this.#deviceState) {
       closeQuietly(fd);
       throw new RequestError(`${this.#device.kind} devices have no transferable state`);

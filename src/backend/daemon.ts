@@ -13,6 +13,9 @@ import {
   closeQuietly,
   connectUnix,
   listenSocket,
+  pollFd,
+  POLLIN,
+  POLLRDHUP,
   setNonBlocking,
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
@@ -41,6 +44,9 @@ export interface DaemonOptions {
   /** Device-state options (dump directory, own pipe). */
   backend?: BackendOptions;
 }
+
+/** How long a connected front-end may take to hang up when a new one arrives. */
+const RECONNECT_GRACE_MS = 200;
 
 /** Signals that shut the daemon down cleanly. */
 const SIGNALS = ["SIGINT", "SIGTERM"] as const;
@@ -152,8 +158,11 @@ export class Daemon {
     } else {
       throw new ListenError("no socket path and no listening fd given");
     }
-    const workers = opts.workers ??
-      Math.max(1, Math.min(opts.device.numQueues, navigator.hardwareConcurrency || 1));
+    const workers = Math.min(
+      opts.workers ??
+        Math.max(1, Math.min(opts.device.numQueues, navigator.hardwareConcurrency || 1)),
+      opts.device.maxWorkers ?? Infinity,
+    );
     let pool: WorkerPool;
     try {
       pool = await WorkerPool.create(workers, opts.device.workerSetup());
@@ -162,6 +171,7 @@ export class Daemon {
       if (opts.socketPath) Deno.removeSync(opts.socketPath);
       throw e;
     }
+    opts.device.attachWorkers?.({ command: (request) => pool.deviceCommand(request) });
     const daemon = new Daemon(opts, pool, listenFd);
     for (const signal of SIGNALS) Deno.addSignalListener(signal, daemon.#signalHandler);
     log.info(
@@ -198,6 +208,14 @@ export class Daemon {
         // The current front-end may have left already with its last message and its
         // goodbye still unread (both connections pending at once): handle those first.
         if (this.#session && !this.#stopping) await this.#serve(this.#session);
+        // A front-end that reconnects may open its new connection a moment before its
+        // old one is closed: give the old one a short grace period to hang up.
+        if (this.#session && !this.#stopping) {
+          const old = this.#session;
+          if (pollFd(old.connection.fd, POLLIN | POLLRDHUP, RECONNECT_GRACE_MS) !== 0) {
+            await this.#serve(old);
+          }
+        }
         if (this.#stopping || this.#session) {
           log.warn(
             this.#stopping

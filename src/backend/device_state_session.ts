@@ -74,7 +74,11 @@ export class DeviceStateSession {
    * SET_DEVICE_STATE_FD: takes ownership of `fd` and starts the transfer.
    * Throws RequestError (fd closed) when the request cannot be honoured.
    */
-  start(params: DeviceStateParams, fd: number, ringsStarted: number[]): DeviceStateReply {
+  async start(
+    params: DeviceStateParams,
+    fd: number,
+    ringsStarted: number[],
+  ): Promise<DeviceStateReply> {
     let workerFd = fd;
     let returnedFd: number | undefined;
     try {
@@ -100,7 +104,7 @@ export class DeviceStateSession {
       const dumpPath = this.#dumpPath(direction);
       let running: Running;
       if (direction === "save") {
-        const snapshot = this.#support.snapshot();
+        const snapshot = await this.#support.snapshot();
         running = {
           transfer: this.#transfer({ direction, fd: workerFd, device, snapshot, dumpPath }),
           direction,
@@ -152,7 +156,7 @@ export class DeviceStateSession {
     }
     if (running.direction === "load") {
       try {
-        this.#support.applyLoad(outcome.state ?? {}, running.staging!);
+        await this.#support.applyLoad(outcome.state ?? {}, running.staging!);
       } catch (e) {
         this.#support.discardLoad(running.staging!);
         log.error(`device state load refused: ${e instanceof Error ? e.message : e}${where}`);

@@ -161,8 +161,8 @@ export class Dispatcher {
         return encodeU64(0);
       }],
       [R.SET_LOG_FD, (m) => b.setLogFd(takeOne(m))],
-      [R.SET_DEVICE_STATE_FD, (m) => {
-        const answer = b.setDeviceStateFd(decodeDeviceStateParams(m.payload), takeOne(m));
+      [R.SET_DEVICE_STATE_FD, async (m) => {
+        const answer = await b.setDeviceStateFd(decodeDeviceStateParams(m.payload), takeOne(m));
         const fds = answer.fd === undefined ? [] : [answer.fd];
         return { payload: encodeU64(answer.value), fds };
       }],

@@ -234,6 +234,14 @@ class QueueWorker {
           post({ type: "done", seq: cmd.seq, state });
           return;
         }
+        case "device": {
+          if (!this.#handler.command) {
+            post({ type: "done", seq: cmd.seq, error: "the device takes no commands" });
+            return;
+          }
+          post({ type: "done", seq: cmd.seq, result: this.#handler.command(cmd.request) });
+          return;
+        }
         case "exit":
           for (const ring of this.#rings.values()) ring.queue.detach();
           this.#rings.clear();

@@ -154,6 +154,14 @@ export class WorkerPool {
     return r.state;
   }
 
+  /** Sends a device command to the handler of every Worker; results in Worker order. */
+  async deviceCommand(request: unknown): Promise<unknown[]> {
+    const results = await Promise.all(
+      this.#workers.map((w) => w.send({ type: "device", request })),
+    );
+    return results.map((r) => WorkerPool.#check(r).result);
+  }
+
   /** Ends every Worker. */
   async close(): Promise<void> {
     await Promise.all(this.#workers.map(async (w) => {

@@ -58,11 +58,12 @@ export type WorkerCommand =
   | { type: "set-call"; seq: number; queue: number; callFd: number }
   | { type: "log"; seq: number; log: LogMapping | null; logFd: number }
   | { type: "stop"; seq: number; queue: number }
+  | { type: "device"; seq: number; request: unknown }
   | { type: "exit"; seq: number };
 
 /** Replies and events from a Worker. */
 export type WorkerEvent =
-  | { type: "done"; seq: number; state?: SplitQueueState; error?: string }
+  | { type: "done"; seq: number; state?: SplitQueueState; error?: string; result?: unknown }
   | { type: "ring-error"; queue: number; reason: string };
 
 /** Marker for "no file descriptor" in commands. */

@@ -38,6 +38,18 @@ export interface QueueHandler {
    * for guest-controlled data.
    */
   handle(chain: DescriptorChain, memory: GuestMemory, queueIndex: number): number;
+  /**
+   * Optional: answers a command from the device's control half (for example
+   * "describe your open files" for a SAVE). Request and result are plain,
+   * structured-cloneable data. Runs between requests, never during one.
+   */
+  command?(request: unknown): unknown;
+}
+
+/** The control half's line to its data half in the queue Workers. */
+export interface DeviceWorkerChannel {
+  /** Sends `request` to the handler of every Worker; resolves with their results in Worker order. */
+  command(request: unknown): Promise<unknown[]>;
 }
 
 /** Builds a QueueHandler inside a Worker. */
@@ -71,6 +83,10 @@ export interface VirtioDevice {
   describe(): string;
   /** Called when a ring starts running (after a LOAD, the start sequence is over). */
   ringStarted?(): void;
+  /** Most queue Workers the device can use (state shared by all queues wants 1). */
+  readonly maxWorkers?: number;
+  /** Called once the queue Workers exist, with the channel to their handlers. */
+  attachWorkers?(channel: DeviceWorkerChannel): void;
   /** Present when the device supports DEVICE_STATE save/load. */
   readonly stateSupport?: DeviceStateSupport;
 }
@@ -105,7 +121,7 @@ export interface DeviceStateSupport {
   /** The configuration that must match between source and destination (fingerprinted). */
   identity(): Record<string, unknown>;
   /** A consistent snapshot for SAVE; must not change the device. */
-  snapshot(): DeviceSnapshot;
+  snapshot(): DeviceSnapshot | Promise<DeviceSnapshot>;
   /** Resources a LOAD is streamed into, away from the live device. */
   prepareLoad(): LoadStaging;
   /**
@@ -113,7 +129,7 @@ export interface DeviceStateSupport {
    * Error with a one-line reason (changing nothing) when it is unusable, then
    * takes ownership of `staging`.
    */
-  applyLoad(state: Record<string, unknown>, staging: LoadStaging): void;
+  applyLoad(state: Record<string, unknown>, staging: LoadStaging): void | Promise<void>;
   /** Releases staging resources of a LOAD that failed. */
   discardLoad(staging: LoadStaging): void;
   /** Warning for `VHOST_F_LOG_ALL` when the front-end will not move the device state, if any. */

@@ -7,7 +7,7 @@
 
 import { closeQuietly, fdatasync } from "../../../ffi/mod.ts";
 import { bit, maskOf, VirtioFeature } from "../../protocol/mod.ts";
-import type { DeviceStateSupport, VirtioDevice, WorkerSetup } from "../device.ts";
+import type { VirtioDevice, WorkerSetup } from "../device.ts";
 import type { Backing } from "./backing.ts";
 import {
   BLK_CONFIG_SIZE,
@@ -62,7 +62,7 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
   /** Flags and counters shared with the Workers. */
   readonly shared = new BlkSharedState();
   /** DEVICE_STATE save/load. */
-  readonly stateSupport: DeviceStateSupport = new BlkStateSupport(this);
+  readonly stateSupport: BlkStateSupport = new BlkStateSupport(this);
   #acked = 0n;
   /** A loaded state waits for the front-end's start sequence, which must not undo it. */
   #loadPending = false;
