@@ -1,0 +1,108 @@
+/**
+ * NUL-terminated strings inside FUSE requests: framing and the checks that
+ * belong to the ABI layer (length limits, `/` and NUL bytes). Whether a name
+ * is `.` or `..` is for the filesystem to judge.
+ *
+ * @module
+ */
+
+import { FUSE_NAME_MAX, FUSE_SYMLINK_MAX, FUSE_XATTR_NAME_MAX } from "./fuse_abi.ts";
+import { FuseErrno, FuseNameError, FuseProtocolError } from "./fuse_errors.ts";
+
+/**
+ * What a string is, which sets its rules: a directory `entry` name (1..255
+ * bytes, no `/`), an `xattr` name (1..255 bytes, `/` allowed, too long is
+ * ERANGE as in setxattr(2)), or a `symlink` target (1..4095 bytes).
+ */
+export type FuseStringKind = "entry" | "xattr" | "symlink";
+
+const SLASH = 0x2f;
+
+const LIMITS: Readonly<Record<FuseStringKind, { max: number; errno: number }>> = {
+  entry: { max: FUSE_NAME_MAX, errno: FuseErrno.ENAMETOOLONG },
+  xattr: { max: FUSE_XATTR_NAME_MAX, errno: FuseErrno.ERANGE },
+  symlink: { max: FUSE_SYMLINK_MAX, errno: FuseErrno.ENAMETOOLONG },
+};
+
+/**
+ * Returns the FuseNameError that `bytes` (a string without its terminator)
+ * deserves as a `kind` string, or undefined when it is acceptable.
+ */
+export function fuseStringProblem(
+  bytes: Uint8Array,
+  kind: FuseStringKind,
+  what: string,
+): FuseNameError | undefined {
+  if (bytes.byteLength === 0) return new FuseNameError(`${what} is empty`, FuseErrno.EINVAL);
+  const limit = LIMITS[kind];
+  if (bytes.byteLength > limit.max) {
+    return new FuseNameError(
+      `${what} is ${bytes.byteLength} bytes, longer than ${limit.max}`,
+      limit.errno,
+    );
+  }
+  if (bytes.indexOf(0) !== -1) {
+    return new FuseNameError(`${what} contains a NUL byte`, FuseErrno.EINVAL);
+  }
+  if (kind === "entry" && bytes.indexOf(SLASH) !== -1) {
+    return new FuseNameError(`${what} contains '/'`, FuseErrno.EINVAL);
+  }
+  return undefined;
+}
+
+/** A string taken out of a request, and where the bytes after its NUL start. */
+export interface FuseStringSpan {
+  /** The string's bytes without the NUL: a copy, so the guest cannot change it after the checks. */
+  bytes: Uint8Array;
+  /** Index just past the terminating NUL. */
+  end: number;
+}
+
+/**
+ * Reads the NUL-terminated string that starts at `start` of `body` and
+ * checks it. A missing NUL is a framing fault (FuseProtocolError); a bad
+ * string is a FuseNameError.
+ */
+export function readFuseString(
+  body: Uint8Array,
+  start: number,
+  kind: FuseStringKind,
+  what: string,
+): FuseStringSpan {
+  const nul = start <= body.byteLength ? body.indexOf(0, start) : -1;
+  if (nul === -1) {
+    throw new FuseProtocolError(`${what}: no terminating NUL in the request`);
+  }
+  // Check before copying so an over-long name costs no more than the limit.
+  const limit = LIMITS[kind];
+  if (nul - start > limit.max) {
+    throw new FuseNameError(
+      `${what} is ${nul - start} bytes, longer than ${limit.max}`,
+      limit.errno,
+    );
+  }
+  const bytes = body.slice(start, nul);
+  const problem = fuseStringProblem(bytes, kind, what);
+  if (problem) throw problem;
+  return { bytes, end: nul + 1 };
+}
+
+/**
+ * Reads the string that must end the request: bytes after its NUL mean the
+ * name held a NUL byte (FuseNameError, EINVAL).
+ */
+export function readLastFuseString(
+  body: Uint8Array,
+  start: number,
+  kind: FuseStringKind,
+  what: string,
+): Uint8Array {
+  const span = readFuseString(body, start, kind, what);
+  if (span.end !== body.byteLength) {
+    throw new FuseNameError(
+      `${what} contains a NUL byte (${body.byteLength - span.end} bytes follow its first NUL)`,
+      FuseErrno.EINVAL,
+    );
+  }
+  return span.bytes;
+}

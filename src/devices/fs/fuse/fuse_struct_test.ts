@@ -1,0 +1,89 @@
+import assert from "node:assert/strict";
+import { FuseProtocolError } from "./fuse_errors.ts";
+import { defineStruct, readStruct, writeStruct } from "./fuse_struct.ts";
+
+const INNER = defineStruct("inner", [["a", "u16"], ["b", "u64"]]);
+const OUTER = defineStruct("outer", [
+  ["tag", "u16"],
+  ["inner", INNER],
+  ["count", "u32"],
+  ["reserved", "u16", 3],
+  ["signed", "i64"],
+  ["delta", "i32"],
+]);
+
+Deno.test("defineStruct aligns each field naturally and pads the tail", () => {
+  assert.deepEqual(INNER.offsets, { a: 0, b: 8 });
+  assert.equal(INNER.size, 16);
+  assert.equal(INNER.align, 8);
+  // tag@0, inner aligned to 8 -> 8..24, count@24, reserved u16[3]@28..34, signed aligned to 8 -> 40, delta@48, tail -> 56
+  assert.deepEqual(OUTER.offsets, {
+    tag: 0,
+    inner: 8,
+    count: 24,
+    reserved: 28,
+    signed: 40,
+    delta: 48,
+  });
+  assert.equal(OUTER.size, 56);
+  assert.equal(defineStruct("tail", [["x", "u64"], ["y", "u32"]]).size, 16);
+  assert.equal(defineStruct("small", [["x", "u16"], ["y", "u16"]]).size, 4);
+});
+
+Deno.test("defineStruct refuses a field declared twice", () => {
+  assert.throws(() => defineStruct("dup", [["x", "u32"], ["x", "u32"]]), /declared twice/);
+});
+
+Deno.test("writeStruct then readStruct round-trips nested and signed values little-endian", () => {
+  const value = {
+    tag: 0xbeef,
+    inner: { a: 7, b: 0xffff_ffff_ffff_fffen },
+    count: 0xffff_ffff,
+    signed: -2n,
+    delta: -5,
+  };
+  const bytes = writeStruct(OUTER, value);
+  assert.equal(bytes.byteLength, 56);
+  assert.deepEqual([...bytes.subarray(0, 2)], [0xef, 0xbe]);
+  assert.deepEqual([...bytes.subarray(40, 48)], [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+  assert.deepEqual(readStruct(OUTER, bytes), value);
+});
+
+Deno.test("writeStruct zeroes reserved fields, gaps and tail padding, and nothing outside", () => {
+  const target = new Uint8Array(72).fill(0xff);
+  writeStruct(OUTER, { tag: 1, inner: { a: 2, b: 3n }, count: 4, signed: 5, delta: 6 }, target, 8);
+  assert.deepEqual([...target.subarray(8 + 28, 8 + 34)], [0, 0, 0, 0, 0, 0], "reserved");
+  assert.deepEqual([...target.subarray(8 + 2, 8 + 8)], [0, 0, 0, 0, 0, 0], "gap before inner");
+  assert.deepEqual([...target.subarray(8 + 52, 8 + 56)], [0, 0, 0, 0], "tail padding");
+  assert.equal(target[0], 0xff, "bytes before the struct are untouched");
+  assert.equal(target[8 + 56], 0xff, "bytes after the struct are untouched");
+});
+
+Deno.test("readStruct reads from views that do not start their buffer and refuses short input", () => {
+  const backing = new Uint8Array(40);
+  writeStruct(INNER, { a: 9, b: 10n }, backing, 13);
+  assert.deepEqual(readStruct(INNER, backing.subarray(13)), { a: 9, b: 10n });
+  assert.deepEqual(readStruct(INNER, backing, 13), { a: 9, b: 10n });
+  assert.throws(() => readStruct(INNER, backing.subarray(13, 28)), FuseProtocolError);
+  assert.throws(() => readStruct(INNER, backing, 25), FuseProtocolError);
+  assert.throws(() => readStruct(INNER, backing, -1), FuseProtocolError);
+});
+
+Deno.test("writeStruct refuses values that do not fit and targets that are too small", () => {
+  const ok = { a: 1, b: 1n };
+  assert.throws(() => writeStruct(INNER, { ...ok, a: 0x1_0000 }), RangeError);
+  assert.throws(() => writeStruct(INNER, { ...ok, a: -1 }), RangeError);
+  assert.throws(() => writeStruct(INNER, { ...ok, a: 1.5 }), RangeError);
+  assert.throws(() => writeStruct(INNER, { ...ok, b: -1n }), RangeError);
+  assert.throws(() => writeStruct(INNER, { ...ok, b: 1n << 64n }), RangeError);
+  assert.throws(() => writeStruct(INNER, { ...ok, b: 2 ** 60 }), RangeError, "unsafe number");
+  assert.throws(() => writeStruct(INNER, ok, new Uint8Array(15)), RangeError);
+  assert.throws(() => writeStruct(INNER, ok, new Uint8Array(16), 1), RangeError);
+  const signed = defineStruct("signed", [["t", "i64"], ["e", "i32"]]);
+  assert.throws(() => writeStruct(signed, { t: 1n << 63n, e: 0 }), RangeError);
+  assert.throws(() => writeStruct(signed, { t: 0, e: 0x8000_0000 }), RangeError);
+  assert.deepEqual(readStruct(signed, writeStruct(signed, { t: -(1n << 63n), e: -0x8000_0000 })), {
+    t: -(1n << 63n),
+    e: -0x8000_0000,
+  });
+});
