@@ -306,6 +306,16 @@ export class VhostUserBackend {
     return ring;
   }
 
+  /** The ring `index`; when it does not exist, `fd` (which the caller handed over) is closed. */
+  #ringTakingFd(index: number, fd: number): Vring {
+    try {
+      return this.#ring(index);
+    } catch (e) {
+      closeQuietly(fd);
+      throw e;
+    }
+  }
+
   /** SET_VRING_NUM. */
   setVringNum({ index, num }: VringState): void {
     const ring = this.#ring(index);
@@ -364,13 +374,7 @@ export class VhostUserBackend {
 
   /** SET_VRING_KICK: takes ownership of `fd`; starts the ring. */
   async setVringKick(index: number, fd: number): Promise<void> {
-    let ring: Vring;
-    try {
-      ring = this.#ring(index);
-    } catch (e) {
-      closeQuietly(fd);
-      throw e;
-    }
+    const ring = this.#ringTakingFd(index, fd);
     if (ring.running) await this.#stopRing(ring);
     ring.kickFd = Vring.replaceFd(ring.kickFd, fd);
     ring.started = true;
@@ -380,26 +384,14 @@ export class VhostUserBackend {
 
   /** SET_VRING_CALL: takes ownership of `fd`. */
   async setVringCall(index: number, fd: number): Promise<void> {
-    let ring: Vring;
-    try {
-      ring = this.#ring(index);
-    } catch (e) {
-      closeQuietly(fd);
-      throw e;
-    }
+    const ring = this.#ringTakingFd(index, fd);
     if (ring.running) await this.#pool.setCall(index, fd);
     ring.callFd = Vring.replaceFd(ring.callFd, fd);
   }
 
   /** SET_VRING_ERR: takes ownership of `fd`. */
   async setVringErr(index: number, fd: number): Promise<void> {
-    let ring: Vring;
-    try {
-      ring = this.#ring(index);
-    } catch (e) {
-      closeQuietly(fd);
-      throw e;
-    }
+    const ring = this.#ringTakingFd(index, fd);
     const wasRunning = ring.running;
     if (wasRunning) await this.#stopRing(ring);
     ring.errFd = Vring.replaceFd(ring.errFd, fd);
