@@ -34,6 +34,7 @@ import {
   decodeVringState,
   encodeConfig,
   encodeDeviceStateParams,
+  encodeLogArea,
   encodeMemoryTable,
   encodeMessage,
   encodeSingleRegion,
@@ -44,6 +45,7 @@ import {
   FLAG_NEED_REPLY,
   FrontendRequest,
   HEADER_SIZE,
+  type LogArea,
   MAX_PAYLOAD_SIZE,
   type MemoryRegionDesc,
   type MessageHeader,
@@ -289,6 +291,30 @@ export class VhostUserClient {
       FrontendRequest.SET_CONFIG,
       encodeConfig({ offset, size: data.byteLength, flags, data }),
     );
+  }
+
+  // ---- dirty-page log ------------------------------------------------------
+
+  /**
+   * SET_LOG_BASE: shares the dirty-page bitmap, `area.mmapSize` bytes at
+   * `area.mmapOffset` of `fd` (the fd stays open here). With LOG_SHMFD
+   * negotiated the back-end answers with a u64 of its own: a non-zero one
+   * (or an empty reply) throws BackendRefused.
+   */
+  setLogBase(area: LogArea, fd: number): void {
+    const reply = this.request(FrontendRequest.SET_LOG_BASE, encodeLogArea(area), [fd]);
+    if (reply === undefined) return; // no own reply without LOG_SHMFD (acked or not at all)
+    if (reply.byteLength === 0) throw new BackendRefused("SET_LOG_BASE");
+    if (reply.byteLength !== 8) {
+      throw new ProtocolError(`SET_LOG_BASE reply is ${reply.byteLength} bytes, expected 8`);
+    }
+    const value = decodeU64(reply);
+    if (value !== 0n) throw new BackendRefused("SET_LOG_BASE", value);
+  }
+
+  /** SET_LOG_FD: the eventfd the back-end signals after updating the log (stays open here). */
+  setLogFd(fd: number): void {
+    this.request(FrontendRequest.SET_LOG_FD, new Uint8Array(0), [fd]);
   }
 
   // ---- device state -------------------------------------------------------
