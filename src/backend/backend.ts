@@ -99,7 +99,7 @@ export class VhostUserBackend {
   constructor(device: VirtioDevice, pool: WorkerPool, options: BackendOptions = {}) {
     this.#device = device;
     this.#pool = pool;
-    this.#logging = new DirtyLogging(pool);
+    this.#logging = new DirtyLogging(pool, () => this.#loggingStarted());
     this.#deviceState = device.stateSupport
       ? new DeviceStateSession(device, device.stateSupport, options)
       : undefined;
@@ -146,13 +146,7 @@ export class VhostUserBackend {
     const ringBitsChanged = ((features ^ this.#ackedFeatures) & ringBits) !== 0n;
     this.#ackedFeatures = features;
     this.#device.setAckedFeatures(features & this.#device.features());
-    if (await this.#logging.setLogAll(hasBit(features, VirtioFeature.LOG_ALL))) {
-      log.info("dirty-page logging started");
-      const warning = this.#device.stateSupport?.migrationWarning?.();
-      if (warning && !hasBit(this.#ackedProtocolFeatures, ProtocolFeature.DEVICE_STATE)) {
-        log.warn(warning);
-      }
-    }
+    await this.#logging.setLogAll(hasBit(features, VirtioFeature.LOG_ALL));
     // Running rings pick up new ring features (and enable rules) by restarting.
     for (const ring of this.#rings) {
       if (ring.running && ringBitsChanged) await this.#stopRing(ring);
@@ -187,6 +181,15 @@ export class VhostUserBackend {
   }
 
   // ---- dirty log and device state ------------------------------------------
+
+  /** Live migration began: say so, and warn when the device's contents will not follow. */
+  #loggingStarted(): void {
+    log.info("dirty-page logging started");
+    const warning = this.#device.stateSupport?.migrationWarning?.();
+    if (warning && !hasBit(this.#ackedProtocolFeatures, ProtocolFeature.DEVICE_STATE)) {
+      log.warn(warning);
+    }
+  }
 
   /** SET_LOG_BASE: takes ownership of `fd`. */
   setLogBase(area: LogArea, fd: number): Promise<void> {

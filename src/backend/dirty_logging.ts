@@ -43,9 +43,12 @@ export class DirtyLogging {
   #logAll = false;
   #active = false;
 
-  /** Logging state for the Workers of `pool`. */
-  constructor(pool: WorkerPool) {
+  readonly #onStart: () => void;
+
+  /** Logging state for the Workers of `pool`; `onStart` runs each time logging turns on. */
+  constructor(pool: WorkerPool, onStart: () => void = () => {}) {
     this.#pool = pool;
+    this.#onStart = onStart;
   }
 
   /** True while Workers log their writes. */
@@ -90,23 +93,24 @@ export class DirtyLogging {
     if (old !== NO_FD) closeQuietly(old);
   }
 
-  /** VHOST_F_LOG_ALL on or off (from SET_FEATURES); returns true when logging just started. */
-  async setLogAll(on: boolean): Promise<boolean> {
-    const wasActive = this.#active;
+  /** VHOST_F_LOG_ALL on or off (from SET_FEATURES). */
+  async setLogAll(on: boolean): Promise<void> {
     this.#logAll = on;
     await this.#update(false);
-    return this.#active && !wasActive;
   }
 
+  /** Tells the Workers; logging is on once LOG_ALL and a log are both there, in either order. */
   async #update(force: boolean): Promise<void> {
     const active = this.#logAll && this.#mapped !== undefined;
     if (!force && active === this.#active) return;
+    const started = active && !this.#active;
     this.#active = active;
     const m = this.#mapped;
     await this.#pool.setLog(
       active && m ? { hostAddr: m.hostAddr, size: m.size } : null,
       this.#logFd,
     );
+    if (started) this.#onStart();
   }
 
   /** Stops logging in the Workers and releases the log and its eventfd. */

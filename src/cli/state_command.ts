@@ -75,10 +75,16 @@ class Progress {
   }
 }
 
+/** How long to keep trying to reach the back-end. */
+const CONNECT_TIMEOUT_MS = 2_000;
+/** Reply limit: long enough for CHECK_DEVICE_STATE after a large transfer is processed. */
+const REPLY_TIMEOUT_MS = 60_000;
+
 function connect(socketPath: string): VhostUserClient {
   try {
-    // Long enough for CHECK_DEVICE_STATE after a large transfer is processed.
-    return VhostUserClient.connect(socketPath, 60_000);
+    const client = VhostUserClient.connect(socketPath, CONNECT_TIMEOUT_MS);
+    client.timeoutMs = REPLY_TIMEOUT_MS;
+    return client;
   } catch (e) {
     throw new UsageError(`cannot connect to ${socketPath}: ${e instanceof Error ? e.message : e}`);
   }
