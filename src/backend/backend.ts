@@ -99,7 +99,7 @@ export class VhostUserBackend {
   constructor(device: VirtioDevice, pool: WorkerPool, options: BackendOptions = {}) {
     this.#device = device;
     this.#pool = pool;
-    this.#logging = new DirtyLogging(pool, () => this.#loggingStarted());
+    this.#logging = new DirtyLogging(pool, (active) => this.#loggingChanged(active));
     this.#deviceState = device.stateSupport
       ? new DeviceStateSession(device, device.stateSupport, options)
       : undefined;
@@ -182,8 +182,12 @@ export class VhostUserBackend {
 
   // ---- dirty log and device state ------------------------------------------
 
-  /** Live migration began: say so, and warn when the device's contents will not follow. */
-  #loggingStarted(): void {
+  /** Live migration began (or ended): say so, and warn when the device's contents will not follow. */
+  #loggingChanged(active: boolean): void {
+    if (!active) {
+      log.info("dirty-page logging stopped");
+      return;
+    }
     log.info("dirty-page logging started");
     const warning = this.#device.stateSupport?.migrationWarning?.();
     if (warning && !hasBit(this.#ackedProtocolFeatures, ProtocolFeature.DEVICE_STATE)) {

@@ -43,12 +43,12 @@ export class DirtyLogging {
   #logAll = false;
   #active = false;
 
-  readonly #onStart: () => void;
+  readonly #onChange: (active: boolean) => void;
 
-  /** Logging state for the Workers of `pool`; `onStart` runs each time logging turns on. */
-  constructor(pool: WorkerPool, onStart: () => void = () => {}) {
+  /** Logging state for the Workers of `pool`; `onChange` runs each time logging turns on or off. */
+  constructor(pool: WorkerPool, onChange: (active: boolean) => void = () => {}) {
     this.#pool = pool;
-    this.#onStart = onStart;
+    this.#onChange = onChange;
   }
 
   /** True while Workers log their writes. */
@@ -103,14 +103,14 @@ export class DirtyLogging {
   async #update(force: boolean): Promise<void> {
     const active = this.#logAll && this.#mapped !== undefined;
     if (!force && active === this.#active) return;
-    const started = active && !this.#active;
+    const changed = active !== this.#active;
     this.#active = active;
     const m = this.#mapped;
     await this.#pool.setLog(
       active && m ? { hostAddr: m.hostAddr, size: m.size } : null,
       this.#logFd,
     );
-    if (started) this.#onStart();
+    if (changed) this.#onChange(active);
   }
 
   /** Stops logging in the Workers and releases the log and its eventfd. */
