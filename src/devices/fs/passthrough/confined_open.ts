@@ -1,0 +1,54 @@
+/**
+ * Opening one name below a directory without ever leaving the shared tree:
+ * the single place where vhostd turns a guest-supplied name into a host file.
+ *
+ * @module
+ */
+
+import {
+  AT_EMPTY_PATH,
+  AT_SYMLINK_NOFOLLOW,
+  fstatat,
+  O_CLOEXEC,
+  O_NOFOLLOW,
+  O_PATH,
+  openat,
+  openat2,
+  openat2Supported,
+  RESOLVE_BENEATH,
+  RESOLVE_NO_MAGICLINKS,
+  RESOLVE_NO_SYMLINKS,
+  type StatxResult,
+} from "../../../../ffi/mod.ts";
+
+/** Path-only, never following a link, never inherited by children. */
+const PATH_FLAGS = O_PATH | O_NOFOLLOW | O_CLOEXEC;
+/** Resolution may not leave the directory, nor cross any symbolic or magic link. */
+const CONFINED = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+
+/**
+ * Opens `name` (one component, already checked: not empty, no `/`, not
+ * "..") in directory `dirFd` as an O_PATH|O_NOFOLLOW fd. A symbolic link
+ * yields an fd holding the link itself, never its target. Uses openat2 with
+ * RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS; on kernels
+ * without openat2 a plain openat with O_NOFOLLOW is equally confined for a
+ * single component. Throws SyscallError.
+ */
+export function openComponent(dirFd: number, name: Uint8Array): number {
+  if (openat2Supported()) return openat2(dirFd, name, { flags: PATH_FLAGS, resolve: CONFINED });
+  return openat(dirFd, name, PATH_FLAGS);
+}
+
+/** Status of the file an fd holds (O_PATH fds and symbolic links included), never following links. */
+export function statFd(fd: number): StatxResult {
+  return fstatat(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+}
+
+/** Status of `name` in directory `dirFd` without following a link, or undefined if it cannot be had. */
+export function statEntryQuietly(dirFd: number, name: Uint8Array): StatxResult | undefined {
+  try {
+    return fstatat(dirFd, name, AT_SYMLINK_NOFOLLOW);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * The value types of the passthrough filesystem's API: options, and what
+ * each operation returns to the FUSE request handler.
+ *
+ * @module
+ */
+
+import type { FuseAttr } from "../fuse/fuse_reply.ts";
+
+/** What to do when an inode or handle cannot be re-created on a migration destination. */
+export type MigrationOnError = "abort" | "guest-error";
+
+/** How a {@linkcode PassthroughFs} serves its shared directory. */
+export interface FsOptions {
+  /** The host directory shown to the guest as the root of the filesystem. */
+  sharedDir: string;
+  /** Refuse every change with EROFS (writes, creation, attribute changes). */
+  readOnly: boolean;
+  /**
+   * On restore, "abort" throws at the first inode or handle that cannot be
+   * re-created (the migration fails); "guest-error" records it and answers
+   * EIO for every later use of that inode or handle.
+   */
+  migrationOnError: MigrationOnError;
+  /** How long the guest may cache a name → inode binding, seconds (default 1). */
+  entryTimeoutSec?: number;
+  /** How long the guest may cache attributes, seconds (default 1). */
+  attrTimeoutSec?: number;
+}
+
+/** An inode the guest now holds one more lookup reference on (LOOKUP, MKDIR, CREATE...). */
+export interface EntryResult {
+  /** Our node id for the inode (the guest passes it back in later requests). */
+  nodeid: bigint;
+  /** With `nodeid`, unique for the filesystem's lifetime; always 0 here (node ids are never reused). */
+  generation: bigint;
+  /** Attributes; `attr.ino` is the host inode number. */
+  attr: FuseAttr;
+  /** How long the guest may cache the name, seconds. */
+  entryTimeoutSec: number;
+  /** How long the guest may cache the attributes, seconds. */
+  attrTimeoutSec: number;
+}
+
+/** Fresh attributes of an inode (GETATTR, SETATTR). */
+export interface AttrResult {
+  /** The attributes. */
+  attr: FuseAttr;
+  /** How long the guest may cache them, seconds. */
+  attrTimeoutSec: number;
+}
+
+/** A new file or directory handle (OPEN, OPENDIR, CREATE). */
+export interface OpenResult {
+  /** Handle number the guest passes back in later requests. */
+  fh: bigint;
+  /** FOPEN_* bits for `fuse_open_out.open_flags`. */
+  openFlags: number;
+}
+
+/** Filesystem statistics for STATFS (`fuse_kstatfs`). */
+export interface StatfsResult {
+  /** Total blocks of `frsize` bytes. */
+  blocks: bigint | number;
+  /** Free blocks. */
+  bfree: bigint | number;
+  /** Free blocks for unprivileged users. */
+  bavail: bigint | number;
+  /** Total inodes. */
+  files: bigint | number;
+  /** Free inodes. */
+  ffree: bigint | number;
+  /** Preferred block size. */
+  bsize: number;
+  /** Longest file name. */
+  namelen: number;
+  /** Fragment size: the unit of `blocks`. */
+  frsize: number;
+}
+
+/** The outcome of INIT: what the handler puts in `fuse_init_out` (major is always 7). */
+export interface FsInitResult {
+  /** Accepted FuseInitFlag bits. */
+  flags: number;
+  /** Accepted FuseInitFlag2 bits. */
+  flags2: number;
+  /** Largest WRITE payload, bytes. */
+  maxWrite: number;
+  /** Readahead limit, bytes. */
+  maxReadahead: number;
+  /** Most pages per request. */
+  maxPages: number;
+  /** Timestamp granularity, nanoseconds. */
+  timeGran: number;
+  /** The protocol minor version we speak. */
+  minor: number;
+}

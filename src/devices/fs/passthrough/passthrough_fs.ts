@@ -1,0 +1,1024 @@
+/**
+ * The virtio-fs passthrough filesystem: a host directory served to the guest
+ * through FUSE operations, with no byte parsing (the request handler decodes
+ * and encodes) and no virtqueues.
+ *
+ * Confinement. Every inode holds an O_PATH|O_NOFOLLOW fd, and every access
+ * is an `*at` call relative to such an fd or a reopen of one through
+ * `/proc/self/fd`: no path is ever built from guest names. A guest name is
+ * one component (EINVAL when empty or holding `/`); it is opened with
+ * openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS. A
+ * symbolic link is looked up as itself and never followed by vhostd (the
+ * guest kernel resolves link targets in its own namespace); opening one for
+ * I/O is ELOOP. LOOKUP of "." is the directory itself and of ".." its
+ * recorded parent; ".." of the root is the root, so the guest never gets
+ * above the shared directory. vhostd opens only regular files and
+ * directories for I/O: device nodes, FIFOs and sockets can be created and
+ * listed but opening one is EPERM (the guest kernel serves them itself; a
+ * host device opened for a guest would bypass the host's access control).
+ *
+ * Caching: entries and attributes are valid for 1 s by default
+ * ({@linkcode FsOptions.entryTimeoutSec}); files are opened with no FOPEN_*
+ * flags, so the guest page cache is invalidated on open when the file changed
+ * (AUTO_INVAL_DATA).
+ *
+ * Ownership: when vhostd runs as root, new files, directories, nodes and
+ * links get the uid/gid of the guest caller (the group of a setgid parent
+ * directory wins, as on Linux) and exactly the permission bits asked for
+ * (`mode & ~umask`); otherwise they belong to vhostd's user.
+ *
+ * ACCESS is answered by faccessat with AT_EACCESS, i.e. with vhostd's
+ * effective ids (virtio-fs guests normally check permissions themselves with
+ * default_permissions, so ACCESS only serves explicit access(2) calls).
+ *
+ * Errors: every method throws {@linkcode FsError} (the guest gets `-errno`);
+ * host failures are translated at each method's boundary. Unknown node ids
+ * and handles are EBADF; inodes and handles a migration could not restore
+ * (with `migrationOnError: "guest-error"`) are EIO, except for forget,
+ * release and releasedir, which clean up.
+ *
+ * @module
+ */
+
+import {
+  AT_EACCESS,
+  AT_EMPTY_PATH,
+  AT_FDCWD,
+  AT_REMOVEDIR,
+  AT_SYMLINK_FOLLOW,
+  AT_SYMLINK_NOFOLLOW,
+  chmodProcFd,
+  closeFd,
+  closeQuietly,
+  dupFd,
+  EBADF,
+  EEXIST,
+  EFBIG,
+  EINVAL,
+  EIO,
+  EISDIR,
+  ELOOP,
+  ENOENT,
+  ENOTDIR,
+  EPERM,
+  EPROTO,
+  EROFS,
+  faccessat,
+  fallocate,
+  fchmod,
+  fchownat,
+  fdatasync,
+  fstatfs,
+  fsync,
+  ftruncate,
+  getuid,
+  linkat,
+  lseek64,
+  mkdirat,
+  mknodat,
+  O_ACCMODE,
+  O_CLOEXEC,
+  O_CREAT,
+  O_DIRECTORY,
+  O_EXCL,
+  O_NOATIME,
+  O_NOFOLLOW,
+  O_PATH,
+  O_RDONLY,
+  O_WRONLY,
+  openat,
+  procSelfFdPath,
+  readlinkat,
+  RENAME_EXCHANGE,
+  RENAME_NOREPLACE,
+  RENAME_WHITEOUT,
+  renameat2,
+  reopenFd,
+  S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  S_IFSOCK,
+  symlinkat,
+  type TimeSpec,
+  unlinkat,
+  utimensat,
+  W_OK,
+} from "../../../../ffi/mod.ts";
+import {
+  FUSE_KERNEL_MINOR_VERSION,
+  FUSE_KERNEL_VERSION,
+  FuseInitFlag,
+  FuseSetattrValid,
+} from "../fuse/fuse_abi.ts";
+import type { FuseInitArgs, FuseSetattrArgs } from "../fuse/fuse_request.ts";
+import { openComponent, statEntryQuietly, statFd } from "./confined_open.ts";
+import { readDirectoryPage } from "./dir_reader.ts";
+import { attrFromStatx } from "./fs_attr.ts";
+import { errnoOf, FsError, FsRestoreError, toFsError } from "./fs_errors.ts";
+import { checkEntryName, classifyComponent } from "./fs_names.ts";
+import { type FsSnapshot, restoreSnapshot, takeSnapshot } from "./fs_snapshot.ts";
+import type {
+  AttrResult,
+  EntryResult,
+  FsInitResult,
+  FsOptions,
+  MigrationOnError,
+  OpenResult,
+  StatfsResult,
+} from "./fs_types.ts";
+import { type Handle, HandleTable } from "./handle_table.ts";
+import { type Inode, InodeTable } from "./inode_table.ts";
+import { hostOpenFlags, opensForChange, reopenFlags } from "./open_flags.ts";
+
+export { FsError, FsRestoreError } from "./fs_errors.ts";
+export type { FsHandleRecord, FsInodeRecord, FsSnapshot } from "./fs_snapshot.ts";
+export type {
+  AttrResult,
+  EntryResult,
+  FsInitResult,
+  FsOptions,
+  MigrationOnError,
+  OpenResult,
+  StatfsResult,
+} from "./fs_types.ts";
+
+const S_ISUID = 0o4000;
+const S_ISGID = 0o2000;
+const S_IXGRP = 0o010;
+const PERMISSION_BITS = 0o7777;
+
+/** Default entry and attribute cache timeout, seconds. */
+const DEFAULT_TIMEOUT_SEC = 1;
+const PAGE_SIZE = 4096;
+/** Pages per request when the guest accepts MAX_PAGES (1 MiB requests). */
+const MAX_PAGES = 256;
+/** The kernel's own limit without MAX_PAGES. */
+const DEFAULT_MAX_PAGES = 32;
+
+/**
+ * INIT capabilities vhostd accepts when the guest offers them. Not
+ * WRITEBACK_CACHE (the host file would lag the guest's writes), POSIX_ACL,
+ * HANDLE_KILLPRIV(_V2) (the guest clears setuid bits itself), locks,
+ * EXPORT_SUPPORT or DAX.
+ */
+const ACCEPTED_INIT_FLAGS = FuseInitFlag.ASYNC_READ | FuseInitFlag.ATOMIC_O_TRUNC |
+  FuseInitFlag.BIG_WRITES | FuseInitFlag.AUTO_INVAL_DATA | FuseInitFlag.DO_READDIRPLUS |
+  FuseInitFlag.READDIRPLUS_AUTO | FuseInitFlag.ASYNC_DIO | FuseInitFlag.PARALLEL_DIROPS |
+  FuseInitFlag.MAX_PAGES;
+
+const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
+const SEEK_WHENCE_MAX = 4; // SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE
+
+/** Diagnostic view of one inode (tests, state inspection). */
+export interface InodeInfo {
+  /** Guest lookup references. */
+  lookups: bigint;
+  /** Internal references (open handles, inodes located in this directory). */
+  refs: number;
+  /** File type bits. */
+  type: number;
+  /** Host inode number. */
+  ino: bigint;
+  /** Node id of the directory of its recorded name, or null. */
+  parent: bigint | null;
+  /** Its recorded name, or null when none is known. */
+  name: Uint8Array | null;
+  /** Why it is unusable after a restore, or null. */
+  broken: string | null;
+}
+
+/** A host directory served as a FUSE filesystem. */
+export class PassthroughFs {
+  readonly #readOnly: boolean;
+  readonly #migrationOnError: MigrationOnError;
+  readonly #entryTimeoutSec: number;
+  readonly #attrTimeoutSec: number;
+  /** Running as root: new files get the guest caller's ids. */
+  readonly #chownNewFiles: boolean;
+  readonly #inodes: InodeTable;
+  readonly #handles = new HandleTable();
+  #init: FsInitResult | null = null;
+
+  /**
+   * Opens `opts.sharedDir` (an O_PATH directory fd) as the root, node id 1.
+   * Throws an Error saying why when the directory cannot be used.
+   */
+  constructor(opts: FsOptions) {
+    if (typeof opts.sharedDir !== "string" || opts.sharedDir === "") {
+      throw new Error("the shared directory path is empty");
+    }
+    if (opts.migrationOnError !== "abort" && opts.migrationOnError !== "guest-error") {
+      throw new Error(`migrationOnError must be "abort" or "guest-error"`);
+    }
+    this.#readOnly = opts.readOnly;
+    this.#migrationOnError = opts.migrationOnError;
+    this.#entryTimeoutSec = checkTimeout(opts.entryTimeoutSec, "entryTimeoutSec");
+    this.#attrTimeoutSec = checkTimeout(opts.attrTimeoutSec, "attrTimeoutSec");
+    this.#chownNewFiles = getuid() === 0;
+    let fd = -1;
+    try {
+      fd = openat(AT_FDCWD, opts.sharedDir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+      this.#inodes = new InodeTable(fd, statFd(fd));
+    } catch (error) {
+      closeQuietly(fd);
+      const why = error instanceof Error ? error.message : String(error);
+      throw new Error(`cannot share directory "${opts.sharedDir}": ${why}`);
+    }
+  }
+
+  /** True when every change is refused with EROFS. */
+  get readOnly(): boolean {
+    return this.#readOnly;
+  }
+
+  /** The INIT negotiated with the guest (or restored), or null before INIT. */
+  get negotiated(): FsInitResult | null {
+    return this.#init === null ? null : { ...this.#init };
+  }
+
+  /** Numbers of known inodes (the root included) and open handles. */
+  counts(): { inodes: number; handles: number } {
+    return { inodes: this.#inodes.size, handles: this.#handles.size };
+  }
+
+  /** Diagnostic view of an inode, or undefined when the node id is unknown. */
+  inodeInfo(nodeid: bigint): InodeInfo | undefined {
+    const inode = this.#inodes.get(nodeid);
+    if (inode === undefined) return undefined;
+    return {
+      lookups: inode.lookups,
+      refs: inode.refs,
+      type: inode.type,
+      ino: inode.ino,
+      parent: inode.location?.parent.nodeid ?? null,
+      name: inode.location?.name.slice() ?? null,
+      broken: inode.broken,
+    };
+  }
+
+  // -------------------------------------------------------------------------
+  // Session.
+
+  /**
+   * Negotiates INIT: accepts what the guest offers of ASYNC_READ,
+   * ATOMIC_O_TRUNC, BIG_WRITES, AUTO_INVAL_DATA, DO_READDIRPLUS,
+   * READDIRPLUS_AUTO, ASYNC_DIO, PARALLEL_DIROPS and MAX_PAGES, and remembers
+   * the result (it is migrated). EPROTO for a major version below 7.
+   */
+  init(args: FuseInitArgs): FsInitResult {
+    return this.#run(() => {
+      if (args.major < FUSE_KERNEL_VERSION) {
+        throw new FsError(EPROTO, `FUSE major version ${args.major} is too old`);
+      }
+      const flags = (args.flags & ACCEPTED_INIT_FLAGS) >>> 0;
+      const maxPages = (flags & FuseInitFlag.MAX_PAGES) !== 0 ? MAX_PAGES : DEFAULT_MAX_PAGES;
+      this.#init = {
+        flags,
+        flags2: 0,
+        maxWrite: maxPages * PAGE_SIZE,
+        maxReadahead: args.maxReadahead,
+        maxPages,
+        timeGran: 1,
+        minor: FUSE_KERNEL_MINOR_VERSION,
+      };
+      return { ...this.#init };
+    });
+  }
+
+  /** DESTROY: closes every handle and forgets every inode but the root. */
+  destroy(): void {
+    this.#dropAll();
+    this.#init = null;
+  }
+
+  /**
+   * Shuts the filesystem down for good: {@linkcode destroy}, then closes the
+   * root's fd. Later operations fail with EBADF.
+   */
+  close(): void {
+    this.destroy();
+    const root = this.#inodes.root;
+    closeQuietly(root.fd);
+    root.fd = -1;
+  }
+
+  // -------------------------------------------------------------------------
+  // Names and inodes.
+
+  /** LOOKUP `name` in directory `parent`; the guest holds one more reference on the result. */
+  lookup(parent: bigint, name: Uint8Array): EntryResult {
+    return this.#run(() => {
+      const dir = this.#directory(parent);
+      const kind = classifyComponent(name);
+      if (kind === "name") return this.#lookupIn(dir, name);
+      const target = kind === "dot" || dir === this.#inodes.root ? dir : dir.location?.parent;
+      if (target === undefined) throw new FsError(ENOENT, `the parent of ${parent} is not known`);
+      if (target.broken !== null) throw new FsError(EIO, target.broken);
+      const st = statFd(target.fd);
+      this.#inodes.addLookups(target);
+      return this.#entry(target, st);
+    });
+  }
+
+  /** FORGET: drops `nlookup` references; never throws, ignores unknown node ids. */
+  forget(nodeid: bigint, nlookup: bigint): void {
+    try {
+      this.#inodes.forget(nodeid, nlookup);
+    } catch {
+      // Nothing a forget could report to.
+    }
+  }
+
+  /** BATCH_FORGET. */
+  batchForget(items: { nodeid: bigint; nlookup: bigint }[]): void {
+    for (const item of items) this.forget(item.nodeid, item.nlookup);
+  }
+
+  /** GETATTR; with `fh` (an open handle of this inode) the handle's fd is used. */
+  getattr(nodeid: bigint, fh?: bigint): AttrResult {
+    return this.#run(() => {
+      const inode = this.#inode(nodeid);
+      let fd = inode.fd;
+      if (fh !== undefined) {
+        const handle = this.#handles.get(fh);
+        if (handle !== undefined && handle.broken === null && handle.inode === inode) {
+          fd = handle.fd;
+        }
+      }
+      return this.#attrResult(fd);
+    });
+  }
+
+  /**
+   * SETATTR: mode (not on symbolic links, which have none), owner, size
+   * (on the handle when FATTR_FH names a writable one), times (exact or
+   * now); then returns fresh attributes.
+   */
+  setattr(nodeid: bigint, args: FuseSetattrArgs): AttrResult {
+    return this.#run(() => {
+      const inode = this.#inode(nodeid);
+      this.#refuseIfReadOnly();
+      const valid = args.valid;
+      let handle: Handle | undefined;
+      if ((valid & FuseSetattrValid.FH) !== 0) {
+        handle = this.#handles.get(args.fh);
+        if (handle?.broken) throw new FsError(EIO, handle.broken);
+        if (handle?.inode !== inode) handle = undefined;
+      }
+      if ((valid & FuseSetattrValid.MODE) !== 0 && inode.type !== S_IFLNK) {
+        const mode = args.mode & PERMISSION_BITS;
+        if (handle !== undefined) fchmod(handle.fd, mode);
+        else chmodProcFd(inode.fd, mode);
+      }
+      if ((valid & (FuseSetattrValid.UID | FuseSetattrValid.GID)) !== 0) {
+        const uid = (valid & FuseSetattrValid.UID) !== 0 ? args.uid : -1;
+        const gid = (valid & FuseSetattrValid.GID) !== 0 ? args.gid : -1;
+        fchownat(inode.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+      }
+      if ((valid & FuseSetattrValid.SIZE) !== 0) {
+        if (inode.type === S_IFDIR) throw new FsError(EISDIR, "truncate of a directory");
+        if (inode.type !== S_IFREG) throw new FsError(EINVAL, "truncate of a special file");
+        const size = fileOffset(args.size);
+        if (handle !== undefined && (handle.flags & O_ACCMODE) !== O_RDONLY) {
+          ftruncate(handle.fd, size);
+        } else {
+          const fd = reopenFd(inode.fd, O_WRONLY | O_CLOEXEC);
+          try {
+            ftruncate(fd, size);
+          } finally {
+            closeQuietly(fd);
+          }
+        }
+      }
+      if (
+        (valid & FuseSetattrValid.KILL_SUIDGID) !== 0 && (valid & FuseSetattrValid.MODE) === 0 &&
+        inode.type === S_IFREG
+      ) {
+        clearSuidgid(inode.fd, (mode) => chmodProcFd(inode.fd, mode));
+      }
+      const times = FuseSetattrValid.ATIME | FuseSetattrValid.MTIME | FuseSetattrValid.ATIME_NOW |
+        FuseSetattrValid.MTIME_NOW;
+      if ((valid & times) !== 0) {
+        const atime: TimeSpec = (valid & FuseSetattrValid.ATIME_NOW) !== 0
+          ? "now"
+          : (valid & FuseSetattrValid.ATIME) !== 0
+          ? { sec: args.atime, nsec: args.atimensec }
+          : "omit";
+        const mtime: TimeSpec = (valid & FuseSetattrValid.MTIME_NOW) !== 0
+          ? "now"
+          : (valid & FuseSetattrValid.MTIME) !== 0
+          ? { sec: args.mtime, nsec: args.mtimensec }
+          : "omit";
+        utimensat(inode.fd, "", atime, mtime, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+      }
+      return this.#attrResult(inode.fd);
+    });
+  }
+
+  /** READLINK: the link's target bytes, untouched. EINVAL when not a link. */
+  readlink(nodeid: bigint): Uint8Array {
+    return this.#run(() => {
+      const inode = this.#inode(nodeid);
+      if (inode.type !== S_IFLNK) throw new FsError(EINVAL, "not a symbolic link");
+      return readlinkat(inode.fd, "");
+    });
+  }
+
+  /** SYMLINK: creates link `name` in `parent` pointing at `target` (stored as is). */
+  symlink(
+    parent: bigint,
+    name: Uint8Array,
+    target: Uint8Array,
+    uid: number,
+    gid: number,
+  ): EntryResult {
+    return this.#run(() =>
+      this.#createEntry(parent, name, null, uid, gid, false, (dirFd) => {
+        symlinkat(target, dirFd, name);
+      })
+    );
+  }
+
+  /** MKNOD: a regular file, device node, FIFO or socket (`mode` holds the type). */
+  mknod(
+    parent: bigint,
+    name: Uint8Array,
+    mode: number,
+    rdev: number,
+    umask: number,
+    uid: number,
+    gid: number,
+  ): EntryResult {
+    return this.#run(() => {
+      const type = (mode & S_IFMT) === 0 ? S_IFREG : mode & S_IFMT;
+      if (type === S_IFDIR) throw new FsError(EPERM, "mknod of a directory");
+      if (![S_IFREG, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK].includes(type)) {
+        throw new FsError(EINVAL, `mknod of file type ${type.toString(8)}`);
+      }
+      const wanted = mode & ~umask & PERMISSION_BITS;
+      const device = type === S_IFCHR || type === S_IFBLK ? rdev >>> 0 : 0;
+      return this.#createEntry(parent, name, wanted, uid, gid, false, (dirFd) => {
+        mknodat(dirFd, name, type | wanted, device);
+      });
+    });
+  }
+
+  /** MKDIR. */
+  mkdir(
+    parent: bigint,
+    name: Uint8Array,
+    mode: number,
+    umask: number,
+    uid: number,
+    gid: number,
+  ): EntryResult {
+    return this.#run(() => {
+      const wanted = mode & ~umask & PERMISSION_BITS;
+      return this.#createEntry(parent, name, wanted, uid, gid, true, (dirFd) => {
+        mkdirat(dirFd, name, wanted);
+      });
+    });
+  }
+
+  /** UNLINK a non-directory. */
+  unlink(parent: bigint, name: Uint8Array): void {
+    this.#run(() => this.#remove(parent, name, 0));
+  }
+
+  /** RMDIR an empty directory. */
+  rmdir(parent: bigint, name: Uint8Array): void {
+    this.#run(() => this.#remove(parent, name, AT_REMOVEDIR));
+  }
+
+  /** RENAME / RENAME2 with RENAME_NOREPLACE, RENAME_EXCHANGE or RENAME_WHITEOUT. */
+  rename(
+    parent: bigint,
+    name: Uint8Array,
+    newParent: bigint,
+    newName: Uint8Array,
+    flags: number,
+  ): void {
+    this.#run(() => {
+      const dir = this.#directory(parent);
+      const newDir = this.#directory(newParent);
+      checkEntryName(name);
+      checkEntryName(newName);
+      this.#refuseIfReadOnly();
+      if ((flags & ~RENAME_FLAGS) !== 0) throw new FsError(EINVAL, `rename flags ${flags}`);
+      const source = statEntryQuietly(dir.fd, name);
+      const target = statEntryQuietly(newDir.fd, newName);
+      renameat2(dir.fd, name, newDir.fd, newName, flags);
+      const moved = source && this.#inodes.find(source.dev, source.ino);
+      const other = target && this.#inodes.find(target.dev, target.ino);
+      if (moved !== undefined && moved === other) return; // two links of one file: no change
+      if ((flags & RENAME_EXCHANGE) !== 0) {
+        if (moved) this.#inodes.setLocation(moved, { parent: newDir, name: newName.slice() });
+        if (other) this.#inodes.setLocation(other, { parent: dir, name: name.slice() });
+      } else {
+        if (other) this.#inodes.clearLocationIf(other, newDir, newName);
+        if (moved) this.#inodes.setLocation(moved, { parent: newDir, name: newName.slice() });
+      }
+    });
+  }
+
+  /** LINK: a new name `newName` in `newParent` for inode `nodeid`. */
+  link(nodeid: bigint, newParent: bigint, newName: Uint8Array): EntryResult {
+    return this.#run(() => {
+      const inode = this.#inode(nodeid);
+      const dir = this.#directory(newParent);
+      checkEntryName(newName);
+      this.#refuseIfReadOnly();
+      if (inode.type === S_IFDIR) throw new FsError(EPERM, "hard link to a directory");
+      try {
+        // Needs CAP_DAC_READ_SEARCH; ENOENT without it.
+        linkat(inode.fd, "", dir.fd, newName, AT_EMPTY_PATH);
+      } catch (error) {
+        if (errnoOf(error) !== ENOENT) throw error;
+        linkat(AT_FDCWD, procSelfFdPath(inode.fd), dir.fd, newName, AT_SYMLINK_FOLLOW);
+      }
+      return this.#lookupIn(dir, newName);
+    });
+  }
+
+  // -------------------------------------------------------------------------
+  // Files.
+
+  /**
+   * OPEN a regular file. O_APPEND, O_TRUNC, O_NOATIME (dropped when the
+   * host refuses it) and the sync flags are honoured, O_DIRECT is dropped.
+   * EROFS for write access or O_TRUNC on a read-only share.
+   */
+  open(nodeid: bigint, flags: number): OpenResult {
+    return this.#run(() => {
+      const inode = this.#inode(nodeid);
+      const hostFlags = hostOpenFlags(flags);
+      if (this.#readOnly && opensForChange(hostFlags)) throw new FsError(EROFS);
+      const fd = openForIo(inode.fd, inode.type, hostFlags);
+      return this.#addHandle(fd, inode, hostFlags, false);
+    });
+  }
+
+  /**
+   * CREATE: creates and opens `name` in `parent`, or with no O_EXCL opens
+   * the file already there (not following a link: ELOOP).
+   */
+  create(
+    parent: bigint,
+    name: Uint8Array,
+    flags: number,
+    mode: number,
+    umask: number,
+    uid: number,
+    gid: number,
+  ): { entry: EntryResult; open: OpenResult } {
+    return this.#run(() => {
+      const dir = this.#directory(parent);
+      checkEntryName(name);
+      this.#refuseIfReadOnly();
+      const hostFlags = hostOpenFlags(flags);
+      const wanted = mode & ~umask & PERMISSION_BITS;
+      let fd = -1;
+      let pathFd = -1;
+      let created = true;
+      try {
+        try {
+          fd = openat(dir.fd, name, hostFlags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, wanted);
+        } catch (error) {
+          if (errnoOf(error) !== EEXIST || (flags & O_EXCL) !== 0) throw error;
+          created = false;
+        }
+        if (created) {
+          pathFd = reopenFd(fd, O_PATH | O_CLOEXEC);
+          this.#settleNewFile(pathFd, dir, wanted, uid, gid, false);
+        } else {
+          pathFd = openComponent(dir.fd, name);
+          fd = openForIo(pathFd, statFd(pathFd).mode & S_IFMT, hostFlags);
+        }
+      } catch (error) {
+        closeQuietly(fd);
+        closeQuietly(pathFd);
+        if (created && fd >= 0) unlinkQuietly(dir.fd, name, 0);
+        throw error;
+      }
+      let entry: EntryResult;
+      try {
+        entry = this.#adopt(dir, name, pathFd);
+      } catch (error) {
+        closeQuietly(fd);
+        throw error;
+      }
+      const inode = this.#inodes.get(entry.nodeid)!;
+      return { entry, open: this.#addHandle(fd, inode, hostFlags, false) };
+    });
+  }
+
+  /** The host fd of an open file handle, for the handler's preadv/pwritev. EBADF if unknown. */
+  readFd(fh: bigint): number {
+    return this.#run(() => this.#fileHandle(fh).fd);
+  }
+
+  /**
+   * After a WRITE: with `killSuidgid` (the guest's FUSE_WRITE_KILL_SUIDGID)
+   * clears the setuid bit and the setgid bit of a group-executable file, as
+   * a write by an unprivileged user would.
+   */
+  afterWrite(fh: bigint, killSuidgid: boolean): void {
+    this.#run(() => {
+      if (!killSuidgid) return;
+      const handle = this.#fileHandle(fh);
+      clearSuidgid(handle.fd, (mode) => fchmod(handle.fd, mode));
+    });
+  }
+
+  /** STATFS of the filesystem holding the inode. */
+  statfs(nodeid: bigint): StatfsResult {
+    return this.#run(() => {
+      const st = fstatfs(this.#inode(nodeid).fd);
+      return {
+        blocks: st.blocks,
+        bfree: st.bfree,
+        bavail: st.bavail,
+        files: st.files,
+        ffree: st.ffree,
+        bsize: st.bsize,
+        namelen: st.namelen,
+        frsize: st.frsize,
+      };
+    });
+  }
+
+  /** RELEASE: closes a file handle; unknown handles are ignored. */
+  release(fh: bigint): void {
+    this.#closeHandle(fh);
+  }
+
+  /** FLUSH (on each close(2) in the guest): closes a duplicate, so close-time errors surface. */
+  flush(fh: bigint): void {
+    this.#run(() => closeFd(dupFd(this.#fileHandle(fh).fd)));
+  }
+
+  /** FSYNC (data only with `datasync`). */
+  fsync(fh: bigint, datasync: boolean): void {
+    this.#run(() => {
+      const fd = this.#fileHandle(fh).fd;
+      if (datasync) fdatasync(fd);
+      else fsync(fd);
+    });
+  }
+
+  /** FALLOCATE on an open file (mode: FALLOC_FL_* bits). */
+  fallocate(fh: bigint, mode: number, offset: bigint, length: bigint): void {
+    this.#run(() => {
+      const handle = this.#fileHandle(fh);
+      this.#refuseIfReadOnly();
+      fallocate(handle.fd, mode, fileOffset(offset), fileOffset(length));
+    });
+  }
+
+  /** LSEEK (SEEK_DATA / SEEK_HOLE, or SET/CUR/END) on an open file; returns the new offset. */
+  lseek(fh: bigint, offset: bigint, whence: number): bigint {
+    return this.#run(() => {
+      const handle = this.#fileHandle(fh);
+      if (!Number.isInteger(whence) || whence < 0 || whence > SEEK_WHENCE_MAX) {
+        throw new FsError(EINVAL, `lseek whence ${whence}`);
+      }
+      return lseek64(handle.fd, BigInt.asIntN(64, offset), whence);
+    });
+  }
+
+  /**
+   * ACCESS: checks `mask` (R_OK/W_OK/X_OK, F_OK = 0) with vhostd's effective
+   * ids (faccessat AT_EACCESS); W_OK on a read-only share is EROFS.
+   */
+  access(nodeid: bigint, mask: number): void {
+    this.#run(() => {
+      const inode = this.#inode(nodeid);
+      if (this.#readOnly && (mask & W_OK) !== 0) throw new FsError(EROFS);
+      faccessat(inode.fd, "", mask, AT_EMPTY_PATH | AT_EACCESS);
+    });
+  }
+
+  // -------------------------------------------------------------------------
+  // Directories.
+
+  /** OPENDIR. */
+  opendir(nodeid: bigint, _flags: number): OpenResult {
+    return this.#run(() => {
+      const inode = this.#inode(nodeid);
+      const fd = openForIo(inode.fd, inode.type, O_RDONLY | O_DIRECTORY);
+      return this.#addHandle(fd, inode, O_RDONLY | O_DIRECTORY, true);
+    });
+  }
+
+  /**
+   * READDIR / READDIRPLUS: one reply payload of at most `size` bytes from
+   * directory offset `offset` (0 = start; else the `off` of the last entry
+   * received). READDIRPLUS adds one lookup reference per entry sent, except
+   * "." and "..", which carry node id 0.
+   */
+  readdir(nodeid: bigint, fh: bigint, offset: bigint, size: number, plus: boolean): Uint8Array {
+    return this.#run(() => {
+      const handle = this.#dirHandle(fh);
+      const cursor = handle.dir;
+      if (cursor === null) throw new FsError(ENOTDIR);
+      const dir = handle.inode;
+      if (dir.nodeid !== nodeid) throw new FsError(EBADF, `handle ${fh} is not open on ${nodeid}`);
+      const lookup = plus
+        ? {
+          lookup: (name: Uint8Array) => this.#lookupIn(dir, name),
+          forgetOne: (id: bigint) => this.#inodes.forget(id, 1n),
+        }
+        : null;
+      return readDirectoryPage(handle.fd, cursor, offset, size, lookup);
+    });
+  }
+
+  /** RELEASEDIR; unknown handles are ignored. */
+  releasedir(fh: bigint): void {
+    this.#closeHandle(fh);
+  }
+
+  /** FSYNCDIR. */
+  fsyncdir(fh: bigint, datasync: boolean): void {
+    this.#run(() => {
+      const fd = this.#dirHandle(fh).fd;
+      if (datasync) fdatasync(fd);
+      else fsync(fd);
+    });
+  }
+
+  // -------------------------------------------------------------------------
+  // Migration.
+
+  /**
+   * The state the guest depends on, as plain JSON-able data (see
+   * `fs_snapshot.ts`). Changes nothing: the source may resume.
+   */
+  snapshot(): FsSnapshot {
+    return takeSnapshot(this.#inodes, this.#handles, this.#init);
+  }
+
+  /**
+   * Re-creates a snapshot's inodes and handles on this fresh filesystem over
+   * the same directory, keeping node ids and handle numbers. With
+   * `migrationOnError: "abort"` the first failure throws FsRestoreError (and
+   * this filesystem is left fresh); with "guest-error" failures are listed
+   * in `errors` and the affected inodes and handles answer EIO. A malformed
+   * snapshot always throws FsRestoreError.
+   */
+  restore(snapshot: FsSnapshot): { errors: string[] } {
+    if (this.#inodes.size !== 1 || this.#handles.size !== 0) {
+      throw new FsRestoreError("restore needs a fresh filesystem (inodes or handles exist)");
+    }
+    try {
+      const outcome = restoreSnapshot({
+        inodes: this.#inodes,
+        handles: this.#handles,
+        onError: this.#migrationOnError,
+        reopen: (inode, flags, isDir) => {
+          if (isDir) return openForIo(inode.fd, inode.type, O_RDONLY | O_DIRECTORY);
+          if (this.#readOnly && opensForChange(reopenFlags(flags))) {
+            throw new FsError(EROFS, "a writable handle on a read-only share");
+          }
+          return openForIo(inode.fd, inode.type, reopenFlags(flags));
+        },
+      }, snapshot);
+      this.#init = outcome.init;
+      return { errors: outcome.errors };
+    } catch (error) {
+      this.#dropAll();
+      throw error;
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Internals.
+
+  #run<T>(operation: () => T): T {
+    try {
+      return operation();
+    } catch (error) {
+      throw toFsError(error);
+    }
+  }
+
+  #refuseIfReadOnly(): void {
+    if (this.#readOnly) throw new FsError(EROFS);
+  }
+
+  #inode(nodeid: bigint): Inode {
+    const inode = this.#inodes.get(nodeid);
+    if (inode === undefined) throw new FsError(EBADF, `unknown node id ${nodeid}`);
+    if (inode.broken !== null) throw new FsError(EIO, inode.broken);
+    return inode;
+  }
+
+  #directory(nodeid: bigint): Inode {
+    const inode = this.#inode(nodeid);
+    if (inode.type !== S_IFDIR) throw new FsError(ENOTDIR, `node ${nodeid} is not a directory`);
+    return inode;
+  }
+
+  #handle(fh: bigint): Handle {
+    const handle = this.#handles.get(fh);
+    if (handle === undefined) throw new FsError(EBADF, `unknown file handle ${fh}`);
+    if (handle.broken !== null) throw new FsError(EIO, handle.broken);
+    return handle;
+  }
+
+  #fileHandle(fh: bigint): Handle {
+    const handle = this.#handle(fh);
+    if (handle.isDir) throw new FsError(EISDIR, `file handle ${fh} is a directory`);
+    return handle;
+  }
+
+  #dirHandle(fh: bigint): Handle {
+    const handle = this.#handle(fh);
+    if (!handle.isDir || handle.dir === null) {
+      throw new FsError(ENOTDIR, `file handle ${fh} is not a directory`);
+    }
+    return handle;
+  }
+
+  #attrResult(fd: number): AttrResult {
+    return { attr: attrFromStatx(statFd(fd)), attrTimeoutSec: this.#attrTimeoutSec };
+  }
+
+  #entry(inode: Inode, st: ReturnType<typeof statFd>): EntryResult {
+    return {
+      nodeid: inode.nodeid,
+      generation: 0n,
+      attr: attrFromStatx(st),
+      entryTimeoutSec: this.#entryTimeoutSec,
+      attrTimeoutSec: this.#attrTimeoutSec,
+    };
+  }
+
+  /** Looks up one plain name in `dir`, adding a lookup reference. */
+  #lookupIn(dir: Inode, name: Uint8Array): EntryResult {
+    return this.#adopt(dir, name, openComponent(dir.fd, name));
+  }
+
+  /**
+   * Turns an O_PATH fd of `name` in `dir` (owned from now on) into an entry:
+   * the known inode of that host file, or a new one; adds a lookup reference
+   * and records `name` as where the inode is found now.
+   */
+  #adopt(dir: Inode, name: Uint8Array, fd: number): EntryResult {
+    let st;
+    try {
+      st = statFd(fd);
+    } catch (error) {
+      closeQuietly(fd);
+      throw error;
+    }
+    let inode = this.#inodes.find(st.dev, st.ino);
+    if (inode === undefined) {
+      inode = this.#inodes.insert(fd, st, null);
+    } else {
+      closeQuietly(fd);
+    }
+    this.#inodes.addLookups(inode);
+    this.#inodes.setLocation(inode, { parent: dir, name: name.slice() });
+    return this.#entry(inode, st);
+  }
+
+  /**
+   * Creates `name` in `parent` with `make`, gives it the caller's ids and
+   * mode (`wanted` permission bits, null for a symbolic link), and looks it
+   * up. When the ids or mode cannot be applied the new entry is removed.
+   */
+  #createEntry(
+    parent: bigint,
+    name: Uint8Array,
+    wanted: number | null,
+    uid: number,
+    gid: number,
+    isDir: boolean,
+    make: (dirFd: number) => void,
+  ): EntryResult {
+    const dir = this.#directory(parent);
+    checkEntryName(name);
+    this.#refuseIfReadOnly();
+    make(dir.fd);
+    const fd = openComponent(dir.fd, name);
+    try {
+      this.#settleNewFile(fd, dir, wanted, uid, gid, isDir);
+    } catch (error) {
+      closeQuietly(fd);
+      unlinkQuietly(dir.fd, name, isDir ? AT_REMOVEDIR : 0);
+      throw error;
+    }
+    return this.#adopt(dir, name, fd);
+  }
+
+  /**
+   * Applies the guest caller's ids (as root; the group of a setgid `dir`
+   * wins) and then exactly `wanted` permission bits (chown cleared setuid
+   * bits, and the process umask may have cleared others). A directory keeps
+   * the setgid bit it inherited.
+   */
+  #settleNewFile(
+    fd: number,
+    dir: Inode,
+    wanted: number | null,
+    uid: number,
+    gid: number,
+    isDir: boolean,
+  ): void {
+    if (this.#chownNewFiles) {
+      const inheritGroup = (statFd(dir.fd).mode & S_ISGID) !== 0;
+      fchownat(fd, "", uid, inheritGroup ? -1 : gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+    }
+    if (wanted === null) return;
+    const mode = statFd(fd).mode;
+    const expected = wanted | (isDir ? mode & S_ISGID : 0);
+    if ((mode & PERMISSION_BITS) !== expected) chmodProcFd(fd, expected);
+  }
+
+  #remove(parent: bigint, name: Uint8Array, flags: number): void {
+    const dir = this.#directory(parent);
+    checkEntryName(name);
+    this.#refuseIfReadOnly();
+    const st = statEntryQuietly(dir.fd, name);
+    unlinkat(dir.fd, name, flags);
+    const inode = st && this.#inodes.find(st.dev, st.ino);
+    if (inode) this.#inodes.clearLocationIf(inode, dir, name);
+  }
+
+  #addHandle(fd: number, inode: Inode, flags: number, isDir: boolean): OpenResult {
+    const handle = this.#handles.add(fd, inode, flags, isDir);
+    this.#inodes.hold(inode);
+    return { fh: handle.fh, openFlags: 0 };
+  }
+
+  #closeHandle(fh: bigint): void {
+    const handle = this.#handles.remove(fh);
+    if (handle === undefined) return;
+    closeQuietly(handle.fd);
+    this.#inodes.release(handle.inode);
+  }
+
+  #dropAll(): void {
+    for (const handle of [...this.#handles.values()]) {
+      this.#handles.remove(handle.fh);
+      closeQuietly(handle.fd);
+    }
+    this.#inodes.clear();
+  }
+}
+
+/**
+ * Opens the file an O_PATH fd holds for I/O. Only regular files and (with
+ * O_DIRECTORY in `flags`) directories: anything else opened as a directory
+ * is ENOTDIR, a link ELOOP, a directory opened as a file EISDIR, anything
+ * else EPERM. O_NOATIME is dropped when the host
+ * refuses it (EPERM: vhostd does not own the file).
+ */
+function openForIo(pathFd: number, type: number, flags: number): number {
+  const wantsDir = (flags & O_DIRECTORY) !== 0;
+  if (wantsDir && type !== S_IFDIR) throw new FsError(ENOTDIR);
+  if (type === S_IFLNK) throw new FsError(ELOOP, "symbolic links are not opened");
+  if (!wantsDir && type === S_IFDIR) throw new FsError(EISDIR);
+  if (type !== S_IFREG && type !== S_IFDIR) {
+    throw new FsError(EPERM, "device nodes, FIFOs and sockets are not opened on the host");
+  }
+  try {
+    return reopenFd(pathFd, flags | O_CLOEXEC);
+  } catch (error) {
+    if (errnoOf(error) !== EPERM || (flags & O_NOATIME) === 0) throw error;
+    return reopenFd(pathFd, (flags & ~O_NOATIME) | O_CLOEXEC);
+  }
+}
+
+/** Clears setuid, and setgid when group-executable, through `chmod`. */
+function clearSuidgid(fd: number, chmod: (mode: number) => void): void {
+  const mode = statFd(fd).mode;
+  let clear = mode & S_ISUID;
+  if ((mode & S_ISGID) !== 0 && (mode & S_IXGRP) !== 0) clear |= S_ISGID;
+  if (clear !== 0) chmod(mode & PERMISSION_BITS & ~clear);
+}
+
+function unlinkQuietly(dirFd: number, name: Uint8Array, flags: number): void {
+  try {
+    unlinkat(dirFd, name, flags);
+  } catch {
+    // Best effort: the entry may already be gone.
+  }
+}
+
+/** A u64 file offset or length as a number; EFBIG past 2^53. */
+function fileOffset(value: bigint): number {
+  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new FsError(EFBIG, `offset ${value}`);
+  return Number(value);
+}
+
+function checkTimeout(value: number | undefined, what: string): number {
+  if (value === undefined) return DEFAULT_TIMEOUT_SEC;
+  if (!Number.isFinite(value) || value < 0) throw new Error(`${what} must be a number >= 0`);
+  return value;
+}

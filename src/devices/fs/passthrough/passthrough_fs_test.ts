@@ -1,0 +1,618 @@
+import assert from "node:assert/strict";
+import {
+  EACCES,
+  EBADF,
+  EEXIST,
+  EINVAL,
+  EISDIR,
+  ELOOP,
+  ENOENT,
+  ENOTDIR,
+  ENOTEMPTY,
+  ENXIO,
+  EPERM,
+  EPROTO,
+  EROFS,
+  F_OK,
+  FALLOC_FL_KEEP_SIZE,
+  getStatusFlags,
+  O_APPEND,
+  O_CREAT,
+  O_DIRECT,
+  O_EXCL,
+  O_RDONLY,
+  O_RDWR,
+  O_TRUNC,
+  O_WRONLY,
+  R_OK,
+  RENAME_EXCHANGE,
+  RENAME_NOREPLACE,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  SEEK_DATA,
+  SEEK_HOLE,
+  W_OK,
+  X_OK,
+} from "../../../../ffi/mod.ts";
+import { FuseInitFlag, FuseSetattrValid } from "../fuse/fuse_abi.ts";
+import type { FuseInitArgs } from "../fuse/fuse_request.ts";
+import {
+  assertFsErrno,
+  bytes,
+  makeShare,
+  readAll,
+  setattrArgs,
+  text,
+  writeAt,
+} from "./fs_test_support.ts";
+import { PassthroughFs } from "./passthrough_fs.ts";
+
+const ROOT = 1n;
+const isRoot = Deno.uid() === 0;
+
+function initArgs(flags: number): FuseInitArgs {
+  return { major: 7, minor: 37, maxReadahead: 131072, flags, flags2: 0 };
+}
+
+Deno.test("constructor refuses a missing directory or a file with a clear message", () => {
+  using share = makeShare();
+  Deno.writeTextFileSync(`${share.path}/file`, "");
+  for (const sharedDir of [`${share.path}/missing`, `${share.path}/file`]) {
+    assert.throws(
+      () => new PassthroughFs({ sharedDir, readOnly: false, migrationOnError: "abort" }),
+      (error: unknown) =>
+        error instanceof Error && error.message.includes(sharedDir) &&
+        /ENOENT|ENOTDIR/.test(error.message),
+    );
+  }
+  assert.throws(
+    () => new PassthroughFs({ sharedDir: "", readOnly: false, migrationOnError: "abort" }),
+    /empty/,
+  );
+});
+
+Deno.test("init accepts only what it wants of the guest's offer and remembers it", () => {
+  using share = makeShare();
+  const offered = FuseInitFlag.ASYNC_READ | FuseInitFlag.ATOMIC_O_TRUNC |
+    FuseInitFlag.DO_READDIRPLUS | FuseInitFlag.READDIRPLUS_AUTO | FuseInitFlag.MAX_PAGES |
+    FuseInitFlag.WRITEBACK_CACHE | FuseInitFlag.POSIX_ACL | FuseInitFlag.PARALLEL_DIROPS |
+    FuseInitFlag.BIG_WRITES | FuseInitFlag.INIT_EXT | FuseInitFlag.HANDLE_KILLPRIV_V2;
+  const result = share.fs.init(initArgs(offered));
+  assert.equal(result.flags & FuseInitFlag.WRITEBACK_CACHE, 0);
+  assert.equal(result.flags & FuseInitFlag.POSIX_ACL, 0);
+  assert.equal(result.flags & FuseInitFlag.HANDLE_KILLPRIV_V2, 0);
+  for (
+    const wanted of [
+      FuseInitFlag.ASYNC_READ,
+      FuseInitFlag.ATOMIC_O_TRUNC,
+      FuseInitFlag.DO_READDIRPLUS,
+      FuseInitFlag.READDIRPLUS_AUTO,
+      FuseInitFlag.MAX_PAGES,
+      FuseInitFlag.PARALLEL_DIROPS,
+      FuseInitFlag.BIG_WRITES,
+    ]
+  ) {
+    assert.notEqual(result.flags & wanted, 0, `flag ${wanted} accepted`);
+  }
+  assert.equal(result.maxPages, 256);
+  assert.equal(result.maxWrite, 256 * 4096);
+  assert.equal(result.maxReadahead, 131072);
+  assert.deepEqual(share.fs.negotiated, result);
+
+  // Nothing offered: nothing accepted, the kernel's default page limit.
+  const bare = share.fs.init(initArgs(0));
+  assert.equal(bare.flags, 0);
+  assert.equal(bare.maxPages, 32);
+  assertFsErrno(() => share.fs.init({ ...initArgs(0), major: 6 }), EPROTO);
+});
+
+Deno.test("lookup: attributes, counting, forget, and the root is never dropped", () => {
+  using share = makeShare();
+  const { fs } = share;
+  Deno.writeTextFileSync(`${share.path}/file`, "hello");
+  const hostStat = Deno.lstatSync(`${share.path}/file`);
+  const entry = fs.lookup(ROOT, bytes("file"));
+  assert.equal(entry.attr.ino, BigInt(hostStat.ino!));
+  assert.equal(entry.attr.size, 5);
+  assert.equal(entry.attr.mode & S_IFMT, S_IFREG);
+  assert.notEqual(entry.nodeid, ROOT);
+  assert.equal(entry.generation, 0n);
+  assert.equal(entry.entryTimeoutSec, 1);
+  assert.equal(entry.attrTimeoutSec, 1);
+
+  assert.equal(fs.lookup(ROOT, bytes("file")).nodeid, entry.nodeid, "same file, same node id");
+  fs.lookup(ROOT, bytes("file"));
+  assert.equal(fs.inodeInfo(entry.nodeid)?.lookups, 3n);
+  assert.equal(fs.counts().inodes, 2);
+  fs.forget(entry.nodeid, 2n);
+  assert.equal(fs.inodeInfo(entry.nodeid)?.lookups, 1n);
+  fs.batchForget([{ nodeid: entry.nodeid, nlookup: 5n }, { nodeid: 999n, nlookup: 1n }]);
+  assert.equal(fs.inodeInfo(entry.nodeid), undefined, "dropped at zero");
+  assert.equal(fs.counts().inodes, 1);
+  assertFsErrno(() => fs.getattr(entry.nodeid), EBADF, "getattr of a forgotten node");
+
+  // A new lookup gets a new node id (ids are never reused).
+  assert.ok(fs.lookup(ROOT, bytes("file")).nodeid > entry.nodeid);
+
+  fs.forget(ROOT, 1000n);
+  assert.equal(fs.getattr(ROOT).attr.mode & S_IFMT, S_IFDIR, "the root survives a forget");
+
+  assertFsErrno(() => fs.lookup(ROOT, bytes("missing")), ENOENT);
+  assertFsErrno(() => fs.lookup(12345n, bytes("file")), EBADF);
+  const fileNode = fs.lookup(ROOT, bytes("file")).nodeid;
+  assertFsErrno(() => fs.lookup(fileNode, bytes("x")), ENOTDIR);
+  assertFsErrno(() => fs.lookup(ROOT, bytes("")), EINVAL);
+  assertFsErrno(() => fs.lookup(ROOT, bytes("a/b")), EINVAL);
+  assertFsErrno(() => fs.lookup(ROOT, new Uint8Array(256).fill(0x61)), 36 /* ENAMETOOLONG */);
+});
+
+Deno.test("hard links share one inode; the inode's fd lives until the last forget", () => {
+  using share = makeShare();
+  const { fs } = share;
+  Deno.writeTextFileSync(`${share.path}/a`, "shared");
+  Deno.linkSync(`${share.path}/a`, `${share.path}/b`);
+  const a = fs.lookup(ROOT, bytes("a"));
+  const b = fs.lookup(ROOT, bytes("b"));
+  assert.equal(a.nodeid, b.nodeid);
+  assert.equal(a.attr.nlink, 2);
+  assert.equal(fs.inodeInfo(a.nodeid)?.lookups, 2n);
+  assert.equal(fs.counts().inodes, 2);
+  // The most recent name is the recorded location.
+  assert.equal(text(fs.inodeInfo(a.nodeid)!.name!), "b");
+  // Both names removed by the host: the held fd still reaches the file.
+  Deno.removeSync(`${share.path}/a`);
+  Deno.removeSync(`${share.path}/b`);
+  const attr = fs.getattr(a.nodeid).attr;
+  assert.equal(attr.nlink, 0);
+  assert.equal(attr.size, 6);
+});
+
+Deno.test("'.' is the directory itself, '..' its parent, and '..' of the root is the root", () => {
+  using share = makeShare();
+  const { fs } = share;
+  Deno.mkdirSync(`${share.path}/d/e`, { recursive: true });
+  const d = fs.lookup(ROOT, bytes("d"));
+  const e = fs.lookup(d.nodeid, bytes("e"));
+  assert.equal(fs.lookup(d.nodeid, bytes(".")).nodeid, d.nodeid);
+  assert.equal(fs.lookup(e.nodeid, bytes("..")).nodeid, d.nodeid);
+  assert.equal(fs.lookup(d.nodeid, bytes("..")).nodeid, ROOT);
+  const up = fs.lookup(ROOT, bytes(".."));
+  assert.equal(up.nodeid, ROOT);
+  assert.equal(up.attr.ino, BigInt(Deno.statSync(share.path).ino!), "the share, not its parent");
+  assert.equal(fs.inodeInfo(d.nodeid)?.lookups, 3n, "lookup, '.', and '..' from e");
+});
+
+Deno.test("getattr, with and without a file handle", () => {
+  using share = makeShare();
+  const { fs } = share;
+  Deno.writeTextFileSync(`${share.path}/f`, "12345");
+  const f = fs.lookup(ROOT, bytes("f"));
+  const { fh } = fs.open(f.nodeid, O_RDWR);
+  writeAt(fs, fh, "1234567890");
+  assert.equal(fs.getattr(f.nodeid).attr.size, 10);
+  assert.equal(fs.getattr(f.nodeid, fh).attr.size, 10);
+  assert.equal(fs.getattr(f.nodeid, 999n).attr.size, 10, "an unknown fh falls back to the inode");
+  const root = fs.getattr(ROOT);
+  assert.equal(root.attr.mode & S_IFMT, S_IFDIR);
+  assert.equal(root.attrTimeoutSec, 1);
+});
+
+Deno.test("setattr: mode, owner, size (by path and by handle), times; symlink mode skipped", () => {
+  using share = makeShare();
+  const { fs } = share;
+  Deno.writeTextFileSync(`${share.path}/f`, "0123456789");
+  Deno.symlinkSync("f", `${share.path}/link`);
+  const f = fs.lookup(ROOT, bytes("f"));
+
+  let attr = fs.setattr(f.nodeid, setattrArgs({ valid: FuseSetattrValid.MODE, mode: 0o100640 }))
+    .attr;
+  assert.equal(attr.mode, S_IFREG | 0o640);
+  assert.equal(Deno.statSync(`${share.path}/f`).mode! & 0o7777, 0o640);
+
+  if (isRoot) {
+    attr = fs.setattr(
+      f.nodeid,
+      setattrArgs({ valid: FuseSetattrValid.UID | FuseSetattrValid.GID, uid: 1234, gid: 5678 }),
+    ).attr;
+    assert.deepEqual([attr.uid, attr.gid], [1234, 5678]);
+    attr = fs.setattr(f.nodeid, setattrArgs({ valid: FuseSetattrValid.GID, gid: 42 })).attr;
+    assert.deepEqual([attr.uid, attr.gid], [1234, 42], "uid left alone");
+  }
+
+  attr = fs.setattr(f.nodeid, setattrArgs({ valid: FuseSetattrValid.SIZE, size: 4n })).attr;
+  assert.equal(attr.size, 4);
+  assert.equal(Deno.readTextFileSync(`${share.path}/f`), "0123");
+  const { fh } = fs.open(f.nodeid, O_RDWR);
+  attr = fs.setattr(
+    f.nodeid,
+    setattrArgs({ valid: FuseSetattrValid.SIZE | FuseSetattrValid.FH, fh, size: 2n }),
+  ).attr;
+  assert.equal(attr.size, 2);
+
+  attr = fs.setattr(
+    f.nodeid,
+    setattrArgs({
+      valid: FuseSetattrValid.ATIME | FuseSetattrValid.MTIME,
+      atime: 1_000_000_000n,
+      atimensec: 5,
+      mtime: 1_200_000_000n,
+      mtimensec: 7,
+    }),
+  ).attr;
+  assert.deepEqual([attr.atime, attr.atimensec], [1_000_000_000, 5]);
+  assert.deepEqual([attr.mtime, attr.mtimensec], [1_200_000_000, 7]);
+  const before = Math.floor(Date.now() / 1000);
+  attr = fs.setattr(
+    f.nodeid,
+    setattrArgs({ valid: FuseSetattrValid.MTIME | FuseSetattrValid.MTIME_NOW }),
+  ).attr;
+  assert.ok(Number(attr.mtime) >= before, "mtime set to now");
+  assert.equal(attr.atime, 1_000_000_000, "atime left alone");
+
+  const link = fs.lookup(ROOT, bytes("link"));
+  attr = fs.setattr(link.nodeid, setattrArgs({ valid: FuseSetattrValid.MODE, mode: 0o600 })).attr;
+  assert.equal(attr.mode & S_IFMT, S_IFLNK, "the link's attributes, not the target's");
+  assert.equal(Deno.statSync(`${share.path}/f`).mode! & 0o777, 0o640, "target untouched");
+
+  const dir = fs.mkdir(ROOT, bytes("d"), 0o755, 0, 0, 0);
+  assertFsErrno(
+    () => fs.setattr(dir.nodeid, setattrArgs({ valid: FuseSetattrValid.SIZE, size: 0n })),
+    EISDIR,
+  );
+  assertFsErrno(() => fs.setattr(777n, setattrArgs({ valid: FuseSetattrValid.MODE })), EBADF);
+});
+
+Deno.test("readlink returns the exact target bytes; EINVAL on a file", () => {
+  using share = makeShare();
+  const { fs } = share;
+  const target = new Uint8Array([0x2e, 0x2e, 0x2f, 0xff, 0xfe, 0x41]); // "../" + invalid UTF-8
+  const link = fs.symlink(ROOT, bytes("odd"), target, 0, 0);
+  assert.deepEqual(fs.readlink(link.nodeid), target);
+  Deno.writeTextFileSync(`${share.path}/f`, "");
+  assertFsErrno(() => fs.readlink(fs.lookup(ROOT, bytes("f")).nodeid), EINVAL);
+});
+
+Deno.test("symlink creates a link owned by the caller; EEXIST on a taken name", () => {
+  using share = makeShare();
+  const { fs } = share;
+  const entry = fs.symlink(ROOT, bytes("l"), bytes("/etc/passwd"), 1234, 5678);
+  assert.equal(entry.attr.mode & S_IFMT, S_IFLNK);
+  assert.equal(Deno.readLinkSync(`${share.path}/l`), "/etc/passwd");
+  if (isRoot) {
+    const st = Deno.lstatSync(`${share.path}/l`);
+    assert.deepEqual([st.uid, st.gid], [1234, 5678]);
+  }
+  assert.equal(fs.inodeInfo(entry.nodeid)?.lookups, 1n);
+  assertFsErrno(() => fs.symlink(ROOT, bytes("l"), bytes("x"), 0, 0), EEXIST);
+  assertFsErrno(() => fs.symlink(ROOT, bytes(".."), bytes("x"), 0, 0), EINVAL);
+});
+
+Deno.test("mknod makes files, FIFOs and device nodes; none of the specials can be opened", () => {
+  using share = makeShare();
+  const { fs } = share;
+  const plain = fs.mknod(ROOT, bytes("plain"), S_IFREG | 0o640, 0, 0o022, 0, 0);
+  assert.equal(plain.attr.mode, S_IFREG | 0o640);
+  const fifo = fs.mknod(ROOT, bytes("fifo"), S_IFIFO | 0o666, 0, 0o022, 0, 0);
+  assert.equal(fifo.attr.mode, S_IFIFO | 0o644);
+  assertFsErrno(() => fs.open(fifo.nodeid, O_RDONLY), EPERM, "open of a FIFO");
+  if (isRoot) {
+    const rdev = (1 << 8) | 3; // makedev(1, 3): /dev/null
+    const dev = fs.mknod(ROOT, bytes("null"), S_IFCHR | 0o666, rdev, 0, 0, 0);
+    assert.equal(dev.attr.mode & S_IFMT, S_IFCHR);
+    assert.equal(dev.attr.rdev, rdev);
+    assertFsErrno(() => fs.open(dev.nodeid, O_RDWR), EPERM, "open of a device node");
+  }
+  assertFsErrno(() => fs.mknod(ROOT, bytes("plain"), S_IFREG | 0o644, 0, 0, 0, 0), EEXIST);
+  assertFsErrno(() => fs.mknod(ROOT, bytes("d"), S_IFDIR | 0o755, 0, 0, 0, 0), EPERM);
+});
+
+Deno.test("mkdir applies the guest's umask exactly and the caller's ids; setgid parents win", () => {
+  using share = makeShare();
+  const { fs } = share;
+  const a = fs.mkdir(ROOT, bytes("a"), 0o777, 0o027, 1234, 5678);
+  assert.equal(a.attr.mode, S_IFDIR | 0o750);
+  // The process umask (022 usually) must not strip what the guest asked for.
+  const b = fs.mkdir(ROOT, bytes("b"), 0o777, 0, 0, 0);
+  assert.equal(b.attr.mode, S_IFDIR | 0o777);
+  if (isRoot) {
+    assert.deepEqual([a.attr.uid, a.attr.gid], [1234, 5678]);
+    fs.setattr(a.nodeid, setattrArgs({ valid: FuseSetattrValid.MODE, mode: 0o2775 }));
+    const inner = fs.mkdir(a.nodeid, bytes("inner"), 0o755, 0, 1, 1);
+    assert.equal(inner.attr.gid, 5678, "group of the setgid parent");
+    assert.equal(inner.attr.uid, 1);
+    assert.equal(inner.attr.mode, S_IFDIR | 0o2755, "setgid inherited by a directory");
+  }
+  assertFsErrno(() => fs.mkdir(ROOT, bytes("a"), 0o755, 0, 0, 0), EEXIST);
+  assertFsErrno(() => fs.mkdir(a.nodeid + 1000n, bytes("x"), 0o755, 0, 0, 0), EBADF);
+  assertFsErrno(() => fs.mkdir(ROOT, bytes("."), 0o755, 0, 0, 0), EINVAL);
+});
+
+Deno.test("unlink and rmdir: happy paths, ENOENT, ENOTEMPTY, EISDIR, ENOTDIR", () => {
+  using share = makeShare();
+  const { fs } = share;
+  Deno.mkdirSync(`${share.path}/full`);
+  Deno.writeTextFileSync(`${share.path}/full/x`, "");
+  Deno.mkdirSync(`${share.path}/empty`);
+  Deno.writeTextFileSync(`${share.path}/f`, "");
+  const f = fs.lookup(ROOT, bytes("f"));
+  assertFsErrno(() => fs.rmdir(ROOT, bytes("full")), ENOTEMPTY);
+  assertFsErrno(() => fs.rmdir(ROOT, bytes("f")), ENOTDIR);
+  assertFsErrno(() => fs.unlink(ROOT, bytes("empty")), EISDIR);
+  assertFsErrno(() => fs.unlink(ROOT, bytes("missing")), ENOENT);
+  fs.rmdir(ROOT, bytes("empty"));
+  fs.unlink(ROOT, bytes("f"));
+  assert.deepEqual([...Deno.readDirSync(share.path)].map((e) => e.name), ["full"]);
+  const info = fs.inodeInfo(f.nodeid);
+  assert.equal(info?.name, null, "an unlinked inode has no location");
+  assert.equal(info?.lookups, 1n, "but the guest still holds it");
+});
+
+Deno.test("rename keeps the inode table consistent: plain, NOREPLACE, EXCHANGE, replace", () => {
+  using share = makeShare();
+  const { fs } = share;
+  const d1 = fs.mkdir(ROOT, bytes("d1"), 0o755, 0, 0, 0);
+  const d2 = fs.mkdir(ROOT, bytes("d2"), 0o755, 0, 0, 0);
+  const a = fs.create(d1.nodeid, bytes("a"), O_WRONLY, 0o644, 0, 0, 0);
+  fs.release(a.open.fh);
+  const b = fs.create(d2.nodeid, bytes("b"), O_WRONLY, 0o644, 0, 0, 0);
+  fs.release(b.open.fh);
+  const location = (nodeid: bigint) => {
+    const info = fs.inodeInfo(nodeid)!;
+    return info.name === null ? null : `${info.parent}/${text(info.name)}`;
+  };
+  assert.equal(fs.inodeInfo(d1.nodeid)?.refs, 1, "a is located in d1");
+
+  fs.rename(d1.nodeid, bytes("a"), d2.nodeid, bytes("a2"), 0);
+  assert.equal(location(a.entry.nodeid), `${d2.nodeid}/a2`);
+  assert.equal(fs.inodeInfo(d1.nodeid)?.refs, 0);
+  assert.equal(fs.inodeInfo(d2.nodeid)?.refs, 2);
+  assert.ok(Deno.statSync(`${share.path}/d2/a2`).isFile);
+
+  assertFsErrno(
+    () => fs.rename(d2.nodeid, bytes("a2"), d2.nodeid, bytes("b"), RENAME_NOREPLACE),
+    EEXIST,
+  );
+  fs.rename(d2.nodeid, bytes("a2"), d2.nodeid, bytes("b"), RENAME_EXCHANGE);
+  assert.equal(location(a.entry.nodeid), `${d2.nodeid}/b`);
+  assert.equal(location(b.entry.nodeid), `${d2.nodeid}/a2`);
+
+  // Plain rename over an existing name: the replaced inode loses its location.
+  fs.rename(d2.nodeid, bytes("a2"), d2.nodeid, bytes("b"), 0);
+  assert.equal(location(b.entry.nodeid), `${d2.nodeid}/b`);
+  assert.equal(location(a.entry.nodeid), null);
+  assert.equal(fs.getattr(a.entry.nodeid).attr.nlink, 0);
+
+  assertFsErrno(() => fs.rename(d2.nodeid, bytes("nope"), ROOT, bytes("x"), 0), ENOENT);
+  assertFsErrno(() => fs.rename(d2.nodeid, bytes("b"), ROOT, bytes("x"), 0x100), EINVAL);
+  assertFsErrno(() => fs.rename(ROOT, bytes("d1"), d1.nodeid, bytes("inside"), 0), EINVAL);
+  // A snapshot of this state names each file where it really is.
+  const byId = new Map(fs.snapshot().inodes.map((r) => [r.nodeid, r]));
+  assert.equal(byId.get(b.entry.nodeid.toString())?.parent, d2.nodeid.toString());
+});
+
+Deno.test("link adds a name for the same inode; EEXIST, EPERM for directories", () => {
+  using share = makeShare();
+  const { fs } = share;
+  Deno.writeTextFileSync(`${share.path}/orig`, "data");
+  const orig = fs.lookup(ROOT, bytes("orig"));
+  const d = fs.mkdir(ROOT, bytes("d"), 0o755, 0, 0, 0);
+  const linked = fs.link(orig.nodeid, d.nodeid, bytes("copy"));
+  assert.equal(linked.nodeid, orig.nodeid);
+  assert.equal(linked.attr.nlink, 2);
+  assert.equal(fs.inodeInfo(orig.nodeid)?.lookups, 2n);
+  assert.equal(Deno.readTextFileSync(`${share.path}/d/copy`), "data");
+  assertFsErrno(() => fs.link(orig.nodeid, d.nodeid, bytes("copy")), EEXIST);
+  assertFsErrno(() => fs.link(d.nodeid, ROOT, bytes("dirlink")), EPERM);
+  // A symbolic link is linked as itself.
+  const sym = fs.symlink(ROOT, bytes("sym"), bytes("/"), 0, 0);
+  fs.link(sym.nodeid, ROOT, bytes("sym2"));
+  assert.equal(Deno.readLinkSync(`${share.path}/sym2`), "/");
+});
+
+Deno.test("open honours O_APPEND and O_TRUNC, drops O_DIRECT; refuses dirs and links", () => {
+  using share = makeShare();
+  const { fs } = share;
+  Deno.writeTextFileSync(`${share.path}/f`, "start");
+  const f = fs.lookup(ROOT, bytes("f"));
+  const reader = fs.open(f.nodeid, O_RDONLY);
+  assert.equal(reader.openFlags, 0);
+  assert.equal(readAll(fs, reader.fh), "start");
+  const appender = fs.open(f.nodeid, O_WRONLY | O_APPEND | O_DIRECT);
+  assert.equal(getStatusFlags(fs.readFd(appender.fh)) & O_DIRECT, 0, "O_DIRECT dropped");
+  writeAt(fs, appender.fh, "+more", 0); // pwrite on O_APPEND still appends (Linux)
+  assert.equal(Deno.readTextFileSync(`${share.path}/f`), "start+more");
+  const truncating = fs.open(f.nodeid, O_WRONLY | O_TRUNC);
+  assert.equal(Deno.readTextFileSync(`${share.path}/f`), "");
+  assert.notEqual(reader.fh, truncating.fh);
+  assertFsErrno(() => fs.open(ROOT, O_RDONLY), EISDIR);
+  const link = fs.symlink(ROOT, bytes("link"), bytes("f"), 0, 0);
+  assertFsErrno(() => fs.open(link.nodeid, O_RDONLY), ELOOP);
+  assertFsErrno(() => fs.readFd(12345n), EBADF);
+  const dir = fs.opendir(ROOT, 0);
+  assertFsErrno(() => fs.readFd(dir.fh), EISDIR);
+  for (const fh of [reader.fh, appender.fh, truncating.fh]) fs.release(fh);
+  assertFsErrno(() => fs.readFd(reader.fh), EBADF, "released");
+  fs.release(reader.fh); // twice: ignored
+  assert.equal(fs.counts().handles, 1);
+});
+
+Deno.test("create: O_EXCL semantics, mode, owner, and opening an existing file", () => {
+  using share = makeShare();
+  const { fs } = share;
+  const made = fs.create(ROOT, bytes("new"), O_RDWR | O_CREAT | O_EXCL, 0o4755, 0o022, 1234, 77);
+  assert.equal(made.entry.attr.mode, S_IFREG | 0o4755, "setuid kept after the chown");
+  if (isRoot) assert.deepEqual([made.entry.attr.uid, made.entry.attr.gid], [1234, 77]);
+  assert.equal(fs.inodeInfo(made.entry.nodeid)?.lookups, 1n);
+  writeAt(fs, made.open.fh, "created");
+  assert.equal(readAll(fs, made.open.fh), "created");
+  assertFsErrno(
+    () => fs.create(ROOT, bytes("new"), O_RDWR | O_CREAT | O_EXCL, 0o644, 0, 0, 0),
+    EEXIST,
+  );
+  // Without O_EXCL the existing file is opened (and O_TRUNC honoured); no chown.
+  const again = fs.create(ROOT, bytes("new"), O_RDWR | O_CREAT | O_TRUNC, 0o600, 0, 1, 1);
+  assert.equal(again.entry.nodeid, made.entry.nodeid);
+  assert.equal(fs.inodeInfo(made.entry.nodeid)?.lookups, 2n);
+  assert.equal(Deno.readTextFileSync(`${share.path}/new`), "");
+  assert.equal(Deno.statSync(`${share.path}/new`).mode! & 0o7777, 0o4755, "mode untouched");
+  Deno.symlinkSync("new", `${share.path}/link`);
+  assertFsErrno(() => fs.create(ROOT, bytes("link"), O_RDWR | O_CREAT, 0o644, 0, 0, 0), ELOOP);
+  Deno.mkdirSync(`${share.path}/dir`);
+  assertFsErrno(() => fs.create(ROOT, bytes("dir"), O_RDWR | O_CREAT, 0o644, 0, 0, 0), EISDIR);
+  assertFsErrno(() => fs.create(ROOT, bytes("a/b"), O_RDWR | O_CREAT, 0o644, 0, 0, 0), EINVAL);
+});
+
+Deno.test("statfs reports the host filesystem", () => {
+  using share = makeShare();
+  const st = share.fs.statfs(ROOT);
+  assert.ok(Number(st.blocks) > 0);
+  assert.ok(st.bsize > 0);
+  assert.ok(st.namelen >= 255);
+  assert.ok(Number(st.bfree) <= Number(st.blocks));
+});
+
+Deno.test("flush, fsync, fsyncdir work on open handles; EBADF after release", () => {
+  using share = makeShare();
+  const { fs } = share;
+  const { open } = fs.create(ROOT, bytes("f"), O_WRONLY | O_CREAT, 0o644, 0, 0, 0);
+  writeAt(fs, open.fh, "x");
+  fs.flush(open.fh);
+  fs.fsync(open.fh, false);
+  fs.fsync(open.fh, true);
+  const dir = fs.opendir(ROOT, 0);
+  fs.fsyncdir(dir.fh, false);
+  assertFsErrno(() => fs.fsyncdir(open.fh, false), ENOTDIR);
+  fs.releasedir(dir.fh);
+  fs.release(open.fh);
+  assertFsErrno(() => fs.flush(open.fh), EBADF);
+  assertFsErrno(() => fs.fsync(open.fh, false), EBADF);
+  assertFsErrno(() => fs.fsyncdir(dir.fh, false), EBADF);
+  assert.equal(fs.counts().handles, 0);
+});
+
+Deno.test("fallocate and lseek with SEEK_DATA / SEEK_HOLE", () => {
+  using share = makeShare();
+  const { fs } = share;
+  const { entry, open } = fs.create(ROOT, bytes("sparse"), O_RDWR | O_CREAT, 0o644, 0, 0, 0);
+  fs.fallocate(open.fh, 0, 0n, 8192n);
+  assert.equal(fs.getattr(entry.nodeid).attr.size, 8192);
+  fs.fallocate(open.fh, FALLOC_FL_KEEP_SIZE, 8192n, 8192n);
+  assert.equal(fs.getattr(entry.nodeid).attr.size, 8192, "KEEP_SIZE");
+  // Data at 1 MiB, a hole before it.
+  fs.setattr(entry.nodeid, setattrArgs({ valid: FuseSetattrValid.SIZE, size: 0n }));
+  writeAt(fs, open.fh, "data", 1 << 20);
+  assert.equal(fs.lseek(open.fh, 0n, SEEK_DATA), BigInt(1 << 20));
+  assert.equal(fs.lseek(open.fh, 0n, SEEK_HOLE), 0n);
+  assertFsErrno(() => fs.lseek(open.fh, BigInt(2 << 20), SEEK_DATA), ENXIO);
+  assertFsErrno(() => fs.lseek(open.fh, 0n, 7), EINVAL);
+  assertFsErrno(() => fs.fallocate(open.fh, 0, 1n << 60n, 1n), 27 /* EFBIG */);
+});
+
+Deno.test("access checks with vhostd's effective ids", () => {
+  using share = makeShare();
+  const { fs } = share;
+  Deno.writeTextFileSync(`${share.path}/f`, "");
+  Deno.chmodSync(`${share.path}/f`, 0o644);
+  const f = fs.lookup(ROOT, bytes("f"));
+  fs.access(f.nodeid, F_OK);
+  fs.access(f.nodeid, R_OK | W_OK);
+  assertFsErrno(() => fs.access(f.nodeid, X_OK), EACCES, "X_OK on a non-executable file");
+  Deno.chmodSync(`${share.path}/f`, 0o755);
+  fs.access(f.nodeid, X_OK);
+});
+
+Deno.test("afterWrite clears setuid and group-exec setgid only when asked", () => {
+  using share = makeShare();
+  const { fs } = share;
+  const { entry, open } = fs.create(ROOT, bytes("s"), O_RDWR | O_CREAT, 0o6755, 0, 0, 0);
+  fs.afterWrite(open.fh, false);
+  assert.equal(fs.getattr(entry.nodeid).attr.mode & 0o7777, 0o6755);
+  fs.afterWrite(open.fh, true);
+  assert.equal(fs.getattr(entry.nodeid).attr.mode & 0o7777, 0o755);
+});
+
+Deno.test("read-only: every change is EROFS, reading works", () => {
+  using share = makeShare({ readOnly: true });
+  const { fs } = share;
+  Deno.writeTextFileSync(`${share.path}/f`, "read me");
+  Deno.mkdirSync(`${share.path}/d`);
+  const f = fs.lookup(ROOT, bytes("f"));
+  const d = fs.lookup(ROOT, bytes("d"));
+  const reader = fs.open(f.nodeid, O_RDONLY);
+  assert.equal(readAll(fs, reader.fh), "read me");
+  const changes: [string, () => unknown][] = [
+    ["open for writing", () => fs.open(f.nodeid, O_WRONLY)],
+    ["open with O_TRUNC", () => fs.open(f.nodeid, O_RDONLY | O_TRUNC)],
+    ["create", () => fs.create(ROOT, bytes("n"), O_RDWR | O_CREAT, 0o644, 0, 0, 0)],
+    ["mkdir", () => fs.mkdir(ROOT, bytes("n"), 0o755, 0, 0, 0)],
+    ["mknod", () => fs.mknod(ROOT, bytes("n"), S_IFREG | 0o644, 0, 0, 0, 0)],
+    ["symlink", () => fs.symlink(ROOT, bytes("n"), bytes("f"), 0, 0)],
+    ["link", () => fs.link(f.nodeid, ROOT, bytes("n"))],
+    ["unlink", () => fs.unlink(ROOT, bytes("f"))],
+    ["rmdir", () => fs.rmdir(ROOT, bytes("d"))],
+    ["rename", () => fs.rename(ROOT, bytes("f"), d.nodeid, bytes("f"), 0)],
+    ["setattr", () => fs.setattr(f.nodeid, setattrArgs({ valid: FuseSetattrValid.MODE }))],
+    ["fallocate", () => fs.fallocate(reader.fh, 0, 0n, 10n)],
+    ["access W_OK", () => fs.access(f.nodeid, W_OK)],
+  ];
+  for (const [what, change] of changes) assertFsErrno(change, EROFS, what);
+  assert.equal(Deno.readTextFileSync(`${share.path}/f`), "read me");
+  assert.deepEqual([...Deno.readDirSync(share.path)].map((e) => e.name).sort(), ["d", "f"]);
+});
+
+Deno.test("destroy closes every handle and forgets every inode but the root", () => {
+  using share = makeShare();
+  const { fs } = share;
+  fs.init(initArgs(FuseInitFlag.ASYNC_READ));
+  const { entry } = fs.create(ROOT, bytes("f"), O_RDWR | O_CREAT, 0o644, 0, 0, 0);
+  fs.opendir(ROOT, 0);
+  assert.deepEqual(fs.counts(), { inodes: 2, handles: 2 });
+  fs.destroy();
+  assert.deepEqual(fs.counts(), { inodes: 1, handles: 0 });
+  assert.equal(fs.negotiated, null);
+  assertFsErrno(() => fs.getattr(entry.nodeid), EBADF);
+  assert.equal(fs.lookup(ROOT, bytes("f")).attr.mode & S_IFMT, S_IFREG, "still usable");
+});
+
+function openFdCount(): number {
+  return [...Deno.readDirSync("/proc/self/fd")].length;
+}
+
+Deno.test("no fd is left open: successes, failures, forget, release, close", () => {
+  {
+    using warmUp = makeShare();
+    warmUp.fs.lookup(ROOT, bytes("."));
+  }
+  const before = openFdCount();
+  {
+    using share = makeShare();
+    const { fs } = share;
+    Deno.writeTextFileSync(`${share.path}/f`, "data");
+    Deno.symlinkSync("f", `${share.path}/link`);
+    const f = fs.lookup(ROOT, bytes("f"));
+    fs.lookup(ROOT, bytes("f"));
+    const link = fs.lookup(ROOT, bytes("link"));
+    const d = fs.mkdir(ROOT, bytes("d"), 0o755, 0, 0, 0);
+    const made = fs.create(d.nodeid, bytes("n"), O_RDWR | O_CREAT, 0o644, 0, 0, 0);
+    assertFsErrno(
+      () => fs.create(d.nodeid, bytes("n"), O_RDWR | O_CREAT | O_EXCL, 0, 0, 0, 0),
+      EEXIST,
+    );
+    assertFsErrno(() => fs.open(link.nodeid, O_RDONLY), ELOOP);
+    assertFsErrno(() => fs.lookup(ROOT, bytes("missing")), ENOENT);
+    fs.setattr(f.nodeid, setattrArgs({ valid: FuseSetattrValid.SIZE, size: 1n }));
+    const dir = fs.opendir(ROOT, 0);
+    fs.readdir(ROOT, dir.fh, 0n, 4096, true);
+    fs.flush(made.open.fh);
+    fs.link(f.nodeid, d.nodeid, bytes("hard"));
+    fs.forget(f.nodeid, 3n);
+    fs.release(made.open.fh);
+    fs.open(made.entry.nodeid, O_RDONLY); // left open: close() must release it
+    assert.ok(openFdCount() > before);
+  }
+  assert.equal(openFdCount(), before);
+});
