@@ -1,11 +1,12 @@
 /**
- * Top-level command dispatch: `vhostd blk ...`, `--help`, `--version`.
+ * Top-level command dispatch: `vhostd blk ...`, `vhostd fs ...`, `--help`, `--version`.
  *
  * @module
  */
 
 import { log } from "../log.ts";
 import { runBlk } from "./blk_command.ts";
+import { runFs } from "./fs_command.ts";
 import { runState } from "./state_command.ts";
 import { USAGE_EXIT_CODE, UsageError } from "./usage_error.ts";
 import { VERSION } from "../version.ts";
@@ -15,6 +16,7 @@ export const MAIN_HELP = `vhostd ${VERSION} — vhost-user device back-end
 
 Usage:
   vhostd blk [OPTIONS]     serve a virtio-blk disk (see vhostd blk --help)
+  vhostd fs [OPTIONS]      share a directory as a virtio-fs device (see vhostd fs --help)
   vhostd state ACTION      save, load or inspect device state (see vhostd state --help)
   vhostd --version         print the version
   vhostd --help            show this help
@@ -22,6 +24,7 @@ Usage:
 
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   blk: runBlk,
+  fs: runFs,
   state: runState,
 };
 

@@ -7,9 +7,11 @@
 
 import type { QueueHandlerFactory } from "./device.ts";
 import { createBlkRequestHandler } from "./blk/request_handler.ts";
+import { createFsRequestHandler } from "./fs/request_handler.ts";
 
 const FACTORIES: Record<string, QueueHandlerFactory> = {
   blk: createBlkRequestHandler,
+  fs: createFsRequestHandler,
 };
 
 /** The handler factory for `kind`, or `undefined` for an unknown kind. */

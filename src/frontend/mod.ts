@@ -17,3 +17,4 @@ export * from "./blk_config.ts";
 export * from "./blk_requests.ts";
 export * from "./blk_driver.ts";
 export * from "./device_state_client.ts";
+export * from "./fs_driver.ts";

@@ -1,5 +1,5 @@
 /**
- * Runs `vhostd blk` as a separate process for integration tests: in its own
+ * Runs `vhostd blk` (or `vhostd fs`) as a separate process for integration tests: in its own
  * temporary directory, with its log in a file (a blocking front-end in the
  * test process must never leave a pipe undrained), listening on a socket in
  * that directory. Also counts the process's open fds through /proc.
@@ -18,7 +18,9 @@ const STOP_TIMEOUT_MS = 10_000;
 
 /** Options of {@linkcode VhostdProcess.start}. */
 export interface VhostdStartOptions {
-  /** Extra `vhostd blk` arguments (`--ram 1M`, `--file PATH`, `--read-only`, ...). */
+  /** The device command. Default "blk". */
+  command?: "blk" | "fs";
+  /** Extra arguments of the command (`--ram 1M`, `--file PATH`, `--shared-dir DIR`, ...). */
   args: string[];
   /** Directory for the socket and the log; default: a new temporary directory, removed on stop. */
   dir?: string;
@@ -36,7 +38,7 @@ function isSocket(path: string): boolean {
   }
 }
 
-/** A running `vhostd blk` process. */
+/** A running `vhostd blk` or `vhostd fs` process. */
 export class VhostdProcess {
   /** Unix socket the back-end listens on. */
   readonly socketPath: string;
@@ -67,7 +69,7 @@ export class VhostdProcess {
   }
 
   /**
-   * Starts `deno run -A main.ts blk --socket-path DIR/vhostd.sock ARGS` and
+   * Starts `deno run -A main.ts COMMAND --socket-path DIR/vhostd.sock ARGS` and
    * resolves once the socket exists. Throws (with the log) when the process
    * exits first or the socket does not appear in time.
    */
@@ -87,7 +89,7 @@ export class VhostdProcess {
         "run",
         "-A",
         MAIN,
-        "blk",
+        options.command ?? "blk",
         "--socket-path",
         socketPath,
         ...options.args,

@@ -1,0 +1,188 @@
+/**
+ * What every device command (`vhostd blk`, `vhostd fs`) shares: the
+ * listening, device-state and logging options, their checks and help text,
+ * and serving a device until the daemon stops.
+ *
+ * @module
+ */
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { Daemon, ListenError } from "../backend/daemon.ts";
+import type { VirtioDevice } from "../devices/device.ts";
+import { isLogLevel, log, type LogLevel, setLogLevel } from "../log.ts";
+import { UsageError } from "./usage_error.ts";
+
+/** parseArgs specifications of the options every device command takes. */
+export const DAEMON_OPTIONS = {
+  "socket-path": { type: "string" },
+  fd: { type: "string" },
+  "log-level": { type: "string" },
+  "dump-state": { type: "string" },
+  "own-state-pipe": { type: "boolean", default: false },
+  "print-capabilities": { type: "boolean", default: false },
+  help: { type: "boolean", short: "h", default: false },
+} as const;
+
+/** Help text of the device-state options. */
+export const DEVICE_STATE_HELP = `Device state (live migration, vhostd state save/load):
+  --dump-state DIR       keep a copy of every state sent or received in DIR
+                         (<kind>-<UTC time>-<n>-<save|load>.vhostd-state, sortable)
+  --own-state-pipe       answer SET_DEVICE_STATE_FD with a pipe of vhostd's own
+                         (1 MiB buffer) instead of using the front-end's`;
+
+/** Help text of the listening options, with the command's default socket path. */
+export function listeningHelp(defaultSocketPath: string): string {
+  return `Listening (one of):
+  --socket-path PATH     Unix socket to create; default ./${defaultSocketPath}
+  --fd N                 an already bound and listening Unix socket`;
+}
+
+/** Help text of the options every command ends with. */
+export const OTHER_HELP = `Other:
+  --log-level LEVEL      error, warn, info (default) or debug
+  --print-capabilities   print the back-end's capabilities as JSON and exit
+  -h, --help             show this help`;
+
+type OptionSpecs = NonNullable<ParseArgsConfig["options"]>;
+
+/**
+ * Parses `args` strictly (no positionals, no unknown options) with
+ * `options`; a mistake is a UsageError with parseArgs' first line.
+ */
+export function parseOptions<const O extends OptionSpecs>(args: string[], options: O) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+  } catch (e) {
+    throw new UsageError(e instanceof Error ? e.message.split("\n")[0] : String(e));
+  }
+}
+
+/** A whole number option from `min` to `max`, or undefined when absent; UsageError otherwise. */
+export function wholeNumberOption(
+  name: string,
+  text: string | undefined,
+  min: number,
+  max: number,
+): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
+    throw new UsageError(`--${name} must be a whole number from ${min} to ${max}, got "${text}"`);
+  }
+  return Number(text);
+}
+
+/** The shared options, checked. */
+export interface DaemonArgs {
+  /** Socket to create (absent with `--fd`). */
+  socketPath?: string;
+  /** Listening socket to use. */
+  listenFd?: number;
+  /** Log level. */
+  logLevel?: LogLevel;
+  /** Where to keep copies of device states. */
+  dumpStateDir?: string;
+  /** Hand the front-end vhostd's own state pipe. */
+  ownStatePipe: boolean;
+  /** Print the capabilities and exit. */
+  printCapabilities: boolean;
+  /** Print the help and exit. */
+  help: boolean;
+}
+
+/** The values parseArgs gives for {@linkcode DAEMON_OPTIONS}. */
+export interface DaemonOptionValues {
+  /** --socket-path */
+  "socket-path"?: string;
+  /** --fd */
+  fd?: string;
+  /** --log-level */
+  "log-level"?: string;
+  /** --dump-state */
+  "dump-state"?: string;
+  /** --own-state-pipe */
+  "own-state-pipe"?: boolean;
+  /** --print-capabilities */
+  "print-capabilities"?: boolean;
+  /** --help */
+  help?: boolean;
+}
+
+/** Checks the shared options; UsageError with a one-line message for a mistake. */
+export function daemonArgs(values: DaemonOptionValues, defaultSocketPath: string): DaemonArgs {
+  if (values["socket-path"] !== undefined && values.fd !== undefined) {
+    throw new UsageError("--socket-path and --fd cannot be used together");
+  }
+  const listenFd = wholeNumberOption("fd", values.fd, 0, 2 ** 31 - 1);
+  const logLevel = values["log-level"];
+  if (logLevel !== undefined && !isLogLevel(logLevel)) {
+    throw new UsageError(`--log-level must be error, warn, info or debug, got "${logLevel}"`);
+  }
+  const dumpStateDir = values["dump-state"];
+  if (dumpStateDir !== undefined && !isDirectory(dumpStateDir)) {
+    throw new UsageError(`--dump-state: ${dumpStateDir} is not a directory`);
+  }
+  return {
+    socketPath: listenFd === undefined ? values["socket-path"] ?? defaultSocketPath : undefined,
+    listenFd,
+    logLevel,
+    dumpStateDir,
+    ownStatePipe: values["own-state-pipe"] ?? false,
+    printCapabilities: values["print-capabilities"] ?? false,
+    help: values.help ?? false,
+  };
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return Deno.statSync(path).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+/** Applies `--log-level`, if given. */
+export function applyLogLevel(args: DaemonArgs): void {
+  if (args.logLevel) setLogLevel(args.logLevel);
+}
+
+/** How {@linkcode serveDevice} runs. */
+export interface ServeOptions {
+  /** Number of queue Workers (default: the daemon's choice). */
+  workers?: number;
+  /** Logged once listening on a socket path: how to attach the device to QEMU. */
+  qemuHint?: (socketPath: string) => string;
+}
+
+/**
+ * Serves `device` (owned from now on) until the daemon stops; resolves
+ * with the exit code. A socket that cannot be set up is a UsageError.
+ */
+export async function serveDevice(
+  device: VirtioDevice,
+  args: DaemonArgs,
+  options: ServeOptions = {},
+): Promise<number> {
+  let daemon: Daemon;
+  try {
+    daemon = await Daemon.start({
+      socketPath: args.socketPath,
+      listenFd: args.listenFd,
+      device,
+      workers: options.workers,
+      backend: { dumpDir: args.dumpStateDir, ownPipe: args.ownStatePipe },
+    });
+  } catch (e) {
+    device.close();
+    if (e instanceof ListenError) throw new UsageError(e.message);
+    throw e;
+  }
+  if (args.socketPath && options.qemuHint) {
+    log.info(`attach it to QEMU with:\n${options.qemuHint(args.socketPath)}`);
+  }
+  return await daemon.finished();
+}
+
+/** `path` as an absolute path (QEMU runs elsewhere). */
+export function absolutePath(path: string): string {
+  return path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+}

@@ -1,0 +1,182 @@
+/**
+ * `vhostd fs`: share a host directory with a guest as a virtio-fs device
+ * over vhost-user, with the same conventions as `vhostd blk`.
+ *
+ * @module
+ */
+
+import { FsDevice } from "../devices/fs/fs_device.ts";
+import { MAX_REQUEST_QUEUES, validateTag } from "../devices/fs/fs_spec.ts";
+import { isMigrationOnError, type MigrationOnError } from "../devices/fs/fs_state.ts";
+import {
+  absolutePath,
+  applyLogLevel,
+  DAEMON_OPTIONS,
+  type DaemonArgs,
+  daemonArgs,
+  DEVICE_STATE_HELP,
+  listeningHelp,
+  OTHER_HELP,
+  parseOptions,
+  serveDevice,
+  wholeNumberOption,
+} from "./daemon_options.ts";
+import { UsageError } from "./usage_error.ts";
+
+/** Defaults of `vhostd fs`. */
+export const FS_DEFAULTS = {
+  socketPath: "vhostd-fs.sock",
+  tag: "vhostd",
+  numRequestQueues: 1,
+  migrationOnError: "abort",
+} as const;
+
+/** Help text of `vhostd fs`. */
+export const FS_HELP = `Usage: vhostd fs --shared-dir DIR [OPTIONS]
+
+Share a host directory with a guest as a virtio-fs device (QEMU's
+vhost-user-fs-pci); in the guest: mount -t virtiofs TAG /mnt
+
+Shared directory:
+  --shared-dir DIR       the directory the guest sees as its root (required)
+  --read-only            refuse every change with EROFS; reads still work
+
+${listeningHelp(FS_DEFAULTS.socketPath)}
+
+Device:
+  --tag TAG              mount tag, 1 to 36 bytes of UTF-8; default "${FS_DEFAULTS.tag}"
+  --num-request-queues N request queues (1-${MAX_REQUEST_QUEUES}), besides the high-priority queue;
+                         default ${FS_DEFAULTS.numRequestQueues}
+
+${DEVICE_STATE_HELP}
+  --migration-on-error MODE
+                         what a LOAD does with an open file or known inode that
+                         cannot be found again on this host: abort (default:
+                         the load fails, CHECK_DEVICE_STATE reports it) or
+                         guest-error (the load succeeds, the guest gets EIO for it)
+
+${OTHER_HELP}
+
+Stop with SIGINT or SIGTERM: in-flight requests finish, the socket is removed.
+`;
+
+/** What `--print-capabilities` prints (vhost-user.rst, "Backend program conventions"). */
+export function fsCapabilities(): Record<string, unknown> {
+  return { type: "fs", features: ["migrate-precopy", "separate-options"] };
+}
+
+/** Parsed `vhostd fs` options. */
+export interface FsArgs extends DaemonArgs {
+  /** The shared directory as given (checked by {@linkcode runFs}). */
+  sharedDir?: string;
+  /** Mount tag. */
+  tag: string;
+  /** Refuse changes. */
+  readOnly: boolean;
+  /** Number of request queues. */
+  numRequestQueues: number;
+  /** LOAD policy. */
+  migrationOnError: MigrationOnError;
+}
+
+/** Parses `vhostd fs` arguments; throws UsageError with a one-line message. */
+export function parseFsArgs(args: string[]): FsArgs {
+  const values = parseOptions(args, {
+    ...DAEMON_OPTIONS,
+    "shared-dir": { type: "string" },
+    tag: { type: "string" },
+    "read-only": { type: "boolean", default: false },
+    "num-request-queues": { type: "string" },
+    "migration-on-error": { type: "string" },
+  });
+  const common = daemonArgs(values, FS_DEFAULTS.socketPath);
+  const tag = values.tag ?? FS_DEFAULTS.tag;
+  const tagError = validateTag(tag);
+  if (tagError) throw new UsageError(`--tag: ${tagError}`);
+  const migrationOnError = values["migration-on-error"] ?? FS_DEFAULTS.migrationOnError;
+  if (!isMigrationOnError(migrationOnError)) {
+    throw new UsageError(
+      `--migration-on-error must be abort or guest-error, got "${migrationOnError}"`,
+    );
+  }
+  const sharedDir = values["shared-dir"];
+  if (sharedDir === undefined && !common.help && !common.printCapabilities) {
+    throw new UsageError("--shared-dir is required (the directory to share)");
+  }
+  if (sharedDir === "") throw new UsageError("--shared-dir needs a path");
+  return {
+    ...common,
+    sharedDir,
+    tag,
+    readOnly: values["read-only"] ?? false,
+    numRequestQueues: wholeNumberOption(
+      "num-request-queues",
+      values["num-request-queues"],
+      1,
+      MAX_REQUEST_QUEUES,
+    ) ?? FS_DEFAULTS.numRequestQueues,
+    migrationOnError,
+  };
+}
+
+/**
+ * The shared directory's canonical path; UsageError when it is missing,
+ * not a directory, or not readable.
+ */
+export function checkSharedDir(path: string): string {
+  let real: string;
+  try {
+    real = Deno.realPathSync(path);
+    if (!Deno.statSync(real).isDirectory) {
+      throw new UsageError(`--shared-dir: ${path} is not a directory`);
+    }
+    // Listing needs read and search permission: the guest's first READDIR would fail otherwise.
+    for (const _ of Deno.readDirSync(real)) break;
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    const why = e instanceof Deno.errors.NotFound
+      ? "does not exist"
+      : e instanceof Deno.errors.PermissionDenied
+      ? "is not readable"
+      : e instanceof Error
+      ? e.message
+      : String(e);
+    throw new UsageError(`--shared-dir: ${path} ${why}`);
+  }
+  return real;
+}
+
+/** The QEMU options that attach a vhost-user-fs device served on `socketPath`. */
+export function qemuFsCommandLine(socketPath: string, tag: string): string {
+  return [
+    "qemu-system-x86_64 -machine q35,memory-backend=mem -m 1G",
+    "  -object memory-backend-memfd,id=mem,size=1G,share=on",
+    `  -chardev socket,id=vhostd0,path=${absolutePath(socketPath)}`,
+    `  -device vhost-user-fs-pci,chardev=vhostd0,tag=${tag}`,
+    "  ...your kernel/disk options...",
+  ].join(" \\\n");
+}
+
+/** Runs `vhostd fs`; resolves with the exit code. */
+export async function runFs(args: string[]): Promise<number> {
+  const opts = parseFsArgs(args);
+  if (opts.help) {
+    console.log(FS_HELP);
+    return 0;
+  }
+  if (opts.printCapabilities) {
+    console.log(JSON.stringify(fsCapabilities()));
+    return 0;
+  }
+  applyLogLevel(opts);
+  const device = new FsDevice({
+    sharedDir: checkSharedDir(opts.sharedDir!),
+    tag: opts.tag,
+    numRequestQueues: opts.numRequestQueues,
+    readOnly: opts.readOnly,
+    migrationOnError: opts.migrationOnError,
+  });
+  return await serveDevice(device, opts, {
+    qemuHint: (socketPath) => qemuFsCommandLine(socketPath, opts.tag),
+  });
+}

@@ -1,0 +1,177 @@
+/**
+ * virtio-fs, control half: features, the read-only configuration space
+ * (tag, number of request queues), and the parameters its queue Worker is
+ * built from.
+ *
+ * The filesystem itself (inode table, open handles) lives in the request
+ * handler of ONE queue Worker (`maxWorkers = 1`): a FUSE node id or file
+ * handle the guest got on one queue may come back on any other queue or on
+ * the high-priority queue (FORGET), so every queue must see the same
+ * tables, and the tables hold plain fds and JS objects that cannot be shared
+ * between isolates. Requests are synchronous, so one Worker serves them all
+ * in order; the control half reaches the tables through the Worker channel
+ * (DEVICE_STATE save/load).
+ *
+ * @module
+ */
+
+import { maskOf, VirtioFeature } from "../../protocol/mod.ts";
+import { MAX_QUEUE_SIZE } from "../../virtqueue/layout.ts";
+import type { DeviceWorkerChannel, VirtioDevice, WorkerSetup } from "../device.ts";
+import { encodeFsConfig, FS_CONFIG_SIZE, validateTag } from "./fs_spec.ts";
+import {
+  FsStateSupport,
+  type FsStateTarget,
+  type FsWorkerCommand,
+  type MigrationOnError,
+} from "./fs_state.ts";
+
+/** Options of a virtio-fs device. */
+export interface FsDeviceOptions {
+  /** The directory shared with the guest (an absolute path). */
+  sharedDir: string;
+  /** Mount tag, 1 to 36 bytes of UTF-8. */
+  tag: string;
+  /** Number of request queues (besides the high-priority queue). */
+  numRequestQueues: number;
+  /** Refuse every modifying operation with EROFS. */
+  readOnly: boolean;
+  /** What a LOAD does with inodes or handles it cannot reopen. */
+  migrationOnError: MigrationOnError;
+}
+
+/** Worker parameters of the fs data half. */
+export interface FsWorkerParams extends Record<string, unknown> {
+  /** The shared directory. */
+  sharedDir: string;
+  /** Refuse modifications. */
+  readOnly: boolean;
+  /** LOAD policy for inodes or handles that cannot be reopened. */
+  migrationOnError: MigrationOnError;
+}
+
+/** A virtio-fs device sharing a host directory. */
+export class FsDevice implements VirtioDevice, FsStateTarget {
+  /** Device kind. */
+  readonly kind = "fs";
+  /** High-priority queue plus the request queues. */
+  readonly numQueues: number;
+  /** Largest queue size accepted. */
+  readonly maxQueueSize: number = MAX_QUEUE_SIZE;
+  /** One Worker holds the inode and handle tables (see the module doc). */
+  readonly maxWorkers = 1;
+  /** The shared directory. */
+  readonly sharedDir: string;
+  /** Mount tag. */
+  readonly tag: string;
+  /** Number of request queues. */
+  readonly numRequestQueues: number;
+  /** Modifications refused. */
+  readonly readOnly: boolean;
+  /** LOAD policy. */
+  readonly migrationOnError: MigrationOnError;
+  /** DEVICE_STATE save/load. */
+  readonly stateSupport: FsStateSupport = new FsStateSupport(this);
+  readonly #config: Uint8Array;
+  /** Nothing is shared through memory: the Worker owns everything. */
+  readonly #shared = new SharedArrayBuffer(8);
+  #acked = 0n;
+  #channel: DeviceWorkerChannel | undefined;
+
+  /** Builds a device; throws RangeError for a bad tag or queue count. */
+  constructor(options: FsDeviceOptions) {
+    const problem = validateTag(options.tag);
+    if (problem) throw new RangeError(problem);
+    if (!Number.isInteger(options.numRequestQueues) || options.numRequestQueues < 1) {
+      throw new RangeError(`bad number of request queues ${options.numRequestQueues}`);
+    }
+    this.sharedDir = options.sharedDir;
+    this.tag = options.tag;
+    this.numRequestQueues = options.numRequestQueues;
+    this.numQueues = 1 + options.numRequestQueues;
+    this.readOnly = options.readOnly;
+    this.migrationOnError = options.migrationOnError;
+    this.#config = encodeFsConfig(options.tag, options.numRequestQueues);
+  }
+
+  /** Ring features only: vhostd offers no notification queue. */
+  features(): bigint {
+    return maskOf([
+      VirtioFeature.VERSION_1,
+      VirtioFeature.RING_INDIRECT_DESC,
+      VirtioFeature.RING_EVENT_IDX,
+    ]);
+  }
+
+  /** Remembers the accepted features. */
+  setAckedFeatures(features: bigint): void {
+    this.#acked = features;
+  }
+
+  /** Features accepted by the driver. */
+  ackedFeatures(): bigint {
+    return this.#acked;
+  }
+
+  /** The configuration space: tag and num_request_queues. */
+  readConfig(): Uint8Array {
+    return this.#config.slice();
+  }
+
+  /** The configuration space is read-only: rewriting bytes unchanged is accepted, changes are not. */
+  writeConfig(offset: number, data: Uint8Array): string | undefined {
+    if (offset < 0 || offset + data.length > FS_CONFIG_SIZE) {
+      return "write past the end of the configuration space";
+    }
+    for (let i = 0; i < data.length; i++) {
+      if (data[i] !== this.#config[offset + i]) {
+        return `the virtio-fs configuration space is read-only (byte ${offset + i})`;
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Device reset: accepted features forgotten. The file system state stays:
+   * a new guest driver starts a new FUSE session with INIT, and after a LOAD
+   * the start sequence (which may reset) must not undo the loaded state.
+   */
+  reset(): void {
+    this.#acked = 0n;
+  }
+
+  /** Plain parameters for the queue Worker. */
+  workerSetup(): WorkerSetup {
+    const params: FsWorkerParams = {
+      sharedDir: this.sharedDir,
+      readOnly: this.readOnly,
+      migrationOnError: this.migrationOnError,
+    };
+    return { kind: this.kind, params, shared: this.#shared };
+  }
+
+  /** Keeps the channel to the request handler. */
+  attachWorkers(channel: DeviceWorkerChannel): void {
+    this.#channel = channel;
+  }
+
+  /** Sends `request` to the request handler (there is one Worker) and resolves with its answer. */
+  async command(request: FsWorkerCommand): Promise<unknown> {
+    if (!this.#channel) throw new Error("fs: the queue worker is not running");
+    const results = await this.#channel.command(request);
+    return results[0];
+  }
+
+  /** Nothing to flush: writes go straight to the host files, FSYNC makes them durable. */
+  flush(): void {}
+
+  /** Nothing to close: the Worker owns every fd of the shared directory. */
+  close(): void {}
+
+  /** One line for logs. */
+  describe(): string {
+    return `virtio-fs "${this.tag}" sharing ${this.sharedDir}${
+      this.readOnly ? " read-only" : ""
+    }, ${this.numRequestQueues} request queue(s), migration on error: ${this.migrationOnError}`;
+  }
+}

@@ -1,0 +1,150 @@
+/**
+ * A connected, negotiated virtio-fs front-end for integration tests, a
+ * `vhostd fs` process over a fresh shared directory, and small helpers
+ * (expected errnos, directory trees on the host).
+ *
+ * @module
+ */
+
+import { DEFAULT_PROTOCOL_FEATURES } from "../../src/frontend/device_session.ts";
+import {
+  FsDriver,
+  type FsDriverOptions,
+  FsReplyError,
+  SharedGuestMemory,
+  VhostUserClient,
+} from "../../src/frontend/mod.ts";
+import { bit, ProtocolFeature } from "../../src/protocol/mod.ts";
+import { type VhostdProcess, withVhostd } from "./vhostd_process.ts";
+
+/** Protocol features of an fs test front-end: the defaults plus DEVICE_STATE. */
+export const FS_PROTOCOL_FEATURES: bigint = DEFAULT_PROTOCOL_FEATURES |
+  bit(ProtocolFeature.DEVICE_STATE);
+
+/** Options of {@linkcode FsFixture.open}. */
+export interface FsFixtureOptions extends Partial<FsDriverOptions> {
+  /** Guest memory size in bytes. Default 16 MiB. */
+  memorySize?: number;
+  /** Send INIT after set-up. Default true. */
+  init?: boolean;
+  /** Use this connection instead of opening one (it is owned by the fixture from now on). */
+  client?: VhostUserClient;
+}
+
+/** A front-end session: connection, guest memory and driver, closed together. */
+export class FsFixture implements Disposable {
+  /** The connection. */
+  readonly client: VhostUserClient;
+  /** The shared guest memory. */
+  readonly memory: SharedGuestMemory;
+  /** The driver. */
+  readonly driver: FsDriver;
+
+  private constructor(client: VhostUserClient, memory: SharedGuestMemory, driver: FsDriver) {
+    this.client = client;
+    this.memory = memory;
+    this.driver = driver;
+  }
+
+  /** Connects to `socketPath` (or uses `options.client`), sets the device up and sends INIT. */
+  static open(socketPath: string, options: FsFixtureOptions = {}): FsFixture {
+    const client = options.client ?? VhostUserClient.connect(socketPath);
+    let memory: SharedGuestMemory | undefined;
+    let driver: FsDriver | undefined;
+    try {
+      memory = SharedGuestMemory.create({ size: options.memorySize ?? 16 * 2 ** 20 });
+      driver = FsDriver.setup(client, memory, {
+        queueSize: 64,
+        protocolFeatures: FS_PROTOCOL_FEATURES,
+        bufferPoolBytes: 8 * 2 ** 20,
+        ...options,
+      });
+      if (options.init ?? true) driver.init();
+      return new FsFixture(client, memory, driver);
+    } catch (e) {
+      driver?.close();
+      client.close();
+      memory?.close();
+      throw e;
+    }
+  }
+
+  /** Disconnects and releases everything. */
+  close(): void {
+    this.driver.close();
+    this.client.close();
+    this.memory.close();
+  }
+
+  /** For `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** A temporary directory with `share/` (served) and `outside/` (next to it, never served). */
+export interface FsTestDirs {
+  /** The parent of both. */
+  root: string;
+  /** The shared directory. */
+  share: string;
+  /** A sibling of the shared directory, for escape tests. */
+  outside: string;
+}
+
+/** Creates a fresh {@linkcode FsTestDirs}. */
+export async function makeTestDirs(): Promise<FsTestDirs> {
+  const root = await Deno.makeTempDir({ prefix: "vhostd-fs-it-" });
+  const share = `${root}/share`;
+  const outside = `${root}/outside`;
+  await Deno.mkdir(share);
+  await Deno.mkdir(outside);
+  return { root, share, outside };
+}
+
+/**
+ * Runs `body` with a `vhostd fs` serving a fresh shared directory (extra
+ * arguments in `args`), then stops it and removes the directories. The
+ * back-end's log is added to a failure.
+ */
+export async function withVhostdFs<T>(
+  args: string[],
+  body: (vhostd: VhostdProcess, dirs: FsTestDirs) => Promise<T> | T,
+  dirs?: FsTestDirs,
+): Promise<T> {
+  const used = dirs ?? await makeTestDirs();
+  try {
+    return await withVhostd(
+      { command: "fs", args: ["--shared-dir", used.share, ...args], dir: used.root },
+      (vhostd) => body(vhostd, used),
+    );
+  } finally {
+    if (dirs === undefined) await Deno.remove(used.root, { recursive: true }).catch(() => {});
+  }
+}
+
+/** The errno of the FsReplyError `fn` throws; fails when it succeeds or throws anything else. */
+export function errnoOf(fn: () => unknown): number {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof FsReplyError) return e.errno;
+    throw e;
+  }
+  throw new Error("the request succeeded, an error reply was expected");
+}
+
+/** `length` bytes of a deterministic pattern chosen by `seed`. */
+export function pattern(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = (seed * 2654435761 + 1) >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
