@@ -10,7 +10,7 @@ import { BackingError, type BackingSpec, openBacking } from "../devices/blk/back
 import { BlkDevice, validateSerial } from "../devices/blk/blk_device.ts";
 import { MAX_QUEUE_SIZE } from "../virtqueue/layout.ts";
 import {
-  absolutePath,
+  answerInfoRequest,
   applyLogLevel,
   DAEMON_OPTIONS,
   type DaemonArgs,
@@ -125,28 +125,11 @@ export function parseBlkArgs(args: string[]): BlkArgs {
   };
 }
 
-/** The QEMU options that attach a vhost-user-blk device served on `socketPath`. */
-export function qemuCommandLine(socketPath: string, numQueues: number): string {
-  return [
-    "qemu-system-x86_64 -machine q35,memory-backend=mem -m 1G",
-    "  -object memory-backend-memfd,id=mem,size=1G,share=on",
-    `  -chardev socket,id=vhostd0,path=${absolutePath(socketPath)}`,
-    `  -device vhost-user-blk-pci,chardev=vhostd0,num-queues=${numQueues}`,
-    "  ...your kernel/disk options...",
-  ].join(" \\\n");
-}
-
 /** Runs `vhostd blk`; resolves with the exit code. */
 export async function runBlk(args: string[]): Promise<number> {
   const opts = parseBlkArgs(args);
-  if (opts.help) {
-    console.log(BLK_HELP);
-    return 0;
-  }
-  if (opts.printCapabilities) {
-    console.log(JSON.stringify(blkCapabilities()));
-    return 0;
-  }
+  const answered = answerInfoRequest(opts, BLK_HELP, blkCapabilities);
+  if (answered !== undefined) return answered;
   applyLogLevel(opts);
   let device: BlkDevice;
   try {
@@ -161,6 +144,6 @@ export async function runBlk(args: string[]): Promise<number> {
   }
   return await serveDevice(device, opts, {
     workers: opts.workers,
-    qemuHint: (socketPath) => qemuCommandLine(socketPath, opts.numQueues),
+    qemuDevice: `vhost-user-blk-pci,chardev=vhostd0,num-queues=${opts.numQueues}`,
   });
 }

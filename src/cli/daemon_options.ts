@@ -149,8 +149,8 @@ export function applyLogLevel(args: DaemonArgs): void {
 export interface ServeOptions {
   /** Number of queue Workers (default: the daemon's choice). */
   workers?: number;
-  /** Logged once listening on a socket path: how to attach the device to QEMU. */
-  qemuHint?: (socketPath: string) => string;
+  /** QEMU `-device` value that attaches the device to chardev `vhostd0` (logged as a hint). */
+  qemuDevice?: string;
 }
 
 /**
@@ -176,8 +176,8 @@ export async function serveDevice(
     if (e instanceof ListenError) throw new UsageError(e.message);
     throw e;
   }
-  if (args.socketPath && options.qemuHint) {
-    log.info(`attach it to QEMU with:\n${options.qemuHint(args.socketPath)}`);
+  if (args.socketPath && options.qemuDevice) {
+    log.info(`attach it to QEMU with:\n${qemuCommandLine(args.socketPath, options.qemuDevice)}`);
   }
   return await daemon.finished();
 }
@@ -185,4 +185,35 @@ export async function serveDevice(
 /** `path` as an absolute path (QEMU runs elsewhere). */
 export function absolutePath(path: string): string {
   return path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+}
+
+/** The QEMU options that attach the device `deviceArg` (on chardev `vhostd0`) served on `socketPath`. */
+export function qemuCommandLine(socketPath: string, deviceArg: string): string {
+  return [
+    "qemu-system-x86_64 -machine q35,memory-backend=mem -m 1G",
+    "  -object memory-backend-memfd,id=mem,size=1G,share=on",
+    `  -chardev socket,id=vhostd0,path=${absolutePath(socketPath)}`,
+    `  -device ${deviceArg}`,
+    "  ...your kernel/disk options...",
+  ].join(" \\\n");
+}
+
+/**
+ * Answers `--help` and `--print-capabilities` (back-end program conventions);
+ * returns the exit code when one was asked for, else undefined.
+ */
+export function answerInfoRequest(
+  args: { help: boolean; printCapabilities: boolean },
+  help: string,
+  capabilities: () => Record<string, unknown>,
+): number | undefined {
+  if (args.help) {
+    console.log(help);
+    return 0;
+  }
+  if (args.printCapabilities) {
+    console.log(JSON.stringify(capabilities()));
+    return 0;
+  }
+  return undefined;
 }

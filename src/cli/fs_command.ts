@@ -9,7 +9,7 @@ import { FsDevice } from "../devices/fs/fs_device.ts";
 import { MAX_REQUEST_QUEUES, validateTag } from "../devices/fs/fs_spec.ts";
 import { isMigrationOnError, type MigrationOnError } from "../devices/fs/fs_state.ts";
 import {
-  absolutePath,
+  answerInfoRequest,
   applyLogLevel,
   DAEMON_OPTIONS,
   type DaemonArgs,
@@ -146,28 +146,11 @@ export function checkSharedDir(path: string): string {
   return real;
 }
 
-/** The QEMU options that attach a vhost-user-fs device served on `socketPath`. */
-export function qemuFsCommandLine(socketPath: string, tag: string): string {
-  return [
-    "qemu-system-x86_64 -machine q35,memory-backend=mem -m 1G",
-    "  -object memory-backend-memfd,id=mem,size=1G,share=on",
-    `  -chardev socket,id=vhostd0,path=${absolutePath(socketPath)}`,
-    `  -device vhost-user-fs-pci,chardev=vhostd0,tag=${tag}`,
-    "  ...your kernel/disk options...",
-  ].join(" \\\n");
-}
-
 /** Runs `vhostd fs`; resolves with the exit code. */
 export async function runFs(args: string[]): Promise<number> {
   const opts = parseFsArgs(args);
-  if (opts.help) {
-    console.log(FS_HELP);
-    return 0;
-  }
-  if (opts.printCapabilities) {
-    console.log(JSON.stringify(fsCapabilities()));
-    return 0;
-  }
+  const answered = answerInfoRequest(opts, FS_HELP, fsCapabilities);
+  if (answered !== undefined) return answered;
   applyLogLevel(opts);
   const device = new FsDevice({
     sharedDir: checkSharedDir(opts.sharedDir!),
@@ -177,6 +160,6 @@ export async function runFs(args: string[]): Promise<number> {
     migrationOnError: opts.migrationOnError,
   });
   return await serveDevice(device, opts, {
-    qemuHint: (socketPath) => qemuFsCommandLine(socketPath, opts.tag),
+    qemuDevice: `vhost-user-fs-pci,chardev=vhostd0,tag=${opts.tag}`,
   });
 }

@@ -13,10 +13,7 @@ import {
   FALLOC_FL_ZERO_RANGE,
   fallocate,
   fdatasync,
-  IovecArray,
-  preadv,
   pwrite,
-  pwritev,
   SyscallError,
 } from "../../../ffi/mod.ts";
 import type { GuestMemory } from "../../memory/guest_memory.ts";
@@ -34,6 +31,7 @@ import {
   WRITE_ZEROES_FLAG_UNMAP,
 } from "./blk_spec.ts";
 import { BlkSharedState, CounterSlot } from "./blk_shared_state.ts";
+import { GuestBufferError, GuestFileIo } from "../guest_file_io.ts";
 
 /** Largest run of zeroes written at once when fallocate cannot zero a range. */
 const ZERO_CHUNK = 1 << 20;
@@ -47,7 +45,7 @@ class RequestFailure {
 export class BlkRequestHandler implements QueueHandler {
   readonly #p: BlkWorkerParams;
   readonly #shared: BlkSharedState;
-  readonly #iov: IovecArray;
+  readonly #io: GuestFileIo;
   readonly #header = new Uint8Array(REQUEST_HEADER_SIZE);
   readonly #headerView = new DataView(this.#header.buffer);
   readonly #status = new Uint8Array(1);
@@ -59,7 +57,7 @@ export class BlkRequestHandler implements QueueHandler {
   constructor(setup: WorkerSetup) {
     this.#p = setup.params as BlkWorkerParams;
     this.#shared = new BlkSharedState(setup.shared);
-    this.#iov = new IovecArray(Math.max(this.#p.segMax, 1) + 2);
+    this.#io = new GuestFileIo(Math.max(this.#p.segMax, 1) + 2);
     const serial = new TextEncoder().encode(this.#p.serial);
     this.#serial = new Uint8Array(DEVICE_ID_LENGTH);
     this.#serial.set(serial.subarray(0, DEVICE_ID_LENGTH));
@@ -164,12 +162,7 @@ export class BlkRequestHandler implements QueueHandler {
     this.#shared.countSlot(CounterSlot.flushes, 1n);
   }
 
-  /**
-   * Moves `length` bytes between the file at `fileOffset` and the guest
-   * buffers of `segments`, skipping the first `skip` bytes of them (the
-   * request header). One preadv/pwritev in the common case; short transfers
-   * are resumed.
-   */
+  /** Moves exactly `length` bytes between the backing and the guest buffers, or fails the request. */
   #transfer(
     segments: readonly Segment[],
     memory: GuestMemory,
@@ -178,37 +171,23 @@ export class BlkRequestHandler implements QueueHandler {
     fileOffset: number,
     toFile: boolean,
   ): void {
-    let done = 0;
-    while (done < length) {
-      let count = 0;
-      let toSkip = skip + done;
-      let remaining = length - done;
-      for (const seg of segments) {
-        if (remaining === 0 || count === this.#iov.capacity) break;
-        if (toSkip >= seg.len) {
-          toSkip -= seg.len;
-          continue;
-        }
-        const len = Math.min(seg.len - toSkip, remaining);
-        const host = memory.hostAddress(seg.addr + toSkip, len);
-        if (host === undefined) {
-          throw new RequestFailure(BlkStatus.IOERR, "buffer outside guest memory");
-        }
-        this.#iov.set(count++, host, len);
-        if (!toFile) memory.markWritten(seg.addr + toSkip, len);
-        remaining -= len;
-        toSkip = 0;
-      }
-      if (count === 0) {
-        throw new RequestFailure(BlkStatus.IOERR, "data buffers shorter than the request");
-      }
-      const n = toFile
-        ? pwritev(this.#shared.backingFd, this.#iov, count, fileOffset + done)
-        : preadv(this.#shared.backingFd, this.#iov, count, fileOffset + done);
-      if (n <= 0) {
-        throw new RequestFailure(BlkStatus.IOERR, toFile ? "short write" : "read past end of file");
-      }
-      done += n;
+    let moved: number;
+    try {
+      moved = this.#io.transfer(
+        this.#shared.backingFd,
+        segments,
+        memory,
+        skip,
+        length,
+        fileOffset,
+        toFile,
+      );
+    } catch (e) {
+      if (e instanceof GuestBufferError) throw new RequestFailure(BlkStatus.IOERR, e.message);
+      throw e;
+    }
+    if (moved < length) {
+      throw new RequestFailure(BlkStatus.IOERR, toFile ? "short write" : "read past end of file");
     }
   }
 

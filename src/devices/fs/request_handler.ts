@@ -13,17 +13,8 @@
  * @module
  */
 
-import {
-  EFBIG,
-  EINVAL,
-  EIO,
-  ENOSYS,
-  EPROTO,
-  IovecArray,
-  preadv,
-  pwritev,
-  SyscallError,
-} from "../../../ffi/mod.ts";
+import { EFBIG, EINVAL, EIO, ENOSYS, EPROTO, SyscallError } from "../../../ffi/mod.ts";
+import { GuestBufferError, GuestFileIo } from "../guest_file_io.ts";
 import { log } from "../../log.ts";
 import type { GuestMemory } from "../../memory/guest_memory.ts";
 import type { DescriptorChain, Segment } from "../../virtqueue/descriptor_chain.ts";
@@ -206,7 +197,7 @@ function openOut(opened: OpenResult): Uint8Array {
 export class FsRequestHandler implements QueueHandler {
   readonly #open: FileSystemFactory;
   readonly #options: FsOptions;
-  readonly #iov = new IovecArray(IOV_CAPACITY);
+  readonly #io = new GuestFileIo(IOV_CAPACITY);
   /** The first bytes of every request: in header, plus fuse_write_in for WRITE. */
   readonly #head = new Uint8Array(WRITE_HEADER_SIZE);
   readonly #headView = new DataView(this.#head.buffer);
@@ -581,12 +572,7 @@ export class FsRequestHandler implements QueueHandler {
     return reply.length;
   }
 
-  /**
-   * Moves up to `length` bytes between `fd` at `fileOffset` and the guest
-   * buffers of `segments`, skipping their first `skip` bytes. Stops early
-   * at end of file; a failure after some bytes moved returns those (as
-   * read(2) and write(2) do), a failure before is the request's errno.
-   */
+  /** GuestFileIo.transfer with its failures as request failures (the request's errno). */
   #transfer(
     fd: number,
     segments: readonly Segment[],
@@ -596,40 +582,13 @@ export class FsRequestHandler implements QueueHandler {
     fileOffset: number,
     toFile: boolean,
   ): number {
-    let done = 0;
-    while (done < length) {
-      let count = 0;
-      let toSkip = skip + done;
-      let remaining = length - done;
-      for (const seg of segments) {
-        if (remaining === 0 || count === this.#iov.capacity) break;
-        if (toSkip >= seg.len) {
-          toSkip -= seg.len;
-          continue;
-        }
-        const len = Math.min(seg.len - toSkip, remaining);
-        const host = memory.hostAddress(seg.addr + toSkip, len);
-        if (host === undefined) throw new RequestFailure(EIO, "buffer outside guest memory");
-        this.#iov.set(count++, host, len);
-        if (!toFile) memory.markWritten(seg.addr + toSkip, len);
-        remaining -= len;
-        toSkip = 0;
-      }
-      if (count === 0) throw new RequestFailure(EIO, "buffers shorter than the request");
-      let n: number;
-      try {
-        n = toFile
-          ? pwritev(fd, this.#iov, count, fileOffset + done)
-          : preadv(fd, this.#iov, count, fileOffset + done);
-      } catch (e) {
-        if (!(e instanceof SyscallError)) throw e;
-        if (done > 0) break;
-        throw new RequestFailure(e.errno);
-      }
-      if (n <= 0) break;
-      done += n;
+    try {
+      return this.#io.transfer(fd, segments, memory, skip, length, fileOffset, toFile);
+    } catch (e) {
+      if (e instanceof GuestBufferError) throw new RequestFailure(EIO, e.message);
+      if (e instanceof SyscallError) throw new RequestFailure(e.errno);
+      throw e;
     }
-    return done;
   }
 
   /** Writes a success reply; one that does not fit the writable space becomes EIO. */
