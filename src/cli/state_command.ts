@@ -29,6 +29,7 @@ import {
   VhostUserClient,
 } from "../frontend/mod.ts";
 import { UsageError } from "./usage_error.ts";
+import { describeDeviceState } from "../devices/state_views.ts";
 
 /** Help text of `vhostd state`. */
 export const STATE_HELP = `Usage:
@@ -183,7 +184,13 @@ function inspect(path: string, json: boolean): number {
     if (!summary.header) {
       throw new UsageError(`${path} is not a vhostd state file: ${summary.error}`);
     }
-    console.log(json ? JSON.stringify(summaryToJson(summary), null, 2) : formatSummary(summary));
+    if (json) {
+      console.log(JSON.stringify(summaryToJson(summary), null, 2));
+    } else {
+      console.log(formatSummary(summary));
+      const meta = summary.metadata as { state?: unknown } | undefined;
+      for (const line of describeDeviceState(summary.header.kind, meta?.state)) console.log(line);
+    }
     return summary.error ? 2 : 0;
   } finally {
     closeQuietly(fd);
