@@ -6,8 +6,11 @@
  * Block I/O: 4 KiB random reads and writes at queue depth 1 and 32, one
  * queue, on a 256 MiB raw image on tmpfs that both back-ends serve.
  *
+ * virtio-fs: a QEMU guest's file workload through vhostd fs and, when
+ * installed, virtiofsd (scripts/bench_fs.ts).
+ *
  * Options: --seconds N (per workload and back-end, default 5),
- * --only blk|state, --size SIZE (image, default 256M), --qsd-aio
+ * --only blk|state|fs, --size SIZE (image, default 256M), --qsd-aio
  * threads|io_uring|native (qemu-storage-daemon's I/O engine; default
  * threads, its own default).
  *
@@ -19,6 +22,7 @@ import { fileURLToPath } from "node:url";
 import { BlkDriver, SharedGuestMemory, VhostUserClient } from "../src/frontend/mod.ts";
 import { parseSize } from "../src/cli/size.ts";
 import { fillRandom, runStateBench } from "./bench_state.ts";
+import { runFsBench } from "./bench_fs.ts";
 
 const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
 const BLOCK = 4096;
@@ -266,6 +270,12 @@ if (import.meta.main) {
     console.error("bench: --qsd-aio must be threads, io_uring or native");
     Deno.exit(2);
   }
-  if (values.only !== "state") await runBlkBench(seconds, size, aio);
-  if (values.only !== "blk") await runStateBench(size);
+  const only = values.only;
+  if (only !== undefined && !["blk", "state", "fs"].includes(only)) {
+    console.error("bench: --only must be blk, state or fs");
+    Deno.exit(2);
+  }
+  if (only === undefined || only === "blk") await runBlkBench(seconds, size, aio);
+  if (only === undefined || only === "state") await runStateBench(size);
+  if (only === undefined || only === "fs") await runFsBench();
 }

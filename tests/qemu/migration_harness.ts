@@ -16,7 +16,10 @@ const QEMU_BINARY = "qemu-system-x86_64";
 const MAIN_TS = new URL("../../main.ts", import.meta.url).pathname;
 const POLL_MS = 50;
 
-/** A vhostd `blk` process serving an image file, its stderr logged to a file. */
+/**
+ * A vhostd process (`blk` serving an image file, or `fs` sharing a directory),
+ * or another back-end program, its stderr logged to a file.
+ */
 export class VhostdProcess {
   /** The Unix socket it listens on. */
   readonly socket: string;
@@ -49,25 +52,82 @@ export class VhostdProcess {
    *
    * @throws {Error} when vhostd exits or creates no socket within `timeoutMs`
    */
-  static async start(
+  static start(
     opts: { image: string; socket: string; logPath: string; timeoutMs?: number },
+  ): Promise<VhostdProcess> {
+    return VhostdProcess.startCommand({
+      command: Deno.execPath(),
+      args: [
+        "run",
+        "-A",
+        MAIN_TS,
+        "blk",
+        "--file",
+        opts.image,
+        "--socket-path",
+        opts.socket,
+        "--log-level",
+        "debug",
+      ],
+      socket: opts.socket,
+      logPath: opts.logPath,
+      timeoutMs: opts.timeoutMs,
+    });
+  }
+
+  /**
+   * Starts `vhostd fs --shared-dir DIR --socket-path SOCKET --log-level LEVEL
+   * EXTRA_ARGS` (e.g. `--read-only`, `--migration-on-error guest-error`;
+   * LEVEL defaults to debug) and waits until the socket exists.
+   *
+   * @throws {Error} when vhostd exits or creates no socket within `timeoutMs`
+   */
+  static startFs(
+    opts: {
+      sharedDir: string;
+      socket: string;
+      logPath: string;
+      extraArgs?: string[];
+      logLevel?: "error" | "warn" | "info" | "debug";
+      timeoutMs?: number;
+    },
+  ): Promise<VhostdProcess> {
+    return VhostdProcess.startCommand({
+      command: Deno.execPath(),
+      args: [
+        "run",
+        "-A",
+        MAIN_TS,
+        "fs",
+        "--shared-dir",
+        opts.sharedDir,
+        "--socket-path",
+        opts.socket,
+        "--log-level",
+        opts.logLevel ?? "debug",
+        ...(opts.extraArgs ?? []),
+      ],
+      socket: opts.socket,
+      logPath: opts.logPath,
+      timeoutMs: opts.timeoutMs,
+    });
+  }
+
+  /**
+   * Starts any back-end program (`command ARGS`, e.g. another vhost-user
+   * daemon to compare with) that listens on `socket`, its stderr logged to
+   * `logPath`, and waits until the socket exists.
+   *
+   * @throws {Error} when the program exits or creates no socket within `timeoutMs`
+   */
+  static async startCommand(
+    opts: { command: string; args: string[]; socket: string; logPath: string; timeoutMs?: number },
   ): Promise<VhostdProcess> {
     const logFile = await Deno.open(opts.logPath, { write: true, create: true, truncate: true });
     let child: Deno.ChildProcess;
     try {
-      child = new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          MAIN_TS,
-          "blk",
-          "--file",
-          opts.image,
-          "--socket-path",
-          opts.socket,
-          "--log-level",
-          "debug",
-        ],
+      child = new Deno.Command(opts.command, {
+        args: opts.args,
         stdin: "null",
         stdout: "null",
         stderr: "piped",
