@@ -44,7 +44,10 @@ const PHASES: (keyof FsBenchTimes)[] = ["write", "read", "create", "stat", "unli
  *
  * @throws {Error} with the console tail when the guest did not finish its workload
  */
-export async function benchFsBackend(kind: FsBackendKind): Promise<FsBenchTimes> {
+export async function benchFsBackend(
+  kind: FsBackendKind,
+  vhostdArgs: string[] = [],
+): Promise<FsBenchTimes> {
   const dir = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "vhostd-bench-fs-" });
   let backend: VhostdProcess | undefined;
   let result: GuestRunResult | undefined;
@@ -55,6 +58,7 @@ export async function benchFsBackend(kind: FsBackendKind): Promise<FsBenchTimes>
       socket: `${dir}/fs.sock`,
       logPath: `${dir}/backend.log`,
       logLevel: "warn",
+      vhostdArgs,
     });
     result = await runGuest({
       script: fsBenchScript(),
@@ -164,7 +168,10 @@ export async function runFsBench(): Promise<void> {
     return;
   }
   const virtiofsd = findVirtiofsd();
-  const ours = await benchFsBackend("vhostd");
+  // Like for like: virtiofsd runs with cache=none, vhostd with --cache never; the default
+  // (--cache auto, guest page cache on) is shown beside them.
+  const ours = await benchFsBackend("vhostd", ["--cache", "never"]);
+  const cached = await benchFsBackend("vhostd", ["--cache", "auto"]);
   let theirs: FsBenchTimes | undefined;
   if (virtiofsd === undefined) {
     console.log("virtiofsd not installed: no comparison");
@@ -173,16 +180,17 @@ export async function runFsBench(): Promise<void> {
     theirs = await benchFsBackend("virtiofsd");
   }
   console.log(
-    pad("workload", 22) + pad("unit", 7) + pad("vhostd", 10) +
-      (theirs ? pad("virtiofsd", 11) + "vhostd/virtiofsd speed" : ""),
+    pad("workload", 22) + pad("unit", 7) + pad("vhostd never", 14) + pad("vhostd auto", 13) +
+      (theirs ? pad("virtiofsd none", 16) + "never/virtiofsd speed" : ""),
   );
   for (const row of ROWS) {
     const mine = row.value(ours);
-    let line = pad(row.name, 22) + pad(row.unit, 7) + pad(fmt(mine), 10);
+    let line = pad(row.name, 22) + pad(row.unit, 7) + pad(fmt(mine), 14) +
+      pad(fmt(row.value(cached)), 13);
     if (theirs) {
       const other = row.value(theirs);
       const speedRatio = row.rate ? mine / other : other / mine;
-      line += pad(fmt(other), 11) + `${speedRatio.toFixed(2)}x`;
+      line += pad(fmt(other), 16) + `${speedRatio.toFixed(2)}x`;
     }
     console.log(line);
   }

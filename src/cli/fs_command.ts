@@ -22,6 +22,7 @@ import {
   wholeNumberOption,
 } from "./daemon_options.ts";
 import { UsageError } from "./usage_error.ts";
+import { type CachePolicy, isCachePolicy } from "../devices/fs/passthrough/fs_types.ts";
 
 /** Defaults of `vhostd fs`. */
 export const FS_DEFAULTS = {
@@ -29,6 +30,7 @@ export const FS_DEFAULTS = {
   tag: "vhostd",
   numRequestQueues: 1,
   migrationOnError: "abort",
+  cache: "auto",
 } as const;
 
 /** Help text of `vhostd fs`. */
@@ -40,6 +42,9 @@ vhost-user-fs-pci); in the guest: mount -t virtiofs TAG /mnt
 Shared directory:
   --shared-dir DIR       the directory the guest sees as its root (required)
   --read-only            refuse every change with EROFS; reads still work
+  --cache MODE           how much the guest may cache, as virtiofsd's --cache:
+                         never (direct I/O, no timeouts), auto (default: 1 s
+                         timeouts, guest page cache) or always (keep caches)
 
 ${listeningHelp(FS_DEFAULTS.socketPath)}
 
@@ -77,6 +82,8 @@ export interface FsArgs extends DaemonArgs {
   numRequestQueues: number;
   /** LOAD policy. */
   migrationOnError: MigrationOnError;
+  /** Guest caching policy. */
+  cache: CachePolicy;
 }
 
 /** Parses `vhostd fs` arguments; throws UsageError with a one-line message. */
@@ -88,6 +95,7 @@ export function parseFsArgs(args: string[]): FsArgs {
     "read-only": { type: "boolean", default: false },
     "num-request-queues": { type: "string" },
     "migration-on-error": { type: "string" },
+    cache: { type: "string" },
   });
   const common = daemonArgs(values, FS_DEFAULTS.socketPath);
   const tag = values.tag ?? FS_DEFAULTS.tag;
@@ -98,6 +106,10 @@ export function parseFsArgs(args: string[]): FsArgs {
     throw new UsageError(
       `--migration-on-error must be abort or guest-error, got "${migrationOnError}"`,
     );
+  }
+  const cache = values.cache ?? FS_DEFAULTS.cache;
+  if (!isCachePolicy(cache)) {
+    throw new UsageError(`--cache must be never, auto or always, got "${cache}"`);
   }
   const sharedDir = values["shared-dir"];
   if (sharedDir === undefined && !common.help && !common.printCapabilities) {
@@ -116,6 +128,7 @@ export function parseFsArgs(args: string[]): FsArgs {
       MAX_REQUEST_QUEUES,
     ) ?? FS_DEFAULTS.numRequestQueues,
     migrationOnError,
+    cache,
   };
 }
 
@@ -158,6 +171,7 @@ export async function runFs(args: string[]): Promise<number> {
     numRequestQueues: opts.numRequestQueues,
     readOnly: opts.readOnly,
     migrationOnError: opts.migrationOnError,
+    cache: opts.cache,
   });
   return await serveDevice(device, opts, {
     qemuDevice: `vhost-user-fs-pci,chardev=vhostd0,tag=${opts.tag}`,

@@ -25,6 +25,7 @@ import {
   type FsWorkerCommand,
   type MigrationOnError,
 } from "./fs_state.ts";
+import type { CachePolicy } from "./passthrough/fs_types.ts";
 
 /** Options of a virtio-fs device. */
 export interface FsDeviceOptions {
@@ -38,6 +39,8 @@ export interface FsDeviceOptions {
   readOnly: boolean;
   /** What a LOAD does with inodes or handles it cannot reopen. */
   migrationOnError: MigrationOnError;
+  /** How much the guest may cache (default "auto"). */
+  cache?: CachePolicy;
 }
 
 /** Worker parameters of the fs data half. */
@@ -48,6 +51,8 @@ export interface FsWorkerParams extends Record<string, unknown> {
   readOnly: boolean;
   /** LOAD policy for inodes or handles that cannot be reopened. */
   migrationOnError: MigrationOnError;
+  /** Guest caching policy. */
+  cache: CachePolicy;
 }
 
 /** A virtio-fs device sharing a host directory. */
@@ -70,6 +75,8 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
   readonly readOnly: boolean;
   /** LOAD policy. */
   readonly migrationOnError: MigrationOnError;
+  /** Guest caching policy. */
+  readonly cache: CachePolicy;
   /** DEVICE_STATE save/load. */
   readonly stateSupport: FsStateSupport = new FsStateSupport(this);
   readonly #config: Uint8Array;
@@ -91,6 +98,7 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
     this.numQueues = 1 + options.numRequestQueues;
     this.readOnly = options.readOnly;
     this.migrationOnError = options.migrationOnError;
+    this.cache = options.cache ?? "auto";
     this.#config = encodeFsConfig(options.tag, options.numRequestQueues);
   }
 
@@ -146,6 +154,7 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
       sharedDir: this.sharedDir,
       readOnly: this.readOnly,
       migrationOnError: this.migrationOnError,
+      cache: this.cache,
     };
     return { kind: this.kind, params, shared: this.#shared };
   }
@@ -172,6 +181,6 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
   describe(): string {
     return `virtio-fs "${this.tag}" sharing ${this.sharedDir}${
       this.readOnly ? " read-only" : ""
-    }, ${this.numRequestQueues} request queue(s), migration on error: ${this.migrationOnError}`;
+    }, ${this.numRequestQueues} request queue(s), cache ${this.cache}, migration on error: ${this.migrationOnError}`;
   }
 }

@@ -70,6 +70,7 @@ Deno.test("fs device: Worker parameters are plain data", () => {
     sharedDir: "/srv/share",
     readOnly: true,
     migrationOnError: "guest-error",
+    cache: "auto",
   });
   assert.ok(setup.shared instanceof SharedArrayBuffer);
   assert.deepEqual(structuredClone(setup.params), setup.params);

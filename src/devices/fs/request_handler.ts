@@ -682,6 +682,7 @@ export function createFsRequestHandler(setup: WorkerSetup): QueueHandler {
       sharedDir: params.sharedDir,
       readOnly: params.readOnly,
       migrationOnError: params.migrationOnError,
+      cache: params.cache,
     },
     (options) => new PassthroughFs(options),
   );

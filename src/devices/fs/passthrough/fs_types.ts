@@ -22,10 +22,26 @@ export interface FsOptions {
    * EIO for every later use of that inode or handle.
    */
   migrationOnError: MigrationOnError;
-  /** How long the guest may cache a name → inode binding, seconds (default 1). */
+  /**
+   * How much the guest may cache (virtiofsd's `--cache`): "never" opens files
+   * with FOPEN_DIRECT_IO and gives zero timeouts (every access reaches the
+   * host); "auto" (default) keeps 1 s timeouts and lets the guest page cache
+   * work; "always" keeps file and directory contents cached across opens
+   * (KEEP_CACHE, CACHE_DIR) with one-day timeouts.
+   */
+  cache?: CachePolicy;
+  /** How long the guest may cache a name → inode binding, seconds (default from `cache`). */
   entryTimeoutSec?: number;
-  /** How long the guest may cache attributes, seconds (default 1). */
+  /** How long the guest may cache attributes, seconds (default from `cache`). */
   attrTimeoutSec?: number;
+}
+
+/** Guest caching policy of a share. */
+export type CachePolicy = "never" | "auto" | "always";
+
+/** True when `value` names a cache policy. */
+export function isCachePolicy(value: string): value is CachePolicy {
+  return value === "never" || value === "auto" || value === "always";
 }
 
 /** An inode the guest now holds one more lookup reference on (LOOKUP, MKDIR, CREATE...). */

@@ -112,6 +112,7 @@ import {
   FUSE_KERNEL_MINOR_VERSION,
   FUSE_KERNEL_VERSION,
   FuseInitFlag,
+  FuseOpenOutFlag,
   FuseSetattrValid,
 } from "../fuse/fuse_abi.ts";
 import type { FuseInitArgs, FuseSetattrArgs } from "../fuse/fuse_request.ts";
@@ -121,14 +122,16 @@ import { attrFromStatx } from "./fs_attr.ts";
 import { errnoOf, FsError, FsRestoreError, toFsError } from "./fs_errors.ts";
 import { checkEntryName, classifyComponent } from "./fs_names.ts";
 import { type FsSnapshot, restoreSnapshot, takeSnapshot } from "./fs_snapshot.ts";
-import type {
-  AttrResult,
-  EntryResult,
-  FsInitResult,
-  FsOptions,
-  MigrationOnError,
-  OpenResult,
-  StatfsResult,
+import {
+  type AttrResult,
+  type CachePolicy,
+  type EntryResult,
+  type FsInitResult,
+  type FsOptions,
+  isCachePolicy,
+  type MigrationOnError,
+  type OpenResult,
+  type StatfsResult,
 } from "./fs_types.ts";
 import { type Handle, HandleTable } from "./handle_table.ts";
 import { type Inode, InodeTable } from "./inode_table.ts";
@@ -136,8 +139,10 @@ import { hostOpenFlags, opensForChange, reopenFlags } from "./open_flags.ts";
 
 export { FsError, FsRestoreError } from "./fs_errors.ts";
 export type { FsHandleRecord, FsInodeRecord, FsSnapshot } from "./fs_snapshot.ts";
+export { isCachePolicy } from "./fs_types.ts";
 export type {
   AttrResult,
+  CachePolicy,
   EntryResult,
   FsInitResult,
   FsOptions,
@@ -197,6 +202,9 @@ export class PassthroughFs {
   readonly #migrationOnError: MigrationOnError;
   readonly #entryTimeoutSec: number;
   readonly #attrTimeoutSec: number;
+  /** FOPEN_* flags of file and directory handles, from the cache policy. */
+  readonly #fileOpenFlags: number;
+  readonly #dirOpenFlags: number;
   /** Running as root: new files get the guest caller's ids. */
   readonly #chownNewFiles: boolean;
   readonly #inodes: InodeTable;
@@ -216,8 +224,19 @@ export class PassthroughFs {
     }
     this.#readOnly = opts.readOnly;
     this.#migrationOnError = opts.migrationOnError;
-    this.#entryTimeoutSec = checkTimeout(opts.entryTimeoutSec, "entryTimeoutSec");
-    this.#attrTimeoutSec = checkTimeout(opts.attrTimeoutSec, "attrTimeoutSec");
+    const cache = opts.cache ?? "auto";
+    if (!isCachePolicy(cache)) throw new Error(`cache must be never, auto or always`);
+    const timeout = CACHE_TIMEOUT_SEC[cache];
+    this.#entryTimeoutSec = checkTimeout(opts.entryTimeoutSec ?? timeout, "entryTimeoutSec");
+    this.#attrTimeoutSec = checkTimeout(opts.attrTimeoutSec ?? timeout, "attrTimeoutSec");
+    this.#fileOpenFlags = cache === "never"
+      ? FuseOpenOutFlag.DIRECT_IO
+      : cache === "always"
+      ? FuseOpenOutFlag.KEEP_CACHE
+      : 0;
+    this.#dirOpenFlags = cache === "always"
+      ? FuseOpenOutFlag.KEEP_CACHE | FuseOpenOutFlag.CACHE_DIR
+      : 0;
     this.#chownNewFiles = getuid() === 0;
     let fd = -1;
     try {
@@ -953,7 +972,7 @@ export class PassthroughFs {
   #addHandle(fd: number, inode: Inode, flags: number, isDir: boolean): OpenResult {
     const handle = this.#handles.add(fd, inode, flags, isDir);
     this.#inodes.hold(inode);
-    return { fh: handle.fh, openFlags: 0 };
+    return { fh: handle.fh, openFlags: isDir ? this.#dirOpenFlags : this.#fileOpenFlags };
   }
 
   #closeHandle(fh: bigint): void {
@@ -1016,6 +1035,13 @@ function fileOffset(value: bigint): number {
   if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new FsError(EFBIG, `offset ${value}`);
   return Number(value);
 }
+
+/** Entry and attribute timeouts of each cache policy (virtiofsd's values). */
+const CACHE_TIMEOUT_SEC: Record<CachePolicy, number> = {
+  never: 0,
+  auto: DEFAULT_TIMEOUT_SEC,
+  always: 86400,
+};
 
 function checkTimeout(value: number | undefined, what: string): number {
   if (value === undefined) return DEFAULT_TIMEOUT_SEC;

@@ -38,7 +38,7 @@ import {
   W_OK,
   X_OK,
 } from "../../../../ffi/mod.ts";
-import { FuseInitFlag, FuseSetattrValid } from "../fuse/fuse_abi.ts";
+import { FuseInitFlag, FuseOpenOutFlag, FuseSetattrValid } from "../fuse/fuse_abi.ts";
 import type { FuseInitArgs } from "../fuse/fuse_request.ts";
 import {
   assertFsErrno,
@@ -624,4 +624,23 @@ Deno.test("no fd is left open: successes, failures, forget, release, close", () 
     assert.ok(fdsUnder(sharePath) > 0);
   }
   assert.equal(fdsUnder(sharePath), 0);
+});
+
+Deno.test("the cache policy sets open flags and timeouts", () => {
+  for (
+    const [cache, fileFlags, timeout] of [
+      ["never", FuseOpenOutFlag.DIRECT_IO, 0],
+      ["auto", 0, 1],
+      ["always", FuseOpenOutFlag.KEEP_CACHE, 86400],
+    ] as const
+  ) {
+    using share = makeShare({ cache });
+    Deno.writeTextFileSync(`${share.path}/f`, "data");
+    const entry = share.fs.lookup(ROOT, bytes("f"));
+    assert.equal(entry.entryTimeoutSec, timeout, cache);
+    assert.equal(share.fs.getattr(entry.nodeid).attrTimeoutSec, timeout, cache);
+    assert.equal(share.fs.open(entry.nodeid, O_RDONLY).openFlags, fileFlags, cache);
+    const dirFlags = share.fs.opendir(ROOT, 0).openFlags;
+    assert.equal((dirFlags & FuseOpenOutFlag.CACHE_DIR) !== 0, cache === "always", cache);
+  }
 });
