@@ -25,18 +25,14 @@ import {
   eventfdWrite,
   mapArrayBuffer,
 } from "../../ffi/mod.ts";
-import { GuestMemory, type GuestRegion } from "../memory/guest_memory.ts";
+import { GuestMemory } from "../memory/guest_memory.ts";
+import { guestMemoryOf } from "../memory/mapped_regions.ts";
 import { DirtyLog } from "../memory/dirty_log.ts";
 import { SplitQueue } from "../virtqueue/split_queue.ts";
 import { log, setLogLevel, setLogTag } from "../log.ts";
 import type { QueueHandler } from "../devices/device.ts";
 import { queueHandlerFactory } from "../devices/worker_registry.ts";
-import {
-  NO_FD,
-  type RegionMapping,
-  type WorkerCommand,
-  type WorkerEvent,
-} from "./worker_protocol.ts";
+import { NO_FD, type WorkerCommand, type WorkerEvent } from "./worker_protocol.ts";
 
 /** epoll data value of the wake eventfd; ring kicks use their queue index. */
 const WAKE_TOKEN = 0xffff_ffff;
@@ -70,21 +66,6 @@ async function nextCommand(): Promise<WorkerCommand> {
 
 function post(event: WorkerEvent): void {
   self.postMessage(event);
-}
-
-function buildMemory(regions: RegionMapping[]): GuestMemory {
-  const mapped: GuestRegion[] = regions.map((r) => {
-    const bytes = new Uint8Array(mapArrayBuffer(r.hostAddr, r.size));
-    return {
-      guestAddr: r.guestAddr,
-      size: r.size,
-      userAddr: r.userAddr,
-      hostAddr: Number(r.hostAddr),
-      bytes,
-      view: new DataView(bytes.buffer),
-    };
-  });
-  return new GuestMemory(mapped);
 }
 
 /** The Worker's state and main loop. */
@@ -181,7 +162,7 @@ class QueueWorker {
       switch (cmd.type) {
         case "memory": {
           for (const ring of this.#rings.values()) ring.queue.detach();
-          this.#memory = buildMemory(cmd.regions);
+          this.#memory = guestMemoryOf(cmd.regions);
           this.#memory.writeObserver = this.#log;
           for (const ring of this.#rings.values()) this.#attach(ring);
           post({ type: "done", seq: cmd.seq });

@@ -99,19 +99,34 @@ export function mapRegions(
   return mapped;
 }
 
+/** Where a region lives: the fields every isolate needs to view a mapping made elsewhere. */
+export interface RegionPlacement {
+  /** Guest-physical address of the first byte. */
+  guestAddr: number;
+  /** Size in bytes. */
+  size: number;
+  /** Front-end virtual address of the first byte. */
+  userAddr: number;
+  /** Host address of the first byte. */
+  hostAddr: bigint;
+}
+
+/** A GuestRegion viewing an existing mapping (works in any isolate of the process). */
+export function viewRegion(r: RegionPlacement): GuestRegion {
+  const bytes = new Uint8Array(mapArrayBuffer(r.hostAddr, r.size));
+  return {
+    guestAddr: r.guestAddr,
+    size: r.size,
+    userAddr: r.userAddr,
+    hostAddr: Number(r.hostAddr),
+    bytes,
+    view: new DataView(bytes.buffer),
+  };
+}
+
 /** Builds a GuestMemory over mapped regions (main-thread views). */
-export function guestMemoryOf(regions: readonly MappedRegion[]): GuestMemory {
-  return new GuestMemory(regions.map((r): GuestRegion => {
-    const bytes = new Uint8Array(mapArrayBuffer(r.hostAddr, r.size));
-    return {
-      guestAddr: r.guestAddr,
-      size: r.size,
-      userAddr: r.userAddr,
-      hostAddr: Number(r.hostAddr),
-      bytes,
-      view: new DataView(bytes.buffer),
-    };
-  }));
+export function guestMemoryOf(regions: readonly RegionPlacement[]): GuestMemory {
+  return new GuestMemory(regions.map(viewRegion));
 }
 
 /** Closes fds quietly (helper for callers that own region fds). */

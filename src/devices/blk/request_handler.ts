@@ -18,7 +18,6 @@ import {
 } from "../../../ffi/mod.ts";
 import type { GuestMemory } from "../../memory/guest_memory.ts";
 import type { DescriptorChain, Segment } from "../../virtqueue/descriptor_chain.ts";
-import { log } from "../../log.ts";
 import type { QueueHandler, WorkerSetup } from "../device.ts";
 import type { BlkWorkerParams } from "./blk_device.ts";
 import {
@@ -32,6 +31,7 @@ import {
 } from "./blk_spec.ts";
 import { BlkSharedState, CounterSlot } from "./blk_shared_state.ts";
 import { GuestBufferError, GuestFileIo } from "../guest_file_io.ts";
+import { RequestFailureLog } from "../request_failure_log.ts";
 
 /** Largest run of zeroes written at once when fallocate cannot zero a range. */
 const ZERO_CHUNK = 1 << 20;
@@ -51,7 +51,7 @@ export class BlkRequestHandler implements QueueHandler {
   readonly #status = new Uint8Array(1);
   readonly #serial: Uint8Array;
   #zeroes: Uint8Array | undefined;
-  #warnings = 0;
+  readonly #failures = new RequestFailureLog();
 
   /** Builds the handler from the device's Worker setup. */
   constructor(setup: WorkerSetup) {
@@ -270,14 +270,7 @@ export class BlkRequestHandler implements QueueHandler {
 
   #fail(queueIndex: number, chain: DescriptorChain, reason: string): void {
     this.#shared.countSlot(CounterSlot.errors, 1n);
-    // A misbehaving guest can fail every request; keep the log readable.
-    this.#warnings++;
-    if (this.#warnings <= 10 || this.#warnings % 1000 === 0) {
-      log.warn(
-        `queue ${queueIndex}: request ${chain.head} failed: ${reason}` +
-          (this.#warnings === 10 ? " (further failures are logged every 1000th)" : ""),
-      );
-    }
+    this.#failures.warn(queueIndex, chain.head, reason);
   }
 }
 

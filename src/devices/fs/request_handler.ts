@@ -15,6 +15,7 @@
 
 import { EFBIG, EINVAL, EIO, ENOSYS, EPROTO, SyscallError } from "../../../ffi/mod.ts";
 import { GuestBufferError, GuestFileIo } from "../guest_file_io.ts";
+import { RequestFailureLog } from "../request_failure_log.ts";
 import { log } from "../../log.ts";
 import type { GuestMemory } from "../../memory/guest_memory.ts";
 import type { DescriptorChain, Segment } from "../../virtqueue/descriptor_chain.ts";
@@ -205,7 +206,7 @@ export class FsRequestHandler implements QueueHandler {
   #fs: FileSystem;
   #session: FuseSessionState = { initialized: false, minor: 0, flags: 0, flags2: 0 };
   #decodeOptions: FuseDecodeOptions = {};
-  #warnings = 0;
+  readonly #failures = new RequestFailureLog();
 
   /** Builds the handler and its filesystem core (throws when the shared directory is unusable). */
   constructor(options: FsOptions, open: FileSystemFactory) {
@@ -663,14 +664,7 @@ export class FsRequestHandler implements QueueHandler {
   }
 
   #warn(queueIndex: number, chain: DescriptorChain, reason: string): void {
-    // A misbehaving guest can fail every request; keep the log readable.
-    this.#warnings++;
-    if (this.#warnings <= 10 || this.#warnings % 1000 === 0) {
-      log.warn(
-        `queue ${queueIndex}: request ${chain.head} failed: ${reason}` +
-          (this.#warnings === 10 ? " (further failures are logged every 1000th)" : ""),
-      );
-    }
+    this.#failures.warn(queueIndex, chain.head, reason);
   }
 }
 
