@@ -29,6 +29,7 @@ import {
   VhostUserClient,
 } from "../frontend/mod.ts";
 import { UsageError } from "./usage_error.ts";
+import { Progress } from "./progress.ts";
 import { describeDeviceState } from "../devices/state_views.ts";
 
 /** Help text of `vhostd state`. */
@@ -43,38 +44,6 @@ all-or-nothing: the back-end keeps what it had unless the whole file is
 valid and fits its configuration (the back-end's log says why not).
 Exit codes: 0 done, 1 transfer failed, 2 bad arguments or bad input.
 `;
-
-/** Shows `label: N MiB (R MiB/s)` on a terminal once a transfer has run for a second. */
-class Progress {
-  readonly #label: string;
-  readonly #started = performance.now();
-  readonly #enabled = Deno.stderr.isTerminal();
-  #lastDraw = 0;
-  #drawn = false;
-
-  constructor(label: string) {
-    this.#label = label;
-  }
-
-  update(bytes: number): void {
-    if (!this.#enabled) return;
-    const now = performance.now();
-    if (now - this.#started < 1000 || now - this.#lastDraw < 200) return;
-    this.#lastDraw = now;
-    this.#drawn = true;
-    const mib = bytes / 2 ** 20;
-    const rate = mib / ((now - this.#started) / 1000);
-    Deno.stderr.writeSync(
-      new TextEncoder().encode(
-        `\r${this.#label}: ${mib.toFixed(1)} MiB (${rate.toFixed(0)} MiB/s)  `,
-      ),
-    );
-  }
-
-  done(): void {
-    if (this.#drawn) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
-  }
-}
 
 /** How long to keep trying to reach the back-end. */
 const CONNECT_TIMEOUT_MS = 2_000;
