@@ -7,7 +7,7 @@
  * @module
  */
 
-import { closeQuietly, fstat, S_IFMT, S_IFREG } from "../../ffi/mod.ts";
+import { closeQuietly } from "../../ffi/mod.ts";
 import {
   bit,
   type ConfigPayload,
@@ -62,25 +62,6 @@ const BASE_PROTOCOL_FEATURES = maskOf([
   ProtocolFeature.CONFIGURE_MEM_SLOTS,
   ProtocolFeature.RESET_DEVICE,
 ]);
-
-/**
- * Refuses a region that reaches past the end of its file: mmap accepts it,
- * but the first touch of such a page kills the process with SIGBUS.
- */
-function checkRegionFits(desc: MemoryRegionDesc, fd: number): void {
-  let size: number;
-  let mode: number;
-  try {
-    ({ size, mode } = fstat(fd));
-  } catch (e) {
-    throw new MappingError(`memory region fd: ${e instanceof Error ? e.message : e}`);
-  }
-  if ((mode & S_IFMT) === S_IFREG && desc.mmapOffset + desc.size > BigInt(size)) {
-    throw new MappingError(
-      `memory region of ${desc.size} bytes at offset ${desc.mmapOffset} reaches past the end of its ${size}-byte file`,
-    );
-  }
-}
 
 /** The back-end side of one connection. */
 export class VhostUserBackend {
@@ -232,7 +213,6 @@ export class VhostUserBackend {
   async setMemTable(descs: MemoryRegionDesc[], fds: number[]): Promise<void> {
     let mapped: MappedRegion[];
     try {
-      descs.forEach((desc, i) => checkRegionFits(desc, fds[i]));
       mapped = mapRegions(descs, fds);
     } catch (e) {
       throw new RequestError(e instanceof MappingError ? e.message : String(e));
@@ -250,7 +230,6 @@ export class VhostUserBackend {
     }
     let region: MappedRegion;
     try {
-      checkRegionFits(desc, fd);
       region = mapRegion(desc, fd);
     } catch (e) {
       throw new RequestError(e instanceof MappingError ? e.message : String(e));

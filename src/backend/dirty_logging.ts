@@ -8,17 +8,8 @@
  * @module
  */
 
-import {
-  closeQuietly,
-  fstat,
-  MAP_SHARED,
-  mmap,
-  munmap,
-  PROT_READ,
-  PROT_WRITE,
-  S_IFMT,
-  S_IFREG,
-} from "../../ffi/mod.ts";
+import { closeQuietly, munmap } from "../../ffi/mod.ts";
+import { mapFileRange, MappingError } from "../memory/mapped_regions.ts";
 import type { LogArea } from "../protocol/mod.ts";
 import { log } from "../log.ts";
 import { RequestError } from "./request_error.ts";
@@ -67,14 +58,10 @@ export class DirtyLogging {
           `log of ${area.mmapSize} bytes at offset ${area.mmapOffset} is not usable`,
         );
       }
-      const st = fstat(fd);
-      // A log reaching past the end of its file would SIGBUS on the first write.
-      if ((st.mode & S_IFMT) === S_IFREG && offset + size > st.size) {
-        throw new RequestError(`log reaches past the end of its ${st.size}-byte file`);
-      }
-      const length = offset + size;
-      const base = mmap(length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      const { base, length } = mapFileRange(fd, offset, size, "dirty log");
       mapped = { base, length, hostAddr: base + BigInt(offset), size };
+    } catch (e) {
+      throw e instanceof MappingError ? new RequestError(e.message) : e;
     } finally {
       closeQuietly(fd);
     }

@@ -11,6 +11,7 @@
 
 import {
   closeQuietly,
+  fstat,
   MAP_NORESERVE,
   MAP_SHARED,
   mapArrayBuffer,
@@ -18,6 +19,8 @@ import {
   munmap,
   PROT_READ,
   PROT_WRITE,
+  S_IFMT,
+  S_IFREG,
 } from "../../ffi/mod.ts";
 import type { MemoryRegionDesc } from "../protocol/mod.ts";
 import { GuestMemory, type GuestRegion } from "./guest_memory.ts";
@@ -46,6 +49,44 @@ export interface MappedRegion {
 /** A region that cannot be mapped, with the reason. */
 export class MappingError extends Error {}
 
+/** A shared mapping of the first `length` bytes of a file. */
+export interface FileMapping {
+  /** Address returned by mmap. */
+  base: bigint;
+  /** Length of the mapping. */
+  length: number;
+}
+
+/**
+ * Maps bytes [0, `offset + size`) of `fd` read-write and shared, from offset
+ * 0 so that an `offset` that is not page-aligned still works (as
+ * libvhost-user does). Refuses a range reaching past the end of a regular
+ * file: mmap would accept it, but the first touch of such a page kills the
+ * process with SIGBUS. `what` names the range in errors.
+ */
+export function mapFileRange(fd: number, offset: number, size: number, what: string): FileMapping {
+  let st;
+  try {
+    st = fstat(fd);
+  } catch (e) {
+    throw new MappingError(`${what} fd: ${e instanceof Error ? e.message : e}`);
+  }
+  if ((st.mode & S_IFMT) === S_IFREG && offset + size > st.size) {
+    throw new MappingError(
+      `${what} of ${size} bytes at offset ${offset} reaches past the end of its ${st.size}-byte file`,
+    );
+  }
+  const length = offset + size;
+  try {
+    return {
+      base: mmap(length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0),
+      length,
+    };
+  } catch (e) {
+    throw new MappingError(`cannot map ${what}: ${e instanceof Error ? e.message : e}`);
+  }
+}
+
 /**
  * Maps `desc` from `fd`. The fd is not closed (the caller owns it; closing it
  * after mapping is fine, the mapping stays).
@@ -61,13 +102,12 @@ export function mapRegion(desc: MemoryRegionDesc, fd: number): MappedRegion {
   ) {
     if (v > BigInt(MAX_ADDRESS)) throw new MappingError(`memory region ${name} beyond 2^53`);
   }
-  const mapLength = Number(mmapOffset + size);
-  let mapBase: bigint;
-  try {
-    mapBase = mmap(mapLength, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
-  } catch (e) {
-    throw new MappingError(`cannot map memory region: ${e instanceof Error ? e.message : e}`);
-  }
+  const { base: mapBase, length: mapLength } = mapFileRange(
+    fd,
+    Number(mmapOffset),
+    Number(size),
+    "memory region",
+  );
   return {
     desc,
     guestAddr: Number(guestAddr),
