@@ -7,6 +7,7 @@
 
 import assert from "node:assert/strict";
 import { requireGuestEnvironment, runGuest } from "./harness.ts";
+import { VhostdProcess } from "./migration_harness.ts";
 
 const MiB = 1024 * 1024;
 const IMAGE_SIZE = 64 * MiB;
@@ -25,22 +26,6 @@ function seqPattern(size: number, start = 1): Uint8Array {
   return new TextEncoder().encode(parts.join("")).subarray(0, size);
 }
 
-async function waitForSocket(path: string, child: Deno.ChildProcess): Promise<void> {
-  const deadline = Date.now() + 15_000;
-  let exited = false;
-  child.status.then(() => exited = true);
-  while (Date.now() < deadline) {
-    if (exited) throw new Error("vhostd exited before listening");
-    try {
-      if (Deno.statSync(path).isSocket) return;
-    } catch {
-      // not there yet
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`vhostd did not create ${path}`);
-}
-
 async function runBlkGuest(numQueues: number): Promise<void> {
   requireGuestEnvironment();
   const dir = await Deno.makeTempDir({ prefix: "vhostd-e2e-" });
@@ -49,27 +34,14 @@ async function runBlkGuest(numQueues: number): Promise<void> {
   const file = await Deno.open(image, { create: true, write: true });
   await file.truncate(IMAGE_SIZE);
   file.close();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      new URL("../../main.ts", import.meta.url).pathname,
-      "blk",
-      "--file",
-      image,
-      "--socket-path",
-      socket,
-      "--num-queues",
-      String(numQueues),
-      "--log-level",
-      "debug",
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
+  let vhostd: VhostdProcess | undefined;
   try {
-    await waitForSocket(socket, child);
+    vhostd = await VhostdProcess.start({
+      image,
+      socket,
+      logPath: `${dir}/vhostd.log`,
+      extraArgs: ["--num-queues", String(numQueues)],
+    });
     // Writer k writes PATTERN_SIZE bytes at (1 + 8k) MiB from vCPU k.
     const writers = Array.from({ length: numQueues }, (_, k) => {
       const seek = 1 + 8 * k;
@@ -118,9 +90,8 @@ cmp /tmp/p${k} /tmp/q${k} && echo "READBACK-OK ${k}"`;
       assert.match(result.scriptOutput, new RegExp(`READBACK-OK ${k}`));
     }
 
-    child.kill("SIGTERM");
-    const status = await child.status;
-    const log = await stderr;
+    const status = await vhostd.stop();
+    const log = await vhostd.log();
     assert.equal(status.code, 0, `vhostd exit status ${status.code}\n${log.slice(-2000)}`);
     for (let k = 0; k < numQueues; k++) {
       assert.match(log, new RegExp(`ring ${k} running`), `ring ${k} never ran`);
@@ -138,13 +109,7 @@ cmp /tmp/p${k} /tmp/q${k} && echo "READBACK-OK ${k}"`;
     }
     assert.ok(bytes.subarray(0, MiB).every((b) => b === 0), "first MiB should be untouched");
   } finally {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already exited
-    }
-    await child.status;
-    await stderr.catch(() => "");
+    await vhostd?.dispose();
     await Deno.remove(dir, { recursive: true });
   }
 }

@@ -47,13 +47,19 @@ export class VhostdProcess {
   }
 
   /**
-   * Starts `vhostd blk --file IMAGE --socket-path SOCKET --log-level debug`
-   * and waits until the socket exists.
+   * Starts `vhostd blk --file IMAGE --socket-path SOCKET --log-level debug
+   * EXTRA_ARGS` and waits until the socket exists.
    *
    * @throws {Error} when vhostd exits or creates no socket within `timeoutMs`
    */
   static start(
-    opts: { image: string; socket: string; logPath: string; timeoutMs?: number },
+    opts: {
+      image: string;
+      socket: string;
+      logPath: string;
+      extraArgs?: string[];
+      timeoutMs?: number;
+    },
   ): Promise<VhostdProcess> {
     return VhostdProcess.startCommand({
       command: Deno.execPath(),
@@ -68,6 +74,7 @@ export class VhostdProcess {
         opts.socket,
         "--log-level",
         "debug",
+        ...(opts.extraArgs ?? []),
       ],
       socket: opts.socket,
       logPath: opts.logPath,
