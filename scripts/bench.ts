@@ -22,6 +22,7 @@ import { fileURLToPath } from "node:url";
 import { BlkDriver, SharedGuestMemory, VhostUserClient } from "../src/frontend/mod.ts";
 import { parseSize } from "../src/cli/size.ts";
 import { fillRandom, runStateBench } from "./bench_state.ts";
+import { type Peer, startPeer, stopPeer } from "./bench_peer.ts";
 import { runFsBench } from "./bench_fs.ts";
 
 const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
@@ -45,57 +46,6 @@ interface Result {
   iops: number;
   p50us: number;
   p99us: number;
-}
-
-interface Peer {
-  name: string;
-  socket: string;
-  child: Deno.ChildProcess;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-async function waitForSocket(path: string, child: Deno.ChildProcess, name: string): Promise<void> {
-  let exited = false;
-  child.status.then(() => exited = true);
-  const deadline = Date.now() + 15_000;
-  while (Date.now() < deadline) {
-    if (exited) throw new Error(`${name} exited before listening`);
-    try {
-      if (Deno.lstatSync(path).isSocket) return;
-    } catch {
-      // not yet
-    }
-    await delay(20);
-  }
-  throw new Error(`${name} did not listen on ${path}`);
-}
-
-async function startPeer(
-  name: string,
-  command: string,
-  args: string[],
-  socket: string,
-): Promise<Peer> {
-  const child = new Deno.Command(command, {
-    args,
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  await waitForSocket(socket, child, name);
-  return { name, socket, child };
-}
-
-async function stopPeer(peer: Peer): Promise<void> {
-  try {
-    peer.child.kill("SIGTERM");
-  } catch {
-    // already gone
-  }
-  await peer.child.status;
 }
 
 function percentile(sorted: Float64Array, p: number): number {

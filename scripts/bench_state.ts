@@ -9,6 +9,7 @@
  */
 
 import { fileURLToPath } from "node:url";
+import { type Peer, startPeer, stopPeer } from "./bench_peer.ts";
 import {
   closeQuietly,
   O_CLOEXEC,
@@ -38,35 +39,10 @@ export function fillRandom(bytes: Uint8Array): void {
   }
 }
 
-async function startVhostd(dir: string, name: string, size: number): Promise<Deno.ChildProcess> {
+function startVhostd(dir: string, name: string, size: number): Promise<Peer> {
   const socket = `${dir}/${name}.sock`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      MAIN,
-      "blk",
-      "--ram",
-      String(size),
-      "--socket-path",
-      socket,
-      "--log-level",
-      "warn",
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  for (let i = 0; i < 750; i++) {
-    try {
-      if (Deno.lstatSync(socket).isSocket) return child;
-    } catch {
-      // not yet
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  child.kill("SIGKILL");
-  throw new Error(`vhostd ${name} did not start`);
+  const args = ["run", "-A", MAIN, "blk", "--ram", String(size), "--socket-path", socket];
+  return startPeer(`vhostd ${name}`, Deno.execPath(), [...args, "--log-level", "warn"], socket);
 }
 
 /** Writes random data over the whole disk through the front-end (1 MiB requests). */
@@ -105,10 +81,10 @@ function timed<T>(f: () => T): [T, number] {
 /** Runs the state transfer benchmark on a RAM disk of `size` bytes. */
 export async function runStateBench(size: number): Promise<void> {
   const dir = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "vhostd-state-bench-" });
-  const children: Deno.ChildProcess[] = [];
+  const peers: Peer[] = [];
   try {
-    children.push(await startVhostd(dir, "source", size));
-    children.push(await startVhostd(dir, "target", size));
+    peers.push(await startVhostd(dir, "source", size));
+    peers.push(await startVhostd(dir, "target", size));
     fillDisk(`${dir}/source.sock`, size);
     const file = `${dir}/state`;
 
@@ -149,14 +125,7 @@ export async function runStateBench(size: number): Promise<void> {
         `includes verification and applying)`,
     );
   } finally {
-    for (const child of children) {
-      try {
-        child.kill("SIGTERM");
-      } catch {
-        // gone
-      }
-      await child.status;
-    }
+    for (const peer of peers) await stopPeer(peer);
     await Deno.remove(dir, { recursive: true });
   }
 }
