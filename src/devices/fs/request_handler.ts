@@ -516,9 +516,9 @@ export class FsRequestHandler implements QueueHandler {
     // Past 2^53 nothing is stored on any host file system vhostd shares: end of file.
     const count = offset > BigInt(Number.MAX_SAFE_INTEGER) ? 0 : this.#transfer(
       fd,
-      chain.writableSegments(),
+      chain.segments, // one byte stream, readable part first: skip it and the out header
       memory,
-      FUSE_OUT_HEADER.size,
+      chain.readableLength() + FUSE_OUT_HEADER.size,
       length,
       Number(offset),
       false,
@@ -553,7 +553,7 @@ export class FsRequestHandler implements QueueHandler {
     const fd = this.#fs.readFd(args.fh);
     const count = this.#transfer(
       fd,
-      chain.readableSegments(),
+      chain.segments, // header.len <= readableLength(): never reaches the writable part
       memory,
       WRITE_HEADER_SIZE,
       args.size,
