@@ -8,9 +8,10 @@
 import {
   BlkDriver,
   type BlkDriverOptions,
-  SharedGuestMemory,
-  VhostUserClient,
+  type SharedGuestMemory,
+  type VhostUserClient,
 } from "../../src/frontend/mod.ts";
+import { SessionFixture } from "./session_fixture.ts";
 
 /** Options of {@linkcode openBlk}. */
 export interface BlkFixtureOptions extends Partial<BlkDriverOptions> {
@@ -22,54 +23,18 @@ export interface BlkFixtureOptions extends Partial<BlkDriverOptions> {
   guestBase?: number;
 }
 
-/** A front-end session: connection, guest memory and driver, closed together. */
-export class BlkFixture implements Disposable {
-  /** The connection. */
-  readonly client: VhostUserClient;
-  /** The shared guest memory. */
-  readonly memory: SharedGuestMemory;
-  /** The driver. */
-  readonly driver: BlkDriver;
-
-  private constructor(client: VhostUserClient, memory: SharedGuestMemory, driver: BlkDriver) {
-    this.client = client;
-    this.memory = memory;
-    this.driver = driver;
-  }
-
+/** A front-end session of a virtio-blk driver. */
+export class BlkFixture extends SessionFixture<BlkDriver> {
   /** Connects to `socketPath`, shares memory and sets the device up. */
   static open(socketPath: string, options: BlkFixtureOptions = {}): BlkFixture {
-    const client = VhostUserClient.connect(socketPath);
-    let memory: SharedGuestMemory | undefined;
-    try {
-      memory = SharedGuestMemory.create({
-        size: options.memorySize ?? 8 * 2 ** 20,
-        regions: options.regions,
-        guestBase: options.guestBase,
-      });
-      const driver = BlkDriver.setup(client, memory, {
-        numQueues: 1,
-        queueSize: 64,
-        ...options,
-      });
-      return new BlkFixture(client, memory, driver);
-    } catch (e) {
-      client.close();
-      memory?.close();
-      throw e;
-    }
-  }
-
-  /** Disconnects and releases everything (idempotent). */
-  close(): void {
-    this.driver.close();
-    this.client.close();
-    this.memory.close();
-  }
-
-  /** For `using`. */
-  [Symbol.dispose](): void {
-    this.close();
+    const memory = {
+      size: options.memorySize ?? 8 * 2 ** 20,
+      regions: options.regions,
+      guestBase: options.guestBase,
+    };
+    const setup = (client: VhostUserClient, shared: SharedGuestMemory) =>
+      BlkDriver.setup(client, shared, { numQueues: 1, queueSize: 64, ...options });
+    return new BlkFixture(...SessionFixture.openParts(socketPath, memory, setup));
   }
 }
 

@@ -11,9 +11,10 @@ import {
   FsDriver,
   type FsDriverOptions,
   FsReplyError,
-  SharedGuestMemory,
-  VhostUserClient,
+  type SharedGuestMemory,
+  type VhostUserClient,
 } from "../../src/frontend/mod.ts";
+import { SessionFixture } from "./session_fixture.ts";
 import { bit, ProtocolFeature } from "../../src/protocol/mod.ts";
 import { type VhostdProcess, withVhostd } from "./vhostd_process.ts";
 
@@ -31,54 +32,27 @@ export interface FsFixtureOptions extends Partial<FsDriverOptions> {
   client?: VhostUserClient;
 }
 
-/** A front-end session: connection, guest memory and driver, closed together. */
-export class FsFixture implements Disposable {
-  /** The connection. */
-  readonly client: VhostUserClient;
-  /** The shared guest memory. */
-  readonly memory: SharedGuestMemory;
-  /** The driver. */
-  readonly driver: FsDriver;
-
-  private constructor(client: VhostUserClient, memory: SharedGuestMemory, driver: FsDriver) {
-    this.client = client;
-    this.memory = memory;
-    this.driver = driver;
-  }
-
+/** A front-end session of a virtio-fs driver. */
+export class FsFixture extends SessionFixture<FsDriver> {
   /** Connects to `socketPath` (or uses `options.client`), sets the device up and sends INIT. */
   static open(socketPath: string, options: FsFixtureOptions = {}): FsFixture {
-    const client = options.client ?? VhostUserClient.connect(socketPath);
-    let memory: SharedGuestMemory | undefined;
-    let driver: FsDriver | undefined;
-    try {
-      memory = SharedGuestMemory.create({ size: options.memorySize ?? 16 * 2 ** 20 });
-      driver = FsDriver.setup(client, memory, {
+    const setup = (client: VhostUserClient, memory: SharedGuestMemory) => {
+      const driver = FsDriver.setup(client, memory, {
         queueSize: 64,
         protocolFeatures: FS_PROTOCOL_FEATURES,
         bufferPoolBytes: 8 * 2 ** 20,
         ...options,
       });
-      if (options.init ?? true) driver.init();
-      return new FsFixture(client, memory, driver);
-    } catch (e) {
-      driver?.close();
-      client.close();
-      memory?.close();
-      throw e;
-    }
-  }
-
-  /** Disconnects and releases everything. */
-  close(): void {
-    this.driver.close();
-    this.client.close();
-    this.memory.close();
-  }
-
-  /** For `using`. */
-  [Symbol.dispose](): void {
-    this.close();
+      try {
+        if (options.init ?? true) driver.init();
+      } catch (e) {
+        driver.close();
+        throw e;
+      }
+      return driver;
+    };
+    const memory = { size: options.memorySize ?? 16 * 2 ** 20 };
+    return new FsFixture(...SessionFixture.openParts(socketPath, memory, setup, options.client));
   }
 }
 
