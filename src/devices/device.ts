@@ -30,14 +30,74 @@ export interface RequestOutcome {
   written: number;
 }
 
-/** Data half of a device: runs in a queue Worker, one call per descriptor chain. */
+/**
+ * Returned by {@linkcode QueueHandler.handle} for a request that completes
+ * later, through {@linkcode QueueContext.complete}.
+ */
+export const DEFERRED: unique symbol = Symbol("deferred");
+
+/** What `handle` returns: bytes written now (the request is complete), or DEFERRED. */
+export type HandleResult = number | typeof DEFERRED;
+
+/** Readiness of a watched host fd (epoll event bits: EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP...). */
+export type FdReadyCallback = (events: number) => void;
+
+/**
+ * The queue Worker's services to its data half: completing deferred
+ * requests and watching host fds. Handed to {@linkcode QueueHandler.attach}
+ * once, before the first request.
+ */
+export interface QueueContext {
+  /**
+   * Completes a request for which `handle` returned DEFERRED, with `written`
+   * bytes written into its device-writable buffers. Completions may come in
+   * any order, and may even come from inside `handle` before it returns
+   * DEFERRED. The Worker writes used elements and notifies the driver in
+   * batches, once control returns to its event loop. Completing a chain
+   * twice, or one that is not in flight, is refused with a log line.
+   */
+  complete(queueIndex: number, chain: DescriptorChain, written: number): void;
+  /**
+   * Adds a host fd to the Worker's event loop: `onReady` runs in the Worker
+   * whenever epoll reports `events` on it (level-triggered). Watching an fd
+   * again replaces its callback and events.
+   */
+  watchFd(fd: number, events: number, onReady: FdReadyCallback): void;
+  /** Removes a host fd from the event loop (before the device closes it). */
+  unwatchFd(fd: number): void;
+  /** Requests of `queueIndex` popped and not completed yet. */
+  inflightCount(queueIndex: number): number;
+}
+
+/**
+ * Data half of a device: runs in a queue Worker, one `handle` call per
+ * descriptor chain.
+ *
+ * Simple devices complete every request inside `handle` and return the
+ * number of bytes written. Devices that wait (storage with latency, a host
+ * socket, a timer) return DEFERRED and call `QueueContext.complete` later;
+ * the Worker keeps the request in flight meanwhile, takes no new chains from
+ * a ring that is being stopped, and answers a stop only once the ring has no
+ * request in flight.
+ */
 export interface QueueHandler {
   /**
    * Handles one request. `chain.error` may be set (a malformed chain); the
    * handler then fails the request as its device type says. Must not throw
-   * for guest-controlled data.
+   * for guest-controlled data. The chain's guest memory stays mapped until
+   * the request is completed.
    */
-  handle(chain: DescriptorChain, memory: GuestMemory, queueIndex: number): number;
+  handle(chain: DescriptorChain, memory: GuestMemory, queueIndex: number): HandleResult;
+  /** Optional: receives the Worker's services once, before the first request. */
+  attach?(context: QueueContext): void;
+  /**
+   * Optional: called after the Worker handled a batch of chains and before it
+   * waits for events again, so that I/O queued by several `handle` calls is
+   * submitted with one system call.
+   */
+  submitQueued?(): void;
+  /** Optional: releases the handler's own resources when its Worker exits. */
+  close?(): void;
   /**
    * Optional: answers a command from the device's control half (for example
    * "describe your open files" for a SAVE). Request and result are plain,
