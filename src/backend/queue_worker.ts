@@ -1,11 +1,19 @@
 /**
- * Queue Worker entry point: processes the virtqueues assigned to it.
+ * Queue Worker entry point: serves the virtqueues assigned to it.
  *
- * The Worker blocks in a synchronous epoll_wait on its rings' kick eventfds
- * and its wake eventfd (see worker_protocol.ts for the command hand-off).
- * Requests are handled synchronously, one chain at a time, so a ring has no
- * request in flight whenever the Worker looks at its inbox: stopping a ring
- * is immediate and its position is exact.
+ * The Worker blocks in a synchronous epoll_wait on its rings' kick eventfds,
+ * its wake eventfd (see worker_protocol.ts for the command hand-off) and the
+ * host fds its device watches (an io_uring's completion eventfd, a socket).
+ * Each round it pops what was kicked, lets the device handle it — at once or
+ * later, through `QueueContext.complete` — then submits the device's queued
+ * I/O, and signals each ring's call eventfd at most once for everything that
+ * completed in the round (event idx decides).
+ *
+ * Commands run in order. One that needs a ring (or every ring) quiet — stop,
+ * a new memory table, a dirty-log switch, a device command, exit — first
+ * pauses it (no new chains are taken) and runs only once its in-flight count
+ * reached zero, so GET_VRING_BASE answers the exact position and no memory is
+ * unmapped under a request.
  *
  * @module
  */
@@ -16,6 +24,7 @@ import {
   closeQuietly,
   EPOLL_CTL_ADD,
   EPOLL_CTL_DEL,
+  EPOLL_CTL_MOD,
   epollCreate,
   epollCtl,
   EpollEvents,
@@ -29,23 +38,30 @@ import { GuestMemory } from "../memory/guest_memory.ts";
 import { guestMemoryOf } from "../memory/mapped_regions.ts";
 import { DirtyLog } from "../memory/dirty_log.ts";
 import { SplitQueue } from "../virtqueue/split_queue.ts";
+import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
 import { log, setLogLevel, setLogTag } from "../log.ts";
-import type { QueueHandler } from "../devices/device.ts";
+import type { FdReadyCallback, QueueContext, QueueHandler } from "../devices/device.ts";
 import { queueHandlerFactory } from "../devices/worker_registry.ts";
 import { NO_FD, type WorkerCommand, type WorkerEvent } from "./worker_protocol.ts";
+import { RingRunner } from "./ring_runner.ts";
 
 /** epoll data value of the wake eventfd; ring kicks use their queue index. */
 const WAKE_TOKEN = 0xffff_ffff;
+/** epoll data of a watched host fd is this plus the fd. */
+const HOST_FD_TOKEN = 0x1_0000;
 /** epoll_wait timeout while some ring has no kick fd and must be polled. */
 const POLL_INTERVAL_MS = 1;
 
 interface ActiveRing {
-  index: number;
-  queue: SplitQueue;
+  runner: RingRunner;
   kickFd: number;
   callFd: number;
   errFd: number;
-  broken: boolean;
+}
+
+interface Watch {
+  events: number;
+  onReady: FdReadyCallback;
 }
 
 const inbox: WorkerCommand[] = [];
@@ -68,13 +84,20 @@ function post(event: WorkerEvent): void {
   self.postMessage(event);
 }
 
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
 /** The Worker's state and main loop. */
-class QueueWorker {
+class QueueWorker implements QueueContext {
   readonly #epfd = epollCreate();
   readonly #events = new EpollEvents(64);
   readonly #rings = new Map<number, ActiveRing>();
+  readonly #watches = new Map<number, Watch>();
   readonly #wakeFd: number;
   readonly #handler: QueueHandler;
+  /** Commands received and not run yet, oldest first. */
+  readonly #commands: WorkerCommand[] = [];
   #memory = new GuestMemory([]);
   /** Dirty-page log while VHOST_F_LOG_ALL is on, and the eventfd to signal after logging. */
   #log: DirtyLog | undefined;
@@ -87,7 +110,36 @@ class QueueWorker {
     if (!factory) throw new Error(`no queue handler for device kind "${init.setup.kind}"`);
     this.#handler = factory(init.setup);
     epollCtl(this.#epfd, EPOLL_CTL_ADD, this.#wakeFd, EPOLLIN, WAKE_TOKEN);
+    this.#handler.attach?.(this);
   }
+
+  // ---- QueueContext ---------------------------------------------------
+
+  complete(queueIndex: number, chain: DescriptorChain, written: number): void {
+    const ring = this.#rings.get(queueIndex);
+    if (!ring) {
+      log.error(`completion for queue ${queueIndex}, which is not running here`);
+      return;
+    }
+    ring.runner.complete(chain, written);
+  }
+
+  watchFd(fd: number, events: number, onReady: FdReadyCallback): void {
+    const op = this.#watches.has(fd) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    epollCtl(this.#epfd, op, fd, events, HOST_FD_TOKEN + fd);
+    this.#watches.set(fd, { events, onReady });
+  }
+
+  unwatchFd(fd: number): void {
+    if (!this.#watches.delete(fd)) return;
+    epollCtl(this.#epfd, EPOLL_CTL_DEL, fd, 0, 0);
+  }
+
+  inflightCount(queueIndex: number): number {
+    return this.#rings.get(queueIndex)?.runner.inflightCount ?? 0;
+  }
+
+  // ---- event loop -------------------------------------------------------
 
   async run(): Promise<void> {
     while (this.#running) {
@@ -98,70 +150,118 @@ class QueueWorker {
         const token = this.#events.data(i);
         if (token === WAKE_TOKEN) {
           wake = true;
-          continue;
-        }
-        const ring = this.#rings.get(token);
-        if (ring && ring.kickFd !== NO_FD) {
-          eventfdRead(ring.kickFd);
-          this.#process(ring);
+        } else if (token >= HOST_FD_TOKEN) {
+          this.#hostFdReady(token - HOST_FD_TOKEN, this.#events.events(i));
+        } else {
+          const ring = this.#rings.get(token);
+          if (ring && ring.kickFd !== NO_FD) {
+            eventfdRead(ring.kickFd);
+            ring.runner.process();
+          }
         }
       }
       if (polled) {
-        for (const ring of this.#rings.values()) if (ring.kickFd === NO_FD) this.#process(ring);
+        for (const ring of this.#rings.values()) {
+          if (ring.kickFd === NO_FD) ring.runner.process();
+        }
       }
+      this.#endOfRound();
       if (wake) {
         const count = eventfdRead(this.#wakeFd);
-        for (let i = 0; i < count; i++) this.#execute(await nextCommand());
+        for (let i = 0; i < count; i++) this.#commands.push(await nextCommand());
+      }
+      if (this.#commands.length > 0) {
+        this.#runCommands();
+        this.#endOfRound();
       }
     }
+    this.#handler.close?.();
     closeQuietly(this.#epfd);
   }
 
-  #hasPolledRing(): boolean {
-    for (const ring of this.#rings.values()) if (ring.kickFd === NO_FD && !ring.broken) return true;
-    return false;
+  #hostFdReady(fd: number, events: number): void {
+    const watch = this.#watches.get(fd);
+    if (!watch) return;
+    try {
+      watch.onReady(events);
+    } catch (e) {
+      log.error(`device event handler for fd ${fd} failed: ${message(e)}`);
+    }
   }
 
-  /** Serves every available request of a ring, then notifies the driver once if it asked. */
-  #process(ring: ActiveRing): void {
-    if (ring.broken) return;
-    const queue = ring.queue;
-    let served = 0;
-    for (;;) {
-      queue.disableNotifications();
-      for (;;) {
-        const chain = queue.popAvail();
-        if (chain === undefined) break;
-        if ("ringError" in chain) {
-          this.#ringError(ring, chain.ringError);
-          return;
-        }
-        const written = this.#handler.handle(chain, this.#memory, ring.index);
-        queue.pushUsed(chain.head, written);
-        served++;
-      }
-      if (!queue.enableNotifications()) break;
+  /** Submits the device's queued I/O, then notifies each ring that completed something. */
+  #endOfRound(): void {
+    try {
+      this.#handler.submitQueued?.();
+    } catch (e) {
+      log.error(`device submission failed: ${message(e)}`);
     }
-    if (served > 0 && ring.callFd !== NO_FD && queue.needsNotification()) {
-      eventfdWrite(ring.callFd, 1);
+    for (const ring of this.#rings.values()) {
+      if (ring.runner.takeNotification() && ring.callFd !== NO_FD) {
+        eventfdWrite(ring.callFd, 1);
+      }
     }
     if (this.#log && this.#log.takeMarked() > 0 && this.#logFd !== NO_FD) {
       eventfdWrite(this.#logFd, 1);
     }
   }
 
-  #ringError(ring: ActiveRing, reason: string): void {
-    ring.broken = true;
-    log.error(`queue ${ring.index}: ring is broken, stopped serving it: ${reason}`);
+  #hasPolledRing(): boolean {
+    for (const ring of this.#rings.values()) {
+      if (ring.kickFd === NO_FD && ring.runner.broken === undefined) return true;
+    }
+    return false;
+  }
+
+  #ringBroken(ring: ActiveRing, reason: string): void {
+    log.error(`queue ${ring.runner.index}: ring is broken, stopped serving it: ${reason}`);
     if (ring.errFd !== NO_FD) eventfdWrite(ring.errFd, 1);
-    post({ type: "ring-error", queue: ring.index, reason });
+    post({ type: "ring-error", queue: ring.runner.index, reason });
+  }
+
+  // ---- commands ---------------------------------------------------------
+
+  /** The rings a command needs quiet before it runs. */
+  #quietScope(cmd: WorkerCommand): ActiveRing[] {
+    switch (cmd.type) {
+      case "stop": {
+        const ring = this.#rings.get(cmd.queue);
+        return ring ? [ring] : [];
+      }
+      case "memory":
+      case "log":
+      case "device":
+      case "exit":
+        return [...this.#rings.values()];
+      default:
+        return [];
+    }
+  }
+
+  /** Runs queued commands in order; stops at one whose rings still have requests in flight. */
+  #runCommands(): void {
+    while (this.#commands.length > 0) {
+      const cmd = this.#commands[0];
+      const scope = this.#quietScope(cmd);
+      let busy = false;
+      for (const ring of scope) {
+        ring.runner.pause();
+        if (ring.runner.inflightCount > 0) busy = true;
+      }
+      if (busy) return;
+      this.#commands.shift();
+      this.#execute(cmd);
+      for (const ring of this.#rings.values()) {
+        if (ring.runner.paused) ring.runner.resume(this.#memory);
+      }
+    }
   }
 
   #execute(cmd: WorkerCommand): void {
     try {
       switch (cmd.type) {
         case "memory": {
-          for (const ring of this.#rings.values()) ring.queue.detach();
+          for (const ring of this.#rings.values()) ring.runner.queue.detach();
           this.#memory = guestMemoryOf(cmd.regions);
           this.#memory.writeObserver = this.#log;
           for (const ring of this.#rings.values()) this.#attach(ring);
@@ -169,14 +269,15 @@ class QueueWorker {
           return;
         }
         case "start": {
+          const queue = new SplitQueue(cmd.state);
+          const runner = new RingRunner(cmd.queue, queue, this.#handler, this.#memory);
           const ring: ActiveRing = {
-            index: cmd.queue,
-            queue: new SplitQueue(cmd.state),
+            runner,
             kickFd: cmd.kickFd,
             callFd: cmd.callFd,
             errFd: cmd.errFd,
-            broken: false,
           };
+          runner.onBroken = (reason) => this.#ringBroken(ring, reason);
           this.#rings.set(cmd.queue, ring);
           if (ring.kickFd !== NO_FD) {
             epollCtl(this.#epfd, EPOLL_CTL_ADD, ring.kickFd, EPOLLIN, cmd.queue);
@@ -184,7 +285,7 @@ class QueueWorker {
           const error = this.#attach(ring);
           post({ type: "done", seq: cmd.seq, error });
           // Requests may have been queued before the ring started.
-          this.#process(ring);
+          if (error === undefined) runner.process();
           return;
         }
         case "log": {
@@ -198,7 +299,13 @@ class QueueWorker {
         }
         case "set-call": {
           const ring = this.#rings.get(cmd.queue);
-          if (ring) ring.callFd = cmd.callFd;
+          if (ring) {
+            // What completed under the old call fd is signalled there first.
+            if (ring.runner.takeNotification() && ring.callFd !== NO_FD) {
+              eventfdWrite(ring.callFd, 1);
+            }
+            ring.callFd = cmd.callFd;
+          }
           post({ type: "done", seq: cmd.seq });
           return;
         }
@@ -209,8 +316,12 @@ class QueueWorker {
             return;
           }
           if (ring.kickFd !== NO_FD) epollCtl(this.#epfd, EPOLL_CTL_DEL, ring.kickFd, 0, 0);
-          const state = ring.queue.state();
-          ring.queue.detach();
+          // The last completions are signalled before the ring is handed back.
+          if (ring.runner.takeNotification() && ring.callFd !== NO_FD) {
+            eventfdWrite(ring.callFd, 1);
+          }
+          const state = ring.runner.queue.state();
+          ring.runner.queue.detach();
           this.#rings.delete(cmd.queue);
           post({ type: "done", seq: cmd.seq, state });
           return;
@@ -224,7 +335,7 @@ class QueueWorker {
           return;
         }
         case "exit":
-          for (const ring of this.#rings.values()) ring.queue.detach();
+          for (const ring of this.#rings.values()) ring.runner.queue.detach();
           this.#rings.clear();
           this.#running = false;
           post({ type: "done", seq: cmd.seq });
@@ -234,13 +345,14 @@ class QueueWorker {
           return;
       }
     } catch (e) {
-      post({ type: "done", seq: cmd.seq, error: e instanceof Error ? e.message : String(e) });
+      post({ type: "done", seq: cmd.seq, error: message(e) });
     }
   }
 
   #attach(ring: ActiveRing): string | undefined {
-    const error = ring.queue.attach(this.#memory);
-    if (error !== undefined) this.#ringError(ring, error);
+    const error = ring.runner.queue.attach(this.#memory);
+    if (error !== undefined) ring.runner.breakRing(error);
+    else ring.runner.resume(this.#memory);
     return error;
   }
 }
@@ -257,7 +369,7 @@ async function main(): Promise<void> {
   try {
     worker = new QueueWorker(init);
   } catch (e) {
-    post({ type: "done", seq: init.seq, error: e instanceof Error ? e.message : String(e) });
+    post({ type: "done", seq: init.seq, error: message(e) });
     return;
   }
   post({ type: "done", seq: init.seq });

@@ -96,6 +96,13 @@ export interface QueueHandler {
    * submitted with one system call.
    */
   submitQueued?(): void;
+  /**
+   * Optional: ring `queueIndex` is being stopped (GET_VRING_BASE, a new
+   * memory table, a disconnect). The Worker takes no new chains from it and
+   * waits until every request in flight completed; a device whose requests
+   * wait on the host (a timer, a socket) completes them now with what it has.
+   */
+  quiesce?(queueIndex: number): void;
   /** Optional: releases the handler's own resources when its Worker exits. */
   close?(): void;
   /**

@@ -88,6 +88,11 @@ export class SplitQueue {
     return this.#state.size;
   }
 
+  /** Next used ring index to write (the used index once the last push is published). */
+  get nextUsed(): number {
+    return this.#state.nextUsed;
+  }
+
   /** True between a successful `attach()` and `detach()`. */
   get attached(): boolean {
     return this.#memory !== undefined;
@@ -200,6 +205,33 @@ export class SplitQueue {
       s.indirect,
       Infinity,
     );
+  }
+
+  /**
+   * Reads the chain at descriptor `head` again without touching the
+   * available ring: a request that was in flight when a previous back-end
+   * went away is resubmitted this way (inflight tracking).
+   */
+  chainAt(head: number): DescriptorChain {
+    this.#availView();
+    const s = this.#state;
+    return walkDescriptorChain(
+      this.#memory!,
+      this.#descView!,
+      this.#descOffset,
+      s.size,
+      head,
+      s.indirect,
+      Infinity,
+    );
+  }
+
+  /**
+   * Moves the next available index (inflight recovery: the chains between
+   * the used index and this one were popped by a previous back-end).
+   */
+  setNextAvail(index: number): void {
+    this.#state.nextAvail = index & 0xffff;
   }
 
   /**

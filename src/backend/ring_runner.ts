@@ -1,0 +1,225 @@
+/**
+ * One running ring inside a queue Worker: pops chains, hands them to the
+ * device's data half, keeps the ones it deferred in flight, and returns them
+ * to the driver in whatever order they complete.
+ *
+ * No I/O here (no eventfds, no epoll): the Worker's event loop calls
+ * `process()` when the ring is kicked, routes completions to `complete()`,
+ * and after each batch asks `takeNotification()` whether to signal the call
+ * eventfd. That keeps the in-flight accounting testable against a mock
+ * driver queue.
+ *
+ * In-flight accounting: `#inflight[head]` holds the chain popped at that
+ * head until it completes. A completion is accepted only for exactly that
+ * chain object, so a request is never completed twice, and a driver that
+ * makes a head available again while it is still in flight breaks the ring
+ * (it would otherwise get two used elements for one head).
+ *
+ * @module
+ */
+
+import type { GuestMemory } from "../memory/guest_memory.ts";
+import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
+import type { SplitQueue } from "../virtqueue/split_queue.ts";
+import { DEFERRED, type QueueHandler } from "../devices/device.ts";
+import { log } from "../log.ts";
+
+/**
+ * Inflight tracking in shared memory (INFLIGHT_SHMFD): told about every pop
+ * and completion so that a restarted back-end can resubmit what was lost.
+ */
+export interface InflightRecorder {
+  /** A chain was popped at `head`. */
+  begin(head: number): void;
+  /** The used element for `head` is about to be published. */
+  completing(head: number): void;
+  /** The used element for `head` was published; `usedIdx` is the ring's new used index. */
+  completed(head: number, usedIdx: number): void;
+}
+
+/** A ring being served, with its requests in flight. */
+export class RingRunner {
+  /** Ring index. */
+  readonly index: number;
+  /** The device side of the split ring. */
+  readonly queue: SplitQueue;
+  readonly #handler: QueueHandler;
+  readonly #inflight: (DescriptorChain | undefined)[];
+  readonly #recorder: InflightRecorder | undefined;
+  #inflightCount = 0;
+  #memory: GuestMemory;
+  /** Used elements published since the last `takeNotification()`. */
+  #completedSinceNotify = 0;
+  /** Why the ring is no longer served, once it broke. */
+  #broken: string | undefined;
+  /** While paused no new chain is popped (a stop or a memory change waits for in-flight I/O). */
+  #paused = false;
+  /** Set when chains may be waiting while the ring was paused. */
+  #missedKick = false;
+  /** Called once when the ring breaks. */
+  onBroken: (reason: string) => void = () => {};
+
+  /** A runner for `queue`, already attached to `memory`. */
+  constructor(
+    index: number,
+    queue: SplitQueue,
+    handler: QueueHandler,
+    memory: GuestMemory,
+    recorder?: InflightRecorder,
+  ) {
+    this.index = index;
+    this.queue = queue;
+    this.#handler = handler;
+    this.#memory = memory;
+    this.#recorder = recorder;
+    this.#inflight = new Array(queue.size).fill(undefined);
+  }
+
+  /** Requests popped and not completed. */
+  get inflightCount(): number {
+    return this.#inflightCount;
+  }
+
+  /** Why the ring broke, or undefined while it is served. */
+  get broken(): string | undefined {
+    return this.#broken;
+  }
+
+  /** True while no new chain is taken. */
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  /** Stops taking new chains; requests in flight still complete. */
+  pause(): void {
+    if (this.#paused) return;
+    this.#paused = true;
+    this.#handler.quiesce?.(this.index);
+  }
+
+  /** Takes chains again (after the memory it reads was replaced, for example). */
+  resume(memory: GuestMemory): void {
+    this.#memory = memory;
+    this.#paused = false;
+    if (this.#missedKick) {
+      this.#missedKick = false;
+      this.process();
+    }
+  }
+
+  /** Marks the ring broken: no chain is taken any more. */
+  breakRing(reason: string): void {
+    if (this.#broken !== undefined) return;
+    this.#broken = reason;
+    this.onBroken(reason);
+  }
+
+  /**
+   * Serves every available chain: pops, hands it to the device, completes it
+   * at once when the device did, and leaves notification suppression on
+   * while it works (one kick for a burst).
+   */
+  process(): void {
+    if (this.#broken !== undefined) return;
+    if (this.#paused) {
+      this.#missedKick = true;
+      return;
+    }
+    const queue = this.queue;
+    for (;;) {
+      queue.disableNotifications();
+      for (;;) {
+        const chain = queue.popAvail();
+        if (chain === undefined) break;
+        if ("ringError" in chain) {
+          this.breakRing(chain.ringError);
+          return;
+        }
+        this.#start(chain);
+        if (this.#broken !== undefined) return;
+        // A device may pause the ring from inside handle (a quiesce request).
+        if (this.#paused) {
+          this.#missedKick = true;
+          return;
+        }
+      }
+      if (!queue.enableNotifications()) break;
+    }
+  }
+
+  /**
+   * Hands a chain that was in flight under a previous back-end to the device
+   * again (inflight recovery); the available ring is not read.
+   */
+  resubmit(head: number): void {
+    this.#start(this.queue.chainAt(head));
+  }
+
+  #start(chain: DescriptorChain): void {
+    const head = chain.head;
+    if (head >= 0 && head < this.#inflight.length) {
+      if (this.#inflight[head] !== undefined) {
+        this.breakRing(`descriptor ${head} was made available again while still in flight`);
+        return;
+      }
+      this.#inflight[head] = chain;
+      this.#inflightCount++;
+      this.#recorder?.begin(head);
+    } else {
+      // A head outside the table is a malformed chain; the device fails it at once.
+      this.#inflightCount++;
+    }
+    let result: number | typeof DEFERRED;
+    try {
+      result = this.#handler.handle(chain, this.#memory, this.index);
+    } catch (e) {
+      // The data half must not throw; if it does, fail this request alone.
+      log.error(
+        `queue ${this.index}: request ${head} failed in the device: ${
+          e instanceof Error ? e.message : e
+        }`,
+      );
+      result = 0;
+    }
+    if (result !== DEFERRED && (this.#inflight[head] === chain || !this.#isTracked(head))) {
+      this.complete(chain, result);
+    }
+  }
+
+  #isTracked(head: number): boolean {
+    return head >= 0 && head < this.#inflight.length;
+  }
+
+  /**
+   * Returns `chain` to the driver with `written` bytes. False (and a log
+   * line) when the chain is not in flight on this ring.
+   */
+  complete(chain: DescriptorChain, written: number): boolean {
+    const head = chain.head;
+    if (this.#isTracked(head)) {
+      if (this.#inflight[head] !== chain) {
+        log.error(`queue ${this.index}: completion for request ${head}, which is not in flight`);
+        return false;
+      }
+      this.#inflight[head] = undefined;
+    }
+    this.#inflightCount--;
+    if (!this.queue.attached) return true;
+    const len = Number.isInteger(written) && written >= 0 ? Math.min(written, 0xffff_ffff) : 0;
+    this.#recorder?.completing(head);
+    this.queue.pushUsed(head, len);
+    this.#recorder?.completed(head, this.queue.nextUsed);
+    this.#completedSinceNotify++;
+    return true;
+  }
+
+  /**
+   * Whether the driver must be interrupted for what completed since the
+   * previous call (event idx decides); false when nothing completed.
+   */
+  takeNotification(): boolean {
+    if (this.#completedSinceNotify === 0 || !this.queue.attached) return false;
+    this.#completedSinceNotify = 0;
+    return this.queue.needsNotification();
+  }
+}
