@@ -1,0 +1,189 @@
+import assert from "node:assert/strict";
+import { arrayBufferRegion, GuestMemory } from "../memory/guest_memory.ts";
+import { DriverQueue } from "../virtqueue/driver_queue.ts";
+import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
+import { SplitQueue } from "../virtqueue/split_queue.ts";
+import { DEFERRED, type HandleResult, type QueueHandler } from "../devices/device.ts";
+import { type InflightRecorder, RingRunner } from "./ring_runner.ts";
+
+/** A data half that defers every request and lets the test complete them. */
+class DeferringHandler implements QueueHandler {
+  readonly held: DescriptorChain[] = [];
+  quiesced: number[] = [];
+  /** Heads completed synchronously instead of deferred. */
+  syncHeads = new Set<number>();
+
+  handle(chain: DescriptorChain, _memory: GuestMemory, _queue: number): HandleResult {
+    if (this.syncHeads.has(chain.head)) return 7;
+    this.held.push(chain);
+    return DEFERRED;
+  }
+
+  quiesce(queueIndex: number): void {
+    this.quiesced.push(queueIndex);
+  }
+}
+
+function setup(size = 16, eventIdx = true) {
+  const memory = new GuestMemory([arrayBufferRegion(0, 1 << 20)]);
+  const layout = DriverQueue.layout(0x1000, size);
+  const driver = new DriverQueue(memory, { size, ...layout, eventIdx });
+  const queue = new SplitQueue({
+    size,
+    ...layout,
+    nextAvail: 0,
+    nextUsed: 0,
+    eventIdx,
+    indirect: false,
+  });
+  assert.equal(queue.attach(memory), undefined);
+  const handler = new DeferringHandler();
+  const runner = new RingRunner(0, queue, handler, memory);
+  const add = (n: number) =>
+    Array.from(
+      { length: n },
+      (_, i) => driver.addChain([{ addr: 0x10000 + i * 16, len: 16, writable: true }]),
+    );
+  const takeAll = () => {
+    const out: { id: number; len: number }[] = [];
+    for (let u = driver.takeUsed(); u; u = driver.takeUsed()) out.push(u);
+    return out;
+  };
+  return { memory, driver, queue, handler, runner, add, takeAll };
+}
+
+Deno.test("deferred requests complete in any order, each exactly once", () => {
+  const { handler, runner, add, takeAll } = setup();
+  const heads = add(8);
+  runner.process();
+  assert.equal(runner.inflightCount, 8);
+  assert.deepEqual(takeAll(), []);
+  // Complete in reverse order, with distinct lengths.
+  for (const chain of [...handler.held].reverse()) {
+    assert.ok(runner.complete(chain, chain.head + 100));
+  }
+  assert.equal(runner.inflightCount, 0);
+  const used = takeAll();
+  assert.deepEqual(used.map((u) => u.id), [...heads].reverse());
+  assert.deepEqual(used.map((u) => u.len), [...heads].reverse().map((h) => h + 100));
+  // A second completion of the same chain is refused and writes nothing.
+  assert.equal(runner.complete(handler.held[0], 1), false);
+  assert.deepEqual(takeAll(), []);
+});
+
+Deno.test("synchronous and deferred requests mix on one ring", () => {
+  const { handler, runner, add, takeAll } = setup();
+  const heads = add(4);
+  handler.syncHeads.add(heads[1]);
+  handler.syncHeads.add(heads[3]);
+  runner.process();
+  assert.equal(runner.inflightCount, 2);
+  assert.deepEqual(takeAll(), [{ id: heads[1], len: 7 }, { id: heads[3], len: 7 }]);
+  for (const chain of handler.held) runner.complete(chain, 1);
+  assert.deepEqual(takeAll().map((u) => u.id), [heads[0], heads[2]]);
+});
+
+Deno.test("a head made available again while in flight breaks the ring", () => {
+  const { driver, handler, runner, add, takeAll } = setup();
+  const [head] = add(1);
+  runner.process();
+  const reasons: string[] = [];
+  runner.onBroken = (r) => reasons.push(r);
+  driver.publishRaw(head);
+  runner.process();
+  assert.equal(reasons.length, 1);
+  assert.match(reasons[0], /still in flight/);
+  assert.equal(runner.inflightCount, 1);
+  // The request in flight still completes once.
+  runner.complete(handler.held[0], 3);
+  assert.deepEqual(takeAll(), [{ id: head, len: 3 }]);
+});
+
+Deno.test("paused ring takes no new chains until resumed; in-flight ones drain", () => {
+  const { memory, handler, runner, add, takeAll } = setup();
+  add(2);
+  runner.process();
+  runner.pause();
+  assert.deepEqual(handler.quiesced, [0]);
+  add(3);
+  runner.process();
+  assert.equal(handler.held.length, 2, "no chain popped while paused");
+  for (const chain of handler.held) runner.complete(chain, 0);
+  assert.equal(runner.inflightCount, 0);
+  // Position is exact: two popped, two used.
+  assert.equal(runner.queue.state().nextAvail, 2);
+  assert.equal(runner.queue.state().nextUsed, 2);
+  assert.equal(takeAll().length, 2);
+  runner.resume(memory);
+  assert.equal(handler.held.length, 5, "the kick missed while paused is served on resume");
+});
+
+Deno.test("notification once per batch, as event idx asks", () => {
+  const { driver, handler, runner, add } = setup();
+  add(4);
+  runner.process();
+  assert.equal(runner.takeNotification(), false, "nothing completed yet");
+  driver.setUsedEvent(0); // interrupt once used.idx passes 0
+  for (const chain of handler.held) runner.complete(chain, 0);
+  assert.equal(runner.takeNotification(), true);
+  assert.equal(runner.takeNotification(), false, "the same batch is not signalled twice");
+});
+
+Deno.test("without event idx the NO_INTERRUPT flag suppresses the batch's notification", () => {
+  const { driver, handler, runner, add } = setup(16, false);
+  add(2);
+  runner.process();
+  driver.suppressInterrupts(true);
+  runner.complete(handler.held[0], 0);
+  assert.equal(runner.takeNotification(), false);
+  driver.suppressInterrupts(false);
+  runner.complete(handler.held[1], 0);
+  assert.equal(runner.takeNotification(), true);
+});
+
+Deno.test("a throwing data half fails only its request", () => {
+  const { runner, add, takeAll, memory, queue } = setup();
+  const throwing: QueueHandler = {
+    handle() {
+      throw new Error("device bug");
+    },
+  };
+  const r = new RingRunner(0, queue, throwing, memory);
+  add(2);
+  r.process();
+  assert.equal(r.inflightCount, 0);
+  assert.deepEqual(takeAll().map((u) => u.len), [0, 0]);
+  assert.equal(runner.broken, undefined);
+});
+
+Deno.test("inflight recorder sees begin, completing and completed in order", () => {
+  const { queue, memory, handler, add } = setup();
+  const events: string[] = [];
+  const recorder: InflightRecorder = {
+    begin: (h) => events.push(`begin ${h}`),
+    completing: (h) => events.push(`completing ${h}`),
+    completed: (h, used) => events.push(`completed ${h} used=${used}`),
+  };
+  const runner = new RingRunner(0, queue, handler, memory, recorder);
+  const [a, b] = add(2);
+  runner.process();
+  runner.complete(handler.held[1], 0);
+  runner.complete(handler.held[0], 0);
+  assert.deepEqual(events, [
+    `begin ${a}`,
+    `begin ${b}`,
+    `completing ${b}`,
+    `completed ${b} used=1`,
+    `completing ${a}`,
+    `completed ${a} used=2`,
+  ]);
+});
+
+Deno.test("resubmit hands a head to the device without reading the avail ring", () => {
+  const { driver, handler, runner, queue } = setup();
+  const head = driver.addChain([{ addr: 0x20000, len: 8, writable: true }]);
+  runner.resubmit(head);
+  assert.equal(handler.held.length, 1);
+  assert.equal(handler.held[0].head, head);
+  assert.equal(queue.state().nextAvail, 0);
+});
