@@ -366,3 +366,69 @@ export const STATX_MNT_ID = 0x1000;
 export const SYS_getdents64 = 217;
 /** openat2(2), Linux 5.6+. */
 export const SYS_openat2 = 437;
+/** io_uring_setup(2), Linux 5.1+. */
+export const SYS_io_uring_setup = 425;
+/** io_uring_enter(2). */
+export const SYS_io_uring_enter = 426;
+/** io_uring_register(2). */
+export const SYS_io_uring_register = 427;
+
+// preadv2/pwritev2 and io_uring rw_flags (RWF_*).
+/** High-priority (polled) I/O. */
+export const RWF_HIPRI = 0x1;
+/** Per-write O_DSYNC: the data is durable when the write returns. */
+export const RWF_DSYNC = 0x2;
+/** Per-write O_SYNC. */
+export const RWF_SYNC = 0x4;
+/** Fail with EAGAIN instead of blocking. */
+export const RWF_NOWAIT = 0x8;
+
+// io_uring (include/uapi/linux/io_uring.h).
+/** mmap offset of the submission queue ring. */
+export const IORING_OFF_SQ_RING = 0;
+/** mmap offset of the completion queue ring. */
+export const IORING_OFF_CQ_RING = 0x8000000;
+/** mmap offset of the SQE array. */
+export const IORING_OFF_SQES = 0x10000000;
+/** io_uring_setup flag: completion queue size given in cq_entries. */
+export const IORING_SETUP_CQSIZE = 1 << 3;
+/** io_uring_setup flag: clamp too-large sizes instead of failing with EINVAL. */
+export const IORING_SETUP_CLAMP = 1 << 4;
+/** io_uring_setup flag: keep submitting a batch past an SQE that fails to prepare (5.18+). */
+export const IORING_SETUP_SUBMIT_ALL = 1 << 7;
+/** Feature: the SQ and CQ rings share one mapping. */
+export const IORING_FEAT_SINGLE_MMAP = 1 << 0;
+/** Feature: completions are never dropped when the CQ ring overflows. */
+export const IORING_FEAT_NODROP = 1 << 1;
+/** Feature: submission data (such as iovecs) is consumed at submit time. */
+export const IORING_FEAT_SUBMIT_STABLE = 1 << 2;
+/** io_uring_enter flag: wait for (or flush) completions. */
+export const IORING_ENTER_GETEVENTS = 1 << 0;
+/** SQ ring flag: the SQ polling thread sleeps and needs a wakeup. */
+export const IORING_SQ_NEED_WAKEUP = 1 << 0;
+/** SQ ring flag: completions overflowed the CQ ring and wait in the kernel. */
+export const IORING_SQ_CQ_OVERFLOW = 1 << 1;
+/** fsync_flags: fdatasync semantics. */
+export const IORING_FSYNC_DATASYNC = 1 << 0;
+/** Opcode: do nothing (completes with 0). */
+export const IORING_OP_NOP = 0;
+/** Opcode: preadv2. */
+export const IORING_OP_READV = 1;
+/** Opcode: pwritev2. */
+export const IORING_OP_WRITEV = 2;
+/** Opcode: fsync/fdatasync. */
+export const IORING_OP_FSYNC = 3;
+/** Opcode: fallocate (Linux 5.6+). */
+export const IORING_OP_FALLOCATE = 17;
+/** io_uring_register opcode: signal an eventfd on each completion. */
+export const IORING_REGISTER_EVENTFD = 4;
+/** io_uring_register opcode: stop signalling the eventfd. */
+export const IORING_UNREGISTER_EVENTFD = 5;
+/** io_uring_register opcode: which opcodes this kernel supports (5.6+). */
+export const IORING_REGISTER_PROBE = 8;
+/** struct io_uring_probe_op flag: the opcode is supported. */
+export const IO_URING_OP_SUPPORTED = 1 << 0;
+
+// statx(2) mask bit for direct-I/O alignment.
+/** statx: stx_dio_mem_align and stx_dio_offset_align (Linux 6.1+). */
+export const STATX_DIOALIGN = 0x2000;

@@ -28,6 +28,7 @@ export class IovecArray {
   /** The raw `struct iovec[]` memory, 16 bytes per entry. */
   readonly buffer: Uint8Array<ArrayBuffer>;
   readonly #words: Uint32Array;
+  #bufferAddress = 0;
 
   /** Allocates `capacity` zeroed entries (at least 1). */
   constructor(capacity: number) {
@@ -53,6 +54,18 @@ export class IovecArray {
     words[w + 1] = Math.floor(addr / TWO_POW_32);
     words[w + 2] = length >>> 0;
     words[w + 3] = Math.floor(length / TWO_POW_32);
+  }
+
+  /**
+   * Host address of {@linkcode buffer} (entry 0), for passing the array by
+   * address (an io_uring SQE). Looked up once and cached: the lookup costs a
+   * pointer object (~0.2 µs) and the buffer never moves.
+   */
+  get bufferAddress(): number {
+    if (this.#bufferAddress === 0) {
+      this.#bufferAddress = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.buffer)));
+    }
+    return this.#bufferAddress;
   }
 
   /** Host address stored in entry `index`. */

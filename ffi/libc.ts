@@ -30,6 +30,11 @@ export const LIBC_SYMBOLS = {
   pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize", nonblocking: false },
   preadv: { parameters: ["i32", "buffer", "i32", "i64"], result: "isize", nonblocking: false },
   pwritev: { parameters: ["i32", "buffer", "i32", "i64"], result: "isize", nonblocking: false },
+  pwritev2: {
+    parameters: ["i32", "buffer", "i32", "i64", "i32"],
+    result: "isize",
+    nonblocking: false,
+  },
   fsync: { parameters: ["i32"], result: "i32", nonblocking: false },
   fdatasync: { parameters: ["i32"], result: "i32", nonblocking: false },
   fstat: { parameters: ["i32", "buffer"], result: "i32", nonblocking: false },
@@ -134,6 +139,27 @@ export const LIBC_SYMBOLS = {
     name: "syscall",
     parameters: ["i64", "i32", "buffer", "usize"],
     result: "i64",
+    nonblocking: false,
+  },
+  // io_uring has no glibc wrappers. Results are declared i32: syscall returns
+  // a long, and these calls' results (-1, counts, fds) fit its low half,
+  // which avoids a BigInt per submission on the hot path.
+  syscall_io_uring_setup: {
+    name: "syscall",
+    parameters: ["i64", "u32", "buffer"],
+    result: "i32",
+    nonblocking: false,
+  },
+  syscall_io_uring_enter: {
+    name: "syscall",
+    parameters: ["i64", "i32", "u32", "u32", "u32", "pointer", "usize"],
+    result: "i32",
+    nonblocking: false,
+  },
+  syscall_io_uring_register: {
+    name: "syscall",
+    parameters: ["i64", "i32", "u32", "buffer", "u32"],
+    result: "i32",
     nonblocking: false,
   },
 } as const satisfies Deno.ForeignLibraryInterface;
