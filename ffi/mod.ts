@@ -10,6 +10,7 @@ export * from "./errno.ts";
 export * from "./events.ts";
 export * from "./fd.ts";
 export * from "./fs.ts";
+export * from "./io_uring.ts";
 export * from "./iovec.ts";
 export * from "./memory.ts";
 export * from "./socket.ts";
