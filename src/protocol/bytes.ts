@@ -27,6 +27,14 @@ export function expectLength(what: string, payload: Uint8Array, expected: number
   }
 }
 
+/** Checks that `value` fits a u16 field; encoders use it on caller-supplied values. */
+export function checkU16(what: string, value: number): number {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffff) {
+    throw new RangeError(`${what}: ${value} does not fit in a u16`);
+  }
+  return value;
+}
+
 /** Checks that `value` fits a u32 field; encoders use it on caller-supplied values. */
 export function checkU32(what: string, value: number): number {
   if (!Number.isInteger(value) || value < 0 || value > U32_MAX) {

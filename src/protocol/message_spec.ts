@@ -2,7 +2,7 @@
  * What each front-end request looks like on the wire: payload size, fds,
  * the protocol feature that makes it legal, and whether it has its own reply.
  *
- * Requests vhostd does not implement (crypto, postcopy, IOTLB, inflight, GPU,
+ * Requests vhostd does not implement (crypto, postcopy, IOTLB, GPU,
  * shared objects…) still have an entry, so that the dispatcher reads them
  * whole and answers with a clean error instead of losing framing.
  *
@@ -14,6 +14,7 @@ import { hasBit, ProtocolFeature } from "./features.ts";
 import {
   CONFIG_HEADER_SIZE,
   DEVICE_STATE_PARAMS_SIZE,
+  INFLIGHT_DESC_SIZE,
   LOG_AREA_SIZE,
   MEMORY_TABLE_HEADER_SIZE,
   SINGLE_REGION_SIZE,
@@ -77,6 +78,7 @@ const U64 = rule({ kind: "exact", size: U64_SIZE });
 const VRING_STATE = rule({ kind: "exact", size: VRING_STATE_SIZE });
 const CONFIG = rule({ kind: "min", size: CONFIG_HEADER_SIZE });
 const SINGLE_REGION = rule({ kind: "exact", size: SINGLE_REGION_SIZE });
+const INFLIGHT = rule({ kind: "exact", size: INFLIGHT_DESC_SIZE });
 /** VhostUserShared: one 16-byte UUID. */
 const SHARED_OBJECT_SIZE = 16;
 
@@ -130,8 +132,9 @@ const FIELDS: Record<FrontendRequestName, SpecFields> = {
   POSTCOPY_ADVISE: entry(EMPTY, "none", true, { protocolFeature: F.PAGEFAULT }),
   POSTCOPY_LISTEN: entry(EMPTY, "none", false, { protocolFeature: F.PAGEFAULT }),
   POSTCOPY_END: entry(EMPTY, "none", true, { protocolFeature: F.PAGEFAULT }),
-  GET_INFLIGHT_FD: entry(ANY, "none", true, { protocolFeature: F.INFLIGHT_SHMFD }),
-  SET_INFLIGHT_FD: entry(ANY, "one", false, { protocolFeature: F.INFLIGHT_SHMFD }),
+  // The request carries num_queues and queue_size; the reply the area and its fd.
+  GET_INFLIGHT_FD: entry(INFLIGHT, "none", true, { protocolFeature: F.INFLIGHT_SHMFD }),
+  SET_INFLIGHT_FD: entry(INFLIGHT, "one", false, { protocolFeature: F.INFLIGHT_SHMFD }),
   GPU_SET_SOCKET: entry(EMPTY, "one", false),
   RESET_DEVICE: entry(EMPTY, "none", false, { protocolFeature: F.RESET_DEVICE }),
   VRING_KICK: entry(VRING_STATE, "none", false, { protocolFeature: F.INBAND_NOTIFICATIONS }),

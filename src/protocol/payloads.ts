@@ -10,7 +10,7 @@
  * @module
  */
 
-import { checkU32, checkU64, expectLength, hex, U64_MAX, viewOf } from "./bytes.ts";
+import { checkU16, checkU32, checkU64, expectLength, hex, U64_MAX, viewOf } from "./bytes.ts";
 import { ProtocolError } from "./errors.ts";
 
 /** Vring state: SET_VRING_NUM/BASE/ENABLE/ENDIAN, GET_VRING_BASE and its reply, VRING_KICK. */
@@ -61,6 +61,23 @@ export interface LogArea {
   mmapSize: bigint;
   /** Offset of the bitmap within the fd. */
   mmapOffset: bigint;
+}
+
+/**
+ * Payload of GET_INFLIGHT_FD (request and reply) and SET_INFLIGHT_FD: where
+ * the inflight-tracking area sits in its fd and what it covers. In the
+ * GET_INFLIGHT_FD request only `numQueues` and `queueSize` mean anything; a
+ * reply with `mmapSize` 0 tells the front-end there is no area (and no fd).
+ */
+export interface InflightDesc {
+  /** Length of the area in bytes. */
+  mmapSize: bigint;
+  /** Offset of the area within the fd (QEMU passes it to mmap: page-aligned). */
+  mmapOffset: bigint;
+  /** Number of virtqueues the area covers. */
+  numQueues: number;
+  /** Entries per virtqueue region (the queue size). */
+  queueSize: number;
 }
 
 /** Payload of GET_CONFIG (request and reply) and SET_CONFIG. */
@@ -125,6 +142,12 @@ export const MAX_MEMORY_TABLE_SIZE = MEMORY_TABLE_HEADER_SIZE +
 export const SINGLE_REGION_SIZE = 8 + MEMORY_REGION_SIZE;
 /** Size of a SET_LOG_BASE payload. */
 export const LOG_AREA_SIZE = 16;
+/**
+ * Size of an inflight description: u64 mmap_size, u64 mmap_offset, u16
+ * num_queues, u16 queue_size, and 4 bytes of padding (QEMU's
+ * VhostUserInflight is not packed, so sizeof is 24).
+ */
+export const INFLIGHT_DESC_SIZE = 24;
 /** Size of a SET_DEVICE_STATE_FD payload. */
 export const DEVICE_STATE_PARAMS_SIZE = 8;
 /** Size of a u64 payload. */
@@ -327,6 +350,39 @@ export function decodeLogArea(p: Uint8Array): LogArea {
     );
   }
   return area;
+}
+
+/** Encodes a GET/SET_INFLIGHT_FD payload (the padding is zero). */
+export function encodeInflightDesc(d: InflightDesc): Uint8Array {
+  const out = new Uint8Array(INFLIGHT_DESC_SIZE);
+  const view = viewOf(out);
+  view.setBigUint64(0, checkU64("inflight size", d.mmapSize), true);
+  view.setBigUint64(8, checkU64("inflight offset", d.mmapOffset), true);
+  view.setUint16(16, checkU16("inflight queue count", d.numQueues), true);
+  view.setUint16(18, checkU16("inflight queue size", d.queueSize), true);
+  return out;
+}
+
+/**
+ * Decodes a GET/SET_INFLIGHT_FD payload (exactly 24 bytes; the padding is
+ * ignored); refuses an area that wraps past 2^64. Whether the sizes suit the
+ * device is the back-end's business.
+ */
+export function decodeInflightDesc(p: Uint8Array): InflightDesc {
+  expectLength("inflight description", p, INFLIGHT_DESC_SIZE);
+  const view = viewOf(p);
+  const desc = {
+    mmapSize: view.getBigUint64(0, true),
+    mmapOffset: view.getBigUint64(8, true),
+    numQueues: view.getUint16(16, true),
+    queueSize: view.getUint16(18, true),
+  };
+  if (desc.mmapOffset + desc.mmapSize > TWO_TO_64) {
+    throw new ProtocolError(
+      `inflight description: ${hex(desc.mmapOffset)} + ${hex(desc.mmapSize)} wraps past 2^64`,
+    );
+  }
+  return desc;
 }
 
 /**

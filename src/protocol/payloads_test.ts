@@ -5,6 +5,7 @@ import {
   type ConfigPayload,
   decodeConfig,
   decodeDeviceStateParams,
+  decodeInflightDesc,
   decodeLogArea,
   decodeMemoryTable,
   decodeSingleRegion,
@@ -16,6 +17,7 @@ import {
   DeviceStatePhase,
   encodeConfig,
   encodeDeviceStateParams,
+  encodeInflightDesc,
   encodeLogArea,
   encodeMemoryTable,
   encodeSingleRegion,
@@ -23,6 +25,7 @@ import {
   encodeVringAddress,
   encodeVringFdIndex,
   encodeVringState,
+  INFLIGHT_DESC_SIZE,
   MAX_CONFIG_SIZE,
   MAX_MEM_TABLE_REGIONS,
   type MemoryRegionDesc,
@@ -191,6 +194,35 @@ Deno.test("log area round trip and refusals", () => {
     () => decodeLogArea(encodeLogArea({ mmapSize: 2n, mmapOffset: 0xffff_ffff_ffff_ffffn })),
     /wraps/,
   );
+});
+
+Deno.test("inflight description: 24 bytes with the padding after the two u16", () => {
+  const desc = { mmapSize: 4n * 2112n, mmapOffset: 0x1000n, numQueues: 4, queueSize: 128 };
+  const bytes = encodeInflightDesc(desc);
+  assert.equal(INFLIGHT_DESC_SIZE, 24);
+  assert.equal(bytes.byteLength, 24);
+  const view = new DataView(bytes.buffer);
+  assert.equal(view.getBigUint64(0, true), 8448n);
+  assert.equal(view.getBigUint64(8, true), 0x1000n);
+  assert.equal(view.getUint16(16, true), 4);
+  assert.equal(view.getUint16(18, true), 128);
+  assert.deepEqual([...bytes.subarray(20)], [0, 0, 0, 0]);
+  assert.deepEqual(decodeInflightDesc(bytes), desc);
+  // QEMU's GET_INFLIGHT_FD request: only the queue fields are set.
+  const request = { mmapSize: 0n, mmapOffset: 0n, numQueues: 1, queueSize: 256 };
+  assert.deepEqual(decodeInflightDesc(encodeInflightDesc(request)), request);
+  // Padding bytes are not judged.
+  const padded = bytes.slice();
+  padded.fill(0xee, 20);
+  assert.deepEqual(decodeInflightDesc(padded), desc);
+  assertRefusesWrongLengths(decodeInflightDesc, bytes);
+  assert.throws(
+    () => decodeInflightDesc(encodeInflightDesc({ ...desc, mmapOffset: 0xffff_ffff_ffff_f000n })),
+    /wraps/,
+  );
+  assert.throws(() => encodeInflightDesc({ ...desc, numQueues: 0x10000 }), RangeError);
+  assert.throws(() => encodeInflightDesc({ ...desc, queueSize: -1 }), RangeError);
+  assert.throws(() => encodeInflightDesc({ ...desc, mmapSize: -1n }), RangeError);
 });
 
 Deno.test("config round trip, including empty and maximum sizes", () => {

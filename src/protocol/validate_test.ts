@@ -6,6 +6,7 @@ import {
   DeviceStatePhase,
   encodeConfig,
   encodeDeviceStateParams,
+  encodeInflightDesc,
   encodeLogArea,
   encodeMemoryTable,
   encodeSingleRegion,
@@ -44,6 +45,13 @@ function region(i: number): MemoryRegionDesc {
   const base = BigInt(i) << 30n;
   return { guestAddr: base, size: 1n << 30n, userAddr: 0x7f00_0000_0000n + base, mmapOffset: 0n };
 }
+
+const inflight = encodeInflightDesc({
+  mmapSize: 2112n,
+  mmapOffset: 0n,
+  numQueues: 1,
+  queueSize: 128,
+});
 
 const config = (size: number) =>
   encodeConfig({ offset: 0, size, flags: 0, data: new Uint8Array(size) });
@@ -196,6 +204,8 @@ Deno.test("refuses requests whose protocol feature is not negotiated", () => {
     [R.GET_STATUS, EMPTY, 0, F.STATUS],
     [R.SET_STATUS, encodeU64(0n), 0, F.STATUS],
     [R.GET_QUEUE_NUM, EMPTY, 0, F.MQ],
+    [R.GET_INFLIGHT_FD, inflight, 0, F.INFLIGHT_SHMFD],
+    [R.SET_INFLIGHT_FD, inflight, 1, F.INFLIGHT_SHMFD],
   ];
   for (const [request, payload, fds, feature] of gated) {
     assert.equal(check(request, payload, fds, ALL), null, `${request} with all features`);
@@ -237,4 +247,29 @@ Deno.test("GET_CONFIG/SET_CONFIG: size field must match the payload", () => {
   const big = new Uint8Array(12 + 300);
   new DataView(big.buffer).setUint32(4, 300, true);
   assert.match(check(R.SET_CONFIG, big) ?? "", /config size 300 exceeds 256/);
+});
+
+Deno.test("GET/SET_INFLIGHT_FD: 24-byte payload; GET carries no fd, SET exactly one", () => {
+  assert.equal(check(R.GET_INFLIGHT_FD, inflight), null);
+  assert.equal(check(R.SET_INFLIGHT_FD, inflight, 1), null);
+  assert.equal(
+    check(R.GET_INFLIGHT_FD, inflight.subarray(0, 20)),
+    "GET_INFLIGHT_FD: payload is 20 bytes, expected 24",
+  );
+  assert.equal(
+    check(R.SET_INFLIGHT_FD, new Uint8Array(32), 1),
+    "SET_INFLIGHT_FD: payload is 32 bytes, expected 24",
+  );
+  assert.equal(
+    check(R.SET_INFLIGHT_FD, inflight, 0),
+    "SET_INFLIGHT_FD: 0 fds attached, expected 1",
+  );
+  assert.equal(
+    check(R.SET_INFLIGHT_FD, inflight, 2),
+    "SET_INFLIGHT_FD: 2 fds attached, expected 1",
+  );
+  assert.equal(
+    check(R.GET_INFLIGHT_FD, inflight, 1),
+    "GET_INFLIGHT_FD: 1 fd attached, expected none",
+  );
 });
