@@ -9,7 +9,13 @@ import { closeQuietly, eventfd, eventfdWrite } from "../../ffi/mod.ts";
 import { log, logLevel } from "../log.ts";
 import type { WorkerSetup } from "../devices/device.ts";
 import type { SplitQueueState } from "../virtqueue/split_queue.ts";
-import type { LogMapping, RegionMapping, WorkerCommand, WorkerEvent } from "./worker_protocol.ts";
+import type {
+  InflightMapping,
+  LogMapping,
+  RegionMapping,
+  WorkerCommand,
+  WorkerEvent,
+} from "./worker_protocol.ts";
 
 /** Distributes commands without `seq` (the pool numbers them). */
 type Command = WorkerCommand extends infer C ? C extends { seq: number } ? Omit<C, "seq"> : never
@@ -130,15 +136,27 @@ export class WorkerPool {
     results.forEach(WorkerPool.#check);
   }
 
-  /** Starts serving a ring. Resolves after the Worker attached it (a bad ring is reported, not thrown). */
+  /**
+   * Starts serving a ring, tracking its requests in `inflight` when given.
+   * Resolves after the Worker attached it (a bad ring is reported, not thrown).
+   */
   async startQueue(
     queue: number,
     state: SplitQueueState,
     kickFd: number,
     callFd: number,
     errFd: number,
+    inflight?: InflightMapping,
   ): Promise<string | undefined> {
-    const r = await this.#for(queue).send({ type: "start", queue, state, kickFd, callFd, errFd });
+    const r = await this.#for(queue).send({
+      type: "start",
+      queue,
+      state,
+      kickFd,
+      callFd,
+      errFd,
+      inflight,
+    });
     return r.error;
   }
 

@@ -35,6 +35,17 @@ export interface LogMapping {
   size: number;
 }
 
+/**
+ * One queue's inflight-tracking region (INFLIGHT_SHMFD) as a Worker maps it:
+ * see src/virtqueue/inflight_region.ts for its layout and the order of calls.
+ */
+export interface InflightMapping {
+  /** Host address of the queue's region (an mmap made by the main thread). */
+  hostAddr: bigint;
+  /** Size of the queue's region in bytes. */
+  size: number;
+}
+
 /** Commands from the main thread. */
 export type WorkerCommand =
   | {
@@ -54,6 +65,12 @@ export type WorkerCommand =
     kickFd: number;
     callFd: number;
     errFd: number;
+    /**
+     * The ring's inflight region when SET_INFLIGHT_FD set one: the Worker
+     * recovers and resubmits from it, then tracks every request in it.
+     * `state.nextAvail` already counts the requests still in flight.
+     */
+    inflight?: InflightMapping;
   }
   | { type: "set-call"; seq: number; queue: number; callFd: number }
   | { type: "log"; seq: number; log: LogMapping | null; logFd: number }
