@@ -7,3 +7,5 @@
 
 export * from "./file_io_engine.ts";
 export * from "./sync_engine.ts";
+export * from "./uring_engine.ts";
+export * from "./open_engine.ts";
