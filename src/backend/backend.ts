@@ -13,6 +13,7 @@ import {
   type ConfigPayload,
   type DeviceStateParams,
   hasBit,
+  type InflightDesc,
   type LogArea,
   maskOf,
   type MemoryRegionDesc,
@@ -33,6 +34,7 @@ import {
   unmapRegion,
 } from "../memory/mapped_regions.ts";
 import { isValidQueueSize, usedRingSize } from "../virtqueue/layout.ts";
+import { InflightQueue } from "../virtqueue/inflight_region.ts";
 import type { SplitQueueState } from "../virtqueue/split_queue.ts";
 import { log } from "../log.ts";
 import { Vring } from "./vring.ts";
@@ -40,6 +42,8 @@ import type { WorkerPool } from "./worker_pool.ts";
 import { NO_FD, type RegionMapping } from "./worker_protocol.ts";
 import { RequestError } from "./request_error.ts";
 import { DirtyLogging } from "./dirty_logging.ts";
+import { InflightTracking, type NewInflightArea } from "./inflight_tracking.ts";
+import type { InflightMapping } from "./worker_protocol.ts";
 import {
   type DeviceStateOptions,
   type DeviceStateReply,
@@ -54,11 +58,16 @@ export { RequestError };
 /** Memory slots offered through GET_MAX_MEM_SLOTS. */
 export const MAX_MEM_SLOTS = 32;
 
-/** Protocol features vhostd implements for every device. */
+/**
+ * Protocol features vhostd implements for every device. INFLIGHT_SHMFD: queue
+ * Workers complete requests out of order, so a lossless reconnect after a
+ * crash needs the inflight area (see inflight_tracking.ts).
+ */
 const BASE_PROTOCOL_FEATURES = maskOf([
   ProtocolFeature.MQ,
   ProtocolFeature.REPLY_ACK,
   ProtocolFeature.CONFIG,
+  ProtocolFeature.INFLIGHT_SHMFD,
   ProtocolFeature.CONFIGURE_MEM_SLOTS,
   ProtocolFeature.RESET_DEVICE,
 ]);
@@ -74,6 +83,7 @@ export class VhostUserBackend {
   #regions: MappedRegion[] = [];
   #memory = new GuestMemory([]);
   readonly #logging: DirtyLogging;
+  readonly #inflight: InflightTracking;
   readonly #deviceState: DeviceStateSession | undefined;
 
   /** A back-end for `device`, whose rings are served by `pool`. */
@@ -81,6 +91,7 @@ export class VhostUserBackend {
     this.#device = device;
     this.#pool = pool;
     this.#logging = new DirtyLogging(pool, (active) => this.#loggingChanged(active));
+    this.#inflight = new InflightTracking(device.numQueues);
     this.#deviceState = device.stateSupport
       ? new DeviceStateSession(device, device.stateSupport, options)
       : undefined;
@@ -100,7 +111,10 @@ export class VhostUserBackend {
       bit(VirtioFeature.LOG_ALL);
   }
 
-  /** Protocol features offered: the base set, dirty logging, and DEVICE_STATE when the device can. */
+  /**
+   * Protocol features offered: the base set (inflight tracking included),
+   * dirty logging, and DEVICE_STATE when the device can.
+   */
   offeredProtocolFeatures(): bigint {
     let features = BASE_PROTOCOL_FEATURES | bit(ProtocolFeature.LOG_SHMFD);
     if (this.#deviceState) features |= bit(ProtocolFeature.DEVICE_STATE);
@@ -200,6 +214,23 @@ export class VhostUserBackend {
   checkDeviceState(): Promise<number> {
     if (!this.#deviceState) throw new RequestError("no device state transfer");
     return this.#deviceState.check();
+  }
+
+  // ---- inflight tracking -------------------------------------------------
+
+  /** GET_INFLIGHT_FD: a new zeroed area; the caller sends its fd and closes it. */
+  getInflightFd(request: InflightDesc): NewInflightArea {
+    return this.#inflight.create(request);
+  }
+
+  /** SET_INFLIGHT_FD: takes ownership of `fd`; refused while a ring runs. */
+  setInflightFd(desc: InflightDesc, fd: number): void {
+    const running = this.#rings.filter((r) => r.running).map((r) => r.index);
+    if (running.length > 0) {
+      closeQuietly(fd);
+      throw new RequestError(`inflight area change while ring ${running.join(", ")} runs`);
+    }
+    this.#inflight.install(desc, fd);
   }
 
   /** Number of queues (GET_QUEUE_NUM). */
@@ -398,12 +429,13 @@ export class VhostUserBackend {
     const shouldRun = ring.started && (ring.enabled || !protocolNegotiated) && !ring.broken &&
       ring.size > 0 && ring.address !== undefined && this.#regions.length > 0;
     if (shouldRun && !ring.running) {
-      const state = this.#queueState(ring);
-      if (typeof state === "string") {
+      const start = this.#queueState(ring);
+      if (typeof start === "string") {
         ring.broken = true;
-        log.warn(`ring ${ring.index} not started: ${state}`);
+        log.warn(`ring ${ring.index} not started: ${start}`);
         return;
       }
+      const { state, inflight } = start;
       ring.running = true;
       const error = await this.#pool.startQueue(
         ring.index,
@@ -411,6 +443,7 @@ export class VhostUserBackend {
         ring.kickFd,
         ring.callFd,
         ring.errFd,
+        inflight,
       );
       if (error !== undefined) ring.broken = true;
       else log.debug(`ring ${ring.index} running (size ${ring.size}, avail ${state.nextAvail})`);
@@ -426,7 +459,7 @@ export class VhostUserBackend {
     log.debug(`ring ${ring.index} stopped at avail ${state.nextAvail}`);
   }
 
-  #queueState(ring: Vring): SplitQueueState | string {
+  #queueState(ring: Vring): { state: SplitQueueState; inflight?: InflightMapping } | string {
     const a = ring.address!;
     const descGpa = this.#memory.userToGuest(Number(a.descUserAddr));
     const availGpa = this.#memory.userToGuest(Number(a.availUserAddr));
@@ -434,24 +467,63 @@ export class VhostUserBackend {
     if (descGpa === undefined || availGpa === undefined || usedGpa === undefined) {
       return "ring addresses are not in guest memory";
     }
+    const slice = this.#inflight.slice(ring.index);
+    let nextAvail = ring.position.nextAvail;
     let nextUsed = ring.position.nextUsed;
-    if (nextUsed === undefined) {
-      // After SET_VRING_BASE the used index continues from what the ring holds.
+    if (nextUsed === undefined || slice) {
+      // After SET_VRING_BASE the used index continues from what the ring holds,
+      // and inflight recovery starts from it.
       const used = this.#memory.resolve(usedGpa, usedRingSize(ring.size));
       if (!used) return "used ring is not in guest memory";
       nextUsed = used.region.view.getUint16(used.offset + 2, true);
     }
-    return {
+    let inflight: InflightMapping | undefined;
+    if (slice) {
+      const recovery = this.#recoverInflight(ring, slice.bytes, nextUsed);
+      if (recovery !== undefined) {
+        inflight = { hostAddr: slice.hostAddr, size: slice.size };
+        nextAvail = recovery;
+      }
+    }
+    const state: SplitQueueState = {
       size: ring.size,
       descGpa,
       availGpa,
       usedGpa,
-      nextAvail: ring.position.nextAvail,
+      nextAvail,
       nextUsed,
       eventIdx: hasBit(this.#ackedFeatures, VirtioFeature.RING_EVENT_IDX),
       indirect: hasBit(this.#ackedFeatures, VirtioFeature.RING_INDIRECT_DESC),
       logUsedGpa: (a.flags & VRING_ADDR_F_LOG) !== 0 ? Number(a.logGuestAddr) : undefined,
     };
+    return { state, inflight };
+  }
+
+  /**
+   * Applies the crash-recovery rule to a ring's inflight region before it
+   * starts and returns where the ring continues (used.idx + requests in
+   * flight, whatever SET_VRING_BASE said), or undefined when the region
+   * cannot be trusted: the ring then runs untracked.
+   */
+  #recoverInflight(ring: Vring, bytes: Uint8Array, usedIdx: number): number | undefined {
+    const queue = InflightQueue.open(bytes, ring.size);
+    const recovery = typeof queue === "string" ? queue : queue.recover(usedIdx);
+    if (typeof recovery === "string") {
+      log.warn(`ring ${ring.index}: inflight region not used: ${recovery}`);
+      return undefined;
+    }
+    if (recovery.count > 0 || recovery.clearedBatch > 0) {
+      log.info(
+        `ring ${ring.index}: ${recovery.count} requests were in flight, resubmitting them` +
+          (recovery.clearedBatch > 0 ? ` (${recovery.clearedBatch} had completed)` : ""),
+      );
+    }
+    if (recovery.nextAvail !== ring.position.nextAvail) {
+      log.debug(
+        `ring ${ring.index}: starts at avail ${recovery.nextAvail} (base was ${ring.position.nextAvail})`,
+      );
+    }
+    return recovery.nextAvail;
   }
 
   // ---- configuration space ---------------------------------------------
@@ -488,6 +560,7 @@ export class VhostUserBackend {
       ring.reset();
     }
     await this.#pool.setMemory([]);
+    this.#inflight.close();
     this.#regions.forEach(unmapRegion);
     this.#regions = [];
     this.#memory = new GuestMemory([]);

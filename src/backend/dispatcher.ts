@@ -13,6 +13,7 @@ import { closeQuietly } from "../../ffi/mod.ts";
 import {
   decodeConfig,
   decodeDeviceStateParams,
+  decodeInflightDesc,
   decodeLogArea,
   decodeMemoryTable,
   decodeSingleRegion,
@@ -21,6 +22,7 @@ import {
   decodeVringFdIndex,
   decodeVringState,
   encodeConfig,
+  encodeInflightDesc,
   encodeReply,
   encodeU64,
   encodeVringState,
@@ -66,6 +68,11 @@ const FAILURE_REPLIES: ReadonlyMap<number, Uint8Array> = new Map([
   [FrontendRequest.SET_DEVICE_STATE_FD, encodeU64(1 | DEVICE_STATE_NO_FD)],
   [FrontendRequest.CHECK_DEVICE_STATE, encodeU64(1)],
   [FrontendRequest.SET_LOG_BASE, encodeU64(1)],
+  // mmap_size 0 and no fd: QEMU then goes on without inflight tracking.
+  [
+    FrontendRequest.GET_INFLIGHT_FD,
+    encodeInflightDesc({ mmapSize: 0n, mmapOffset: 0n, numQueues: 0, queueSize: 0 }),
+  ],
 ]);
 
 function reply(request: number, payload: Uint8Array, fds: number[] = []): DispatchResult {
@@ -167,6 +174,11 @@ export class Dispatcher {
         return { payload: encodeU64(answer.value), fds };
       }],
       [R.CHECK_DEVICE_STATE, async () => encodeU64(await b.checkDeviceState())],
+      [R.GET_INFLIGHT_FD, (m) => {
+        const area = b.getInflightFd(decodeInflightDesc(m.payload));
+        return { payload: encodeInflightDesc(area.desc), fds: [area.fd] };
+      }],
+      [R.SET_INFLIGHT_FD, (m) => b.setInflightFd(decodeInflightDesc(m.payload), takeOne(m))],
     ]);
   }
 }
