@@ -30,10 +30,12 @@ import {
   CONFIG_FLAG_WRITABLE,
   decodeConfig,
   decodeHeader,
+  decodeInflightDesc,
   decodeU64,
   decodeVringState,
   encodeConfig,
   encodeDeviceStateParams,
+  encodeInflightDesc,
   encodeLogArea,
   encodeMemoryTable,
   encodeMessage,
@@ -45,6 +47,8 @@ import {
   FLAG_NEED_REPLY,
   FrontendRequest,
   HEADER_SIZE,
+  INFLIGHT_DESC_SIZE,
+  type InflightDesc,
   type LogArea,
   MAX_PAYLOAD_SIZE,
   type MemoryRegionDesc,
@@ -63,7 +67,7 @@ import { sleepSync } from "./sleep.ts";
 export const DEFAULT_TIMEOUT_MS = 5000;
 /** Pause between connection attempts while the socket does not exist yet. */
 const CONNECT_RETRY_MS = 10;
-/** Most fds accepted with one reply (none is expected except for device state). */
+/** Most fds accepted with one reply (none is expected except for device state and inflight). */
 const MAX_REPLY_FDS = 8;
 /** SET_DEVICE_STATE_FD reply: bits 0-7 are the result, 0 meaning success. */
 const DEVICE_STATE_RESULT_MASK = 0xffn;
@@ -315,6 +319,55 @@ export class VhostUserClient {
   /** SET_LOG_FD: the eventfd the back-end signals after updating the log (stays open here). */
   setLogFd(fd: number): void {
     this.request(FrontendRequest.SET_LOG_FD, new Uint8Array(0), [fd]);
+  }
+
+  // ---- inflight tracking ----------------------------------------------------
+
+  /**
+   * GET_INFLIGHT_FD (needs INFLIGHT_SHMFD): asks for an inflight area for
+   * `numQueues` queues of `queueSize` entries and returns the back-end's
+   * description and the fd holding it (the caller owns it). Throws
+   * BackendRefused when the back-end answers with no area (mmap_size 0),
+   * ProtocolError when the reply is malformed or carries no single fd.
+   */
+  getInflightFd(numQueues: number, queueSize: number): { desc: InflightDesc; fd: number } {
+    const reply = this.#exchange(
+      FrontendRequest.GET_INFLIGHT_FD,
+      encodeInflightDesc({ mmapSize: 0n, mmapOffset: 0n, numQueues, queueSize }),
+      [],
+    );
+    if (reply === undefined) throw new ProtocolError("GET_INFLIGHT_FD got no reply");
+    try {
+      if (reply.payload.byteLength !== INFLIGHT_DESC_SIZE) {
+        throw new ProtocolError(
+          `GET_INFLIGHT_FD reply is ${reply.payload.byteLength} bytes, expected ${INFLIGHT_DESC_SIZE}`,
+        );
+      }
+      const desc = decodeInflightDesc(reply.payload);
+      if (desc.mmapSize === 0n) {
+        if (reply.fds.length !== 0) {
+          throw new ProtocolError("GET_INFLIGHT_FD reply has no area but carries an fd");
+        }
+        throw new BackendRefused("GET_INFLIGHT_FD");
+      }
+      if (reply.fds.length !== 1) {
+        throw new ProtocolError(
+          `GET_INFLIGHT_FD reply carries ${reply.fds.length} fds, expected 1`,
+        );
+      }
+      return { desc, fd: reply.fds.pop()! };
+    } finally {
+      reply.fds.forEach(closeQuietly);
+    }
+  }
+
+  /**
+   * SET_INFLIGHT_FD (needs INFLIGHT_SHMFD): hands the area back (the fd
+   * stays open here). There is no reply; with REPLY_ACK a refusal throws
+   * BackendRefused.
+   */
+  setInflightFd(desc: InflightDesc, fd: number): void {
+    this.request(FrontendRequest.SET_INFLIGHT_FD, encodeInflightDesc(desc), [fd]);
   }
 
   // ---- device state -------------------------------------------------------
