@@ -220,7 +220,9 @@ export class UringFileIoEngine implements FileIoEngine {
   /**
    * Waits for the operations in the kernel and runs their completions;
    * operations still queued here complete with `-ECANCELED`. Then closes the
-   * ring and the eventfd. Idempotent.
+   * ring and the eventfd. Idempotent. File operations always finish, so the
+   * wait is short; an operation that can wait forever (a read from an idle
+   * pipe) would block it.
    */
   close(): void {
     if (this.#closed) return;
