@@ -15,6 +15,7 @@
  */
 
 import {
+  AT_EMPTY_PATH,
   AT_FDCWD,
   O_CLOEXEC,
   O_CREAT,
@@ -23,6 +24,7 @@ import {
   O_NOFOLLOW,
   O_PATH,
   STATX_BASIC_STATS,
+  STATX_DIOALIGN,
   STATX_MNT_ID,
   SYS_getdents64,
   SYS_openat2,
@@ -264,6 +266,31 @@ export function fstatat(dirfd: number, name: PathArg, flags: number): StatxResul
   };
   if ((mask & STATX_MNT_ID) !== 0) result.mntId = view.getBigUint64(144, true);
   return result;
+}
+
+/** Direct-I/O alignment of an open file (`statx` STATX_DIOALIGN). */
+export interface DioAlignment {
+  /** Alignment of user memory buffers (stx_dio_mem_align). */
+  memAlign: number;
+  /** Alignment of file offsets and I/O segment lengths (stx_dio_offset_align). */
+  offsetAlign: number;
+}
+
+/**
+ * The direct-I/O alignment `fd`'s file system reports (`statx` with
+ * STATX_DIOALIGN, Linux 6.1+), or `undefined` when it reports none (an older
+ * kernel, or a file system that does not say). Both values are 0 when the
+ * file system reports that direct I/O is not supported on this file.
+ */
+export function dioAlignment(fd: number): DioAlignment | undefined {
+  const bytes = allocateBytes(STATX_SIZE);
+  if (libc().statx(fd, cString("statx", ""), AT_EMPTY_PATH, STATX_DIOALIGN, bytes) < 0) {
+    throwLastError("statx", `fd ${fd}`);
+  }
+  const view = new DataView(bytes.buffer);
+  if ((view.getUint32(0, true) & STATX_DIOALIGN) === 0) return undefined;
+  // struct statx: stx_dio_mem_align at 152, stx_dio_offset_align at 156.
+  return { memAlign: view.getUint32(152, true), offsetAlign: view.getUint32(156, true) };
 }
 
 /** File system statistics from {@linkcode fstatfs} (`struct statfs`). */

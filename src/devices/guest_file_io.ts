@@ -17,16 +17,20 @@ export class GuestBufferError extends Error {}
 /** Moves bytes between files and guest buffers, reusing one iovec array. */
 export class GuestFileIo {
   readonly #iov: IovecArray;
+  /** Guest-physical address of each iovec entry (to mark what a read filled). */
+  readonly #gpas: number[];
 
   /** An I/O helper for chains of at most `maxSegments` segments per system call. */
   constructor(maxSegments: number) {
     this.#iov = new IovecArray(Math.max(1, maxSegments));
+    this.#gpas = new Array(this.#iov.capacity).fill(0);
   }
 
   /**
    * Moves up to `length` bytes between `fd` at `fileOffset` and the guest
    * buffers of `segments`, skipping their first `skip` bytes (a request
-   * header). Reads mark the guest bytes written (dirty logging). Stops early
+   * header). A read marks the guest bytes it filled (dirty logging) once
+   * they have landed, and only those. Stops early
    * at end of file; a failure after some bytes moved returns those (as
    * read(2) and write(2) do), a failure before any throws the SyscallError.
    * Returns the bytes moved.
@@ -55,8 +59,8 @@ export class GuestFileIo {
         const len = Math.min(seg.len - toSkip, remaining);
         const host = memory.hostAddress(seg.addr + toSkip, len);
         if (host === undefined) throw new GuestBufferError("buffer outside guest memory");
+        this.#gpas[count] = seg.addr + toSkip;
         iov.set(count++, host, len);
-        if (!toFile) memory.markWritten(seg.addr + toSkip, len);
         remaining -= len;
         toSkip = 0;
       }
@@ -71,8 +75,19 @@ export class GuestFileIo {
         throw e;
       }
       if (n <= 0) break;
+      if (!toFile) this.#markFilled(memory, count, n);
       done += n;
     }
     return done;
+  }
+
+  /** Marks the first `bytes` bytes of the first `count` iovec entries as written by the host. */
+  #markFilled(memory: GuestMemory, count: number, bytes: number): void {
+    const iov = this.#iov;
+    for (let i = 0; i < count && bytes > 0; i++) {
+      const len = Math.min(iov.length(i), bytes);
+      memory.markWritten(this.#gpas[i], len);
+      bytes -= len;
+    }
   }
 }

@@ -4,12 +4,13 @@ import {
   fstat,
   getStatusFlags,
   O_ACCMODE,
+  O_DIRECT,
   O_RDONLY,
   O_RDWR,
   pread,
   pwrite,
 } from "../../../ffi/mod.ts";
-import { type Backing, BackingError, openBacking } from "./backing.ts";
+import { type Backing, BackingError, closeBacking, openBacking } from "./backing.ts";
 
 /** Fds of this process open on `path` (a leak check other threads cannot disturb). */
 function fdsOpenOn(path: string): number[] {
@@ -157,3 +158,59 @@ Deno.test(
     closeQuietly(again.fd);
   }),
 );
+
+Deno.test("file backing with cache none: O_DIRECT with the file system's alignment", () => {
+  // /var/tmp: a disk file system on most machines (tmpfs would not exercise O_DIRECT).
+  const dir = Deno.makeTempDirSync({ dir: "/var/tmp", prefix: "vhostd-backing-test-" });
+  try {
+    const path = `${dir}/direct.img`;
+    Deno.writeFileSync(path, new Uint8Array(8192));
+    let backing: Backing;
+    try {
+      backing = openBacking({ kind: "file", path, readOnly: false, cache: "none" });
+    } catch (e) {
+      // The refusal must then be the one-line file-system message.
+      assert.ok(e instanceof BackingError);
+      assert.match(e.message, /cannot use --cache none on .*: its file system \(/);
+      console.log(`O_DIRECT not available in /var/tmp: ${e.message}`);
+      return;
+    }
+    try {
+      assert.ok(backing.direct, "no direct-I/O description");
+      assert.ok((getStatusFlags(backing.fd) & O_DIRECT) !== 0, "fd without O_DIRECT");
+      assert.ok(backing.direct.memAlign >= 1 && backing.direct.offsetAlign >= 1);
+      // The buffered fallback fd exists only when the offset alignment is above a sector.
+      assert.equal(backing.direct.bufferedFd >= 0, backing.direct.offsetAlign > 512);
+      assert.deepEqual(
+        fdsOpenOn(path),
+        [backing.fd, backing.direct.bufferedFd].filter((fd) => fd >= 0).sort((a, b) => a - b),
+      );
+    } finally {
+      closeBacking(backing);
+    }
+    assert.deepEqual(fdsOpenOn(path), [], "closeBacking left an fd open");
+    // Writeback (the default) does not use O_DIRECT.
+    const buffered = openBacking({ kind: "file", path, readOnly: false });
+    assert.equal(getStatusFlags(buffered.fd) & O_DIRECT, 0);
+    assert.equal(buffered.direct, undefined);
+    closeBacking(buffered);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("file backing with cache none: a file system that refuses O_DIRECT is named", () => {
+  // sysfs files are regular files of 4096 bytes whose open refuses O_DIRECT.
+  const path = "/sys/kernel/mm/transparent_hugepage/enabled";
+  try {
+    Deno.statSync(path);
+  } catch {
+    console.log(`${path} missing: test skipped`);
+    return;
+  }
+  expectBackingError(
+    () => openBacking({ kind: "file", path, readOnly: true, cache: "none" }),
+    /^cannot use --cache none on .*enabled: its file system \(sysfs\) refuses O_DIRECT \(EINVAL\); use --cache writeback$/,
+    path,
+  );
+});

@@ -6,9 +6,10 @@
  */
 
 import { closeQuietly, fdatasync } from "../../../ffi/mod.ts";
+import type { FileIoEngineKind } from "../../io/file_io_engine.ts";
 import { bit, maskOf, VirtioFeature } from "../../protocol/mod.ts";
 import type { VirtioDevice, WorkerSetup } from "../device.ts";
-import type { Backing } from "./backing.ts";
+import { type Backing, closeBacking } from "./backing.ts";
 import {
   BLK_CONFIG_SIZE,
   BlkConfigOffset,
@@ -28,6 +29,8 @@ export interface BlkOptions {
   queueSize: number;
   /** GET_ID answer, at most 20 bytes. */
   serial: string;
+  /** File I/O engine of the queue Workers (decided on the main thread); default "sync". */
+  aio?: FileIoEngineKind;
 }
 
 /** Largest discard/write-zeroes request, in sectors (2 GiB). */
@@ -45,6 +48,20 @@ export interface BlkWorkerParams extends Record<string, unknown> {
   segMax: number;
   maxDiscardSectors: number;
   maxDiscardSegments: number;
+  /** File I/O engine each Worker opens ("io_uring" or "sync"); absent means "sync". */
+  aio?: FileIoEngineKind;
+  /** Largest queue size (sizes the Worker's engine and request pool). */
+  queueSize?: number;
+  /** Number of request queues. */
+  numQueues?: number;
+  /**
+   * Set when the backing fd has O_DIRECT (`--cache none`): guest buffers
+   * whose address is not a multiple of `memAlign` or whose length is not a
+   * multiple of `offsetAlign` go through bounce buffers; a request whose
+   * file offset or length is not a multiple of `offsetAlign` goes to
+   * `bufferedFd` (the image without O_DIRECT, -1 when offsetAlign <= 512).
+   */
+  direct?: { memAlign: number; offsetAlign: number; bufferedFd: number };
 }
 
 /** A virtio-blk device over a Backing. */
@@ -63,7 +80,11 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
   readonly shared = new BlkSharedState();
   /** DEVICE_STATE save/load. */
   readonly stateSupport: BlkStateSupport = new BlkStateSupport(this);
+  /** File I/O engine the queue Workers use. */
+  readonly aio: FileIoEngineKind;
   #acked = 0n;
+  /** Features were set since the last reset (the first SET_FEATURES initialises the cache mode). */
+  #negotiated = false;
   /** A loaded state waits for the front-end's start sequence, which must not undo it. */
   #loadPending = false;
 
@@ -73,6 +94,7 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
     this.numQueues = options.numQueues;
     this.maxQueueSize = options.queueSize;
     this.serial = options.serial;
+    this.aio = options.aio ?? "sync";
     this.shared.writeback = true;
     this.shared.backingFd = backing.fd;
   }
@@ -144,12 +166,22 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
     return maskOf(bits);
   }
 
-  /** Remembers the accepted features; without CONFIG_WCE the cache is always writeback (FLUSH decides). */
+  /**
+   * Remembers the accepted features and sets the cache mode as virtio 1.2
+   * §5.2.5/§5.2.6.2 ask: without CONFIG_WCE the cache is writeback exactly
+   * when FLUSH was negotiated (else write-through: every write is durable
+   * before it completes). With CONFIG_WCE the first negotiation after a
+   * reset initialises `writeback` the same way (0 when FLUSH is missing);
+   * later SET_FEATURES (QEMU re-sends them to switch dirty logging) keep
+   * what the driver chose. A loaded state keeps its cache mode.
+   */
   setAckedFeatures(features: bigint): void {
     this.#acked = features;
-    if (!this.#loadPending && (features & bit(BlkFeature.CONFIG_WCE)) === 0n) {
-      this.shared.writeback = true;
-    }
+    const first = !this.#negotiated;
+    this.#negotiated = true;
+    if (this.#loadPending) return;
+    const flush = (features & bit(BlkFeature.FLUSH)) !== 0n;
+    if ((features & bit(BlkFeature.CONFIG_WCE)) === 0n || first) this.shared.writeback = flush;
   }
 
   /** Features accepted by the driver. */
@@ -195,6 +227,7 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
   /** Device reset: accepted features forgotten, cache back to writeback. */
   reset(): void {
     this.#acked = 0n;
+    this.#negotiated = false;
     // A reset in the start sequence that follows a LOAD keeps the loaded cache mode.
     if (!this.#loadPending) this.shared.writeback = true;
   }
@@ -208,7 +241,18 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
       segMax: SEG_MAX,
       maxDiscardSectors: MAX_DISCARD_SECTORS,
       maxDiscardSegments: MAX_DISCARD_SEGMENTS,
+      aio: this.aio,
+      queueSize: this.maxQueueSize,
+      numQueues: this.numQueues,
     };
+    const direct = this.backing.direct;
+    if (direct) {
+      params.direct = {
+        memAlign: direct.memAlign,
+        offsetAlign: direct.offsetAlign,
+        bufferedFd: direct.bufferedFd,
+      };
+    }
     return { kind: this.kind, params, shared: this.shared.buffer };
   }
 
@@ -219,7 +263,7 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
 
   /** Closes the backing. */
   close(): void {
-    closeQuietly(this.backing.fd);
+    closeBacking(this.backing);
   }
 
   /** One line for logs. */
@@ -227,7 +271,9 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
     const what = this.backing.kind === "ram" ? "RAM" : this.backing.path;
     return `virtio-blk ${what}, ${this.backing.size} bytes${
       this.backing.readOnly ? ", read-only" : ""
-    }, ${this.numQueues} queue(s) of up to ${this.maxQueueSize}, serial "${this.serial}"`;
+    }, ${this.numQueues} queue(s) of up to ${this.maxQueueSize}, serial "${this.serial}", aio ${this.aio}, cache ${
+      this.backing.direct ? "none (O_DIRECT)" : "writeback"
+    }`;
   }
 }
 

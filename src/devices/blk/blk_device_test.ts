@@ -155,6 +155,73 @@ Deno.test(
 );
 
 Deno.test(
+  "cache mode follows virtio 5.2.6.2: without CONFIG_WCE, writeback exactly when FLUSH is negotiated",
+  withDevice(false, (device) => {
+    const all = device.features();
+    const noWce = all & ~bit(BlkFeature.CONFIG_WCE);
+    device.setAckedFeatures(noWce & ~bit(BlkFeature.FLUSH));
+    assert.equal(device.shared.writeback, false, "no FLUSH: write-through");
+    assert.equal(device.readConfig()[32], 0);
+    device.setAckedFeatures(noWce);
+    assert.equal(device.shared.writeback, true, "FLUSH: writeback");
+    device.reset();
+
+    // CONFIG_WCE without FLUSH: writeback starts at 0; the driver may still change it,
+    // and the SET_FEATURES QEMU re-sends (dirty logging on/off) keep the driver's choice.
+    const wceNoFlush = all & ~bit(BlkFeature.FLUSH);
+    device.setAckedFeatures(wceNoFlush);
+    assert.equal(device.shared.writeback, false);
+    assert.equal(device.writeConfig(32, Uint8Array.of(1)), undefined);
+    device.setAckedFeatures(wceNoFlush | bit(VirtioFeature.LOG_ALL));
+    assert.equal(device.shared.writeback, true);
+    device.reset();
+
+    // CONFIG_WCE with FLUSH: writeback after the first negotiation, then the driver's choice.
+    device.setAckedFeatures(all);
+    assert.equal(device.shared.writeback, true);
+    assert.equal(device.writeConfig(32, Uint8Array.of(0)), undefined);
+    device.setAckedFeatures(all | bit(VirtioFeature.LOG_ALL));
+    assert.equal(device.shared.writeback, false);
+  }),
+);
+
+Deno.test("workerSetup names the engine and, for --cache none, the O_DIRECT alignment", () => {
+  const path = Deno.makeTempFileSync({ dir: "/var/tmp", prefix: "vhostd-blk-dev-test-" });
+  try {
+    Deno.truncateSync(path, 1 << 20);
+    const ram = new BlkDevice(openBacking({ kind: "ram", size: 1 << 20, readOnly: false }), {
+      numQueues: 2,
+      queueSize: 128,
+      serial: "s",
+      aio: "io_uring",
+    });
+    const params = ram.workerSetup().params;
+    assert.equal(params.aio, "io_uring");
+    assert.equal(params.queueSize, 128);
+    assert.equal(params.numQueues, 2);
+    assert.equal(params.direct, undefined);
+    assert.match(ram.describe(), /aio io_uring, cache writeback/);
+    ram.close();
+    let backing;
+    try {
+      backing = openBacking({ kind: "file", path, readOnly: false, cache: "none" });
+    } catch (e) {
+      console.log(`O_DIRECT part skipped: ${e instanceof Error ? e.message : e}`);
+      return;
+    }
+    const file = new BlkDevice(backing, { numQueues: 1, queueSize: 64, serial: "s" });
+    const fileParams = file.workerSetup().params;
+    assert.equal(fileParams.aio, "sync");
+    assert.deepEqual(fileParams.direct, { ...backing.direct });
+    assert.deepEqual(structuredClone(fileParams), fileParams);
+    assert.match(file.describe(), /aio sync, cache none \(O_DIRECT\)/);
+    file.close();
+  } finally {
+    Deno.removeSync(path);
+  }
+});
+
+Deno.test(
   "workerSetup carries the backing (fd in shared state) as plain data",
   withDevice(true, (device) => {
     const setup = device.workerSetup();

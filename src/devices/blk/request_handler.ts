@@ -1,24 +1,49 @@
 /**
- * virtio-blk, data half: turns one descriptor chain into one I/O on the
- * backing. Runs inside a queue Worker; everything it touches of the guest is
- * bounds-checked (the chain's segments were checked against guest memory when
- * it was read), and every failure becomes a status byte, never an exception.
+ * virtio-blk, data half: turns descriptor chains into operations of a file
+ * I/O engine (io_uring or the synchronous fallback) on the backing. Runs
+ * inside a queue Worker. Reads, writes, flushes, discards and write-zeroes
+ * return DEFERRED and complete through the Worker's QueueContext when their
+ * engine operations finish, in any order; GET_ID and requests refused on
+ * sight complete at once.
+ *
+ * Everything it touches of the guest is bounds-checked (the chain's segments
+ * were checked against guest memory when it was read; each is translated
+ * again, whole, before its host address goes into an iovec), and every
+ * failure becomes a status byte, never an exception. Guest pages are marked
+ * dirty when the host has written them: data pages when the read landed
+ * (only the bytes that moved), the status byte when it is written at
+ * completion.
+ *
+ * With O_DIRECT (`--cache none`) guest buffers that do not meet the
+ * backing's alignment go through page-aligned bounce buffers.
  *
  * @module
  */
 
 import {
+  EAGAIN,
+  EINTR,
+  EOPNOTSUPP,
+  EPOLLIN,
+  errnoName,
   FALLOC_FL_KEEP_SIZE,
   FALLOC_FL_PUNCH_HOLE,
   FALLOC_FL_ZERO_RANGE,
-  fallocate,
-  fdatasync,
-  pwrite,
-  SyscallError,
+  IovecArray,
 } from "../../../ffi/mod.ts";
+import type { FileIoEngine, FileIoEngineKind, IoCompletion } from "../../io/file_io_engine.ts";
+import { openFileIoEngine } from "../../io/open_engine.ts";
+import { SyncFileIoEngine } from "../../io/sync_engine.ts";
+import { log } from "../../log.ts";
 import type { GuestMemory } from "../../memory/guest_memory.ts";
 import type { DescriptorChain, Segment } from "../../virtqueue/descriptor_chain.ts";
-import type { QueueHandler, WorkerSetup } from "../device.ts";
+import {
+  DEFERRED,
+  type HandleResult,
+  type QueueContext,
+  type QueueHandler,
+  type WorkerSetup,
+} from "../device.ts";
 import type { BlkWorkerParams } from "./blk_device.ts";
 import {
   BlkRequestType,
@@ -30,48 +55,218 @@ import {
   WRITE_ZEROES_FLAG_UNMAP,
 } from "./blk_spec.ts";
 import { BlkSharedState, CounterSlot } from "./blk_shared_state.ts";
-import { GuestBufferError, GuestFileIo } from "../guest_file_io.ts";
+import { type BounceBuffer, BouncePool } from "./bounce_pool.ts";
+import { GuestBufferError } from "../guest_file_io.ts";
 import { RequestFailureLog } from "../request_failure_log.ts";
 
 /** Largest run of zeroes written at once when fallocate cannot zero a range. */
 const ZERO_CHUNK = 1 << 20;
+/** Size of one bounce buffer; a larger misaligned request moves in several pieces. */
+const BOUNCE_SIZE = 256 * 1024;
+/** Unused bounce buffers kept mapped per Worker. */
+const BOUNCE_KEEP = 16;
+/** Times an operation answered -EAGAIN or -EINTR is resubmitted before the request fails. */
+const MAX_RETRIES = 16;
+/** Largest io_uring the handler asks for. */
+const MAX_ENGINE_ENTRIES = 4096;
 
-/** A request that failed: the status to report and why (for the log). */
+/** A request refused before any I/O: the status to report and why (for the log). */
 class RequestFailure {
   constructor(readonly status: number, readonly reason: string) {}
+}
+
+/** What an in-flight request is waiting for. */
+enum Stage {
+  /** A readv/writev piece of an IN or OUT. */
+  Transfer,
+  /** The fdatasync of a FLUSH. */
+  Flush,
+  /** A fallocate of a DISCARD or WRITE_ZEROES range. */
+  Fallocate,
+  /** A write of zeroes (fallocate could not zero the range). */
+  ZeroWrite,
+  /** The fdatasync that ends a DISCARD or WRITE_ZEROES in write-through mode. */
+  SyncAfter,
+}
+
+/** Direct-I/O requirements of the backing fd (`--cache none`). */
+interface DirectIo {
+  memAlign: number;
+  offsetAlign: number;
+  bufferedFd: number;
+}
+
+/** One request in flight, with its own iovec array; pooled and reused. */
+class BlkRequest {
+  chain!: DescriptorChain;
+  memory!: GuestMemory;
+  queueIndex = 0;
+  /** Offset of the status byte in the chain's writable part. */
+  statusOffset = 0;
+  type = 0;
+  stage: Stage = Stage.Transfer;
+  /** Operations answered -EAGAIN/-EINTR in a row. */
+  retries = 0;
+  // IN/OUT.
+  fd = -1;
+  fileOffset = 0;
+  length = 0;
+  /** Offset of the first data byte in the chain's byte stream. */
+  skip = 0;
+  /** Bytes moved so far. */
+  done = 0;
+  /** The piece in flight: its length. */
+  pieceLength = 0;
+  dsync = false;
+  /** The transfer goes through a bounce buffer (misaligned guest buffers and O_DIRECT). */
+  bounced = false;
+  bounce: BounceBuffer | undefined;
+  // DISCARD/WRITE_ZEROES: [offset, length, unmap] per range.
+  ranges: number[] = [];
+  rangeIndex = 0;
+  modeIndex = 0;
+  zeroDone = 0;
+  zeroLength = 0;
+  readonly iov: IovecArray;
+  readonly onDone: IoCompletion;
+
+  constructor(capacity: number, onDone: (request: BlkRequest, result: number) => void) {
+    this.iov = new IovecArray(capacity);
+    this.onDone = (result) => onDone(this, result);
+  }
+}
+
+/** Opens the engine of `kind` for a Worker; tests substitute their own. */
+export type EngineOpener = (kind: FileIoEngineKind, entries: number) => FileIoEngine;
+
+/** Options of {@linkcode BlkRequestHandler} beyond its Worker setup (tests). */
+export interface BlkHandlerOptions {
+  /** Opens the engine in `attach` (default: `openFileIoEngine`). */
+  openEngine?: EngineOpener;
+}
+
+function defaultOpenEngine(kind: FileIoEngineKind, entries: number): FileIoEngine {
+  return openFileIoEngine(kind, { entries });
+}
+
+function powerOfTwoAtLeast(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
 }
 
 /** Handles virtio-blk requests for one Worker. */
 export class BlkRequestHandler implements QueueHandler {
   readonly #p: BlkWorkerParams;
   readonly #shared: BlkSharedState;
-  readonly #io: GuestFileIo;
   readonly #header = new Uint8Array(REQUEST_HEADER_SIZE);
   readonly #headerView = new DataView(this.#header.buffer);
   readonly #status = new Uint8Array(1);
   readonly #serial: Uint8Array;
-  #zeroes: Uint8Array | undefined;
   readonly #failures = new RequestFailureLog();
+  readonly #openEngine: EngineOpener;
+  readonly #iovCapacity: number;
+  readonly #direct: DirectIo | undefined;
+  readonly #free: BlkRequest[] = [];
+  readonly #onDone = (request: BlkRequest, result: number) => this.#completed(request, result);
+  #context: QueueContext | undefined;
+  #engine: FileIoEngine | undefined;
+  #watchedFd: number | undefined;
+  /** Engine operations handed over since the last submit. */
+  #queued = 0;
+  #inflight = 0;
+  #bounces: BouncePool | undefined;
+  #zeroPool: BouncePool | undefined;
+  /** ZERO_CHUNK bytes of zeroes (a fresh anonymous mapping, never written). */
+  #zeroes: BounceBuffer | undefined;
+  /** The used length of a request completed without a context (no `attach`). */
+  #syncResult = -1;
 
   /** Builds the handler from the device's Worker setup. */
-  constructor(setup: WorkerSetup) {
+  constructor(setup: WorkerSetup, options: BlkHandlerOptions = {}) {
     this.#p = setup.params as BlkWorkerParams;
     this.#shared = new BlkSharedState(setup.shared);
-    this.#io = new GuestFileIo(Math.max(this.#p.segMax, 1) + 2);
+    this.#openEngine = options.openEngine ?? defaultOpenEngine;
+    this.#iovCapacity = Math.max(this.#p.segMax, 1) + 2;
+    this.#direct = this.#p.direct;
     const serial = new TextEncoder().encode(this.#p.serial);
     this.#serial = new Uint8Array(DEVICE_ID_LENGTH);
     this.#serial.set(serial.subarray(0, DEVICE_ID_LENGTH));
   }
 
-  /** Processes one request; returns the number of bytes written to the guest. */
-  handle(chain: DescriptorChain, memory: GuestMemory, queueIndex: number): number {
+  /** The engine in use (opened by `attach`; a sync engine when there is no context). */
+  get engine(): FileIoEngine | undefined {
+    return this.#engine;
+  }
+
+  /** Requests submitted to the engine and not completed yet. */
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  /**
+   * Opens this Worker's engine (the kind the main thread chose; the sync
+   * engine, with a warning, if that fails here) and puts its completion fd
+   * into the Worker's event loop.
+   */
+  attach(context: QueueContext): void {
+    this.#context = context;
+    const kind = this.#p.aio ?? "sync";
+    const entries = Math.min(
+      MAX_ENGINE_ENTRIES,
+      powerOfTwoAtLeast((this.#p.queueSize ?? 256) * (this.#p.numQueues ?? 1)),
+    );
+    try {
+      this.#engine = this.#openEngine(kind, entries);
+    } catch (e) {
+      if (kind === "sync") throw e;
+      log.warn(
+        `queue worker: cannot open the ${kind} engine (${
+          e instanceof Error ? e.message : String(e)
+        }); using the sync engine`,
+      );
+      this.#engine = this.#openEngine("sync", entries);
+    }
+    const fd = this.#engine.completionFd;
+    if (fd !== undefined) {
+      this.#watchedFd = fd;
+      context.watchFd(fd, EPOLLIN, () => this.#reap());
+    }
+  }
+
+  /** Hands the operations queued by this batch's `handle` calls to the kernel. */
+  submitQueued(): void {
+    if (this.#queued > 0 && this.#engine !== undefined) {
+      this.#queued = 0;
+      this.#engine.submit();
+    }
+  }
+
+  /** Stops watching the engine and releases it and the bounce buffers. */
+  close(): void {
+    if (this.#watchedFd !== undefined) this.#context?.unwatchFd(this.#watchedFd);
+    this.#watchedFd = undefined;
+    this.#engine?.close();
+    this.#engine = undefined;
+    this.#bounces?.close();
+    this.#zeroPool?.close();
+    if (this.#zeroes !== undefined) this.#zeroPool!.release(this.#zeroes);
+    this.#zeroes = undefined;
+  }
+
+  /**
+   * Processes one request: DEFERRED once its I/O is submitted, or the used
+   * length when it completed at once. Without `attach` (no context) the
+   * handler runs a sync engine and always returns the used length.
+   */
+  handle(chain: DescriptorChain, memory: GuestMemory, queueIndex: number): HandleResult {
     const writable = chain.writableLength();
     // The status byte is the last device-writable byte; without one nothing can be reported.
     if (writable < 1) {
-      this.#fail(queueIndex, chain, "request has no writable status byte");
+      this.#warn(queueIndex, chain, "request has no writable status byte");
       return 0;
     }
-    const dataWritable = writable - 1;
+    const statusOffset = writable - 1;
     let written = 0;
     let status: number = BlkStatus.OK;
     try {
@@ -82,46 +277,46 @@ export class BlkRequestHandler implements QueueHandler {
       const type = this.#headerView.getUint32(0, true);
       const sector = this.#headerView.getBigUint64(8, true);
       switch (type) {
-        case BlkRequestType.IN:
-          written = this.#read(chain, memory, sector, dataWritable);
-          break;
-        case BlkRequestType.OUT:
-          this.#write(chain, memory, sector);
-          break;
+        case BlkRequestType.IN: {
+          const offset = this.#checkRange(sector, statusOffset);
+          return this.#startTransfer(chain, memory, queueIndex, statusOffset, type, offset);
+        }
+        case BlkRequestType.OUT: {
+          if (this.#p.readOnly) {
+            throw new RequestFailure(BlkStatus.IOERR, "write to a read-only disk");
+          }
+          const offset = this.#checkRange(sector, chain.readableLength() - REQUEST_HEADER_SIZE);
+          return this.#startTransfer(chain, memory, queueIndex, statusOffset, type, offset);
+        }
         case BlkRequestType.FLUSH:
-          this.#flush();
-          break;
+          if (this.#p.readOnly) {
+            // Nothing was written: nothing to make durable.
+            this.#shared.countSlot(CounterSlot.flushes, 1n);
+            break;
+          }
+          return this.#start(chain, memory, queueIndex, statusOffset, type);
         case BlkRequestType.GET_ID:
           written = chain.writeTo(
             memory,
             0,
-            this.#serial.subarray(0, Math.min(dataWritable, DEVICE_ID_LENGTH)),
+            this.#serial.subarray(0, Math.min(statusOffset, DEVICE_ID_LENGTH)),
           );
           this.#shared.countSlot(CounterSlot.getIds, 1n);
           break;
         case BlkRequestType.DISCARD:
         case BlkRequestType.WRITE_ZEROES:
-          this.#discardOrZero(chain, memory, type);
-          break;
+          return this.#startDiscard(chain, memory, queueIndex, statusOffset, type);
         default:
           this.#shared.countSlot(CounterSlot.unsupported, 1n);
           status = BlkStatus.UNSUPP;
       }
     } catch (e) {
-      if (e instanceof RequestFailure) {
-        status = e.status;
-        this.#fail(queueIndex, chain, e.reason);
-      } else if (e instanceof SyscallError) {
-        status = BlkStatus.IOERR;
-        this.#fail(queueIndex, chain, `${e.syscall}: ${e.code}`);
-      } else {
-        status = BlkStatus.IOERR;
-        this.#fail(queueIndex, chain, e instanceof Error ? e.message : String(e));
-      }
+      status = e instanceof RequestFailure ? e.status : BlkStatus.IOERR;
+      this.#warn(queueIndex, chain, e instanceof RequestFailure ? e.reason : describe(e));
       written = 0;
     }
     this.#status[0] = status;
-    chain.writeTo(memory, dataWritable, this.#status);
+    chain.writeTo(memory, statusOffset, this.#status);
     return written + 1;
   }
 
@@ -139,61 +334,327 @@ export class BlkRequestHandler implements QueueHandler {
     return Number(offset);
   }
 
-  #read(chain: DescriptorChain, memory: GuestMemory, sector: bigint, length: number): number {
-    const offset = this.#checkRange(sector, length);
+  // ---------------------------------------------------------------------------
+  // Request life cycle.
+
+  /** Takes a request object and fills in what every request has. */
+  #acquire(
+    chain: DescriptorChain,
+    memory: GuestMemory,
+    queueIndex: number,
+    statusOffset: number,
+    type: number,
+  ): BlkRequest {
+    const request = this.#free.pop() ?? new BlkRequest(this.#iovCapacity, this.#onDone);
+    request.chain = chain;
+    request.memory = memory;
+    request.queueIndex = queueIndex;
+    request.statusOffset = statusOffset;
+    request.type = type;
+    request.retries = 0;
+    this.#engine ??= new SyncFileIoEngine();
+    this.#inflight++;
+    return request;
+  }
+
+  /** What `handle` returns for a request that was started (and may have completed already). */
+  #deferred(): HandleResult {
+    if (this.#context !== undefined) return DEFERRED;
+    const used = this.#syncResult;
+    this.#syncResult = -1;
+    if (used < 0) throw new Error("the engine did not complete a request without a context");
+    return used;
+  }
+
+  /** Writes the status byte, releases the request and completes its chain with `written + 1`. */
+  #finish(request: BlkRequest, status: number, written: number): void {
+    const { chain, memory, queueIndex } = request;
+    this.#status[0] = status;
+    // writeTo marks the status byte in the dirty log: now, after the data landed.
+    chain.writeTo(memory, request.statusOffset, this.#status);
+    if (request.bounce !== undefined) {
+      this.#bounces!.release(request.bounce);
+      request.bounce = undefined;
+    }
+    request.chain = undefined!;
+    request.memory = undefined!;
+    this.#free.push(request);
+    this.#inflight--;
+    if (this.#context !== undefined) this.#context.complete(queueIndex, chain, written + 1);
+    else this.#syncResult = written + 1;
+  }
+
+  /** Fails an in-flight request with IOERR (or `status`), logging why. */
+  #fail(request: BlkRequest, reason: string, status: number = BlkStatus.IOERR): void {
+    this.#warn(request.queueIndex, request.chain, reason);
+    this.#finish(request, status, 0);
+  }
+
+  /** An engine operation finished: moves its request on; never throws. */
+  #completed(request: BlkRequest, result: number): void {
+    try {
+      if ((result === -EAGAIN || result === -EINTR) && request.retries < MAX_RETRIES) {
+        request.retries++;
+        this.#resubmit(request);
+        return;
+      }
+      if (result >= 0) request.retries = 0;
+      switch (request.stage) {
+        case Stage.Transfer:
+          this.#transferred(request, result);
+          break;
+        case Stage.Flush:
+          if (result < 0) return this.#fail(request, `fdatasync: ${errnoText(result)}`);
+          this.#shared.countSlot(CounterSlot.flushes, 1n);
+          this.#finish(request, BlkStatus.OK, 0);
+          break;
+        case Stage.Fallocate:
+          this.#fallocated(request, result);
+          break;
+        case Stage.ZeroWrite:
+          this.#zeroesWritten(request, result);
+          break;
+        case Stage.SyncAfter:
+          if (result < 0) return this.#fail(request, `fdatasync: ${errnoText(result)}`);
+          this.#discardDone(request);
+          break;
+      }
+    } catch (e) {
+      if (request.chain !== undefined) this.#fail(request, describe(e));
+      else log.error(`blk request completion failed: ${describe(e)}`);
+    }
+  }
+
+  /** Submits the operation `request` waits for again (after -EAGAIN or -EINTR). */
+  #resubmit(request: BlkRequest): void {
+    switch (request.stage) {
+      case Stage.Transfer:
+        return this.#submitPiece(request);
+      case Stage.Flush:
+      case Stage.SyncAfter:
+        return this.#fsync(request);
+      case Stage.ZeroWrite:
+        return this.#writeZeroes(request);
+      case Stage.Fallocate:
+        return this.#nextRange(request);
+    }
+  }
+
+  /** Runs `submit` and turns a synchronous failure into an IOERR completion. */
+  #guarded(request: BlkRequest, submit: () => void): HandleResult {
+    try {
+      submit();
+    } catch (e) {
+      if (request.chain !== undefined) this.#fail(request, describe(e));
+    }
+    return this.#deferred();
+  }
+
+  /** Starts a FLUSH: one fdatasync covers every write completed before it was submitted. */
+  #start(
+    chain: DescriptorChain,
+    memory: GuestMemory,
+    queueIndex: number,
+    statusOffset: number,
+    type: number,
+  ): HandleResult {
+    const request = this.#acquire(chain, memory, queueIndex, statusOffset, type);
+    request.stage = Stage.Flush;
+    return this.#guarded(request, () => this.#fsync(request));
+  }
+
+  #fsync(request: BlkRequest): void {
+    this.#queued++;
+    this.#engine!.fsync(this.#shared.backingFd, true, request.onDone);
+  }
+
+  // ---------------------------------------------------------------------------
+  // IN and OUT.
+
+  #startTransfer(
+    chain: DescriptorChain,
+    memory: GuestMemory,
+    queueIndex: number,
+    statusOffset: number,
+    type: number,
+    fileOffset: number,
+  ): HandleResult {
+    const toFile = type === BlkRequestType.OUT;
+    const request = this.#acquire(chain, memory, queueIndex, statusOffset, type);
+    request.stage = Stage.Transfer;
+    request.fileOffset = fileOffset;
     // The chain's bytes are one stream, readable part first: skipping it reaches the data
     // buffers without building a segment list per request.
-    this.#transfer(chain.segments, memory, chain.readableLength(), length, offset, false);
-    this.#shared.countSlot(CounterSlot.reads, 1n);
-    this.#shared.countSlot(CounterSlot.bytesRead, BigInt(length));
-    return length;
+    request.skip = toFile ? REQUEST_HEADER_SIZE : chain.readableLength();
+    request.length = toFile ? chain.readableLength() - REQUEST_HEADER_SIZE : statusOffset;
+    request.done = 0;
+    request.dsync = toFile && !this.#shared.writeback;
+    request.fd = this.#shared.backingFd;
+    request.bounced = false;
+    request.pieceLength = 0;
+    return this.#guarded(request, () => {
+      const direct = this.#direct;
+      if (direct !== undefined) {
+        if (!isAligned(fileOffset, request.length, direct.offsetAlign)) {
+          // Only when the file system's block is larger than a sector: the image without O_DIRECT.
+          if (direct.bufferedFd >= 0) request.fd = direct.bufferedFd;
+        } else {
+          request.bounced = !this.#alignedForDirectIo(request, direct);
+        }
+      }
+      if (request.length === 0) this.#transferred(request, 0);
+      else this.#submitPiece(request);
+    });
   }
 
-  #write(chain: DescriptorChain, memory: GuestMemory, sector: bigint): void {
-    if (this.#p.readOnly) throw new RequestFailure(BlkStatus.IOERR, "write to a read-only disk");
-    const length = chain.readableLength() - REQUEST_HEADER_SIZE;
-    const offset = this.#checkRange(sector, length);
-    this.#transfer(chain.segments, memory, REQUEST_HEADER_SIZE, length, offset, true);
-    if (!this.#shared.writeback) fdatasync(this.#shared.backingFd);
-    this.#shared.countSlot(CounterSlot.writes, 1n);
-    this.#shared.countSlot(CounterSlot.bytesWritten, BigInt(length));
+  /** True when every guest buffer of the transfer meets the O_DIRECT alignment. */
+  #alignedForDirectIo(request: BlkRequest, direct: DirectIo): boolean {
+    let aligned = true;
+    this.#walk(request, request.skip, request.length, (gpa, len) => {
+      const host = request.memory.hostAddress(gpa, len);
+      if (host === undefined) throw new GuestBufferError("buffer outside guest memory");
+      if (host % direct.memAlign !== 0 || len % direct.offsetAlign !== 0) aligned = false;
+      return aligned;
+    });
+    return aligned;
   }
 
-  #flush(): void {
-    if (!this.#p.readOnly) fdatasync(this.#shared.backingFd);
-    this.#shared.countSlot(CounterSlot.flushes, 1n);
-  }
-
-  /** Moves exactly `length` bytes between the backing and the guest buffers, or fails the request. */
-  #transfer(
-    segments: readonly Segment[],
-    memory: GuestMemory,
-    skip: number,
+  /**
+   * Calls `visit(gpa, len, at)` for each guest piece of the chain's byte
+   * stream `[start, start + length)` (`at`: offset of the piece in the
+   * range) until it returns false; throws GuestBufferError when the chain is
+   * shorter. Returns the bytes visited.
+   */
+  #walk(
+    request: BlkRequest,
+    start: number,
     length: number,
-    fileOffset: number,
-    toFile: boolean,
-  ): void {
-    let moved: number;
-    try {
-      moved = this.#io.transfer(
-        this.#shared.backingFd,
-        segments,
-        memory,
-        skip,
-        length,
-        fileOffset,
-        toFile,
-      );
-    } catch (e) {
-      if (e instanceof GuestBufferError) throw new RequestFailure(BlkStatus.IOERR, e.message);
-      throw e;
+    visit: (gpa: number, len: number, at: number) => boolean,
+  ): number {
+    const segments: readonly Segment[] = request.chain.segments;
+    let toSkip = start;
+    let at = 0;
+    for (let i = 0; i < segments.length && at < length; i++) {
+      const seg = segments[i];
+      if (toSkip >= seg.len) {
+        toSkip -= seg.len;
+        continue;
+      }
+      const len = Math.min(seg.len - toSkip, length - at);
+      const more = visit(seg.addr + toSkip, len, at);
+      at += len;
+      toSkip = 0;
+      if (!more) return at;
     }
-    if (moved < length) {
-      throw new RequestFailure(BlkStatus.IOERR, toFile ? "short write" : "read past end of file");
+    if (at < length) throw new GuestBufferError("guest buffers shorter than the request");
+    return at;
+  }
+
+  /** Builds the next piece's iovecs (or fills a bounce buffer) and submits it. */
+  #submitPiece(request: BlkRequest): void {
+    const toFile = request.type === BlkRequestType.OUT;
+    const start = request.skip + request.done;
+    const remaining = request.length - request.done;
+    const iov = request.iov;
+    let count: number;
+    if (request.bounced) {
+      this.#bounces ??= new BouncePool(BOUNCE_SIZE, BOUNCE_KEEP);
+      request.bounce ??= this.#bounces.acquire();
+      const bounce = request.bounce;
+      const length = Math.min(remaining, bounce.bytes.length);
+      if (toFile) {
+        this.#walk(request, start, length, (gpa, len, at) => {
+          bounce.bytes.set(this.#guestBytes(request, gpa, len), at);
+          return true;
+        });
+      }
+      iov.set(0, bounce.address, length);
+      request.pieceLength = length;
+      count = 1;
+    } else {
+      count = 0;
+      let length = 0;
+      // At most iov.capacity buffers per operation; the rest go in the next piece.
+      this.#walk(request, start, remaining, (gpa, len) => {
+        const host = request.memory.hostAddress(gpa, len);
+        if (host === undefined) throw new GuestBufferError("buffer outside guest memory");
+        iov.set(count++, host, len);
+        length += len;
+        return count < iov.capacity;
+      });
+      request.pieceLength = length;
+    }
+    this.#queued++;
+    const offset = request.fileOffset + request.done;
+    if (toFile) {
+      this.#engine!.writev(request.fd, iov, count, offset, request.dsync, request.onDone);
+    } else {
+      this.#engine!.readv(request.fd, iov, count, offset, request.onDone);
     }
   }
 
-  #discardOrZero(chain: DescriptorChain, memory: GuestMemory, type: number): void {
+  /** A guest range as bytes; GuestBufferError when it no longer resolves. */
+  #guestBytes(request: BlkRequest, gpa: number, len: number): Uint8Array {
+    const bytes = request.memory.slice(gpa, len);
+    if (bytes === undefined) throw new GuestBufferError("buffer outside guest memory");
+    return bytes;
+  }
+
+  /** A readv/writev piece finished with `result` (bytes moved, or -errno). */
+  #transferred(request: BlkRequest, result: number): void {
+    const toFile = request.type === BlkRequestType.OUT;
+    if (result < 0) {
+      return this.#fail(request, `${toFile ? "writev" : "readv"}: ${errnoText(result)}`);
+    }
+    if (!toFile && result > 0) this.#landed(request, request.skip + request.done, result);
+    request.done += result;
+    if (result < request.pieceLength) {
+      return this.#fail(
+        request,
+        toFile
+          ? `short write (${request.done} of ${request.length} bytes)`
+          : `short read: end of file after ${request.done} of ${request.length} bytes`,
+      );
+    }
+    if (request.done < request.length) return this.#submitPiece(request);
+    if (toFile) {
+      this.#shared.countSlot(CounterSlot.writes, 1n);
+      this.#shared.countSlot(CounterSlot.bytesWritten, BigInt(request.length));
+      this.#finish(request, BlkStatus.OK, 0);
+    } else {
+      this.#shared.countSlot(CounterSlot.reads, 1n);
+      this.#shared.countSlot(CounterSlot.bytesRead, BigInt(request.length));
+      this.#finish(request, BlkStatus.OK, request.length);
+    }
+  }
+
+  /**
+   * `bytes` bytes read for the stream range starting at `start` have landed:
+   * copies them out of the bounce buffer if there is one, then marks exactly
+   * those guest bytes written (dirty logging).
+   */
+  #landed(request: BlkRequest, start: number, bytes: number): void {
+    const memory = request.memory;
+    const bounce = request.bounced ? request.bounce! : undefined;
+    this.#walk(request, start, bytes, (gpa, len, at) => {
+      if (bounce !== undefined) {
+        this.#guestBytes(request, gpa, len).set(bounce.bytes.subarray(at, at + len));
+      }
+      memory.markWritten(gpa, len);
+      return true;
+    });
+  }
+
+  // ---------------------------------------------------------------------------
+  // DISCARD and WRITE_ZEROES.
+
+  #startDiscard(
+    chain: DescriptorChain,
+    memory: GuestMemory,
+    queueIndex: number,
+    statusOffset: number,
+    type: number,
+  ): HandleResult {
     const isDiscard = type === BlkRequestType.DISCARD;
     if (this.#p.readOnly) {
       throw new RequestFailure(BlkStatus.IOERR, "discard/write-zeroes on a read-only disk");
@@ -212,6 +673,7 @@ export class BlkRequestHandler implements QueueHandler {
     const raw = new Uint8Array(payload);
     chain.readFrom(memory, REQUEST_HEADER_SIZE, raw);
     const view = new DataView(raw.buffer);
+    const ranges: number[] = [];
     for (let i = 0; i < count; i++) {
       const sector = view.getBigUint64(i * DISCARD_SEGMENT_SIZE, true);
       const sectors = view.getUint32(i * DISCARD_SEGMENT_SIZE + 8, true);
@@ -225,55 +687,128 @@ export class BlkRequestHandler implements QueueHandler {
       }
       const length = sectors * SECTOR_SIZE;
       const offset = this.#checkRange(sector, length);
-      if (length === 0) continue;
-      if (isDiscard) this.#punchHole(offset, length);
-      else this.#zeroRange(offset, length, (flags & WRITE_ZEROES_FLAG_UNMAP) !== 0);
+      if (length > 0) ranges.push(offset, length, flags & WRITE_ZEROES_FLAG_UNMAP);
     }
-    if (!this.#shared.writeback) fdatasync(this.#shared.backingFd);
-    this.#shared.countSlot(isDiscard ? CounterSlot.discards : CounterSlot.writeZeroes, 1n);
+    const request = this.#acquire(chain, memory, queueIndex, statusOffset, type);
+    request.ranges = ranges;
+    request.rangeIndex = 0;
+    request.modeIndex = 0;
+    return this.#guarded(request, () => this.#nextRange(request));
   }
 
-  #punchHole(offset: number, length: number): void {
-    try {
-      fallocate(this.#shared.backingFd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
-    } catch (e) {
+  /** The fallocate modes to try for the current range, in order. */
+  #modes(request: BlkRequest): readonly number[] {
+    if (request.type === BlkRequestType.DISCARD) return DISCARD_MODES;
+    return request.ranges[request.rangeIndex * 3 + 2] !== 0 ? ZERO_UNMAP_MODES : ZERO_MODES;
+  }
+
+  /** Submits the fallocate of the current range and mode, or ends the request. */
+  #nextRange(request: BlkRequest): void {
+    const i = request.rangeIndex * 3;
+    if (i >= request.ranges.length) {
+      if (!this.#shared.writeback) {
+        request.stage = Stage.SyncAfter;
+        return this.#fsync(request);
+      }
+      return this.#discardDone(request);
+    }
+    request.stage = Stage.Fallocate;
+    this.#queued++;
+    this.#engine!.fallocate(
+      this.#shared.backingFd,
+      this.#modes(request)[request.modeIndex],
+      request.ranges[i],
+      request.ranges[i + 1],
+      request.onDone,
+    );
+  }
+
+  #fallocated(request: BlkRequest, result: number): void {
+    if (result === -EOPNOTSUPP) {
       // Discard is a hint: a file system without hole punching still succeeds.
-      if (!(e instanceof SyscallError && (e.code === "EOPNOTSUPP" || e.code === "ENOTSUP"))) {
-        throw e;
-      }
+      if (request.type === BlkRequestType.DISCARD) return this.#rangeDone(request);
+      if (++request.modeIndex < this.#modes(request).length) return this.#nextRange(request);
+      request.stage = Stage.ZeroWrite;
+      request.zeroDone = 0;
+      request.zeroLength = request.ranges[request.rangeIndex * 3 + 1];
+      return this.#writeZeroes(request);
     }
+    if (result < 0) return this.#fail(request, `fallocate: ${errnoText(result)}`);
+    this.#rangeDone(request);
   }
 
-  #zeroRange(offset: number, length: number, mayUnmap: boolean): void {
-    const modes = mayUnmap
-      ? [FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE]
-      : [FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE];
-    for (const mode of modes) {
-      try {
-        fallocate(this.#shared.backingFd, mode, offset, length);
-        return;
-      } catch (e) {
-        if (!(e instanceof SyscallError && (e.code === "EOPNOTSUPP" || e.code === "ENOTSUP"))) {
-          throw e;
-        }
-      }
-    }
-    this.#zeroes ??= new Uint8Array(ZERO_CHUNK);
-    for (let done = 0; done < length;) {
-      const n = pwrite(
-        this.#shared.backingFd,
-        this.#zeroes.subarray(0, Math.min(ZERO_CHUNK, length - done)),
-        offset + done,
-      );
-      if (n <= 0) throw new RequestFailure(BlkStatus.IOERR, "short write of zeroes");
-      done += n;
-    }
+  #rangeDone(request: BlkRequest): void {
+    request.rangeIndex++;
+    request.modeIndex = 0;
+    request.retries = 0;
+    this.#nextRange(request);
   }
 
-  #fail(queueIndex: number, chain: DescriptorChain, reason: string): void {
+  /** Writes the next run of zeroes of the current range. */
+  #writeZeroes(request: BlkRequest): void {
+    this.#zeroPool ??= new BouncePool(ZERO_CHUNK, 1);
+    this.#zeroes ??= this.#zeroPool.acquire();
+    const offset = request.ranges[request.rangeIndex * 3] + request.zeroDone;
+    const length = Math.min(ZERO_CHUNK, request.zeroLength - request.zeroDone);
+    const direct = this.#direct;
+    const fd = direct !== undefined && direct.bufferedFd >= 0 &&
+        !isAligned(offset, length, direct.offsetAlign)
+      ? direct.bufferedFd
+      : this.#shared.backingFd;
+    request.iov.set(0, this.#zeroes.address, length);
+    request.pieceLength = length;
+    this.#queued++;
+    this.#engine!.writev(fd, request.iov, 1, offset, false, request.onDone);
+  }
+
+  #zeroesWritten(request: BlkRequest, result: number): void {
+    if (result < 0) return this.#fail(request, `writev of zeroes: ${errnoText(result)}`);
+    if (result < request.pieceLength) return this.#fail(request, "short write of zeroes");
+    request.zeroDone += result;
+    if (request.zeroDone < request.zeroLength) return this.#writeZeroes(request);
+    this.#rangeDone(request);
+  }
+
+  #discardDone(request: BlkRequest): void {
+    const isDiscard = request.type === BlkRequestType.DISCARD;
+    this.#shared.countSlot(isDiscard ? CounterSlot.discards : CounterSlot.writeZeroes, 1n);
+    this.#finish(request, BlkStatus.OK, 0);
+  }
+
+  // ---------------------------------------------------------------------------
+
+  /** Runs the completions the engine has, then submits what they queued. */
+  #reap(): void {
+    const engine = this.#engine;
+    if (engine === undefined) return;
+    engine.reap();
+    this.submitQueued();
+  }
+
+  #warn(queueIndex: number, chain: DescriptorChain, reason: string): void {
     this.#shared.countSlot(CounterSlot.errors, 1n);
     this.#failures.warn(queueIndex, chain.head, reason);
   }
+}
+
+const DISCARD_MODES = [FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE] as const;
+const ZERO_MODES = [FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE] as const;
+const ZERO_UNMAP_MODES = [
+  FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+] as const;
+
+/** True when `offset` and `length` are multiples of `align`. */
+function isAligned(offset: number, length: number, align: number): boolean {
+  return offset % align === 0 && length % align === 0;
+}
+
+function errnoText(result: number): string {
+  return errnoName(-result);
+}
+
+function describe(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }
 
 /** Factory used by the Worker registry. */
