@@ -44,6 +44,7 @@ import type { FdReadyCallback, QueueContext, QueueHandler } from "../devices/dev
 import { queueHandlerFactory } from "../devices/worker_registry.ts";
 import { NO_FD, type WorkerCommand, type WorkerEvent } from "./worker_protocol.ts";
 import { RingRunner } from "./ring_runner.ts";
+import { InflightQueue } from "../virtqueue/inflight_region.ts";
 
 /** epoll data value of the wake eventfd; ring kicks use their queue index. */
 const WAKE_TOKEN = 0xffff_ffff;
@@ -268,26 +269,9 @@ class QueueWorker implements QueueContext {
           post({ type: "done", seq: cmd.seq });
           return;
         }
-        case "start": {
-          const queue = new SplitQueue(cmd.state);
-          const runner = new RingRunner(cmd.queue, queue, this.#handler, this.#memory);
-          const ring: ActiveRing = {
-            runner,
-            kickFd: cmd.kickFd,
-            callFd: cmd.callFd,
-            errFd: cmd.errFd,
-          };
-          runner.onBroken = (reason) => this.#ringBroken(ring, reason);
-          this.#rings.set(cmd.queue, ring);
-          if (ring.kickFd !== NO_FD) {
-            epollCtl(this.#epfd, EPOLL_CTL_ADD, ring.kickFd, EPOLLIN, cmd.queue);
-          }
-          const error = this.#attach(ring);
-          post({ type: "done", seq: cmd.seq, error });
-          // Requests may have been queued before the ring started.
-          if (error === undefined) runner.process();
+        case "start":
+          this.#start(cmd);
           return;
-        }
         case "log": {
           this.#log = cmd.log
             ? new DirtyLog(new Uint8Array(mapArrayBuffer(cmd.log.hostAddr, cmd.log.size)))
@@ -347,6 +331,58 @@ class QueueWorker implements QueueContext {
     } catch (e) {
       post({ type: "done", seq: cmd.seq, error: message(e) });
     }
+  }
+
+  /** Starts serving a ring; with an inflight region, first resubmits what a previous back-end left. */
+  #start(cmd: Extract<WorkerCommand, { type: "start" }>): void {
+    const queue = new SplitQueue(cmd.state);
+    const error = queue.attach(this.#memory);
+    const inflight = error === undefined && cmd.inflight ? this.#recoverInflight(cmd, queue) : {};
+    const runner = new RingRunner(
+      cmd.queue,
+      queue,
+      this.#handler,
+      this.#memory,
+      inflight.tracker,
+    );
+    const ring: ActiveRing = { runner, kickFd: cmd.kickFd, callFd: cmd.callFd, errFd: cmd.errFd };
+    runner.onBroken = (reason) => this.#ringBroken(ring, reason);
+    this.#rings.set(cmd.queue, ring);
+    if (ring.kickFd !== NO_FD) {
+      epollCtl(this.#epfd, EPOLL_CTL_ADD, ring.kickFd, EPOLLIN, cmd.queue);
+    }
+    if (error !== undefined) runner.breakRing(error);
+    post({ type: "done", seq: cmd.seq, error });
+    if (error !== undefined) return;
+    for (const head of inflight.resubmit ?? []) runner.resubmit(head);
+    // Requests may have been queued before the ring started (kicks are lost while disconnected).
+    runner.process();
+    // A completion published just before a previous back-end died may never have been signalled.
+    if (cmd.inflight && ring.callFd !== NO_FD) eventfdWrite(ring.callFd, 1);
+  }
+
+  /** Opens a ring's inflight region and finds what to resubmit; untracked (with a warning) when unusable. */
+  #recoverInflight(
+    cmd: Extract<WorkerCommand, { type: "start" }>,
+    queue: SplitQueue,
+  ): { tracker?: InflightQueue; resubmit?: number[] } {
+    const mapping = cmd.inflight!;
+    const tracker = InflightQueue.open(
+      new Uint8Array(mapArrayBuffer(mapping.hostAddr, mapping.size)),
+      cmd.state.size,
+    );
+    const recovery = typeof tracker === "string" ? tracker : tracker.recover(queue.nextUsed);
+    if (typeof recovery === "string" || typeof tracker === "string") {
+      log.warn(
+        `queue ${cmd.queue}: inflight region unusable, requests are not tracked: ${recovery}`,
+      );
+      return {};
+    }
+    if (recovery.nextAvail !== queue.state().nextAvail) queue.setNextAvail(recovery.nextAvail);
+    if (recovery.count > 0) {
+      log.info(`queue ${cmd.queue}: resubmitting ${recovery.count} request(s) left in flight`);
+    }
+    return { tracker, resubmit: recovery.resubmit };
   }
 
   #attach(ring: ActiveRing): string | undefined {

@@ -152,10 +152,11 @@ export class RingRunner {
    * again (inflight recovery); the available ring is not read.
    */
   resubmit(head: number): void {
-    this.#start(this.queue.chainAt(head));
+    // The inflight region already records this head: it is not begun again.
+    this.#start(this.queue.chainAt(head), false);
   }
 
-  #start(chain: DescriptorChain): void {
+  #start(chain: DescriptorChain, record = true): void {
     const head = chain.head;
     if (head >= 0 && head < this.#inflight.length) {
       if (this.#inflight[head] !== undefined) {
@@ -164,7 +165,7 @@ export class RingRunner {
       }
       this.#inflight[head] = chain;
       this.#inflightCount++;
-      this.#recorder?.begin(head);
+      if (record) this.#recorder?.begin(head);
     } else {
       // A head outside the table is a malformed chain; the device fails it at once.
       this.#inflightCount++;
