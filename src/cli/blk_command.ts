@@ -6,8 +6,16 @@
  * @module
  */
 
-import { BackingError, type BackingSpec, openBacking } from "../devices/blk/backing.ts";
+import {
+  BackingError,
+  type BackingSpec,
+  type CacheMode,
+  openBacking,
+} from "../devices/blk/backing.ts";
 import { BlkDevice, validateSerial } from "../devices/blk/blk_device.ts";
+import type { FileIoEngineKind } from "../io/file_io_engine.ts";
+import { probeIoUring } from "../io/open_engine.ts";
+import { log } from "../log.ts";
 import { MAX_QUEUE_SIZE } from "../virtqueue/layout.ts";
 import {
   answerInfoRequest,
@@ -54,6 +62,13 @@ Device:
   --serial TEXT          GET_ID answer, up to 20 bytes; default "${BLK_DEFAULTS.serial}"
   --workers N            queue worker threads; default one per queue, at most the CPU count
 
+I/O:
+  --aio io_uring|sync    file I/O engine of the queue workers; default io_uring where it
+                         works (else sync, with the reason logged once)
+  --cache writeback|none host page cache: writeback (default) or none (O_DIRECT on the
+                         image, like qemu-storage-daemon cache.direct=on; a RAM disk
+                         ignores it with a warning)
+
 ${DEVICE_STATE_HELP}
 
 ${OTHER_HELP}
@@ -62,9 +77,38 @@ Stop with SIGINT or SIGTERM: in-flight requests finish, the image is flushed,
 the socket is removed.
 `;
 
-/** What `--print-capabilities` prints (vhost-user.rst, "Backend program conventions"). */
-export function blkCapabilities(): Record<string, unknown> {
-  return { type: "block", features: ["read-only", "blk-file"] };
+/**
+ * What `--print-capabilities` prints (vhost-user.rst, "Backend program
+ * conventions"), with the file I/O engine the daemon would use.
+ */
+export function blkCapabilities(aio: FileIoEngineKind): Record<string, unknown> {
+  return { type: "block", features: ["read-only", "blk-file"], aio };
+}
+
+/** The engine chosen for the queue Workers, and why io_uring was not, if it was not. */
+export interface EngineChoice {
+  /** Engine every Worker opens. */
+  kind: FileIoEngineKind;
+  /** Set when io_uring was the default but does not work here. */
+  fallbackReason?: string;
+}
+
+/**
+ * Decides the engine on the main thread: `requested` when given (io_uring
+ * that does not work is a UsageError: exit 2 with the reason), otherwise
+ * io_uring when `probe` (probeIoUring) finds it works, else sync.
+ */
+export function chooseEngine(
+  requested: FileIoEngineKind | undefined,
+  probe: () => string | undefined = probeIoUring,
+): EngineChoice {
+  if (requested === "sync") return { kind: "sync" };
+  const reason = probe();
+  if (reason === undefined) return { kind: "io_uring" };
+  if (requested === "io_uring") {
+    throw new UsageError(`--aio io_uring: io_uring is not usable here: ${reason}`);
+  }
+  return { kind: "sync", fallbackReason: reason };
 }
 
 /** Parsed `vhostd blk` options. */
@@ -74,6 +118,10 @@ export interface BlkArgs extends DaemonArgs {
   queueSize: number;
   serial: string;
   workers?: number;
+  /** `--aio`, when given (otherwise io_uring where it works). */
+  aio?: FileIoEngineKind;
+  /** `--cache`. */
+  cache: CacheMode;
 }
 
 /** Parses `vhostd blk` arguments; throws UsageError with a one-line message. */
@@ -87,16 +135,26 @@ export function parseBlkArgs(args: string[]): BlkArgs {
     "queue-size": { type: "string" },
     serial: { type: "string" },
     workers: { type: "string" },
+    aio: { type: "string" },
+    cache: { type: "string" },
   });
   if (values.file !== undefined && values.ram !== undefined) {
     throw new UsageError("--file and --ram cannot be used together");
   }
   const common = daemonArgs(values, BLK_DEFAULTS.socketPath);
+  const aio = values.aio;
+  if (aio !== undefined && aio !== "io_uring" && aio !== "sync") {
+    throw new UsageError(`--aio must be io_uring or sync, got "${aio}"`);
+  }
+  const cache = values.cache ?? "writeback";
+  if (cache !== "writeback" && cache !== "none") {
+    throw new UsageError(`--cache must be writeback or none, got "${cache}"`);
+  }
   const readOnly = values["read-only"] ?? false;
   let backing: BackingSpec;
   if (values.file !== undefined) {
     if (values.file === "") throw new UsageError("--file needs a path");
-    backing = { kind: "file", path: values.file, readOnly };
+    backing = { kind: "file", path: values.file, readOnly, cache };
   } else {
     const size = values.ram === undefined ? BLK_DEFAULTS.ramSize : parseSize(values.ram);
     if (size === undefined || size <= 0 || size % 512 !== 0) {
@@ -122,21 +180,35 @@ export function parseBlkArgs(args: string[]): BlkArgs {
     queueSize,
     serial,
     workers: wholeNumberOption("workers", values.workers, 1, 64),
+    aio,
+    cache,
   };
 }
 
 /** Runs `vhostd blk`; resolves with the exit code. */
 export async function runBlk(args: string[]): Promise<number> {
   const opts = parseBlkArgs(args);
-  const answered = answerInfoRequest(opts, BLK_HELP, blkCapabilities);
+  const answered = answerInfoRequest(
+    opts,
+    BLK_HELP,
+    () => blkCapabilities(chooseEngine(opts.aio).kind),
+  );
   if (answered !== undefined) return answered;
   applyLogLevel(opts);
+  const engine = chooseEngine(opts.aio);
+  if (engine.fallbackReason !== undefined) {
+    log.warn(`io_uring is not usable here (${engine.fallbackReason}); using the sync engine`);
+  }
+  if (opts.backing.kind === "ram" && opts.cache === "none") {
+    log.warn("--cache none does not apply to a RAM disk (it is memory already): ignored");
+  }
   let device: BlkDevice;
   try {
     device = new BlkDevice(openBacking(opts.backing), {
       numQueues: opts.numQueues,
       queueSize: opts.queueSize,
       serial: opts.serial,
+      aio: engine.kind,
     });
   } catch (e) {
     if (e instanceof BackingError) throw new UsageError(e.message);

@@ -1,0 +1,91 @@
+import assert from "node:assert/strict";
+import { blkCapabilities, chooseEngine, parseBlkArgs } from "./blk_command.ts";
+import { UsageError } from "./usage_error.ts";
+
+Deno.test("blk --aio and --cache: parsed, checked, defaults", () => {
+  const defaults = parseBlkArgs([]);
+  assert.equal(defaults.aio, undefined, "no --aio: the main thread probes io_uring");
+  assert.equal(defaults.cache, "writeback");
+  const given = parseBlkArgs(["--file", "x.img", "--aio", "sync", "--cache", "none"]);
+  assert.equal(given.aio, "sync");
+  assert.equal(given.cache, "none");
+  assert.deepEqual(given.backing, { kind: "file", path: "x.img", readOnly: false, cache: "none" });
+  assert.equal(parseBlkArgs(["--aio", "io_uring"]).aio, "io_uring");
+  assert.throws(() => parseBlkArgs(["--aio", "threads"]), (e) => {
+    assert.ok(e instanceof UsageError);
+    assert.equal(e.message, '--aio must be io_uring or sync, got "threads"');
+    return true;
+  });
+  assert.throws(() => parseBlkArgs(["--cache", "directsync"]), /--cache must be writeback or none/);
+});
+
+Deno.test("chooseEngine: io_uring where it works, sync with the reason where not, exit 2 when asked", () => {
+  const works = () => undefined;
+  const broken = () => "io_uring_setup: EPERM (kernel.io_uring_disabled=2)";
+  assert.deepEqual(chooseEngine(undefined, works), { kind: "io_uring" });
+  assert.deepEqual(chooseEngine("io_uring", works), { kind: "io_uring" });
+  assert.deepEqual(chooseEngine(undefined, broken), {
+    kind: "sync",
+    fallbackReason: "io_uring_setup: EPERM (kernel.io_uring_disabled=2)",
+  });
+  let probed = false;
+  assert.deepEqual(chooseEngine("sync", () => (probed = true, undefined)), { kind: "sync" });
+  assert.equal(probed, false, "--aio sync needs no probe");
+  assert.throws(() => chooseEngine("io_uring", broken), (e) => {
+    assert.ok(e instanceof UsageError);
+    assert.equal(
+      e.message,
+      "--aio io_uring: io_uring is not usable here: io_uring_setup: EPERM (kernel.io_uring_disabled=2)",
+    );
+    return true;
+  });
+});
+
+Deno.test("--print-capabilities names the engine", () => {
+  assert.deepEqual(blkCapabilities("sync"), {
+    type: "block",
+    features: ["read-only", "blk-file"],
+    aio: "sync",
+  });
+});
+
+async function vhostd(args: string[], env: Record<string, string> = {}) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", new URL("../../main.ts", import.meta.url).pathname, ...args],
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+Deno.test("vhostd blk: --aio io_uring where io_uring is disabled exits 2 with one line", async () => {
+  const env = { VHOSTD_DISABLE_IO_URING: "1" };
+  const refused = await vhostd(["blk", "--aio", "io_uring", "--print-capabilities"], env);
+  assert.equal(refused.code, 2);
+  assert.match(refused.stderr, /^vhostd: --aio io_uring: io_uring is not usable here: .+\n$/);
+  const fallback = await vhostd(["blk", "--print-capabilities"], env);
+  assert.equal(fallback.code, 0);
+  assert.equal(JSON.parse(fallback.stdout).aio, "sync");
+});
+
+Deno.test("vhostd blk: --cache none on a file system that refuses O_DIRECT exits 2", async () => {
+  const path = "/sys/kernel/mm/transparent_hugepage/enabled";
+  try {
+    Deno.statSync(path);
+  } catch {
+    console.log(`${path} missing: test skipped`);
+    return;
+  }
+  const run = await vhostd(["blk", "--file", path, "--read-only", "--cache", "none"]);
+  assert.equal(run.code, 2);
+  assert.match(
+    run.stderr,
+    /^vhostd: cannot use --cache none on .*: its file system \(sysfs\) refuses O_DIRECT/,
+  );
+  assert.equal(run.stderr.trim().split("\n").length, 1);
+});
