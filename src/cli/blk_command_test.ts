@@ -41,6 +41,13 @@ Deno.test("chooseEngine: io_uring where it works, sync with the reason where not
   });
 });
 
+Deno.test("chooseEngine: an image in memory defaults to sync; an explicit --aio wins", () => {
+  const works = () => undefined;
+  assert.deepEqual(chooseEngine(undefined, works, true), { kind: "sync", inMemory: true });
+  assert.deepEqual(chooseEngine("io_uring", works, true), { kind: "io_uring" });
+  assert.deepEqual(chooseEngine(undefined, works, false), { kind: "io_uring" });
+});
+
 Deno.test("--print-capabilities names the engine", () => {
   assert.deepEqual(blkCapabilities("sync"), {
     type: "block",

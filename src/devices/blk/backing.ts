@@ -86,6 +86,42 @@ export function closeBacking(backing: Backing): void {
   if (backing.direct && backing.direct.bufferedFd >= 0) closeQuietly(backing.direct.bufferedFd);
 }
 
+/** statfs f_type of tmpfs (memfds live there too). */
+const TMPFS_MAGIC = 0x01021994;
+/** statfs f_type of ramfs. */
+const RAMFS_MAGIC = 0x858458f6;
+
+/**
+ * True when the backing's bytes live in memory (a RAM disk, an image on
+ * tmpfs or ramfs): a read is a memory copy there, so there is no latency for
+ * an asynchronous engine to hide.
+ */
+export function isMemoryBacked(backing: Backing): boolean {
+  if (backing.kind === "ram") return true;
+  try {
+    const type = fstatfs(backing.fd).type;
+    return type === TMPFS_MAGIC || type === RAMFS_MAGIC;
+  } catch {
+    return false;
+  }
+}
+
+/** {@linkcode isMemoryBacked} for a backing not opened yet (false when it cannot be opened). */
+export function specIsMemoryBacked(spec: BackingSpec): boolean {
+  if (spec.kind === "ram") return true;
+  let fd: number;
+  try {
+    fd = openFile(spec.path, O_RDONLY | O_CLOEXEC);
+  } catch {
+    return false;
+  }
+  try {
+    return isMemoryBacked({ fd, size: 0, readOnly: true, kind: "file", path: spec.path });
+  } finally {
+    closeQuietly(fd);
+  }
+}
+
 /** A backing that cannot be used, with a message for the user. */
 export class BackingError extends Error {}
 
