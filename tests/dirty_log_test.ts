@@ -12,16 +12,8 @@ import {
   EFD_NONBLOCK,
   eventfd,
   eventfdRead,
-  ftruncate,
-  MAP_SHARED,
-  mapArrayBuffer,
-  memfdCreate,
-  mmap,
-  munmap,
   pollFd,
   POLLIN,
-  PROT_READ,
-  PROT_WRITE,
 } from "../ffi/mod.ts";
 import { BlkRequestType, BlkStatus, SECTOR_SIZE } from "../src/devices/blk/blk_spec.ts";
 import {
@@ -42,6 +34,7 @@ import {
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../src/virtqueue/layout.ts";
 import { makeImage, pattern } from "./support/blk_fixture.ts";
 import { countLogLines, nextLogLine } from "./support/state_tools.ts";
+import { SharedLog } from "./support/shared_log.ts";
 import { type VhostdProcess, withVhostd } from "./support/vhostd_process.ts";
 
 const PAGE = 4096;
@@ -49,46 +42,6 @@ const LOG_ALL = bit(VirtioFeature.LOG_ALL);
 const LOG_PROTOCOL_FEATURES = DEFAULT_PROTOCOL_FEATURES | bit(ProtocolFeature.LOG_SHMFD);
 const STARTED = "dirty-page logging started";
 const RAM_WARNING = "does not move back-end state";
-
-/** A dirty log in a memfd, mapped here at `offset` as the back-end will map it. */
-class SharedLog {
-  readonly fd: number;
-  readonly bits: Uint8Array;
-  readonly #address: bigint;
-  readonly #length: number;
-
-  constructor(readonly size: number, readonly offset: number) {
-    this.#length = offset + size;
-    this.fd = memfdCreate("vhostd-test-dirty-log");
-    try {
-      ftruncate(this.fd, this.#length);
-      this.#address = mmap(this.#length, PROT_READ | PROT_WRITE, MAP_SHARED, this.fd, 0);
-    } catch (e) {
-      closeQuietly(this.fd);
-      throw e;
-    }
-    this.bits = new Uint8Array(mapArrayBuffer(this.#address + BigInt(offset), size));
-  }
-
-  /** Shares it with the back-end. */
-  share(client: VhostUserClient): void {
-    client.setLogBase({ mmapSize: BigInt(this.size), mmapOffset: BigInt(this.offset) }, this.fd);
-  }
-
-  /** Page numbers whose bit is set, ascending. */
-  markedPages(): number[] {
-    const pages: number[] = [];
-    this.bits.forEach((byte, i) => {
-      for (let b = 0; b < 8; b++) if (byte & (1 << b)) pages.push(i * 8 + b);
-    });
-    return pages;
-  }
-
-  close(): void {
-    munmap(this.#address, this.#length);
-    closeQuietly(this.fd);
-  }
-}
 
 /** A negotiated driver with LOG_SHMFD (and `extra` protocol features). */
 function openDriver(

@@ -329,6 +329,17 @@ export class BlkDriver {
     return this.ring(queue).notify();
   }
 
+  /**
+   * Guest-physical address of the data buffer the driver allocated for the
+   * in-flight request `token` of `queue` (where a read lands), or undefined.
+   */
+  dataBufferGpa(queue: number, token: number): number | undefined {
+    for (const entry of this.#inFlight[queue].values()) {
+      if (entry.token === token) return entry.ownedData;
+    }
+    return undefined;
+  }
+
   /** Requests submitted on `queue` and not yet completed. */
   inFlight(queue: number): number {
     this.ring(queue);
