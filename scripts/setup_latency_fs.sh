@@ -34,7 +34,7 @@ if [[ ! -x "$bin" || "$src" -nt "$bin" ]]; then
   mkdir -p "$out_dir"
   log "compiling $bin"
   # shellcheck disable=SC2046 # pkg-config prints several words on purpose
-  gcc -O2 -g -Wall -Wextra -Werror -o "$bin.tmp" "$src" $(pkg-config --cflags --libs fuse3) 
+  gcc -O2 -g -Wall -Wextra -Werror -o "$bin.tmp" "$src" $(pkg-config --cflags --libs fuse3)
   mv "$bin.tmp" "$bin"
 fi
 printf '%s\n' "$bin"
