@@ -94,6 +94,8 @@ interface Result {
   p99us: number;
   /** CPU µs the latency_fs server spent per request (NaN on tmpfs). */
   fsCpuUs: number;
+  /** CPU µs the back-end process (all its threads) spent per request. */
+  backendCpuUs: number;
 }
 
 /** What one run of the block benchmark compares. */
@@ -148,7 +150,8 @@ function runWorkload(
   w: Workload,
   seconds: number,
   queues: number,
-  fsPid?: number,
+  fsPid: number | undefined,
+  backendPid: number,
 ): Result {
   const client = VhostUserClient.connect(socket);
   const memory = SharedGuestMemory.create({ size: 64 << 20 });
@@ -259,11 +262,13 @@ function runWorkload(
     };
     run(WARM_UP_MS); // JIT, page cache, TLB
     const cpu0 = fsPid === undefined ? NaN : cpuNs(fsPid);
+    const backend0 = cpuNs(backendPid);
     const t0 = performance.now();
     record = true;
     const count = run(seconds * 1000);
     const elapsed = (performance.now() - t0) / 1000;
     const cpu1 = fsPid === undefined ? NaN : cpuNs(fsPid);
+    const backend1 = cpuNs(backendPid);
     const sorted = Float64Array.from(latencies).sort();
     driver.close();
     return {
@@ -272,6 +277,7 @@ function runWorkload(
       p99us: percentile(sorted, 0.99) * 1000,
       // Includes the drained tail, which is at most depth requests.
       fsCpuUs: (cpu1 - cpu0) / 1000 / (count + w.depth),
+      backendCpuUs: (backend1 - backend0) / 1000 / count,
     };
   } finally {
     if (epfd >= 0) closeQuietly(epfd);
@@ -315,7 +321,7 @@ async function runBacking(
   console.log(
     (pad("workload", 19) + pad("queues", 8) + pad("cache", 9) + pad("vhostd IOPS", 13) +
       pad("p50/p99 us", 13) + pad("qsd IOPS", 10) + pad("p50/p99 us", 13) + pad("vhostd/qsd", 12) +
-      (withFs ? "fs CPU us/req v/q" : "")).trimEnd(),
+      pad("CPU us/req v/q", 16) + (withFs ? "fs CPU us/req v/q" : "")).trimEnd(),
   );
   const fsPid = fs?.child.pid;
   const cpuStart = fsPid === undefined ? NaN : cpuNs(fsPid);
@@ -335,13 +341,22 @@ async function runBacking(
         for (const w of WORKLOADS) {
           await checkInterrupt();
           const [ours, theirs] = peers.map((p) =>
-            runWorkload(p.socket, opts.imageSize / SECTOR, w, opts.seconds, queues, fsPid)
+            runWorkload(
+              p.socket,
+              opts.imageSize / SECTOR,
+              w,
+              opts.seconds,
+              queues,
+              fsPid,
+              p.child.pid,
+            )
           );
           console.log(
             (pad(w.name, 19) + pad(String(queues), 8) + pad(cache, 9) + pad(fmt(ours.iops), 13) +
               pad(`${fmt(ours.p50us)}/${fmt(ours.p99us)}`, 13) + pad(fmt(theirs.iops), 10) +
               pad(`${fmt(theirs.p50us)}/${fmt(theirs.p99us)}`, 13) +
               pad(`${fmt(ours.iops / theirs.iops, 2)}x`, 12) +
+              pad(`${fmt(ours.backendCpuUs, 1)}/${fmt(theirs.backendCpuUs, 1)}`, 16) +
               (withFs ? `${fmt(ours.fsCpuUs, 1)}/${fmt(theirs.fsCpuUs, 1)}` : "")).trimEnd(),
           );
         }
