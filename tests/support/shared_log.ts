@@ -55,6 +55,11 @@ export class SharedLog {
     return pages;
   }
 
+  /** `using` support: {@linkcode close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
   /** Unmaps and closes the log. */
   close(): void {
     munmap(this.#address, this.#length);
