@@ -33,6 +33,7 @@ import {
   eventfdRead,
   eventfdWrite,
   mapArrayBuffer,
+  SyscallError,
 } from "../../ffi/mod.ts";
 import { GuestMemory } from "../memory/guest_memory.ts";
 import { guestMemoryOf } from "../memory/mapped_regions.ts";
@@ -142,7 +143,23 @@ class QueueWorker implements QueueContext {
 
   // ---- event loop -------------------------------------------------------
 
+  /** Serves until "exit"; a failure of the loop itself is reported as fatal, never thrown. */
   async run(): Promise<void> {
+    try {
+      await this.#loop();
+    } catch (e) {
+      log.error(`queue worker failed: ${message(e)}`);
+      post({ type: "fatal", reason: message(e) });
+    }
+    try {
+      this.#handler.close?.();
+    } catch (e) {
+      log.error(`device cleanup failed: ${message(e)}`);
+    }
+    closeQuietly(this.#epfd);
+  }
+
+  async #loop(): Promise<void> {
     while (this.#running) {
       const polled = this.#hasPolledRing();
       const n = epollWait(this.#epfd, this.#events, polled ? POLL_INTERVAL_MS : -1);
@@ -155,15 +172,12 @@ class QueueWorker implements QueueContext {
           this.#hostFdReady(token - HOST_FD_TOKEN, this.#events.events(i));
         } else {
           const ring = this.#rings.get(token);
-          if (ring && ring.kickFd !== NO_FD) {
-            eventfdRead(ring.kickFd);
-            ring.runner.process();
-          }
+          if (ring && ring.kickFd !== NO_FD) this.#kicked(ring);
         }
       }
       if (polled) {
         for (const ring of this.#rings.values()) {
-          if (ring.kickFd === NO_FD) ring.runner.process();
+          if (ring.kickFd === NO_FD) this.#serve(ring);
         }
       }
       this.#endOfRound();
@@ -176,8 +190,45 @@ class QueueWorker implements QueueContext {
         this.#endOfRound();
       }
     }
-    this.#handler.close?.();
-    closeQuietly(this.#epfd);
+  }
+
+  /** A ring's kick eventfd is readable: consume the kick, serve the ring. */
+  #kicked(ring: ActiveRing): void {
+    try {
+      eventfdRead(ring.kickFd);
+    } catch (e) {
+      // Not an eventfd after all (or gone): this ring cannot be kicked any more.
+      ring.runner.breakRing(`kick fd ${ring.kickFd} cannot be read: ${message(e)}`);
+      return;
+    }
+    this.#serve(ring);
+  }
+
+  /** Serves a ring; a failure here ends that ring only. */
+  #serve(ring: ActiveRing): void {
+    try {
+      ring.runner.process();
+    } catch (e) {
+      ring.runner.breakRing(`serving the ring failed: ${message(e)}`);
+    }
+  }
+
+  /**
+   * Signals a ring's call (or err) eventfd. A failure (the fd is not a
+   * writable eventfd) breaks the ring instead of the Worker; a full counter
+   * means the driver has an interrupt pending already.
+   */
+  #signal(ring: ActiveRing, fd: number, what: string): void {
+    try {
+      eventfdWrite(fd, 1);
+    } catch (e) {
+      if (e instanceof SyscallError && e.code === "EAGAIN") return;
+      if (what === "err") {
+        log.warn(`queue ${ring.runner.index}: err fd ${fd} cannot be signalled: ${message(e)}`);
+        return;
+      }
+      ring.runner.breakRing(`${what} fd ${fd} cannot be signalled: ${message(e)}`);
+    }
   }
 
   #hostFdReady(fd: number, events: number): void {
@@ -197,13 +248,23 @@ class QueueWorker implements QueueContext {
     } catch (e) {
       log.error(`device submission failed: ${message(e)}`);
     }
-    for (const ring of this.#rings.values()) {
-      if (ring.runner.takeNotification() && ring.callFd !== NO_FD) {
-        eventfdWrite(ring.callFd, 1);
+    for (const ring of this.#rings.values()) this.#notify(ring);
+    if (this.#log && this.#log.takeMarked() > 0 && this.#logFd !== NO_FD) {
+      try {
+        eventfdWrite(this.#logFd, 1);
+      } catch (e) {
+        if (!(e instanceof SyscallError && e.code === "EAGAIN")) {
+          log.warn(`the dirty-log fd cannot be signalled, not signalling it again: ${message(e)}`);
+          this.#logFd = NO_FD;
+        }
       }
     }
-    if (this.#log && this.#log.takeMarked() > 0 && this.#logFd !== NO_FD) {
-      eventfdWrite(this.#logFd, 1);
+  }
+
+  /** Interrupts the driver for what completed on `ring` since the last time, if it asked. */
+  #notify(ring: ActiveRing): void {
+    if (ring.runner.takeNotification() && ring.callFd !== NO_FD) {
+      this.#signal(ring, ring.callFd, "call");
     }
   }
 
@@ -216,7 +277,15 @@ class QueueWorker implements QueueContext {
 
   #ringBroken(ring: ActiveRing, reason: string): void {
     log.error(`queue ${ring.runner.index}: ring is broken, stopped serving it: ${reason}`);
-    if (ring.errFd !== NO_FD) eventfdWrite(ring.errFd, 1);
+    // A broken ring's kick fd must not keep waking the loop (epoll is level-triggered).
+    if (ring.kickFd !== NO_FD) {
+      try {
+        epollCtl(this.#epfd, EPOLL_CTL_DEL, ring.kickFd, 0, 0);
+      } catch {
+        // Not registered (its registration is what failed).
+      }
+    }
+    if (ring.errFd !== NO_FD) this.#signal(ring, ring.errFd, "err");
     post({ type: "ring-error", queue: ring.runner.index, reason });
   }
 
@@ -285,9 +354,7 @@ class QueueWorker implements QueueContext {
           const ring = this.#rings.get(cmd.queue);
           if (ring) {
             // What completed under the old call fd is signalled there first.
-            if (ring.runner.takeNotification() && ring.callFd !== NO_FD) {
-              eventfdWrite(ring.callFd, 1);
-            }
+            this.#notify(ring);
             ring.callFd = cmd.callFd;
           }
           post({ type: "done", seq: cmd.seq });
@@ -299,11 +366,11 @@ class QueueWorker implements QueueContext {
             post({ type: "done", seq: cmd.seq, error: `queue ${cmd.queue} is not running here` });
             return;
           }
-          if (ring.kickFd !== NO_FD) epollCtl(this.#epfd, EPOLL_CTL_DEL, ring.kickFd, 0, 0);
-          // The last completions are signalled before the ring is handed back.
-          if (ring.runner.takeNotification() && ring.callFd !== NO_FD) {
-            eventfdWrite(ring.callFd, 1);
+          if (ring.kickFd !== NO_FD && ring.runner.broken === undefined) {
+            epollCtl(this.#epfd, EPOLL_CTL_DEL, ring.kickFd, 0, 0);
           }
+          // The last completions are signalled before the ring is handed back.
+          this.#notify(ring);
           const state = ring.runner.queue.state();
           ring.runner.queue.detach();
           this.#rings.delete(cmd.queue);
@@ -336,8 +403,10 @@ class QueueWorker implements QueueContext {
   /** Starts serving a ring; with an inflight region, first resubmits what a previous back-end left. */
   #start(cmd: Extract<WorkerCommand, { type: "start" }>): void {
     const queue = new SplitQueue(cmd.state);
-    const error = queue.attach(this.#memory);
-    const inflight = error === undefined && cmd.inflight ? this.#recoverInflight(cmd, queue) : {};
+    const attachError = queue.attach(this.#memory);
+    const inflight = attachError === undefined && cmd.inflight
+      ? this.#recoverInflight(cmd, queue)
+      : {};
     const runner = new RingRunner(
       cmd.queue,
       queue,
@@ -348,17 +417,27 @@ class QueueWorker implements QueueContext {
     const ring: ActiveRing = { runner, kickFd: cmd.kickFd, callFd: cmd.callFd, errFd: cmd.errFd };
     runner.onBroken = (reason) => this.#ringBroken(ring, reason);
     this.#rings.set(cmd.queue, ring);
-    if (ring.kickFd !== NO_FD) {
-      epollCtl(this.#epfd, EPOLL_CTL_ADD, ring.kickFd, EPOLLIN, cmd.queue);
+    let error = attachError;
+    if (error === undefined && ring.kickFd !== NO_FD) {
+      try {
+        epollCtl(this.#epfd, EPOLL_CTL_ADD, ring.kickFd, EPOLLIN, cmd.queue);
+      } catch (e) {
+        error = `kick fd ${ring.kickFd} cannot be watched: ${message(e)}`;
+        ring.kickFd = NO_FD;
+      }
     }
     if (error !== undefined) runner.breakRing(error);
     post({ type: "done", seq: cmd.seq, error });
     if (error !== undefined) return;
-    for (const head of inflight.resubmit ?? []) runner.resubmit(head);
+    try {
+      for (const head of inflight.resubmit ?? []) runner.resubmit(head);
+    } catch (e) {
+      runner.breakRing(`resubmitting the requests left in flight failed: ${message(e)}`);
+    }
     // Requests may have been queued before the ring started (kicks are lost while disconnected).
-    runner.process();
+    this.#serve(ring);
     // A completion published just before a previous back-end died may never have been signalled.
-    if (cmd.inflight && ring.callFd !== NO_FD) eventfdWrite(ring.callFd, 1);
+    if (cmd.inflight && ring.callFd !== NO_FD) this.#signal(ring, ring.callFd, "call");
   }
 
   /** Opens a ring's inflight region and finds what to resubmit; untracked (with a warning) when unusable. */

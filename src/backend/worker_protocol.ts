@@ -81,7 +81,9 @@ export type WorkerCommand =
 /** Replies and events from a Worker. */
 export type WorkerEvent =
   | { type: "done"; seq: number; state?: SplitQueueState; error?: string; result?: unknown }
-  | { type: "ring-error"; queue: number; reason: string };
+  | { type: "ring-error"; queue: number; reason: string }
+  /** The Worker's event loop failed: it serves nothing any more and is about to exit. */
+  | { type: "fatal"; reason: string };
 
 /** Marker for "no file descriptor" in commands. */
 export const NO_FD = -1;
