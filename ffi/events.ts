@@ -34,15 +34,39 @@ export function eventfd(initval: number = 0, flags: number = EFD_CLOEXEC): numbe
 }
 
 /**
- * Adds `value` to an eventfd's counter (`eventfd_write`), waking its readers.
- * A non-blocking eventfd whose counter would overflow throws EAGAIN.
+ * Adds `value` (up to 0xffff_ffff_ffff_fffe; a bigint for more than 2^53) to
+ * an eventfd's counter (`eventfd_write`), waking its readers. A non-blocking
+ * eventfd whose counter would overflow throws EAGAIN; a blocking one waits
+ * for a read.
  */
-export function eventfdWrite(fd: number, value: number = 1): void {
+export function eventfdWrite(fd: number, value: number | bigint = 1): void {
   const symbols = libc();
   const amount = BigInt(value);
   for (;;) {
     if (symbols.eventfd_write(fd, amount) >= 0) return;
     if (lastErrno() !== EINTR) throwLastError("eventfd_write", `fd ${fd}`);
+  }
+}
+
+/**
+ * Signals an eventfd (adds 1 to its counter) for a thread that must never
+ * stop: never throws, and returns true when the eventfd is signalled — also
+ * when the write failed with EAGAIN, which on a non-blocking eventfd means
+ * the counter is at its maximum: it is signalled already and its reader has
+ * a wake-up pending. Returns false when the write failed otherwise (EBADF for
+ * a closed fd, EINVAL for an fd that takes no 8-byte writes...).
+ *
+ * It never blocks on an fd with O_NONBLOCK. vhostd sets O_NONBLOCK on every
+ * notification fd it accepts (src/backend/vring.ts acceptNotificationFd); a
+ * blocking eventfd at its maximum would make this wait for a read.
+ */
+export function signalEventfd(fd: number): boolean {
+  const symbols = libc();
+  for (;;) {
+    if (symbols.eventfd_write(fd, 1n) >= 0) return true;
+    const errno = lastErrno();
+    if (errno === EAGAIN) return true;
+    if (errno !== EINTR) return false;
   }
 }
 

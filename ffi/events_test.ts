@@ -22,8 +22,9 @@ import {
   eventfdRead,
   eventfdWrite,
   pollFd,
+  signalEventfd,
 } from "./events.ts";
-import { closeFd, closeQuietly } from "./fd.ts";
+import { closeFd, closeQuietly, pipe2, readFd } from "./fd.ts";
 import type { WaitReply, WaitRequest } from "./testdata/epoll_worker.ts";
 import { nextMessage } from "./testdata/next_message.ts";
 
@@ -144,5 +145,41 @@ Deno.test("a Worker blocked in epollWait is woken by an eventfd write from this 
     worker.terminate();
     closeQuietly(kick);
     closeQuietly(epfd);
+  }
+});
+
+Deno.test("signalEventfd: true when signalled (EAGAIN at the counter's maximum too), false on error, never throws", () => {
+  const fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  try {
+    assert.equal(signalEventfd(fd), true);
+    assert.equal(signalEventfd(fd), true);
+    assert.equal(eventfdRead(fd), 2);
+    // The largest counter an eventfd holds: one more would block a blocking eventfd.
+    eventfdWrite(fd, 0xffff_ffff_ffff_fffen);
+    assert.throws(() => eventfdWrite(fd, 1), { code: "EAGAIN" });
+    const started = performance.now();
+    assert.equal(signalEventfd(fd), true, "at its maximum it is signalled already");
+    assert.ok(performance.now() - started < 1000);
+    assert.equal(pollFd(fd, POLLIN, 0) & POLLIN, POLLIN, "still readable");
+    const counter = new Uint8Array(8);
+    assert.equal(readFd(fd, counter), 8);
+    assert.equal(
+      new DataView(counter.buffer).getBigUint64(0, true),
+      0xffff_ffff_ffff_fffen,
+      "the counter was left alone",
+    );
+  } finally {
+    closeFd(fd);
+  }
+  const closed = eventfd(0);
+  closeFd(closed);
+  assert.equal(signalEventfd(closed), false, "EBADF");
+  assert.equal(signalEventfd(-1), false);
+  const [r, w] = pipe2();
+  try {
+    assert.equal(signalEventfd(r), false, "the read end of a pipe takes no writes");
+  } finally {
+    closeQuietly(r);
+    closeQuietly(w);
   }
 });

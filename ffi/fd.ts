@@ -9,6 +9,7 @@
  */
 
 import {
+  AT_FDCWD,
   BLKGETSIZE64,
   F_DUPFD_CLOEXEC,
   F_GETFL,
@@ -17,7 +18,7 @@ import {
   O_CLOEXEC,
   O_NONBLOCK,
 } from "./constants.ts";
-import { EINTR, EINVAL, EIO, SyscallError } from "./errno.ts";
+import { EINTR, EINVAL, EIO, ENAMETOOLONG, SyscallError } from "./errno.ts";
 import type { IovecArray } from "./iovec.ts";
 import { lastErrno, libc, throwLastError } from "./libc.ts";
 import { allocateBytes, cString, readU64 } from "./struct.ts";
@@ -276,4 +277,37 @@ export function setPipeSize(fd: number, bytes: number): number {
   const size = libc().fcntl(fd, F_SETPIPE_SZ, bytes);
   if (size < 0) throwLastError("fcntl", `F_SETPIPE_SZ fd ${fd}`);
   return size;
+}
+
+/** What /proc/self/fd names an eventfd. */
+export const EVENTFD_TARGET = "anon_inode:[eventfd]";
+
+/** Longest /proc/self/fd link read (a path can be up to PATH_MAX). */
+const FD_TARGET_MAX = 4096;
+
+const fdTargetDecoder = new TextDecoder();
+
+/**
+ * What `fd` refers to, as Linux names it in `/proc/self/fd/N`: a path for a
+ * file or directory (`/dev/null`, `/tmp/x`), `pipe:[INODE]`,
+ * `socket:[INODE]`, or `anon_inode:[eventfd]`, `anon_inode:[eventpoll]`...
+ * (`readlink`). Throws SyscallError: ENOENT when `fd` is not open (or /proc
+ * is not mounted).
+ */
+export function fdTarget(fd: number): string {
+  const path = cString("readlinkat", `/proc/self/fd/${fd}`);
+  const buf = allocateBytes(FD_TARGET_MAX);
+  const n = Number(libc().readlinkat(AT_FDCWD, path, buf, BigInt(FD_TARGET_MAX)));
+  if (n < 0) throwLastError("readlinkat", `/proc/self/fd/${fd}`);
+  if (n >= FD_TARGET_MAX) throw new SyscallError("readlinkat", ENAMETOOLONG, `fd ${fd}`);
+  return fdTargetDecoder.decode(buf.subarray(0, n));
+}
+
+/** True when `fd` is an open eventfd; false for anything else, including a closed fd. */
+export function isEventfd(fd: number): boolean {
+  try {
+    return fdTarget(fd) === EVENTFD_TARGET;
+  } catch {
+    return false;
+  }
 }

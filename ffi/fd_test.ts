@@ -4,7 +4,9 @@ import {
   FALLOC_FL_PUNCH_HOLE,
   O_CLOEXEC,
   O_CREAT,
+  O_DIRECTORY,
   O_NONBLOCK,
+  O_RDONLY,
   O_RDWR,
   S_IFMT,
   S_IFREG,
@@ -15,12 +17,15 @@ import {
   closeFd,
   closeQuietly,
   dupFd,
+  EVENTFD_TARGET,
   fallocate,
   fdatasync,
+  fdTarget,
   fstat,
   fsync,
   getStatusFlags,
   ioctlBlkGetSize64,
+  isEventfd,
   lseek,
   openFile,
   pipe2,
@@ -37,6 +42,8 @@ import {
 import { IovecArray } from "./iovec.ts";
 import { SyscallError } from "./errno.ts";
 import { ftruncate, memfdCreate, pointerValue } from "./memory.ts";
+import { epollCreate, eventfd } from "./events.ts";
+import { socketPair } from "./socket.ts";
 
 function filled(length: number, seed: number): Uint8Array<ArrayBuffer> {
   const bytes = new Uint8Array(new ArrayBuffer(length));
@@ -228,5 +235,47 @@ Deno.test("setPipeSize grows a pipe", () => {
   } finally {
     closeQuietly(r);
     closeQuietly(w);
+  }
+});
+
+Deno.test("fdTarget names what an fd is; isEventfd accepts eventfds only", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vhostd-fd-target-" });
+  const file = `${dir}/plain`;
+  await Deno.writeFile(file, new Uint8Array(8));
+  const efd = eventfd(0);
+  const nonBlocking = eventfd(0, O_CLOEXEC | O_NONBLOCK);
+  const [r, w] = pipe2();
+  const [a, b] = socketPair();
+  const epfd = epollCreate();
+  const others = [
+    openFile("/dev/null", O_RDWR | O_CLOEXEC),
+    openFile(file, O_RDWR | O_CLOEXEC),
+    openFile(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC),
+    memfdCreate("not-an-eventfd"),
+  ];
+  try {
+    assert.equal(fdTarget(efd), EVENTFD_TARGET);
+    assert.equal(fdTarget(efd), "anon_inode:[eventfd]");
+    const copy = dupFd(efd);
+    assert.ok(isEventfd(copy), "a dup of an eventfd is one");
+    closeFd(copy);
+    assert.ok(isEventfd(nonBlocking));
+    assert.match(fdTarget(r), /^pipe:\[\d+\]$/);
+    assert.match(fdTarget(a), /^socket:\[\d+\]$/);
+    assert.equal(fdTarget(others[0]), "/dev/null");
+    assert.equal(fdTarget(others[1]), await Deno.realPath(file));
+    assert.equal(fdTarget(others[2]), await Deno.realPath(dir));
+    assert.equal(fdTarget(epfd), "anon_inode:[eventpoll]");
+    for (const fd of [r, w, a, b, epfd, ...others]) {
+      assert.equal(isEventfd(fd), false, `${fdTarget(fd)} is no eventfd`);
+    }
+    assert.throws(() => fdTarget(-1), { code: "ENOENT", syscall: "readlinkat" });
+    const closed = eventfd(0);
+    closeFd(closed);
+    assert.equal(isEventfd(closed), false, "a closed fd is no eventfd");
+    assert.equal(isEventfd(-1), false);
+  } finally {
+    [efd, nonBlocking, r, w, a, b, epfd, ...others].forEach(closeQuietly);
+    await Deno.remove(dir, { recursive: true });
   }
 });
