@@ -237,3 +237,104 @@ Deno.test("an indirect descriptor without RING_INDIRECT_DESC negotiated fails al
     assertHealthy(s);
   });
 });
+
+Deno.test("requests malformed for virtio-blk get IOERR in their status byte; I/O goes on", async () => {
+  await withVhostd({ args: ["--ram", `${DISK_SIZE}`] }, ({ socketPath }) => {
+    using s = BlkFixture.open(socketPath, { queueSize: QUEUE_SIZE, indirect: true });
+    assertHealthy(s);
+    // The disk under the sector these requests name, to see that none of them changes it.
+    const before = s.driver.read(0, 8, 512).data;
+
+    // IN whose data buffer is device-readable: nothing to read into.
+    let r = new RawRequest(s, BlkRequestType.IN, 8);
+    let c = r.submit([
+      { addr: r.header, len: 16, flags: NEXT },
+      { addr: r.data, len: 512, flags: NEXT },
+      { addr: r.status, len: 1, flags: WRITE },
+    ]);
+    assertFailedWith(c, r, BlkStatus.IOERR, "IN with a device-readable data buffer");
+    assertHealthy(s);
+
+    // OUT whose data buffer is device-writable: nothing to write.
+    r = new RawRequest(s, BlkRequestType.OUT, 8);
+    s.memory.bytes(r.data, 512).set(pattern(512, 99));
+    c = r.submit([
+      { addr: r.header, len: 16, flags: NEXT },
+      { addr: r.data, len: 512, flags: WRITE | NEXT },
+      { addr: r.status, len: 1, flags: WRITE },
+    ]);
+    assertFailedWith(c, r, BlkStatus.IOERR, "OUT with a device-writable data buffer");
+    assert.deepEqual(s.memory.bytes(r.data, 512), pattern(512, 99), "OUT buffer written");
+    assertHealthy(s);
+
+    // An indirect table with one descriptor more than the queue size; the chain in it is
+    // a well-formed read, so its status byte can be found and reports the error.
+    r = new RawRequest(s, BlkRequestType.IN, 8);
+    const entries: RawDescriptor[] = [
+      { addr: r.header, len: 16, flags: NEXT },
+      { addr: r.data, len: 512, flags: WRITE | NEXT },
+      { addr: r.status, len: 1, flags: WRITE },
+    ];
+    while (entries.length < QUEUE_SIZE + 1) entries.push({ addr: 0, len: 0, flags: 0 });
+    const long = indirectTable(s, entries);
+    s.memory.bytes(r.data, 512).fill(0x5a);
+    c = r.submit([{ addr: long, len: entries.length * 16, flags: INDIRECT }]);
+    assertFailedWith(c, r, BlkStatus.IOERR, "indirect table longer than the queue");
+    assert.deepEqual(s.memory.bytes(r.data, 512), new Uint8Array(512).fill(0x5a), "data read");
+    // The same table cut to the queue size is served.
+    r = new RawRequest(s, BlkRequestType.IN, 8);
+    const fits = indirectTable(
+      s,
+      entries.slice(0, QUEUE_SIZE).map((d, i) =>
+        i === 0
+          ? { ...d, addr: r.header }
+          : i === 1
+          ? { ...d, addr: r.data }
+          : i === 2
+          ? { ...d, addr: r.status }
+          : d
+      ),
+    );
+    c = r.submit([{ addr: fits, len: QUEUE_SIZE * 16, flags: INDIRECT }]);
+    assert.equal(r.statusByte(), BlkStatus.OK, "indirect table of the queue size");
+    assert.equal(c.written, 513);
+    assert.deepEqual(s.memory.bytes(r.data, 512), before);
+    assertHealthy(s);
+
+    // GET_ID with no buffer before the status byte.
+    r = new RawRequest(s, BlkRequestType.GET_ID);
+    c = r.submit([
+      { addr: r.header, len: 16, flags: NEXT },
+      { addr: r.status, len: 1, flags: WRITE },
+    ]);
+    assertFailedWith(c, r, BlkStatus.IOERR, "GET_ID without a buffer");
+    assertHealthy(s);
+
+    // A header of 15 bytes.
+    r = new RawRequest(s, BlkRequestType.IN, 8);
+    c = r.submit([
+      { addr: r.header, len: 15, flags: NEXT },
+      { addr: r.data, len: 512, flags: WRITE | NEXT },
+      { addr: r.status, len: 1, flags: WRITE },
+    ]);
+    assertFailedWith(c, r, BlkStatus.IOERR, "15-byte header");
+    assertHealthy(s);
+
+    // The status byte sharing the last writable descriptor with the data (QEMU's rule: the
+    // last byte of the last device-writable buffer) is accepted.
+    r = new RawRequest(s, BlkRequestType.IN, 8);
+    const both = s.memory.alloc(513, 512);
+    s.memory.bytes(both + 512, 1)[0] = STATUS_UNSET;
+    c = r.submit([
+      { addr: r.header, len: 16, flags: NEXT },
+      { addr: both, len: 513, flags: WRITE },
+    ]);
+    assert.equal(s.memory.bytes(both + 512, 1)[0], BlkStatus.OK, "status in the data buffer");
+    assert.equal(c.written, 513);
+    assert.deepEqual(s.memory.bytes(both, 512), before);
+
+    assert.deepEqual(s.driver.read(0, 8, 512).data, before, "a refused request changed the disk");
+    assertHealthy(s);
+    assert.equal(s.driver.stopQueue(0), s.driver.ring(0).queue.availIndex());
+  });
+});

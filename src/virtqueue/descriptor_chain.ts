@@ -247,6 +247,13 @@ export function walkDescriptorChain(
   let total = 0;
   let sawWritable = false;
   let error: string | undefined;
+  // A chain longer than the queue size (virtio 1.2, 2.7.5.3.1: "A driver MUST NOT create a
+  // descriptor chain longer than the Queue Size of the device") is malformed, but its links
+  // are sound and bounded (the indirect table is in guest memory and at most
+  // MAX_INDIRECT_DESCRIPTORS long): the walk goes on so that the caller still learns the
+  // chain's buffers (and can write an error status), and `error` reports it unless a
+  // structural fault, which stops the walk, comes later.
+  let tooLong: string | undefined;
 
   for (;;) {
     if (ttl === 0) {
@@ -290,6 +297,10 @@ export function walkDescriptorChain(
       view = table.region.view;
       base = table.offset;
       tableLen = len / DESC_SIZE;
+      if (tableLen > queueSize) {
+        tooLong =
+          `${where}: indirect table of ${tableLen} descriptors is longer than the queue size ${queueSize}`;
+      }
       index = 0;
       ttl = tableLen;
       inIndirect = true;
@@ -328,7 +339,10 @@ export function walkDescriptorChain(
     }
     index = next;
   }
-  return new DescriptorChain(head, segments, error, count);
+  if (tooLong === undefined && count > queueSize) {
+    tooLong = `chain of ${count} descriptors is longer than the queue size ${queueSize}`;
+  }
+  return new DescriptorChain(head, segments, error ?? tooLong, count);
 }
 
 /**
@@ -338,7 +352,12 @@ export function walkDescriptorChain(
  * head or next out of range, loops, INDIRECT with NEXT, nested INDIRECT, an
  * indirect table that is empty, not a multiple of 16 bytes, over 65536
  * entries or outside guest memory, a readable descriptor after a writable
- * one, a buffer outside guest memory, and a total length over 2^32 - 1.
+ * one, a buffer outside guest memory, and a total length over 2^32 - 1; the
+ * walk stops at the first of these and `segments` holds the buffers before
+ * it. Also refuses a chain longer than the queue size: an indirect table of
+ * more entries than the queue size, or more descriptors in all (direct ones
+ * plus the table's); that fault does not stop the walk, so `segments` is the
+ * whole chain (unless a fault of the first kind follows, whose message wins).
  * Never throws for guest data: the result's `error` says what was wrong.
  */
 export function readDescriptorChain(

@@ -328,21 +328,24 @@ Deno.test("zero-length descriptors are skipped without address checks", () => {
 });
 
 Deno.test("total chain length over 2^32 - 1 is refused", () => {
-  // 4097 one-MiB descriptors in an indirect table, all over the same memory.
+  // 4097 one-MiB descriptors in an indirect table, all over the same memory (a queue of
+  // 8192: a chain may not be longer than the queue size).
   const memory = new GuestMemory([arrayBufferRegion(0, 2 * MEM_SIZE)]);
-  const layout = DriverQueue.layout(0, 8);
-  const driver = new DriverQueue(memory, { size: 8, ...layout });
+  const size = 8192;
+  const layout = DriverQueue.layout(0, size);
+  assert.ok(layout.end <= MEM_SIZE);
+  const driver = new DriverQueue(memory, { size, ...layout });
   const entries = 4097;
   const tableGpa = MEM_SIZE;
   const segments: Segment[] = [];
   for (let i = 0; i < entries; i++) segments.push({ addr: 0, len: MEM_SIZE, writable: true });
   const head = driver.addChain(segments, { indirectTableGpa: tableGpa });
-  const chain = readDescriptorChain(memory, layout.descGpa, 8, head, { indirect: true });
+  const chain = readDescriptorChain(memory, layout.descGpa, size, head, { indirect: true });
   assert.match(chain.error!, /exceeds 2\^32 - 1 bytes/);
   assert.equal(chain.segments.length, 4095);
   // One fewer entry fits.
   const shortHead = driver.addChain(segments.slice(0, 4095), { indirectTableGpa: tableGpa });
-  const ok = readDescriptorChain(memory, layout.descGpa, 8, shortHead, { indirect: true });
+  const ok = readDescriptorChain(memory, layout.descGpa, size, shortHead, { indirect: true });
   assert.equal(ok.error, undefined);
   assert.equal(ok.writableLength(), 4095 * MEM_SIZE);
 });
@@ -430,4 +433,51 @@ Deno.test("random descriptor tables never throw and always yield consistent chai
   }
   // The generator must exercise both outcomes, or this test proves nothing.
   assert.ok(clean > 100 && faulty > 100 && multiSegment > 10, `${clean} ${faulty} ${multiSegment}`);
+});
+
+Deno.test("an indirect table longer than the queue size is an error; its chain is still walked", () => {
+  const { memory, driver, read } = setup(16);
+  // 17 entries (one more than the queue size), three of them chained: header, data, status.
+  driver.writeRawDescriptor(0, 0x30000, 17 * DESC_SIZE, VIRTQ_DESC_F_INDIRECT, 0);
+  writeTableEntry(memory, 0x30000, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 1);
+  writeTableEntry(memory, 0x30000, 1, 0x20000, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 2);
+  writeTableEntry(memory, 0x30000, 2, 0x21000, 1, VIRTQ_DESC_F_WRITE, 0);
+  const long = read(0, true);
+  assert.match(long.error!, /indirect table of 17 descriptors is longer than the queue size 16/);
+  // The table lies in guest memory and its links are sound: the segments (and so the
+  // status byte) are known.
+  assert.deepEqual(long.segments.map((s) => [s.addr, s.len, s.writable]), [
+    [0x10000, 16, false],
+    [0x20000, 512, true],
+    [0x21000, 1, true],
+  ]);
+  // Exactly the queue size is fine.
+  driver.writeRawDescriptor(0, 0x30000, 16 * DESC_SIZE, VIRTQ_DESC_F_INDIRECT, 0);
+  assert.equal(read(0, true).error, undefined);
+  // A structural fault later in an over-long table is the error reported; the walk stops there.
+  driver.writeRawDescriptor(0, 0x30000, 17 * DESC_SIZE, VIRTQ_DESC_F_INDIRECT, 0);
+  writeTableEntry(memory, 0x30000, 1, 0x20000, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 40);
+  const broken = read(0, true);
+  assert.match(broken.error!, /next index 40 >= indirect table size 17/);
+  assert.equal(broken.segments.length, 2);
+});
+
+Deno.test("direct descriptors plus an indirect table longer than the queue size in all", () => {
+  const { memory, driver, read } = setup(16);
+  // Two direct descriptors, then a table of 15 chained entries: 17 descriptors > 16.
+  driver.writeRawDescriptor(0, 0x10000, 8, VIRTQ_DESC_F_NEXT, 1);
+  driver.writeRawDescriptor(1, 0x10100, 8, VIRTQ_DESC_F_NEXT, 2);
+  driver.writeRawDescriptor(2, 0x30000, 15 * DESC_SIZE, VIRTQ_DESC_F_INDIRECT, 0);
+  for (let i = 0; i < 15; i++) {
+    const last = i === 14;
+    const flags = VIRTQ_DESC_F_WRITE | (last ? 0 : VIRTQ_DESC_F_NEXT);
+    writeTableEntry(memory, 0x30000, i, 0x20000 + i * 0x100, 4, flags, i + 1);
+  }
+  const chain = read(0, true);
+  assert.match(chain.error!, /chain of 17 descriptors is longer than the queue size 16/);
+  assert.equal(chain.descriptorCount, 17);
+  assert.equal(chain.writableLength(), 15 * 4);
+  // One direct descriptor fewer: 16, accepted.
+  driver.writeRawDescriptor(0, 0x10000, 8, VIRTQ_DESC_F_NEXT, 2);
+  assert.equal(read(0, true).error, undefined);
 });

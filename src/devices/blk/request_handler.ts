@@ -258,6 +258,27 @@ export class BlkRequestHandler implements QueueHandler {
    * Processes one request: DEFERRED once its I/O is submitted, or the used
    * length when it completed at once. Without `attach` (no context) the
    * handler runs a sync engine and always returns the used length.
+   *
+   * The status byte is the last byte of the chain's last device-writable
+   * segment, as in QEMU's virtio-blk (it takes the last byte of the last
+   * in-iov, so a status descriptor longer than one byte, or one shared with
+   * the data, is accepted; Linux always sends a 1-byte one). "Reachable"
+   * means among the segments the chain walk returned: for a malformed chain
+   * those parsed (and checked against guest memory) before the fault that
+   * stopped the walk, or the whole chain when the fault did not stop it (a
+   * chain longer than the queue size). Every request whose status byte is
+   * reachable and still writable gets a status, malformed ones IOERR
+   * (unknown types UNSUPP), and the used length counts data written plus
+   * that byte (1 for a failure); with no reachable writable byte, or one
+   * that no longer resolves, nothing is written and the used length is 0.
+   *
+   * Refused with IOERR before any I/O (virtio 1.2, 5.2.6 and 2.7.5.3): a
+   * chain the walk found malformed; a header shorter than 16 bytes; an IN
+   * with device-readable bytes after the header (readable data); an OUT with
+   * device-writable bytes besides the status byte (writable data, which
+   * includes a status descriptor longer than 1 byte: QEMU would ignore them,
+   * vhostd refuses); a GET_ID with no writable byte before the status byte
+   * (a shorter buffer than 20 bytes gets the id truncated, as in QEMU).
    */
   handle(chain: DescriptorChain, memory: GuestMemory, queueIndex: number): HandleResult {
     const writable = chain.writableLength();
@@ -278,12 +299,25 @@ export class BlkRequestHandler implements QueueHandler {
       const sector = this.#headerView.getBigUint64(8, true);
       switch (type) {
         case BlkRequestType.IN: {
+          const readable = chain.readableLength() - REQUEST_HEADER_SIZE;
+          if (readable > 0) {
+            throw new RequestFailure(
+              BlkStatus.IOERR,
+              `IN request with ${readable} device-readable data bytes`,
+            );
+          }
           const offset = this.#checkRange(sector, statusOffset);
           return this.#startTransfer(chain, memory, queueIndex, statusOffset, type, offset);
         }
         case BlkRequestType.OUT: {
           if (this.#p.readOnly) {
             throw new RequestFailure(BlkStatus.IOERR, "write to a read-only disk");
+          }
+          if (statusOffset > 0) {
+            throw new RequestFailure(
+              BlkStatus.IOERR,
+              `OUT request with ${statusOffset} device-writable bytes before the status byte`,
+            );
           }
           const offset = this.#checkRange(sector, chain.readableLength() - REQUEST_HEADER_SIZE);
           return this.#startTransfer(chain, memory, queueIndex, statusOffset, type, offset);
@@ -296,6 +330,9 @@ export class BlkRequestHandler implements QueueHandler {
           }
           return this.#start(chain, memory, queueIndex, statusOffset, type);
         case BlkRequestType.GET_ID:
+          if (statusOffset === 0) {
+            throw new RequestFailure(BlkStatus.IOERR, "GET_ID without a buffer for the id");
+          }
           written = chain.writeTo(
             memory,
             0,
@@ -316,7 +353,8 @@ export class BlkRequestHandler implements QueueHandler {
       written = 0;
     }
     this.#status[0] = status;
-    chain.writeTo(memory, statusOffset, this.#status);
+    // A status byte that no longer resolves (memory table changed): nothing to report.
+    if (chain.writeTo(memory, statusOffset, this.#status) !== 1) return 0;
     return written + 1;
   }
 
@@ -371,7 +409,7 @@ export class BlkRequestHandler implements QueueHandler {
     const { chain, memory, queueIndex } = request;
     this.#status[0] = status;
     // writeTo marks the status byte in the dirty log: now, after the data landed.
-    chain.writeTo(memory, request.statusOffset, this.#status);
+    const reported = chain.writeTo(memory, request.statusOffset, this.#status) === 1;
     if (request.bounce !== undefined) {
       this.#bounces!.release(request.bounce);
       request.bounce = undefined;
@@ -380,8 +418,10 @@ export class BlkRequestHandler implements QueueHandler {
     request.memory = undefined!;
     this.#free.push(request);
     this.#inflight--;
-    if (this.#context !== undefined) this.#context.complete(queueIndex, chain, written + 1);
-    else this.#syncResult = written + 1;
+    // A status byte that no longer resolves: the guest cannot learn the result (used 0).
+    const used = reported ? written + 1 : 0;
+    if (this.#context !== undefined) this.#context.complete(queueIndex, chain, used);
+    else this.#syncResult = used;
   }
 
   /** Fails an in-flight request with IOERR (or `status`), logging why. */

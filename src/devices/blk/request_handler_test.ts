@@ -824,6 +824,95 @@ engineTest("a chain without a writable byte returns 0 and does not throw", {}, (
   assert.equal(c.writes, 0n);
 });
 
+engineTest(
+  "IN with device-readable data and OUT with device-writable data fail with IOERR",
+  { kind: "file" },
+  (h) => {
+    const disk = pattern(4 * SECTOR_SIZE, 21);
+    h.fillDisk(0, disk);
+    const guest = pattern(SECTOR_SIZE, 22);
+    const other = DATA_GPA + 0x1000;
+    const untouched = new Uint8Array(SECTOR_SIZE).fill(0x77);
+    const refuse = (type: number, segments: Segment[], what: string) => {
+      h.put(DATA_GPA, guest);
+      h.put(other, untouched);
+      h.prepare(type, 1);
+      assert.equal(h.submit(segments), 1, `${what}: used length`);
+      assert.equal(h.status(), BlkStatus.IOERR, `${what}: status byte`);
+      assert.deepEqual(h.get(other, SECTOR_SIZE), untouched, `${what}: a buffer was written`);
+    };
+    // IN whose only data buffer is device-readable (there is nothing to read into).
+    refuse(BlkRequestType.IN, [r(HEADER_GPA, 16), r(DATA_GPA, 512), w(STATUS_GPA, 1)], "IN r");
+    // IN with a device-readable buffer before a writable one.
+    refuse(
+      BlkRequestType.IN,
+      [r(HEADER_GPA, 16), r(DATA_GPA, 512), w(other, 512), w(STATUS_GPA, 1)],
+      "IN r+w",
+    );
+    // OUT whose only data buffer is device-writable (there is nothing to write).
+    refuse(BlkRequestType.OUT, [r(HEADER_GPA, 16), w(other, 512), w(STATUS_GPA, 1)], "OUT w");
+    // OUT with device-writable bytes after its data.
+    refuse(
+      BlkRequestType.OUT,
+      [r(HEADER_GPA, 16), r(DATA_GPA, 512), w(other, 512), w(STATUS_GPA, 1)],
+      "OUT r+w",
+    );
+    // OUT with a status descriptor of 2 bytes: the first one is writable data.
+    h.put(STATUS_GPA, Uint8Array.of(STATUS_UNSET, STATUS_UNSET));
+    h.prepare(BlkRequestType.OUT, 1);
+    assert.equal(h.submit([r(HEADER_GPA, 16), r(DATA_GPA, 512), w(STATUS_GPA, 2)]), 1);
+    assert.deepEqual([...h.get(STATUS_GPA, 2)], [STATUS_UNSET, BlkStatus.IOERR]);
+
+    assert.deepEqual(h.disk(0, disk.length), disk, "a refused OUT changed the disk");
+    assert.deepEqual(h.ops, [], "a refused request reached the engine");
+    assert.equal(h.device.shared.counters().errors, 5n);
+
+    // Well-formed requests still pass, the status sharing the data's last descriptor
+    // included (QEMU's rule: the status is the last byte of the last writable buffer).
+    assert.deepEqual(h.write(1, [r(DATA_GPA, 512)]), [1, BlkStatus.OK]);
+    h.prepare(BlkRequestType.IN, 1);
+    h.put(other + 512, Uint8Array.of(STATUS_UNSET));
+    assert.equal(h.submit([r(HEADER_GPA, 16), w(other, 513)]), 513);
+    assert.equal(h.get(other + 512, 1)[0], BlkStatus.OK);
+    assert.deepEqual(h.get(other, 512), guest);
+    // A longer status descriptor of an IN: its other bytes are data (not whole sectors here).
+    assert.deepEqual(h.read(1, [w(other, 512), w(STATUS_GPA - 3, 3)]), [1, BlkStatus.IOERR]);
+  },
+);
+
+engineTest("GET_ID without a data buffer fails with IOERR", {}, (h) => {
+  h.prepare(BlkRequestType.GET_ID, 0);
+  assert.equal(h.submit([r(HEADER_GPA, 16), w(STATUS_GPA, 1)]), 1);
+  assert.equal(h.status(), BlkStatus.IOERR);
+  // A zero-length writable descriptor is no buffer either.
+  h.prepare(BlkRequestType.GET_ID, 0);
+  assert.equal(h.submit([r(HEADER_GPA, 16), w(DATA_GPA, 0), w(STATUS_GPA, 1)]), 1);
+  assert.equal(h.status(), BlkStatus.IOERR);
+  const c = h.device.shared.counters();
+  assert.equal(c.getIds, 0n);
+  assert.equal(c.errors, 2n);
+  // A one-byte buffer is answered (truncated, as QEMU does).
+  h.prepare(BlkRequestType.GET_ID, 0);
+  assert.equal(h.submit([r(HEADER_GPA, 16), w(DATA_GPA, 1), w(STATUS_GPA, 1)]), 2);
+  assert.equal(h.status(), BlkStatus.OK);
+  assert.equal(h.get(DATA_GPA, 1)[0], SERIAL.charCodeAt(0));
+});
+
+engineTest("a status byte that cannot be written is not reported written", {}, (h) => {
+  // Hand-built chains whose last writable segment no longer resolves (the memory table
+  // changed under them): the failure cannot be reported, so the used length is 0.
+  const gone = MEM_SIZE + 0x1000;
+  h.prepare(BlkRequestType.GET_ID, 0);
+  const getId = new DescriptorChain(1, [r(HEADER_GPA, 16), w(DATA_GPA, 20), w(gone, 1)], undefined);
+  assert.equal(h.handler.handle(getId, h.memory, 0), 0);
+  const faulty = new DescriptorChain(2, [r(HEADER_GPA, 16), w(gone, 1)], "test fault");
+  assert.equal(h.handler.handle(faulty, h.memory, 0), 0);
+  h.prepare(99, 0);
+  const unknown = new DescriptorChain(3, [r(HEADER_GPA, 16), w(gone, 1)], undefined);
+  assert.equal(h.handler.handle(unknown, h.memory, 0), 0);
+  assert.deepEqual(h.ops, []);
+});
+
 engineTest("markWritten sees exactly the guest bytes the handler wrote", {}, (h) => {
   h.fillDisk(0, pattern(8 * SECTOR_SIZE, 11));
   const observe = (segments: Segment[]): number[] => {
