@@ -90,6 +90,11 @@ export class RingRunner {
     return this.#paused;
   }
 
+  /** True when `process()` would find chains to take (polling instead of waiting for a kick). */
+  hasWork(): boolean {
+    return this.#broken === undefined && !this.#paused && this.queue.hasAvailable();
+  }
+
   /** Stops taking new chains; requests in flight still complete. */
   pause(): void {
     if (this.#paused) return;

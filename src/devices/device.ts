@@ -60,9 +60,12 @@ export interface QueueContext {
   /**
    * Adds a host fd to the Worker's event loop: `onReady` runs in the Worker
    * whenever epoll reports `events` on it (level-triggered). Watching an fd
-   * again replaces its callback and events.
+   * again replaces its callback and events. `ready`, when given, tells
+   * without a system call whether `onReady` has work (an io_uring's CQ is
+   * not empty): the Worker may then poll it for a few microseconds instead
+   * of going to sleep.
    */
-  watchFd(fd: number, events: number, onReady: FdReadyCallback): void;
+  watchFd(fd: number, events: number, onReady: FdReadyCallback, ready?: () => boolean): void;
   /** Removes a host fd from the event loop (before the device closes it). */
   unwatchFd(fd: number): void;
   /** Requests of `queueIndex` popped and not completed yet. */

@@ -62,6 +62,11 @@ export interface FileIoEngine {
   fallocate(fd: number, mode: number, offset: number, length: number, done: IoCompletion): void;
   /** Hands queued operations to the kernel (one system call for a batch). */
   submit(): void;
+  /**
+   * Optional: true when completions are waiting for {@linkcode reap}, found
+   * without a system call (so an event loop may poll instead of sleeping).
+   */
+  hasCompletions?(): boolean;
   /** Runs the completions of every finished operation; returns how many ran. */
   reap(): number;
   /** Releases the engine (after its in-flight operations completed). */

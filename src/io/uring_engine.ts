@@ -182,6 +182,11 @@ export class UringFileIoEngine implements FileIoEngine {
     this.#flush();
   }
 
+  /** True when CQEs (or refused operations) wait for {@linkcode reap}; reads the mapped CQ ring only. */
+  hasCompletions(): boolean {
+    return this.#ring.cqReady > 0 || this.#refused.length > 0;
+  }
+
   /**
    * Drains `completionFd`, runs the completions of every finished operation
    * (resubmitting the rest of short transfers), hands queued operations to

@@ -88,6 +88,11 @@ export class SplitQueue {
     return this.#state.size;
   }
 
+  /** True when the driver published chains not popped yet (reads avail.idx; no side effect). */
+  hasAvailable(): boolean {
+    return this.#avail !== undefined && Atomics.load(this.#avail, 1) !== this.#state.nextAvail;
+  }
+
   /** Next used ring index to write (the used index once the last push is published). */
   get nextUsed(): number {
     return this.#state.nextUsed;

@@ -230,7 +230,9 @@ export class BlkRequestHandler implements QueueHandler {
     const fd = this.#engine.completionFd;
     if (fd !== undefined) {
       this.#watchedFd = fd;
-      context.watchFd(fd, EPOLLIN, () => this.#reap());
+      const engine = this.#engine;
+      const ready = engine.hasCompletions ? () => engine.hasCompletions!() : undefined;
+      context.watchFd(fd, EPOLLIN, () => this.#reap(), ready);
     }
   }
 
