@@ -55,8 +55,12 @@ export type BackendOptions = DeviceStateOptions;
 
 export { RequestError };
 
-/** Memory slots offered through GET_MAX_MEM_SLOTS. */
-export const MAX_MEM_SLOTS = 32;
+/**
+ * Memory slots offered through GET_MAX_MEM_SLOTS: 509, as rust-vmm's
+ * vhost-user-backend and virtiofsd offer (QEMU hot-plugs memory with up to
+ * this many ADD_MEM_REG regions). Translation is a binary search over them.
+ */
+export const MAX_MEM_SLOTS = 509;
 
 /**
  * Protocol features vhostd implements for every device. INFLIGHT_SHMFD: queue
@@ -190,7 +194,7 @@ export class VhostUserBackend {
     }
   }
 
-  /** SET_LOG_BASE: takes ownership of `fd`. */
+  /** SET_LOG_BASE: takes ownership of `fd`; a log smaller than guest memory is refused. */
   setLogBase(area: LogArea, fd: number): Promise<void> {
     return this.#logging.setLogBase(area, fd);
   }
@@ -270,14 +274,20 @@ export class VhostUserBackend {
     await this.#replaceRegions([...this.#regions, region], [], [region]);
   }
 
-  /** REM_MEM_REG: the region with the same guest address and size goes away. */
+  /**
+   * REM_MEM_REG: the region with the same guest address, size and user
+   * address goes away (vhost-user.rst: "identified by its guest address,
+   * user address and size. The mmap offset is ignored.").
+   */
   async removeMemRegion(desc: MemoryRegionDesc): Promise<void> {
     const victim = this.#regions.find((r) =>
-      r.desc.guestAddr === desc.guestAddr && r.desc.size === desc.size
+      r.desc.guestAddr === desc.guestAddr && r.desc.size === desc.size &&
+      r.desc.userAddr === desc.userAddr
     );
     if (!victim) {
       throw new RequestError(
-        `no memory region at 0x${desc.guestAddr.toString(16)} of size ${desc.size}`,
+        `no memory region at 0x${desc.guestAddr.toString(16)} of size ${desc.size}` +
+          ` and user address 0x${desc.userAddr.toString(16)}`,
       );
     }
     await this.#replaceRegions(this.#regions.filter((r) => r !== victim), [victim]);
@@ -309,6 +319,7 @@ export class VhostUserBackend {
     await this.#pool.setMemory(mappings);
     this.#regions = next;
     this.#memory = memory;
+    this.#logging.memoryChanged(memory.guestEnd);
     retired.forEach(unmapRegion);
     for (const ring of this.#rings) await this.#reconcile(ring);
   }

@@ -5,11 +5,20 @@
  * negotiated and a log is mapped). A replaced log is unmapped only after
  * every Worker has switched to the new one.
  *
+ * A log must cover all of guest memory (QEMU sizes it so, from the highest
+ * guest-physical address of the memory table): SET_LOG_BASE with a smaller
+ * log is refused and the previous log stays. When the memory table later
+ * grows past the log while logging runs (QEMU enlarges the log before it
+ * adds memory, so only another front-end does this), the change is accepted
+ * with a warning; the Workers never write past the log's end, they count
+ * and warn about the pages they could not mark.
+ *
  * @module
  */
 
 import { closeQuietly, munmap } from "../../ffi/mod.ts";
 import { mapFileRange, MappingError } from "../memory/mapped_regions.ts";
+import { logCoverage } from "../memory/dirty_log.ts";
 import type { LogArea } from "../protocol/mod.ts";
 import { log } from "../log.ts";
 import { RequestError } from "./request_error.ts";
@@ -33,6 +42,8 @@ export class DirtyLogging {
   #logFd = NO_FD;
   #logAll = false;
   #active = false;
+  /** First guest-physical address past the memory table (0: no memory yet). */
+  #guestEnd = 0;
 
   readonly #onChange: (active: boolean) => void;
 
@@ -58,6 +69,15 @@ export class DirtyLogging {
           `log of ${area.mmapSize} bytes at offset ${area.mmapOffset} is not usable`,
         );
       }
+      if (logCoverage(size) < this.#guestEnd) {
+        throw new RequestError(
+          `dirty log of ${size} bytes covers guest memory up to 0x${
+            logCoverage(size).toString(16)
+          }, but the memory table reaches 0x${this.#guestEnd.toString(16)} (${
+            Math.ceil(this.#guestEnd / logCoverage(1))
+          } bytes needed)`,
+        );
+      }
       const { base, length } = mapFileRange(fd, offset, size, "dirty log");
       mapped = { base, length, hostAddr: base + BigInt(offset), size };
     } catch (e) {
@@ -70,6 +90,28 @@ export class DirtyLogging {
     await this.#update(true);
     if (old) munmap(old.base, old.length);
     log.debug(`dirty log mapped: ${mapped.size} bytes`);
+  }
+
+  /**
+   * The memory table changed: its first guest-physical address past the end
+   * is `guestEnd`. Warns when logging runs and the log no longer covers it.
+   */
+  memoryChanged(guestEnd: number): void {
+    this.#guestEnd = guestEnd;
+    if (this.#active) this.#checkCoverage();
+  }
+
+  #checkCoverage(): void {
+    const m = this.#mapped;
+    if (m && logCoverage(m.size) < this.#guestEnd) {
+      log.warn(
+        `dirty log of ${m.size} bytes covers guest memory up to 0x${
+          logCoverage(m.size).toString(16)
+        } but the memory table reaches 0x${
+          this.#guestEnd.toString(16)
+        }: writes beyond are not logged until a larger SET_LOG_BASE`,
+      );
+    }
   }
 
   /** SET_LOG_FD: the eventfd written after the log was updated (takes ownership). */
@@ -98,12 +140,14 @@ export class DirtyLogging {
       this.#logFd,
     );
     if (changed) this.#onChange(active);
+    if (changed && active) this.#checkCoverage();
   }
 
   /** Stops logging in the Workers and releases the log and its eventfd. */
   async close(): Promise<void> {
     this.#logAll = false;
     this.#active = false;
+    this.#guestEnd = 0;
     await this.#pool.setLog(null, NO_FD);
     if (this.#mapped) munmap(this.#mapped.base, this.#mapped.length);
     this.#mapped = undefined;

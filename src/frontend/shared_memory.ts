@@ -128,6 +128,27 @@ export class SharedGuestMemory {
     }));
   }
 
+  /**
+   * The memory described as `count` equal, guest-contiguous regions, all in
+   * this memfd at increasing offsets: what a front-end adds one by one with
+   * ADD_MEM_REG (QEMU's memory hot-plug uses up to 509 slots), each with
+   * `fd`. Only descriptions: `guestMemory` and `alloc` keep the regions the
+   * memory was created with, and `bytes`/`userAddr` work across all of them.
+   * Throws RangeError unless the size is a multiple of `count` pages.
+   */
+  splitRegionDescs(count: number): MemoryRegionDesc[] {
+    if (!Number.isInteger(count) || count < 1 || this.size % (count * PAGE_SIZE) !== 0) {
+      throw new RangeError(`${this.size} bytes cannot be split into ${count} page-sized regions`);
+    }
+    const size = this.size / count;
+    return Array.from({ length: count }, (_, i) => ({
+      guestAddr: BigInt(this.guestBase + i * size),
+      size: BigInt(size),
+      userAddr: this.mapAddress + BigInt(i * size),
+      mmapOffset: BigInt(i * size),
+    }));
+  }
+
   /** One fd per region (all the same memfd), in `regionDescs()` order. */
   regionFds(): number[] {
     return this.guestMemory.regions.map(() => this.fd);

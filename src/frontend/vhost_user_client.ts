@@ -206,6 +206,15 @@ export class VhostUserClient {
     this.request(FrontendRequest.ADD_MEM_REG, encodeSingleRegion(region), [fd]);
   }
 
+  /**
+   * ADD_MEM_REG for each of `regions` in order, all mapped from `fd` (for
+   * example `SharedGuestMemory.splitRegionDescs`), one message each as QEMU
+   * hot-plugs memory. Stops at the first refusal, which it throws.
+   */
+  addMemRegs(regions: readonly MemoryRegionDesc[], fd: number): void {
+    for (const region of regions) this.addMemReg(region, fd);
+  }
+
   /** REM_MEM_REG (needs CONFIGURE_MEM_SLOTS). */
   remMemReg(region: MemoryRegionDesc): void {
     this.request(FrontendRequest.REM_MEM_REG, encodeSingleRegion(region));

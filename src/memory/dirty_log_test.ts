@@ -30,3 +30,18 @@ Deno.test("DirtyLog keeps bits set by others and ignores pages beyond the log", 
   assert.deepEqual(setBits(bits), [1, 7]);
   assert.equal(log.outOfRange, 1);
 });
+
+Deno.test("DirtyLog: a write straddling the log's end marks the pages inside, counts those beyond, never writes past the bitmap", () => {
+  const backing = new Uint8Array(3);
+  const bits = backing.subarray(0, 2); // 16 pages; the byte after is not the log's
+  const log = new DirtyLog(bits);
+  log.markWritten(LOG_PAGE_SIZE * 14, LOG_PAGE_SIZE * 4); // pages 14..17
+  assert.deepEqual(setBits(bits), [14, 15]);
+  assert.equal(backing[2], 0, "nothing written past the log");
+  assert.equal(log.takeMarked(), 2, "the pages that were marked are reported");
+  assert.equal(log.outOfRange, 2);
+  log.markWritten(LOG_PAGE_SIZE * 2 ** 33, 1); // far beyond: no wrap-around into the log
+  assert.deepEqual(setBits(bits), [14, 15]);
+  assert.equal(log.outOfRange, 3);
+  assert.equal(log.takeMarked(), 0);
+});

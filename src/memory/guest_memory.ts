@@ -44,14 +44,29 @@ export interface ResolvedRange {
  * The guest memory table. Lookups check that the whole range lies inside one
  * region; a range that straddles two regions or leaves guest memory resolves
  * to `undefined`, never to a partial view.
+ *
+ * Translation stays cheap with hundreds of regions (GET_MAX_MEM_SLOTS offers
+ * 509): the last region hit is tried first (consecutive segments of a request
+ * usually share one), then a binary search over the region starts, kept in
+ * sorted Float64Arrays for guest-physical and for front-end addresses.
  */
 export class GuestMemory {
   /** Regions sorted by guest address. */
   readonly regions: readonly GuestRegion[];
   /** Set while dirty-page logging is on; every back-end write is reported to it. */
   writeObserver: WriteObserver | undefined;
+  /** `regions[i].guestAddr`, ascending. */
+  readonly #guestStarts: Float64Array;
+  /** Regions sorted by front-end virtual address. */
+  readonly #byUser: readonly GuestRegion[];
+  /** `#byUser[i].userAddr`, ascending. */
+  readonly #userStarts: Float64Array;
+  /** The region of the last successful guest-physical lookup (tried first). */
+  #lastGuest: GuestRegion | undefined;
+  /** The region of the last successful front-end address lookup. */
+  #lastUser: GuestRegion | undefined;
 
-  /** Builds a table from regions; overlapping guest ranges are refused. */
+  /** Builds a table from regions; regions overlapping in guest or front-end addresses are refused. */
   constructor(regions: readonly GuestRegion[]) {
     const sorted = [...regions].sort((a, b) => a.guestAddr - b.guestAddr);
     for (let i = 1; i < sorted.length; i++) {
@@ -62,33 +77,65 @@ export class GuestMemory {
         );
       }
     }
+    const byUser = [...sorted].sort((a, b) => a.userAddr - b.userAddr);
+    for (let i = 1; i < byUser.length; i++) {
+      const prev = byUser[i - 1];
+      if (prev.userAddr + prev.size > byUser[i].userAddr) {
+        throw new RangeError(
+          `guest memory regions overlap in user addresses at 0x${byUser[i].userAddr.toString(16)}`,
+        );
+      }
+    }
     this.regions = sorted;
+    this.#guestStarts = new Float64Array(sorted.length);
+    this.#userStarts = new Float64Array(sorted.length);
+    for (let i = 0; i < sorted.length; i++) {
+      this.#guestStarts[i] = sorted[i].guestAddr;
+      this.#userStarts[i] = byUser[i].userAddr;
+    }
+    this.#byUser = byUser;
+    this.#lastGuest = sorted[0];
+    this.#lastUser = byUser[0];
   }
 
   /** Resolves guest-physical `[gpa, gpa+len)`; `undefined` when not entirely inside one region. */
   resolve(gpa: number, len: number): ResolvedRange | undefined {
     if (!(len >= 0) || !(gpa >= 0)) return undefined;
-    const regions = this.regions;
-    for (let i = 0; i < regions.length; i++) {
-      const r = regions[i];
-      const offset = gpa - r.guestAddr;
-      if (offset >= 0 && offset < r.size) {
-        return offset + len <= r.size ? { region: r, offset } : undefined;
-      }
+    let r = this.#lastGuest;
+    if (r === undefined) return undefined;
+    let offset = gpa - r.guestAddr;
+    if (!(offset >= 0 && offset < r.size)) {
+      const i = lastAtOrBelow(this.#guestStarts, gpa);
+      if (i < 0) return undefined;
+      r = this.regions[i];
+      offset = gpa - r.guestAddr;
+      if (offset >= r.size) return undefined;
+      this.#lastGuest = r;
     }
-    return undefined;
+    return offset + len <= r.size ? { region: r, offset } : undefined;
   }
 
   /** Resolves a front-end virtual range (ring addresses); `undefined` when outside the table. */
   resolveUserAddr(uaddr: number, len: number): ResolvedRange | undefined {
     if (!(len >= 0) || !(uaddr >= 0)) return undefined;
-    for (const r of this.regions) {
-      const offset = uaddr - r.userAddr;
-      if (offset >= 0 && offset < r.size) {
-        return offset + len <= r.size ? { region: r, offset } : undefined;
-      }
+    let r = this.#lastUser;
+    if (r === undefined) return undefined;
+    let offset = uaddr - r.userAddr;
+    if (!(offset >= 0 && offset < r.size)) {
+      const i = lastAtOrBelow(this.#userStarts, uaddr);
+      if (i < 0) return undefined;
+      r = this.#byUser[i];
+      offset = uaddr - r.userAddr;
+      if (offset >= r.size) return undefined;
+      this.#lastUser = r;
     }
-    return undefined;
+    return offset + len <= r.size ? { region: r, offset } : undefined;
+  }
+
+  /** The first guest-physical address past the highest region (0 for an empty table). */
+  get guestEnd(): number {
+    const last = this.regions[this.regions.length - 1];
+    return last ? last.guestAddr + last.size : 0;
   }
 
   /** Byte view of guest-physical `[gpa, gpa+len)`, or `undefined` when out of bounds. */
@@ -113,6 +160,19 @@ export class GuestMemory {
     const hit = this.resolveUserAddr(uaddr, 0);
     return hit ? hit.region.guestAddr + hit.offset : undefined;
   }
+}
+
+/** Index of the last element of ascending `starts` that is <= `addr`, or -1. */
+function lastAtOrBelow(starts: Float64Array, addr: number): number {
+  let lo = 0;
+  let hi = starts.length - 1;
+  if (hi < 0 || addr < starts[0]) return -1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1;
+    if (starts[mid] <= addr) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
 }
 
 /**

@@ -164,9 +164,32 @@ export function viewRegion(r: RegionPlacement): GuestRegion {
   };
 }
 
-/** Builds a GuestMemory over mapped regions (main-thread views). */
+/**
+ * The views made by the previous {@linkcode guestMemoryOf} call in this
+ * isolate, by placement. QEMU adds regions one at a time (ADD_MEM_REG, up to
+ * 509), and every add rebuilds the table in the main thread and in each
+ * Worker: regions that did not move keep their views instead of a new
+ * ArrayBuffer each. A view is only a pointer and a length, so reusing one for
+ * an identical placement is exact even if the mapping was replaced meanwhile.
+ */
+let previousViews = new Map<string, GuestRegion>();
+
+function placementKey(r: RegionPlacement): string {
+  return `${r.hostAddr}/${r.size}/${r.guestAddr}/${r.userAddr}`;
+}
+
+/** Builds a GuestMemory over mapped regions (views valid in this isolate). */
 export function guestMemoryOf(regions: readonly RegionPlacement[]): GuestMemory {
-  return new GuestMemory(regions.map(viewRegion));
+  const views = new Map<string, GuestRegion>();
+  const list = regions.map((r) => {
+    const key = placementKey(r);
+    const view = previousViews.get(key) ?? viewRegion(r);
+    views.set(key, view);
+    return view;
+  });
+  const memory = new GuestMemory(list);
+  previousViews = views;
+  return memory;
 }
 
 /** Closes fds quietly (helper for callers that own region fds). */
