@@ -31,9 +31,8 @@ import {
   EPOLLIN,
   epollWait,
   eventfdRead,
-  eventfdWrite,
   mapArrayBuffer,
-  SyscallError,
+  signalEventfd,
 } from "../../ffi/mod.ts";
 import { GuestMemory } from "../memory/guest_memory.ts";
 import { guestMemoryOf } from "../memory/mapped_regions.ts";
@@ -261,16 +260,10 @@ class QueueWorker implements QueueContext {
    * means the driver has an interrupt pending already.
    */
   #signal(ring: ActiveRing, fd: number, what: string): void {
-    try {
-      eventfdWrite(fd, 1);
-    } catch (e) {
-      if (e instanceof SyscallError && e.code === "EAGAIN") return;
-      if (what === "err") {
-        log.warn(`queue ${ring.runner.index}: err fd ${fd} cannot be signalled: ${message(e)}`);
-        return;
-      }
-      ring.runner.breakRing(`${what} fd ${fd} cannot be signalled: ${message(e)}`);
-    }
+    if (signalEventfd(fd)) return;
+    const reason = `${what} fd ${fd} cannot be signalled`;
+    if (what === "err") log.warn(`queue ${ring.runner.index}: ${reason}`);
+    else ring.runner.breakRing(reason);
   }
 
   #hostFdReady(fd: number, events: number): void {
@@ -292,13 +285,9 @@ class QueueWorker implements QueueContext {
     }
     for (const ring of this.#rings.values()) this.#notify(ring);
     if (this.#log && this.#log.takeMarked() > 0 && this.#logFd !== NO_FD) {
-      try {
-        eventfdWrite(this.#logFd, 1);
-      } catch (e) {
-        if (!(e instanceof SyscallError && e.code === "EAGAIN")) {
-          log.warn(`the dirty-log fd cannot be signalled, not signalling it again: ${message(e)}`);
-          this.#logFd = NO_FD;
-        }
+      if (!signalEventfd(this.#logFd)) {
+        log.warn(`the dirty-log fd ${this.#logFd} cannot be signalled; not signalling it again`);
+        this.#logFd = NO_FD;
       }
     }
   }
