@@ -37,7 +37,7 @@ import { isValidQueueSize, usedRingSize } from "../virtqueue/layout.ts";
 import { InflightQueue } from "../virtqueue/inflight_region.ts";
 import type { SplitQueueState } from "../virtqueue/split_queue.ts";
 import { log } from "../log.ts";
-import { Vring } from "./vring.ts";
+import { acceptNotificationFd, type NotificationFdKind, Vring } from "./vring.ts";
 import type { WorkerPool } from "./worker_pool.ts";
 import { NO_FD, type RegionMapping } from "./worker_protocol.ts";
 import { RequestError } from "./request_error.ts";
@@ -334,14 +334,29 @@ export class VhostUserBackend {
     return ring;
   }
 
-  /** The ring `index`; when it does not exist, `fd` (which the caller handed over) is closed. */
-  #ringTakingFd(index: number, fd: number): Vring {
+  /**
+   * The ring `index` for a new `kind` fd (NO_FD for the no-fd flag), checked
+   * and made non-blocking (see acceptNotificationFd). When the ring does not
+   * exist or the fd is refused, `fd` (which the caller handed over) is closed
+   * and RequestError thrown: the ring keeps its previous fd and state.
+   */
+  #ringTakingFd(index: number, fd: number, kind: NotificationFdKind): Vring {
+    let ring: Vring;
     try {
-      return this.#ring(index);
+      ring = this.#ring(index);
     } catch (e) {
       closeQuietly(fd);
       throw e;
     }
+    if (fd === NO_FD) return ring;
+    const refusal = acceptNotificationFd(fd);
+    if (refusal !== undefined) {
+      closeQuietly(fd);
+      throw new RequestError(
+        `ring ${index}: ${kind} fd refused, the ring keeps its previous one: ${refusal}`,
+      );
+    }
+    return ring;
   }
 
   /** SET_VRING_NUM. */
@@ -402,7 +417,7 @@ export class VhostUserBackend {
 
   /** SET_VRING_KICK: takes ownership of `fd`; starts the ring. */
   async setVringKick(index: number, fd: number): Promise<void> {
-    const ring = this.#ringTakingFd(index, fd);
+    const ring = this.#ringTakingFd(index, fd, "kick");
     if (ring.running) await this.#stopRing(ring);
     ring.kickFd = Vring.replaceFd(ring.kickFd, fd);
     ring.started = true;
@@ -412,14 +427,14 @@ export class VhostUserBackend {
 
   /** SET_VRING_CALL: takes ownership of `fd`. */
   async setVringCall(index: number, fd: number): Promise<void> {
-    const ring = this.#ringTakingFd(index, fd);
+    const ring = this.#ringTakingFd(index, fd, "call");
     if (ring.running) await this.#pool.setCall(index, fd);
     ring.callFd = Vring.replaceFd(ring.callFd, fd);
   }
 
   /** SET_VRING_ERR: takes ownership of `fd`. */
   async setVringErr(index: number, fd: number): Promise<void> {
-    const ring = this.#ringTakingFd(index, fd);
+    const ring = this.#ringTakingFd(index, fd, "err");
     const wasRunning = ring.running;
     if (wasRunning) await this.#stopRing(ring);
     ring.errFd = Vring.replaceFd(ring.errFd, fd);
