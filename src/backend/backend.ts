@@ -471,8 +471,14 @@ export class VhostUserBackend {
         ring.errFd,
         inflight,
       );
-      if (error !== undefined) ring.broken = true;
-      else log.debug(`ring ${ring.index} running (size ${ring.size}, avail ${state.nextAvail})`);
+      if (error !== undefined) {
+        ring.broken = true;
+        return;
+      }
+      log.debug(`ring ${ring.index} running (size ${ring.size}, avail ${state.nextAvail})`);
+      // A ring running ends the start sequence that follows a LOAD (a blk device stops keeping
+      // its loaded cache mode across resets); ring starts after that change nothing.
+      this.#device.ringStarted?.();
     } else if (!shouldRun && ring.running) {
       await this.#stopRing(ring);
     }
