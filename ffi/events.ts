@@ -172,3 +172,25 @@ export function pollFd(fd: number, events: number, timeoutMs: number): number {
   if (n === 0 || lastErrno() === EINTR) return 0;
   return throwLastError("poll", `fd ${fd}`);
 }
+
+/**
+ * Waits up to `timeoutMs` (-1: no limit) for events on several fds at once
+ * (`poll`); returns each entry's revents mask, all 0 on timeout or when a
+ * signal interrupted the wait. A closed fd gives POLLNVAL.
+ */
+export function pollFds(
+  entries: readonly { fd: number; events: number }[],
+  timeoutMs: number,
+): number[] {
+  const buffer = allocateBytes(8 * entries.length);
+  const view = new DataView(buffer.buffer);
+  entries.forEach(({ fd, events }, i) => {
+    view.setInt32(i * 8, fd, true);
+    view.setInt16(i * 8 + 4, events, true);
+  });
+  const n = libc().poll(buffer, BigInt(entries.length), timeoutMs);
+  if (n < 0 && lastErrno() !== EINTR) {
+    throwLastError("poll", `fds ${entries.map((e) => e.fd).join(", ")}`);
+  }
+  return entries.map((_, i) => n > 0 ? view.getUint16(i * 8 + 6, true) : 0);
+}

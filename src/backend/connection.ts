@@ -2,10 +2,13 @@
  * One front-end connection: reads whole vhost-user messages (header,
  * payload, fds) from a non-blocking Unix socket and sends replies.
  *
- * A front-end sends each message in one sendmsg, so once the header is there
- * the payload follows at once; a peer that takes longer than
- * MESSAGE_TIMEOUT_MS to finish a started message is treated as broken, so it
- * cannot hang the daemon.
+ * Reading is incremental: {@linkcode Connection.readAvailable} takes what
+ * has arrived, keeps a partial message (and the fds that came with it)
+ * across calls, and never waits, so the main thread is never held by a
+ * slow peer. How long a peer may stay silent inside a message is the
+ * daemon's decision ({@linkcode Connection.silentForMs},
+ * {@linkcode Connection.messageAgeMs}). {@linkcode Connection.readMessage}
+ * is the older blocking form (one deadline for the rest of a message).
  *
  * @module
  */
@@ -20,10 +23,16 @@ import {
   sendMessage,
   SyscallError,
 } from "../../ffi/mod.ts";
-import { decodeHeader, HEADER_SIZE, MAX_PAYLOAD_SIZE, requestName } from "../protocol/mod.ts";
+import {
+  decodeHeader,
+  HEADER_SIZE,
+  MAX_PAYLOAD_SIZE,
+  type MessageHeader,
+  requestName,
+} from "../protocol/mod.ts";
 import type { IncomingMessage } from "./dispatcher.ts";
 
-/** Longest wait for the rest of a started message, or for room to send a reply. */
+/** Default wait of the blocking readMessage() for the rest of a message, and for room to send. */
 const MESSAGE_TIMEOUT_MS = 1000;
 /** Most fds any request carries (SET_MEM_TABLE: 8); one more detects excess. */
 const MAX_FDS = 9;
@@ -35,11 +44,23 @@ export type ReadResult =
   | { kind: "closed" }
   | { kind: "broken"; reason: string };
 
+/** A message being received. */
+interface Partial {
+  got: number;
+  header?: MessageHeader;
+  payload?: Uint8Array;
+  offset: number;
+  fds: number[];
+  started: number;
+  lastProgress: number;
+}
+
 /** A connected front-end socket. */
 export class Connection {
   /** The socket fd (non-blocking). */
   readonly fd: number;
   readonly #header = new Uint8Array(HEADER_SIZE);
+  #partial: Partial | undefined;
   #closed = false;
 
   /** Wraps an accepted, non-blocking socket; the connection owns it. */
@@ -47,70 +68,140 @@ export class Connection {
     this.fd = fd;
   }
 
-  /** Reads the next message if one has arrived. Received fds are never leaked. */
-  readMessage(): ReadResult {
-    const fds: number[] = [];
-    const fail = (reason: string): ReadResult => {
-      fds.forEach(closeQuietly);
-      return { kind: "broken", reason };
-    };
+  /** True while a message has started to arrive but is not complete. */
+  get midMessage(): boolean {
+    return this.#partial !== undefined;
+  }
+
+  /** Milliseconds since the last byte of the unfinished message arrived (0 when none). */
+  silentForMs(now: number = performance.now()): number {
+    return this.#partial ? now - this.#partial.lastProgress : 0;
+  }
+
+  /** Milliseconds since the unfinished message began (0 when none). */
+  messageAgeMs(now: number = performance.now()): number {
+    return this.#partial ? now - this.#partial.started : 0;
+  }
+
+  /** Where the unfinished message stands, for a log line. */
+  describePartial(): string {
+    const p = this.#partial;
+    if (!p) return "between messages";
+    if (!p.header) return `inside a message header (${p.got} of ${HEADER_SIZE} bytes)`;
+    return `inside the payload of ${
+      requestName(p.header.request)
+    } (${p.offset} of ${p.header.size} bytes)`;
+  }
+
+  /**
+   * Takes whatever has arrived without waiting: a whole message, "again"
+   * (nothing, or only part of a message so far: see `midMessage`), "closed"
+   * between messages, or "broken" (closed inside a message, too many fds,
+   * an absurd size). Received fds are never leaked.
+   */
+  readAvailable(): ReadResult {
     try {
-      const first = this.#receive(this.#header, fds, MSG_DONTWAIT);
-      if (first === "again") return { kind: "again" };
-      if (first === 0) return { kind: "closed" };
-      if (first === "truncated") return fail("too many fds with one message");
-      // One deadline for the whole rest of the message: a peer trickling bytes cannot hold
-      // the main thread (and every other session) for longer than that.
-      const deadline = performance.now() + MESSAGE_TIMEOUT_MS;
-      let got = first;
-      while (got < HEADER_SIZE) {
-        const n = this.#receiveWithin(this.#header.subarray(got), fds, deadline);
-        if (typeof n === "string") return fail(`${n} inside a message header`);
-        got += n;
-      }
-      const header = decodeHeader(this.#header);
-      if (header.size > MAX_PAYLOAD_SIZE) {
-        // The stream cannot be resynchronised after an absurd size.
-        return fail(
-          `${
-            requestName(header.request)
-          } announces a ${header.size}-byte payload (limit ${MAX_PAYLOAD_SIZE})`,
-        );
-      }
-      const payload = new Uint8Array(header.size);
-      for (let off = 0; off < header.size;) {
-        const n = this.#receiveWithin(payload.subarray(off), fds, deadline);
-        if (typeof n === "string") {
-          return fail(`${n} inside the payload of ${requestName(header.request)}`);
+      for (;;) {
+        const p = this.#partial;
+        const target = !p || !p.header
+          ? this.#header.subarray(p?.got ?? 0)
+          : p.payload!.subarray(p.offset);
+        // A message without payload is complete as soon as its header is.
+        if (p?.header && target.length === 0) return this.#complete();
+        const fds: number[] = [];
+        const r = this.#receive(target, fds);
+        if (r === "again") return { kind: "again" };
+        const now = performance.now();
+        const current = this.#partial ??= {
+          got: 0,
+          offset: 0,
+          fds: [],
+          started: now,
+          lastProgress: now,
+        };
+        current.fds.push(...fds);
+        if (r === "truncated") return this.#fail("too many fds with one message");
+        if (r === 0) {
+          if (current.got === 0 && !current.header) {
+            this.#partial = undefined;
+            return { kind: "closed" };
+          }
+          return this.#fail(`peer closed ${this.describePartial()}`);
         }
-        off += n;
+        current.lastProgress = now;
+        if (!current.header) {
+          current.got += r;
+          if (current.got < HEADER_SIZE) continue;
+          const header = decodeHeader(this.#header);
+          if (header.size > MAX_PAYLOAD_SIZE) {
+            // The stream cannot be resynchronised after an absurd size.
+            return this.#fail(
+              `${
+                requestName(header.request)
+              } announces a ${header.size}-byte payload (limit ${MAX_PAYLOAD_SIZE})`,
+            );
+          }
+          current.header = header;
+          current.payload = new Uint8Array(header.size);
+        } else {
+          current.offset += r;
+        }
+        if (current.offset === current.header.size) return this.#complete();
       }
-      return { kind: "message", message: { header, payload, fds } };
     } catch (e) {
-      return fail(e instanceof Error ? e.message : String(e));
+      return this.#fail(e instanceof Error ? e.message : String(e));
     }
   }
 
-  #receive(buf: Uint8Array, fds: number[], flags: number): number | "again" | "truncated" {
+  #complete(): ReadResult {
+    const p = this.#partial!;
+    this.#partial = undefined;
+    return { kind: "message", message: { header: p.header!, payload: p.payload!, fds: p.fds } };
+  }
+
+  #fail(reason: string): ReadResult {
+    this.#partial?.fds.forEach(closeQuietly);
+    this.#partial = undefined;
+    return { kind: "broken", reason };
+  }
+
+  /**
+   * Gives up on the unfinished message (its fds are closed) and returns why,
+   * for a caller that decided the peer took too long.
+   */
+  abandonPartial(why: string): string {
+    const reason = `${why} ${this.describePartial()}`;
+    this.#fail(reason);
+    return reason;
+  }
+
+  /**
+   * Reads the next message, waiting (blocking this thread) up to
+   * `timeoutMs` in all for the rest of one that has started.
+   */
+  readMessage(timeoutMs: number = MESSAGE_TIMEOUT_MS): ReadResult {
+    let deadline: number | undefined;
+    for (;;) {
+      const r = this.readAvailable();
+      if (r.kind !== "again" || !this.midMessage) return r;
+      // One deadline for the whole rest of the message: a peer trickling bytes cannot hold
+      // this thread for longer than that.
+      deadline ??= performance.now() + timeoutMs;
+      const left = Math.ceil(deadline - performance.now());
+      if (left <= 0 || (pollFd(this.fd, POLLIN, left) & POLLIN) === 0) {
+        return { kind: "broken", reason: this.abandonPartial("peer stalled") };
+      }
+    }
+  }
+
+  #receive(buf: Uint8Array, fds: number[]): number | "again" | "truncated" {
     try {
-      const r = receiveMessage(this.fd, buf, MAX_FDS, flags);
+      const r = receiveMessage(this.fd, buf, MAX_FDS, MSG_DONTWAIT);
       fds.push(...r.fds);
       return r.controlTruncated ? "truncated" : r.bytes;
     } catch (e) {
       if (e instanceof SyscallError && e.code === "EAGAIN") return "again";
       throw e;
-    }
-  }
-
-  /** Receives at least one byte of the rest of a message, waiting until `deadline` at most. */
-  #receiveWithin(buf: Uint8Array, fds: number[], deadline: number): number | string {
-    for (;;) {
-      const r = this.#receive(buf, fds, MSG_DONTWAIT);
-      if (r === "truncated") return "too many fds";
-      if (r === 0) return "peer closed";
-      if (r !== "again") return r;
-      const left = Math.ceil(deadline - performance.now());
-      if (left <= 0 || (pollFd(this.fd, POLLIN, left) & POLLIN) === 0) return "peer stalled";
     }
   }
 
@@ -129,10 +220,12 @@ export class Connection {
     }
   }
 
-  /** Closes the socket (idempotent). */
+  /** Closes the socket and any fds of an unfinished message (idempotent). */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#partial?.fds.forEach(closeQuietly);
+    this.#partial = undefined;
     closeQuietly(this.fd);
   }
 }

@@ -4,6 +4,14 @@
  * down cleanly on SIGINT/SIGTERM (rings stopped with nothing in flight,
  * backing flushed, socket removed).
  *
+ * Nothing a front-end does can wedge it: messages are read incrementally
+ * (a slow peer never holds the main thread), a peer silent inside a message
+ * is dropped after MESSAGE_SILENCE_MS (or a message not complete after
+ * MESSAGE_TOTAL_MS), and gives way at once to a new front-end after
+ * STUCK_YIELD_MS; a front-end that hangs up while a request is still being
+ * handled (CHECK_DEVICE_STATE waiting for a pipe nobody drains) aborts that
+ * session's state transfer.
+ *
  * @module
  */
 
@@ -13,7 +21,9 @@ import {
   closeQuietly,
   connectUnix,
   listenSocket,
+  POLLERR,
   pollFd,
+  POLLHUP,
   POLLIN,
   POLLRDHUP,
   setNonBlocking,
@@ -47,6 +57,23 @@ export interface DaemonOptions {
 
 /** How long a connected front-end may take to hang up when a new one arrives. */
 const RECONNECT_GRACE_MS = 200;
+/**
+ * Longest silence inside a started message: 30 s, reset by every byte. A
+ * front-end sends a message in one sendmsg, so a gap inside one is a peer
+ * that is descheduled, stopped or swapping; on a loaded host that can take
+ * seconds, and waiting costs nothing since the main thread never waits.
+ */
+const MESSAGE_SILENCE_MS = 30_000;
+/** Longest time for one whole message, however it trickles in (the largest is 4 KiB). */
+const MESSAGE_TOTAL_MS = 120_000;
+/**
+ * A session silent inside a message for this long gives way when a new
+ * front-end connects (the one front-end a device serves is then the one that
+ * is alive); the same 1 s the old whole-message limit allowed.
+ */
+const STUCK_YIELD_MS = 1000;
+/** While a request is being handled, the socket is checked this often for a hang-up. */
+const HANGUP_CHECK_MS = 250;
 
 /** Signals that shut the daemon down cleanly. */
 const SIGNALS = ["SIGINT", "SIGTERM"] as const;
@@ -60,6 +87,14 @@ interface Session {
   backend: VhostUserBackend;
   dispatcher: Dispatcher;
   token: number;
+  /** Aborted when the front-end is gone: cancels its state transfer. */
+  gone: AbortController;
+  /** Fires when an unfinished message has been silent (or slow) too long. */
+  stallTimer?: ReturnType<typeof setTimeout>;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Creates a listening socket at `path`, replacing a stale socket nobody listens on. */
@@ -208,6 +243,10 @@ export class Daemon {
         // The current front-end may have left already with its last message and its
         // goodbye still unread (both connections pending at once): handle those first.
         if (this.#session && !this.#stopping) await this.#serve(this.#session);
+        // A session stuck inside a message gives way to the new front-end.
+        if (this.#session && !this.#stopping && this.#session.connection.midMessage) {
+          await this.#yieldIfStuck(this.#session);
+        }
         // A front-end that reconnects may open its new connection a moment before its
         // old one is closed: give the old one a short grace period to hang up.
         if (this.#session && !this.#stopping) {
@@ -226,7 +265,11 @@ export class Daemon {
           continue;
         }
         const connection = new Connection(fd);
-        const backend = new VhostUserBackend(this.#device, this.#pool, this.#backendOptions);
+        const gone = new AbortController();
+        const backend = new VhostUserBackend(this.#device, this.#pool, {
+          ...this.#backendOptions,
+          peerGone: gone.signal,
+        });
         const id = ++this.#sessions;
         const session: Session = {
           id,
@@ -234,6 +277,7 @@ export class Daemon {
           backend,
           dispatcher: new Dispatcher(backend),
           token: 0,
+          gone,
         };
         this.#session = session;
         session.token = this.#poller.watch(fd, () => this.#serialize(() => this.#serve(session)));
@@ -242,16 +286,94 @@ export class Daemon {
     });
   }
 
+  /**
+   * A new front-end is waiting and `session` is inside a message: once it has
+   * been silent for STUCK_YIELD_MS (waiting out the rest, without blocking),
+   * it is dropped so the new one can be served.
+   */
+  async #yieldIfStuck(session: Session): Promise<void> {
+    const left = STUCK_YIELD_MS - session.connection.silentForMs();
+    if (left > 0) {
+      await delay(left);
+      await this.#serve(session);
+    }
+    const c = session.connection;
+    if (this.#session !== session || !c.midMessage || c.silentForMs() < STUCK_YIELD_MS) return;
+    const reason = c.abandonPartial(`silent for ${(c.silentForMs() / 1000).toFixed(1)} s`);
+    await this.#endSession(session, `connection dropped for a new front-end: ${reason}`);
+  }
+
+  /** Arms the timer that drops a session whose unfinished message takes too long. */
+  #armStallTimer(session: Session): void {
+    if (session.stallTimer !== undefined) return;
+    const c = session.connection;
+    const due = Math.min(
+      MESSAGE_SILENCE_MS - c.silentForMs(),
+      MESSAGE_TOTAL_MS - c.messageAgeMs(),
+    );
+    session.stallTimer = setTimeout(() => {
+      session.stallTimer = undefined;
+      this.#serialize(() => this.#checkStall(session));
+    }, Math.max(0, Math.ceil(due)) + 1);
+  }
+
+  async #checkStall(session: Session): Promise<void> {
+    const c = session.connection;
+    if (this.#session !== session || !c.midMessage) return;
+    const silent = c.silentForMs() >= MESSAGE_SILENCE_MS;
+    if (silent || c.messageAgeMs() >= MESSAGE_TOTAL_MS) {
+      const reason = c.abandonPartial(
+        silent
+          ? `peer silent for ${MESSAGE_SILENCE_MS / 1000} s`
+          : `message not complete after ${MESSAGE_TOTAL_MS / 1000} s`,
+      );
+      return await this.#endSession(session, `connection dropped: ${reason}`);
+    }
+    this.#armStallTimer(session);
+  }
+
+  /**
+   * While a request is being handled, looks at the socket every
+   * HANGUP_CHECK_MS: a front-end that hung up meanwhile aborts its session's
+   * state transfer (CHECK_DEVICE_STATE may be waiting on a pipe that a hung
+   * peer holds open). Returns the function that stops watching.
+   */
+  #watchHangup(session: Session): () => void {
+    const timer = setInterval(() => {
+      if (session.gone.signal.aborted) return;
+      let events: number;
+      try {
+        events = pollFd(session.connection.fd, POLLRDHUP, 0);
+      } catch {
+        return;
+      }
+      if (events & (POLLRDHUP | POLLHUP | POLLERR)) {
+        log.warn(`session ${session.id}: the front-end hung up while a request was handled`);
+        session.gone.abort();
+      }
+    }, HANGUP_CHECK_MS);
+    return () => clearInterval(timer);
+  }
+
   /** Handles every message that has arrived on the session's socket. */
   async #serve(session: Session): Promise<void> {
     while (this.#session === session) {
-      const r = session.connection.readMessage();
-      if (r.kind === "again") return;
+      const r = session.connection.readAvailable();
+      if (r.kind === "again") {
+        if (session.connection.midMessage) this.#armStallTimer(session);
+        return;
+      }
       if (r.kind === "closed") return await this.#endSession(session, "front-end disconnected");
       if (r.kind === "broken") {
         return await this.#endSession(session, `connection dropped: ${r.reason}`);
       }
-      const reply = await session.dispatcher.dispatch(r.message);
+      const stopWatching = this.#watchHangup(session);
+      let reply;
+      try {
+        reply = await session.dispatcher.dispatch(r.message);
+      } finally {
+        stopWatching();
+      }
       if (reply) {
         try {
           session.connection.send(reply.bytes, reply.fds);
@@ -271,6 +393,9 @@ export class Daemon {
   async #endSession(session: Session, why: string): Promise<void> {
     if (this.#session !== session) return;
     this.#poller.unwatch(session.token);
+    clearTimeout(session.stallTimer);
+    session.stallTimer = undefined;
+    session.gone.abort();
     try {
       await session.backend.disconnect();
     } catch (e) {
@@ -288,6 +413,8 @@ export class Daemon {
     if (this.#stopping) return this.#done.promise;
     this.#stopping = true;
     log.info(`shutting down (${reason})`);
+    // A request waiting on a state transfer must not hold the shutdown up.
+    this.#session?.gone.abort();
     this.#serialize(async () => {
       let code = 0;
       if (this.#session) await this.#endSession(this.#session, "daemon shutting down");

@@ -6,6 +6,12 @@
  * resources and the device changes only after the whole stream was read,
  * verified and its state accepted by the device.
  *
+ * An abandoned transfer never outlives its session: when the connection
+ * ends (or its front-end hangs up while CHECK_DEVICE_STATE waits) the
+ * transfer Worker is cancelled, whoever holds the other pipe end; a LOAD
+ * then applies nothing and its staging is discarded. A transfer whose pipe
+ * moves no byte for TRANSFER_STALL_MS fails on its own.
+ *
  * @module
  */
 
@@ -29,7 +35,23 @@ export interface DeviceStateOptions {
   ownPipe?: boolean;
   /** Starts transfer Workers ahead of time (the daemon's); without it each transfer starts one. */
   runner?: TransferRunner;
+  /**
+   * Aborted when the session's front-end is gone (the daemon's, per
+   * connection): a running transfer is cancelled at once.
+   */
+  peerGone?: AbortSignal;
+  /** Longest time the state pipe may move no byte (default TRANSFER_STALL_MS). */
+  stallMs?: number;
 }
+
+/**
+ * A transfer whose pipe moves no byte for this long fails: 2 minutes. A
+ * stopped VM is waiting on it, so an honest peer (QEMU pumping the pipe
+ * between the migration stream and vhostd) is never silent that long,
+ * while a hung one cannot keep a transfer (and its fds) forever while its
+ * front-end stays connected. A front-end that goes away cancels at once.
+ */
+export const TRANSFER_STALL_MS = 120_000;
 
 /** What SET_DEVICE_STATE_FD answers: the u64, and an fd when vhostd returns its own pipe end. */
 export interface DeviceStateReply {
@@ -81,6 +103,7 @@ export class DeviceStateSession {
   ): Promise<DeviceStateReply> {
     let workerFd = fd;
     let returnedFd: number | undefined;
+    let staging: LoadStaging | undefined;
     try {
       if (params.phase !== DeviceStatePhase.STOPPED) {
         throw new RequestError(`transfer phase ${params.phase} is not supported (only STOPPED)`);
@@ -111,7 +134,7 @@ export class DeviceStateSession {
           dumpPath,
         };
       } else {
-        const staging = this.#support.prepareLoad();
+        staging = this.#support.prepareLoad();
         running = {
           transfer: this.#transfer({ direction, fd: workerFd, device, staging, dumpPath }),
           direction,
@@ -125,6 +148,7 @@ export class DeviceStateSession {
         ? { value: DEVICE_STATE_NO_FD }
         : { value: 0, fd: returnedFd };
     } catch (e) {
+      if (staging) this.#support.discardLoad(staging);
       closeQuietly(workerFd);
       if (returnedFd !== undefined) closeQuietly(returnedFd);
       if (workerFd !== fd) closeQuietly(fd);
@@ -135,7 +159,18 @@ export class DeviceStateSession {
   }
 
   #transfer(job: TransferJob): StateTransfer {
-    return this.#options.runner?.start(job) ?? new StateTransfer(job);
+    job.stallMs = this.#options.stallMs ?? TRANSFER_STALL_MS;
+    const transfer = this.#options.runner?.start(job) ?? new StateTransfer(job);
+    const gone = this.#options.peerGone;
+    if (gone) {
+      const onGone = () => transfer.cancel("the front-end went away");
+      if (gone.aborted) onGone();
+      else {
+        gone.addEventListener("abort", onGone, { once: true });
+        transfer.finished().then(() => gone.removeEventListener("abort", onGone));
+      }
+    }
+    return transfer;
   }
 
   /** CHECK_DEVICE_STATE: waits for the transfer and its processing; 0 on success. */
@@ -149,6 +184,11 @@ export class DeviceStateSession {
     this.#running = undefined;
     const mib = (outcome.bytes / 2 ** 20).toFixed(1);
     const where = running.dumpPath ? `, copy in ${running.dumpPath}` : "";
+    if (outcome.ok && running.transfer.cancelled) {
+      // The front-end abandoned it: a LOAD that completed anyway is not applied.
+      outcome.ok = false;
+      outcome.error = "aborted: the front-end went away";
+    }
     if (!outcome.ok) {
       if (running.staging) this.#support.discardLoad(running.staging);
       log.error(`device state ${running.direction} failed: ${outcome.error}${where}`);
@@ -169,16 +209,22 @@ export class DeviceStateSession {
     return 0;
   }
 
-  /** The connection is going away: let a running transfer end and drop what it staged. */
+  /**
+   * The connection is going away: cancel a running transfer, wait for its
+   * Worker (prompt: it waits only in poll, with the cancel fd), and drop
+   * what a LOAD staged. The device is left exactly as it was.
+   */
   async close(): Promise<void> {
     const running = this.#running;
     this.#running = undefined;
     if (!running) return;
+    running.transfer.cancel("its session ended before CHECK_DEVICE_STATE");
     const outcome = await running.transfer.finished();
+    // Only now: the Worker wrote into the staging fds until it reported.
     if (running.staging) this.#support.discardLoad(running.staging);
     log.warn(
-      `device state ${running.direction} abandoned (never checked): ${
-        outcome.error ?? "completed"
+      `device state ${running.direction} abandoned (never checked, nothing applied): ${
+        outcome.ok ? "it had completed" : outcome.error
       }`,
     );
   }

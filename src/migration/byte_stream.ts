@@ -2,11 +2,41 @@
  * Synchronous byte sinks and sources for the state stream. A transfer runs in
  * a Worker that blocks on its fd, so these calls block too.
  *
+ * A transfer Worker must never block forever: with {@linkcode FdWaitOptions}
+ * every wait for the fd (a non-blocking fd that said EAGAIN) is a poll on
+ * the fd and a cancel eventfd together, bounded by a no-progress limit, and
+ * the cancel fd is also looked at every few hundred calls when the fd never
+ * has to be waited for.
+ *
  * @module
  */
 
-import { EAGAIN, EPIPE, isErrno, pollFd, POLLIN, POLLOUT, readFd, writeFd } from "../../ffi/mod.ts";
+import {
+  EAGAIN,
+  EPIPE,
+  isErrno,
+  pollFd,
+  pollFds,
+  POLLIN,
+  POLLOUT,
+  readFd,
+  writeFd,
+} from "../../ffi/mod.ts";
 import { StateStreamError } from "./errors.ts";
+
+/** How an fd sink or source waits for a non-blocking fd. */
+export interface FdWaitOptions {
+  /** An eventfd that, once readable, cancels the transfer (not read, not closed here). */
+  cancelFd?: number;
+  /** Longest wait for the fd to become ready, in ms (default: no limit). */
+  stallMs?: number;
+}
+
+/** Thrown when the cancel fd fired. */
+export class TransferCancelled extends StateStreamError {}
+
+/** I/O calls between two looks at the cancel fd when the fd never needs waiting for. */
+const CANCEL_CHECK_EVERY = 256;
 
 /** Where a stream's bytes go. */
 export interface ByteSink {
@@ -26,10 +56,55 @@ export interface ByteSource {
   read(into: Uint8Array): number;
 }
 
-/** Waits until `fd` is ready; used when a peer handed over a non-blocking fd. */
-function waitReady(fd: number, events: number): void {
-  // A 0 result is a signal interruption: retrying the I/O call is harmless.
-  pollFd(fd, events, -1);
+/** Waits for `fd` (and the cancel fd); shared by FdSink and FdSource. */
+class FdWaiter {
+  readonly #fd: number;
+  readonly #cancelFd: number | undefined;
+  readonly #stallMs: number | undefined;
+  #calls = 0;
+
+  constructor(fd: number, opts: FdWaitOptions) {
+    this.#fd = fd;
+    this.#cancelFd = opts.cancelFd;
+    this.#stallMs = opts.stallMs;
+  }
+
+  /** Throws TransferCancelled once the cancel fd fired (looked at every few hundred calls). */
+  checkCancel(): void {
+    if (this.#cancelFd === undefined || ++this.#calls % CANCEL_CHECK_EVERY !== 0) return;
+    if (pollFd(this.#cancelFd, POLLIN, 0) & POLLIN) throw cancelled();
+  }
+
+  /** Waits until the fd is ready for `events`; throws when cancelled or stalled. */
+  wait(events: number): void {
+    const stall = this.#stallMs;
+    const deadline = stall === undefined ? undefined : performance.now() + stall;
+    for (;;) {
+      const left = deadline === undefined
+        ? -1
+        : Math.max(0, Math.ceil(deadline - performance.now()));
+      if (this.#cancelFd === undefined) {
+        if (pollFd(this.#fd, events, left) !== 0) return;
+      } else {
+        const [ready, cancel] = pollFds([
+          { fd: this.#fd, events },
+          { fd: this.#cancelFd, events: POLLIN },
+        ], left);
+        if (cancel & POLLIN) throw cancelled();
+        if (ready !== 0) return;
+      }
+      // 0: a timeout, or a signal interrupted the poll (then wait on).
+      if (deadline !== undefined && performance.now() >= deadline) {
+        throw new StateStreamError(
+          `no progress on state fd ${this.#fd} for ${(stall! / 1000).toFixed(0)} s`,
+        );
+      }
+    }
+  }
+}
+
+function cancelled(): TransferCancelled {
+  return new TransferCancelled("transfer cancelled");
 }
 
 function ioFailure(what: string, fd: number, error: unknown): StateStreamError {
@@ -40,27 +115,32 @@ function ioFailure(what: string, fd: number, error: unknown): StateStreamError {
 /**
  * Writes to an fd (a pipe end, a file), looping over short writes. A peer
  * that closed its end gives `StateStreamError("peer closed the stream")`.
- * Works on blocking and non-blocking fds; never closes the fd.
+ * Works on blocking and non-blocking fds; never closes the fd. Only a
+ * non-blocking fd can be cancelled or time out (a blocking one never waits
+ * in poll).
  */
 export class FdSink implements ByteSink {
   /** The fd written to. */
   readonly fd: number;
+  readonly #waiter: FdWaiter;
 
   /** Wraps `fd`; the caller keeps ownership. */
-  constructor(fd: number) {
+  constructor(fd: number, opts: FdWaitOptions = {}) {
     this.fd = fd;
+    this.#waiter = new FdWaiter(fd, opts);
   }
 
   /** Writes all of `bytes`. */
   write(bytes: Uint8Array): void {
     let done = 0;
     while (done < bytes.length) {
+      this.#waiter.checkCancel();
       let n: number;
       try {
         n = writeFd(this.fd, done === 0 ? bytes : bytes.subarray(done));
       } catch (error) {
         if (isErrno(error, EAGAIN)) {
-          waitReady(this.fd, POLLOUT);
+          this.#waiter.wait(POLLOUT);
           continue;
         }
         if (isErrno(error, EPIPE)) {
@@ -78,21 +158,24 @@ export class FdSink implements ByteSink {
 export class FdSource implements ByteSource {
   /** The fd read from. */
   readonly fd: number;
+  readonly #waiter: FdWaiter;
 
   /** Wraps `fd`; the caller keeps ownership. */
-  constructor(fd: number) {
+  constructor(fd: number, opts: FdWaitOptions = {}) {
     this.fd = fd;
+    this.#waiter = new FdWaiter(fd, opts);
   }
 
   /** Reads what is available (at least one byte), 0 at end of stream. */
   read(into: Uint8Array): number {
     if (into.length === 0) return 0;
     for (;;) {
+      this.#waiter.checkCancel();
       try {
         return readFd(this.fd, into);
       } catch (error) {
         if (!isErrno(error, EAGAIN)) throw ioFailure("reading from", this.fd, error);
-        waitReady(this.fd, POLLIN);
+        this.#waiter.wait(POLLIN);
       }
     }
   }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { closeQuietly } from "../../ffi/mod.ts";
+import { closeQuietly, eventfd, eventfdWrite } from "../../ffi/mod.ts";
 import type { TransferJob, TransferReport } from "./transfer_protocol.ts";
 
 /** The outcome of a transfer. */
@@ -31,16 +31,38 @@ export class StateTransfer {
   bytes = 0;
   readonly #worker: Worker;
   readonly #done: Promise<TransferOutcome>;
+  /** The eventfd that cancels the Worker's waits; closed once the Worker has reported. */
+  readonly #cancelFd: number;
+  #cancelReason: string | undefined;
+  #over = false;
 
   /**
    * Starts `job` in `worker` (a fresh transfer Worker; a new one when not
-   * given). The job's fd belongs to the transfer from now on.
+   * given). The job's fd belongs to the transfer from now on (unless this
+   * throws).
    */
   constructor(job: TransferJob, worker: Worker = spawnTransferWorker()) {
     this.direction = job.direction;
     const started = performance.now();
     this.#worker = worker;
+    try {
+      this.#cancelFd = eventfd(0);
+    } catch (e) {
+      // The job's fd stays the caller's when the transfer could not start.
+      worker.terminate();
+      throw e;
+    }
     this.#done = new Promise<TransferOutcome>((resolve) => {
+      const finish = (outcome: TransferOutcome) => {
+        // The Worker is done with the cancel fd only now: closing it earlier could let its
+        // number be reused under a poll that is still running.
+        this.#over = true;
+        closeQuietly(this.#cancelFd);
+        if (this.#cancelReason !== undefined && !outcome.ok) {
+          outcome.error = `aborted (${this.#cancelReason}): ${outcome.error}`;
+        }
+        resolve(outcome);
+      };
       this.#worker.onmessage = (e: MessageEvent<TransferReport>) => {
         const report = e.data;
         if (report.type === "progress") {
@@ -48,7 +70,7 @@ export class StateTransfer {
           return;
         }
         this.bytes = report.bytes ?? this.bytes;
-        resolve({
+        finish({
           ok: report.ok,
           error: report.error,
           bytes: this.bytes,
@@ -60,7 +82,7 @@ export class StateTransfer {
         e.preventDefault();
         // The Worker died before it could close the fd.
         closeQuietly(job.fd);
-        resolve({
+        finish({
           ok: false,
           error: `transfer worker failed: ${e.message}`,
           bytes: this.bytes,
@@ -68,7 +90,23 @@ export class StateTransfer {
         });
       };
     });
-    this.#worker.postMessage(job);
+    this.#worker.postMessage({ ...job, cancelFd: this.#cancelFd });
+  }
+
+  /**
+   * Asks the Worker to stop: its next wait for the state fd (or its next
+   * look at the cancel fd) ends the transfer with a failure. `finished()`
+   * then resolves promptly, with `reason` in the error. Idempotent.
+   */
+  cancel(reason: string): void {
+    if (this.#over || this.#cancelReason !== undefined) return;
+    this.#cancelReason = reason;
+    eventfdWrite(this.#cancelFd, 1);
+  }
+
+  /** True once `cancel` was called. */
+  get cancelled(): boolean {
+    return this.#cancelReason !== undefined;
   }
 
   /** Resolves when the transfer is over (never rejects). */

@@ -7,12 +7,21 @@
  * Both directions can copy the stream to a file as it passes (the daemon's
  * `--dump-state DIR`), without holding it in memory.
  *
+ * `opts.wait` makes the waits on a non-blocking fd cancellable and bounded
+ * (byte_stream.ts); the transfer Worker always uses it.
+ *
  * @module
  */
 
 import { closeQuietly, O_CLOEXEC, O_CREAT, O_TRUNC, O_WRONLY, openFile } from "../../ffi/mod.ts";
 import type { DeviceSnapshot, LoadStaging } from "../devices/device.ts";
-import { type ByteSink, type ByteSource, FdSink, FdSource } from "./byte_stream.ts";
+import {
+  type ByteSink,
+  type ByteSource,
+  FdSink,
+  FdSource,
+  type FdWaitOptions,
+} from "./byte_stream.ts";
 import { StateFormatError } from "./errors.ts";
 import { checkDeviceMatch, parseMetadata, type StateMetadata } from "./metadata.ts";
 import { METADATA_LIMIT, SectionType } from "./state_format.ts";
@@ -70,14 +79,14 @@ export function saveState(
   fd: number,
   device: DeviceDescription,
   snapshot: DeviceSnapshot,
-  opts: { dumpPath?: string; onProgress?: ProgressCallback } = {},
+  opts: { dumpPath?: string; onProgress?: ProgressCallback; wait?: FdWaitOptions } = {},
 ): TransferTotals {
   const started = performance.now();
   const dumpFd = openDump(opts.dumpPath);
   try {
     const sink: ByteSink = dumpFd === undefined
-      ? new FdSink(fd)
-      : new TeeSink(new FdSink(fd), new FdSink(dumpFd));
+      ? new FdSink(fd, opts.wait)
+      : new TeeSink(new FdSink(fd, opts.wait), new FdSink(dumpFd));
     const writer = new StateWriter(sink, { kind: device.kind, identity: device.identity }, {
       onProgress: opts.onProgress,
     });
@@ -111,14 +120,14 @@ export function loadState(
   fd: number,
   device: DeviceDescription,
   staging: LoadStaging,
-  opts: { dumpPath?: string; onProgress?: ProgressCallback } = {},
+  opts: { dumpPath?: string; onProgress?: ProgressCallback; wait?: FdWaitOptions } = {},
 ): LoadResult {
   const started = performance.now();
   const dumpFd = openDump(opts.dumpPath);
   try {
     const source: ByteSource = dumpFd === undefined
-      ? new FdSource(fd)
-      : new TeeSource(new FdSource(fd), new FdSink(dumpFd));
+      ? new FdSource(fd, opts.wait)
+      : new TeeSource(new FdSource(fd, opts.wait), new FdSink(dumpFd));
     const reader = new StateReader(source, { onProgress: opts.onProgress });
     const header = reader.readHeader();
     const expected = { kind: device.kind, identity: device.identity };

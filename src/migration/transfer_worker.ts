@@ -4,12 +4,18 @@
  * the stream flows. It always closes the state fd when done: for SAVE that
  * close is what tells the reader the stream is over.
  *
+ * The Worker never blocks forever in a system call: the state fd is made
+ * non-blocking, and every wait for it is a poll together with the job's
+ * cancel eventfd (and bounded by the job's no-progress limit), so a peer
+ * that holds the other pipe end open without reading or writing cannot keep
+ * the Worker (and the fd) alive once the main thread cancels.
+ *
  * @module
  */
 
 /// <reference lib="deno.worker" />
 
-import { closeQuietly } from "../../ffi/mod.ts";
+import { closeQuietly, setNonBlocking } from "../../ffi/mod.ts";
 import { loadState, saveState } from "./transfer.ts";
 import type { TransferJob, TransferReport } from "./transfer_protocol.ts";
 
@@ -27,17 +33,22 @@ self.onmessage = (event: MessageEvent<TransferJob>) => {
     }
   };
   let report: TransferReport;
+  const wait = { cancelFd: job.cancelFd, stallMs: job.stallMs };
   try {
+    // Waits then happen in poll, with the cancel fd, never inside read() or write().
+    setNonBlocking(job.fd, true);
     if (job.direction === "save") {
       const totals = saveState(job.fd, job.device, job.snapshot, {
         dumpPath: job.dumpPath,
         onProgress,
+        wait,
       });
       report = { type: "done", ok: true, ...totals };
     } else {
       const result = loadState(job.fd, job.device, job.staging, {
         dumpPath: job.dumpPath,
         onProgress,
+        wait,
       });
       report = {
         type: "done",
