@@ -172,19 +172,19 @@ export function viewRegion(r: RegionPlacement): GuestRegion {
  * ArrayBuffer each. A view is only a pointer and a length, so reusing one for
  * an identical placement is exact even if the mapping was replaced meanwhile.
  */
-let previousViews = new Map<string, GuestRegion>();
-
-function placementKey(r: RegionPlacement): string {
-  return `${r.hostAddr}/${r.size}/${r.guestAddr}/${r.userAddr}`;
-}
+let previousViews = new Map<number, GuestRegion>();
 
 /** Builds a GuestMemory over mapped regions (views valid in this isolate). */
 export function guestMemoryOf(regions: readonly RegionPlacement[]): GuestMemory {
-  const views = new Map<string, GuestRegion>();
+  const views = new Map<number, GuestRegion>();
   const list = regions.map((r) => {
-    const key = placementKey(r);
-    const view = previousViews.get(key) ?? viewRegion(r);
-    views.set(key, view);
+    const hostAddr = Number(r.hostAddr);
+    const old = previousViews.get(hostAddr);
+    const view = old !== undefined && old.size === r.size && old.guestAddr === r.guestAddr &&
+        old.userAddr === r.userAddr
+      ? old
+      : viewRegion(r);
+    views.set(hostAddr, view);
     return view;
   });
   const memory = new GuestMemory(list);
