@@ -1,6 +1,21 @@
 import assert from "node:assert/strict";
-import { closeFd, pipe2 } from "../../ffi/mod.ts";
-import { CountingSink, FdSink, FdSource, MemorySink, MemorySource } from "./byte_stream.ts";
+import {
+  closeFd,
+  eventfd,
+  eventfdWrite,
+  ftruncate,
+  memfdCreate,
+  pipe2,
+  setNonBlocking,
+} from "../../ffi/mod.ts";
+import {
+  CountingSink,
+  FdSink,
+  FdSource,
+  MemorySink,
+  MemorySource,
+  TransferCancelled,
+} from "./byte_stream.ts";
 import { StateStreamError } from "./errors.ts";
 
 Deno.test("MemorySink keeps every byte across growth", () => {
@@ -81,4 +96,54 @@ Deno.test("a bad fd gives StateStreamError with the errno", () => {
     () => new FdSink(-1).write(new Uint8Array(4)),
     (e) => e instanceof StateStreamError && /EBADF/.test(e.message),
   );
+});
+
+Deno.test("a wait for a silent pipe ends when the cancel fd fires, or after stallMs", () => {
+  const [r, w] = pipe2();
+  const cancel = eventfd(0);
+  try {
+    setNonBlocking(r, true);
+    setNonBlocking(w, true);
+    // Empty pipe, writer held open: the read waits, and the cancel fd ends the wait.
+    eventfdWrite(cancel, 1);
+    assert.throws(
+      () => new FdSource(r, { cancelFd: cancel }).read(new Uint8Array(16)),
+      (e) => e instanceof TransferCancelled,
+    );
+    // Full pipe, reader held open: the write waits, and is cancelled too.
+    const sink = new FdSink(w, { cancelFd: cancel });
+    assert.throws(() => sink.write(new Uint8Array(4 << 20)), (e) => e instanceof TransferCancelled);
+    // Without a cancel, the no-progress bound ends the wait.
+    const started = performance.now();
+    assert.throws(
+      () => new FdSink(w, { stallMs: 100 }).write(new Uint8Array(16)),
+      (e) => e instanceof StateStreamError && /no progress on state fd/.test(e.message),
+    );
+    assert.ok(performance.now() - started >= 90);
+  } finally {
+    closeFd(r);
+    closeFd(w);
+    closeFd(cancel);
+  }
+});
+
+Deno.test("a source that never has to wait still sees the cancel fd", () => {
+  const fd = memfdCreate("cancel-test");
+  const cancel = eventfd(0);
+  try {
+    ftruncate(fd, 1 << 20);
+    eventfdWrite(cancel, 1);
+    const source = new FdSource(fd, { cancelFd: cancel });
+    let reads = 0;
+    assert.throws(() => {
+      for (;;) {
+        source.read(new Uint8Array(1));
+        reads++;
+      }
+    }, (e) => e instanceof TransferCancelled);
+    assert.ok(reads < 1000, `${reads} reads before the cancel was seen`);
+  } finally {
+    closeFd(fd);
+    closeFd(cancel);
+  }
 });

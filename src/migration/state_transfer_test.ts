@@ -101,3 +101,41 @@ Deno.test("a LOAD whose writer closes early fails as truncated", async () => {
     closeQuietly(target);
   }
 });
+
+Deno.test("cancel() ends a transfer Worker blocked on a pipe whose peer holds it open and never moves a byte", async () => {
+  for (const direction of ["save", "load"] as const) {
+    const disk = ramDisk();
+    // Random data does not fit the pipe (SAVE); an empty pipe has nothing to read (LOAD).
+    if (direction === "save") pwrite(disk, crypto.getRandomValues(new Uint8Array(65536)), 0);
+    const [r, w] = pipe2();
+    // The Worker gets one end; the test holds the other and does nothing with it.
+    const held = direction === "save" ? r : w;
+    const transfer = direction === "save"
+      ? new StateTransfer({
+        direction,
+        fd: w,
+        device,
+        snapshot: {
+          state: { writeback: false },
+          ramDisk: { fd: disk, size: SIZE },
+        },
+      })
+      : new StateTransfer({
+        direction,
+        fd: r,
+        device,
+        staging: { ramDisk: { fd: disk, size: SIZE } },
+      });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      transfer.cancel("test");
+      assert.equal(transfer.cancelled, true);
+      const outcome = await transfer.finished();
+      assert.equal(outcome.ok, false);
+      assert.match(outcome.error ?? "", /aborted \(test\): transfer cancelled/);
+    } finally {
+      closeQuietly(held);
+      closeQuietly(disk);
+    }
+  }
+});
