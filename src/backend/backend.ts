@@ -105,6 +105,14 @@ export class VhostUserBackend {
       if (ring) ring.broken = true;
       log.warn(`ring ${queue} stopped: ${reason}`);
     };
+    pool.onRingLost = (queue, reason) => {
+      const ring = this.#rings[queue];
+      if (!ring) return;
+      // Its position went with the Worker: it stays stopped until the front-end restarts it.
+      ring.broken = true;
+      ring.running = false;
+      log.warn(`ring ${queue} lost with its queue worker (${reason}); restart it to go on`);
+    };
   }
 
   // ---- features -------------------------------------------------------
