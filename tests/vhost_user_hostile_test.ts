@@ -46,6 +46,11 @@ interface HostileCase {
   /** Builds the message and the fds to attach (closed by the test afterwards). */
   build: (s: BlkFixture) => { bytes: Uint8Array; fds?: number[]; reply?: number };
   expect: "refused" | "dropped";
+  /**
+   * The peer then stays silent inside the message: vhostd waits (30 s of
+   * silence) unless another front-end comes, so the test brings one.
+   */
+  nextFrontEnd?: boolean;
 }
 
 function eventfds(n: number): number[] {
@@ -191,6 +196,7 @@ const CASES: HostileCase[] = [
     name: "a payload that stops half way",
     build: () => ({ bytes: rawMessage(R.SET_VRING_ADDR, ACK, 40, new Uint8Array(10)) }),
     expect: "dropped",
+    nextFrontEnd: true,
   },
 ];
 
@@ -232,6 +238,14 @@ Deno.test("hostile messages are refused or drop the connection; the daemon carri
         s.client.sendRaw(bytes, fds);
       } finally {
         fds.forEach(closeQuietly);
+      }
+      if (c.nextFrontEnd) {
+        const next = VhostUserClient.connect(vhostd.socketPath);
+        try {
+          assert.ok(next.getFeatures() > 0n, `${c.name}: the next front-end is served`);
+        } finally {
+          next.close();
+        }
       }
       assert.equal(outcome(s.client, request), c.expect, c.name);
       if (c.expect === "refused") {
