@@ -3,6 +3,11 @@
  * Worker waits in epoll_wait and posts which registrations became readable;
  * the main thread then does its non-blocking reads synchronously.
  *
+ * The epoll instance belongs to the main thread, so a poller Worker that
+ * fails is simply replaced: the new one waits on the same instance, and
+ * every registration is re-armed (one that fired just before the failure
+ * would otherwise never fire again).
+ *
  * @module
  */
 
@@ -31,25 +36,44 @@ export class Poller {
   readonly #epfd = epollCreate();
   readonly #exitFd = eventfd(0);
   readonly #watches = new Map<number, Watch>();
-  readonly #worker: Worker;
+  #worker: Worker;
   #nextToken = 1;
   #closed = false;
 
   /** Starts the poller Worker. */
   constructor() {
     epollCtl(this.#epfd, EPOLL_CTL_ADD, this.#exitFd, EPOLLIN, POLLER_EXIT_TOKEN);
-    this.#worker = new Worker(new URL("./poller_worker.ts", import.meta.url), {
+    this.#worker = this.#spawn();
+  }
+
+  #spawn(): Worker {
+    const worker = new Worker(new URL("./poller_worker.ts", import.meta.url), {
       type: "module",
       name: "poller",
     });
-    this.#worker.onmessage = (e: MessageEvent<number[]>) => {
+    worker.onmessage = (e: MessageEvent<number[]>) => {
       for (const token of e.data) this.#fire(token);
     };
-    this.#worker.onerror = (e) => {
+    worker.onerror = (e) => {
       e.preventDefault();
-      log.error(`poller worker failed: ${e.message}`);
+      worker.terminate();
+      if (this.#closed) return;
+      log.error(`poller worker failed (${e.message}); starting a new one`);
+      this.#worker = this.#spawn();
+      for (const [token, watch] of this.#watches) this.#arm(token, watch);
     };
-    this.#worker.postMessage({ epfd: this.#epfd });
+    worker.postMessage({ epfd: this.#epfd });
+    return worker;
+  }
+
+  /** Re-enables a one-shot registration; a failure (the fd is gone) drops the watch. */
+  #arm(token: number, watch: Watch): void {
+    try {
+      epollCtl(this.#epfd, EPOLL_CTL_MOD, watch.fd, EPOLLIN | EPOLLONESHOT, token);
+    } catch (e) {
+      log.error(`cannot watch fd ${watch.fd} any more: ${e instanceof Error ? e.message : e}`);
+      this.#watches.delete(token);
+    }
   }
 
   /** Watches `fd` for readability; returns a token for `unwatch`. */
@@ -80,9 +104,7 @@ export class Poller {
     } catch (e) {
       log.error(`event handler failed: ${e instanceof Error ? e.stack ?? e.message : e}`);
     }
-    if (this.#watches.get(token) === watch && !this.#closed) {
-      epollCtl(this.#epfd, EPOLL_CTL_MOD, watch.fd, EPOLLIN | EPOLLONESHOT, token);
-    }
+    if (this.#watches.get(token) === watch && !this.#closed) this.#arm(token, watch);
   }
 
   /** Stops the Worker and releases the epoll instance. */
