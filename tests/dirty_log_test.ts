@@ -12,6 +12,7 @@ import {
   EFD_NONBLOCK,
   eventfd,
   eventfdRead,
+  pipe2,
   pollFd,
   POLLIN,
 } from "../ffi/mod.ts";
@@ -120,6 +121,17 @@ Deno.test("dirty log: exactly the pages of data buffers, status bytes and the us
 
       // As QEMU starts a migration: log base, used-ring log flag, then LOG_ALL.
       log.share(client);
+      // SET_LOG_FD takes an eventfd only: a pipe is refused and the log fd stays unset.
+      const [pipeRead, pipeWrite] = pipe2();
+      try {
+        assert.throws(
+          () => client.setLogFd(pipeRead),
+          (e) => e instanceof BackendRefused && e.request === "SET_LOG_FD",
+        );
+      } finally {
+        closeQuietly(pipeRead);
+        closeQuietly(pipeWrite);
+      }
       client.setLogFd(logEvent);
       client.setVringAddr({
         ...ring.vringAddress(),

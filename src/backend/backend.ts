@@ -207,8 +207,13 @@ export class VhostUserBackend {
     return this.#logging.setLogBase(area, fd);
   }
 
-  /** SET_LOG_FD: takes ownership of `fd`. */
+  /** SET_LOG_FD: takes ownership of `fd`; an eventfd only, like the ring notification fds. */
   setLogFd(fd: number): Promise<void> {
+    const problem = acceptNotificationFd(fd);
+    if (problem !== undefined) {
+      closeQuietly(fd);
+      throw new RequestError(`log fd refused: ${problem}`);
+    }
     return this.#logging.setLogFd(fd);
   }
 
