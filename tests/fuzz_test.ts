@@ -60,6 +60,8 @@ const MESSAGES_PER_BATCH = 24;
 /** Wall-clock bound of one device's run; batches left then are skipped (and said so). */
 const TIME_BUDGET_MS = 40_000;
 const V1 = VHOST_USER_VERSION;
+/** How long the daemon may take to close a finished session's fds on a busy machine. */
+const FD_SETTLE_MS = 15_000;
 
 /** Every request the protocol defines, and a few it does not. */
 const REQUESTS = [
@@ -339,6 +341,12 @@ async function assertHealthy(
     verify();
   } catch (e) {
     throw new Error(`${where}: a fresh session failed: ${e instanceof Error ? e.message : e}`);
+  }
+  // Sessions end asynchronously in the daemon: wait for the count to come back (a leak never
+  // does), then make sure it stays there.
+  const deadline = performance.now() + FD_SETTLE_MS;
+  while (vhostd.fdCount() !== baseline && performance.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
   }
   const fds = await vhostd.settledFdCount();
   assert.equal(
