@@ -16,11 +16,36 @@
  * In both the guest writes until the host types `STOP` on its serial
  * console, then reads every record back and checks it; the host then stops
  * the back-ends and checks the image bytes.
+ *
+ * When a migration ends is up to the test, not to how fast the guest or
+ * the host runs. The guest runs a dirtier from boot to `STOP` that keeps
+ * rewriting the same {@linkcode DIRTY_SIZE} of tmpfs, and every migration
+ * starts with a switch-over threshold below one page (`downtime-limit` 1 ms
+ * with `avail-switchover-bandwidth` {@linkcode HELD_SWITCHOVER_BANDWIDTH}, so
+ * the measured bandwidth does not count). QEMU checks the threshold only
+ * once a round has sent every page it had to, and switches over only if the
+ * bitmap sync then finds no page at all dirtied during that round. A round
+ * holding the dirtier's pages lasts DIRTY_SIZE / bandwidth (2 s and more at
+ * the bandwidths used while held), and the dirtier rewrites them well within
+ * that even in a TCG guest on a loaded host (over 100 MiB/s measured with
+ * two busy loops on two cores): the guest would have to stand still for a
+ * whole round. So a migration stays live until the test raises the
+ * threshold above the guest's RAM size, and then switches over at QEMU's
+ * next check. The test waits on QMP events (`MIGRATION_PASS`, `MIGRATION`)
+ * and on complete console lines, never on a sleep.
  */
 
 import assert from "node:assert/strict";
 import { guestQemuArgs, requireGuestEnvironment, writeTestInitrd } from "./harness.ts";
-import { QemuGuest, VhostdProcess } from "./migration_harness.ts";
+import {
+  enableMigrationEvents,
+  MIGRATION_ENDED,
+  type MigrationStatus,
+  QemuGuest,
+  VhostdProcess,
+  waitForMigrationStatus,
+  waitForRunState,
+} from "./migration_harness.ts";
 
 const MiB = 1024 * 1024;
 const IMAGE_SIZE = 64 * MiB;
@@ -41,14 +66,34 @@ const RECORDS_BEFORE_MIGRATION = 20;
 const RECORDS_AFTER_MIGRATION = 15;
 /** Records the source guest must write while dirty pages are being logged. */
 const RECORDS_DURING_MIGRATION = 5;
-/** Migration bandwidth (bytes/s) for the live phase: the first pass takes a few seconds. */
+/** Bytes of tmpfs the guest's dirtier rewrites over and over (non-zero, so each page costs bandwidth). */
+const DIRTY_SIZE = 8 * MiB;
+/** Migration bandwidth (bytes/s) for the first pass: it takes a few seconds. */
 const LIVE_BANDWIDTH = 32 * MiB;
-/** Migration bandwidth (bytes/s) that holds a migration after its first pass. */
-const HOLD_BANDWIDTH = 256 * 1024;
-/** Migration bandwidth (bytes/s) that keeps a migration copying for many seconds. */
+/**
+ * Migration bandwidth (bytes/s) after the first pass while the guest fills
+ * pages: a round of the dirtier's pages alone then lasts 8 s, and the
+ * dirtier rewrites them many times over in that time even on a busy host.
+ */
+const HOLD_BANDWIDTH = 1 * MiB;
+/** Migration bandwidth (bytes/s) of the migration whose destination dies. */
 const SLOW_BANDWIDTH = 4 * MiB;
-const BOOT_TIMEOUT_MS = 45_000;
-const MIGRATION_TIMEOUT_MS = 60_000;
+/**
+ * `avail-switchover-bandwidth` while a migration is held: with
+ * `downtime-limit` 1 ms the switch-over threshold is 1 MiB/s × 1 ms, about
+ * 1 KiB, less than a page, whatever the measured bandwidth.
+ */
+const HELD_SWITCHOVER_BANDWIDTH = 1 * MiB;
+/**
+ * `avail-switchover-bandwidth` that lets a migration end: with
+ * `downtime-limit` {@linkcode RELEASED_DOWNTIME_LIMIT_MS} the threshold is 1 GiB,
+ * more than the guest's RAM, so the next check switches over.
+ */
+const RELEASED_SWITCHOVER_BANDWIDTH = 1024 * MiB;
+const RELEASED_DOWNTIME_LIMIT_MS = 1000;
+const BOOT_TIMEOUT_MS = 120_000;
+const MIGRATION_TIMEOUT_MS = 180_000;
+const GUEST_FINISH_TIMEOUT_MS = 180_000;
 
 /**
  * The guest's `/test.sh`. Record k is the 16-byte line `REC%012d\n` of k
@@ -65,12 +110,29 @@ const MIGRATION_TIMEOUT_MS = 60_000;
  * (before dropping caches) 1 MiB at a time: a stale page shows. The script
  * holds /dev/vda open throughout: Linux drops a block device's page cache
  * when its last opener closes it.
+ *
+ * From the start until `STOP` a background loop rewrites the same
+ * {@linkcode DIRTY_SIZE} tmpfs file in place (`DIRTIER-RUNNING` once it has
+ * done so once): QEMU finds its pages dirty at every sync, so a migration
+ * with a threshold below one page cannot switch over while it runs. It
+ * touches neither /dev/vda nor the page cache of the pre-filled region.
  */
 const GUEST_SCRIPT = `
 exec 3</dev/vda
 while read -r line; do
   case "$line" in CACHE|STOP) : >"/tmp/ctl-$line" ;; esac
 done </dev/ttyS0 &
+yes "$(printf 'DIRTY%010d' 0)" | head -c ${DIRTY_SIZE} >/tmp/dirty-src
+cp /tmp/dirty-src /tmp/dirty
+(
+  n=0
+  while [ ! -e /tmp/ctl-STOP ]; do
+    dd if=/tmp/dirty-src of=/tmp/dirty bs=64k conv=notrunc 2>/dev/null
+    n=$((n + 1))
+    if [ $n = 1 ]; then echo "DIRTIER-RUNNING"; fi
+  done
+  echo "DIRTIER-STOPPED $n"
+) &
 k=0
 cached=0
 : >/tmp/all
@@ -171,7 +233,7 @@ async function checkImage(image: string, count: number): Promise<void> {
  */
 async function checkCachedRegion(guest: QemuGuest): Promise<void> {
   const hashes = new Map<number, string>();
-  for (const match of guest.serial.matchAll(/^CACHED (\d+) ([0-9a-f]{64})$/gm)) {
+  for (const match of guest.serialLines.matchAll(/^CACHED (\d+) ([0-9a-f]{64})$/gm)) {
     hashes.set(Number(match[1]), match[2]);
   }
   const chunks = CACHED_BLOCKS / HASHED_CHUNK;
@@ -189,49 +251,48 @@ async function checkCachedRegion(guest: QemuGuest): Promise<void> {
   );
 }
 
-/** The largest `REC k` on a console so far, or -1. */
-function lastRecord(serial: string): number {
+/** The largest `REC k` among the complete lines of `guest`'s console so far, or -1. */
+function lastRecord(guest: QemuGuest): number {
   let last = -1;
-  for (const match of serial.matchAll(/^REC (\d+)$/gm)) last = Math.max(last, Number(match[1]));
+  for (const match of guest.serialLines.matchAll(/^REC (\d+)$/gm)) {
+    last = Math.max(last, Number(match[1]));
+  }
   return last;
 }
 
-/** The part of `query-migrate`'s answer the tests read. */
-interface MigrationStatus {
-  status: string;
-  "error-desc"?: string;
-  "total-time"?: number;
-  downtime?: number;
-  ram?: { transferred: number; total: number; remaining: number; "dirty-sync-count": number };
-}
-
-/** Polls `query-migrate` on `guest` until `done` accepts the status. */
-async function pollMigration(
+/**
+ * Waits until a complete console line `KEY n` with `n >= at` appears on
+ * `guest` after offset `from` (`REC 40` or any later record: a line that a
+ * kernel message garbled does not stall the test).
+ */
+async function waitForCount(
   guest: QemuGuest,
-  done: (status: MigrationStatus) => boolean,
+  key: "REC" | "CACHE-READ",
+  at: number,
   timeoutMs: number,
-  intervalMs = 100,
-): Promise<MigrationStatus> {
+  from = 0,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  let last: MigrationStatus = { status: "none" };
-  while (Date.now() < deadline) {
-    last = await guest.qmp.execute<MigrationStatus>("query-migrate");
-    if (done(last)) return last;
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  const pattern = new RegExp(`^${key} (\\d+)$`, "m");
+  let offset = from;
+  while (true) {
+    const match = await guest.waitForSerial(pattern, Math.max(1, deadline - Date.now()), offset);
+    if (Number(match[1]) >= at) return;
+    offset += match.index! + match[0].length;
   }
-  throw new Error(`migration did not get there in ${timeoutMs} ms: ${JSON.stringify(last)}`);
 }
 
-/** Polls `query-status` until QEMU reports `want`. */
-async function waitForRunState(guest: QemuGuest, want: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = "";
-  while (Date.now() < deadline) {
-    last = (await guest.qmp.execute<{ status: string }>("query-status")).status;
-    if (last === want) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`${guest.name} QEMU is "${last}", expected "${want}"`);
+/**
+ * Sets `source`'s migration up to be held (see the module comment): events
+ * on, `bandwidth`, and a switch-over threshold below one page.
+ */
+async function prepareHeldMigration(source: QemuGuest, bandwidth: number): Promise<void> {
+  await enableMigrationEvents(source);
+  await source.qmp.execute("migrate-set-parameters", {
+    "max-bandwidth": bandwidth,
+    "downtime-limit": 1,
+    "avail-switchover-bandwidth": HELD_SWITCHOVER_BANDWIDTH,
+  });
 }
 
 /** One migration scenario's processes and files, torn down by {@linkcode dispose}. */
@@ -340,9 +401,9 @@ async function withRig(body: (rig: MigrationRig) => Promise<void>): Promise<void
 /** Types STOP, waits for the guest's verification and power-off; returns the record count. */
 async function finishGuest(guest: QemuGuest): Promise<number> {
   await guest.type("STOP\n");
-  const verified = await guest.waitForSerial(/^VERIFY-OK (\d+)$/m, 60_000);
-  await guest.waitForSerial(/^VHOSTD-TEST: EXIT 0$/m, 10_000);
-  const status = await guest.waitForExit(15_000);
+  const verified = await guest.waitForSerial(/^VERIFY-OK (\d+)$/m, GUEST_FINISH_TIMEOUT_MS);
+  await guest.waitForSerial(/^VHOSTD-TEST: EXIT 0$/m, GUEST_FINISH_TIMEOUT_MS);
+  const status = await guest.waitForExit(30_000);
   assert.ok(status !== null, `${guest.name} QEMU did not power off`);
   assert.equal(status.code, 0, `${guest.name} QEMU exit status`);
   return Number(verified[1]);
@@ -354,73 +415,73 @@ Deno.test("live migration of a writing guest between two vhostd back-ends on one
     const [vhostdB, destination] = await rig.startSide("destination", true);
     await destination.qmp.execute("migrate-incoming", { uri: `unix:${rig.migrationSocket}` });
 
-    await source.waitForSerial(
-      new RegExp(`^REC ${RECORDS_BEFORE_MIGRATION - 1}$`, "m"),
-      BOOT_TIMEOUT_MS,
-    );
-    // A 1 ms downtime limit: QEMU switches over only once what is left to
-    // send fits in 1 ms of measured bandwidth (a few pages).
-    await source.qmp.execute("migrate-set-parameters", {
-      "max-bandwidth": LIVE_BANDWIDTH,
-      "downtime-limit": 1,
-    });
-    const lastBeforeMigration = lastRecord(source.serial);
+    await source.waitForSerial(/^DIRTIER-RUNNING$/m, BOOT_TIMEOUT_MS);
+    await waitForCount(source, "REC", RECORDS_BEFORE_MIGRATION - 1, BOOT_TIMEOUT_MS);
+    // The switch-over threshold is below one page from the start, and the
+    // dirtier dirties pages at every sync: the migration cannot end until
+    // the test raises the threshold, however slowly either side runs.
+    await prepareHeldMigration(source, LIVE_BANDWIDTH);
+    const lastBeforeMigration = lastRecord(source);
     await source.qmp.execute("migrate", { uri: `unix:${rig.migrationSocket}` });
-    // Once the first full pass is over, a page vhostd fills is sent again only
-    // if its dirty log names it. Hold the migration there (at a trickle, 1 ms
-    // of it is less than a page, so it cannot converge) while the guest reads
-    // the pre-filled region into fresh page-cache pages and goes on writing.
-    const afterFirstPass = await pollMigration(
-      source,
-      (s) =>
-        s.status !== "setup" && (s.status !== "active" || (s.ram?.["dirty-sync-count"] ?? 0) >= 2),
+    // Pass 2 begins once the first full pass is over: from then on a page
+    // vhostd fills is sent again only if its dirty log names it. The guest
+    // now reads the pre-filled region into fresh page-cache pages and goes on
+    // writing (at a lower bandwidth, so that rounds are long and the
+    // dirtier outpaces them by far).
+    await source.qmp.waitForEvent(
+      "MIGRATION_PASS",
+      (event) => Number(event.data?.pass) >= 2,
       MIGRATION_TIMEOUT_MS,
-      20,
     );
     await source.qmp.execute("migrate-set-parameters", { "max-bandwidth": HOLD_BANDWIDTH });
+    const afterFirstPass = await source.qmp.execute<MigrationStatus>("query-migrate");
     assert.equal(
       afterFirstPass.status,
       "active",
-      `migration ended before it could be held: ${JSON.stringify(afterFirstPass)}`,
+      `migration is not live after its first pass: ${JSON.stringify(afterFirstPass)}`,
     );
-    const lastAfterFirstPass = lastRecord(source.serial);
+    const lastAfterFirstPass = lastRecord(source);
     await source.type("CACHE\n");
-    await source.waitForSerial(
-      new RegExp(`^CACHE-READ ${CACHED_BLOCKS}$`, "m"),
-      MIGRATION_TIMEOUT_MS,
-    );
-    await source.waitForSerial(
-      new RegExp(`^REC ${lastRecord(source.serial) + RECORDS_DURING_MIGRATION}$`, "m"),
+    await waitForCount(source, "CACHE-READ", CACHED_BLOCKS, MIGRATION_TIMEOUT_MS);
+    await waitForCount(
+      source,
+      "REC",
+      lastRecord(source) + RECORDS_DURING_MIGRATION,
       MIGRATION_TIMEOUT_MS,
     );
     const beforeSwitchover = await source.qmp.execute<MigrationStatus>("query-migrate");
-    assert.equal(beforeSwitchover.status, "active", "migration switched over while held");
+    assert.equal(
+      beforeSwitchover.status,
+      "active",
+      `migration left its live phase while held: ${JSON.stringify(beforeSwitchover)}`,
+    );
+    // Release: a threshold larger than guest RAM switches over at the next check.
     await source.qmp.execute("migrate-set-parameters", {
       "max-bandwidth": LIVE_BANDWIDTH,
-      "downtime-limit": 1000,
+      "downtime-limit": RELEASED_DOWNTIME_LIMIT_MS,
+      "avail-switchover-bandwidth": RELEASED_SWITCHOVER_BANDWIDTH,
     });
-    const result = await pollMigration(
-      source,
-      (s) => s.status === "completed" || s.status === "failed" || s.status === "cancelled",
-      MIGRATION_TIMEOUT_MS,
-    );
+    const result = await waitForMigrationStatus(source, MIGRATION_ENDED, MIGRATION_TIMEOUT_MS);
     assert.equal(result.status, "completed", `migration ended: ${JSON.stringify(result)}`);
-    await waitForRunState(source, "postmigrate", 5_000);
-    await waitForRunState(destination, "running", 10_000);
+    await waitForRunState(source, "postmigrate", 30_000);
+    await waitForRunState(destination, "running", 30_000);
 
     // The guest goes on writing on the destination, where its console now is.
-    const lastOnSource = lastRecord(source.serial);
-    await destination.waitForSerial(
-      new RegExp(`^REC ${lastOnSource + RECORDS_AFTER_MIGRATION}$`, "m"),
+    // The source is stopped; what it printed before is all in once its QEMU has quit.
+    await source.qmp.execute("quit").catch(() => {}); // QEMU may close QMP before answering
+    assert.ok((await source.waitForExit(30_000)) !== null, "source QEMU did not quit");
+    await source.serialClosed;
+    const lastOnSource = lastRecord(source);
+    await waitForCount(
+      destination,
+      "REC",
+      lastOnSource + RECORDS_AFTER_MIGRATION,
       MIGRATION_TIMEOUT_MS,
     );
     const count = await finishGuest(destination);
     assert.ok(count > lastOnSource + RECORDS_AFTER_MIGRATION, `only ${count} records written`);
-    assert.equal(destination.serial.match(/^WROTE (\d+)$/m)?.[1], String(count));
+    assert.equal(destination.serialLines.match(/^WROTE (\d+)$/m)?.[1], String(count));
     await checkCachedRegion(destination);
-
-    await source.qmp.execute("quit").catch(() => {}); // QEMU may close QMP before answering
-    assert.ok((await source.waitForExit(15_000)) !== null, "source QEMU did not quit");
 
     for (const vhostd of [vhostdA, vhostdB]) {
       const status = await vhostd.stop();
@@ -447,45 +508,45 @@ Deno.test("a migration whose destination dies leaves the source guest writing th
     const [vhostdB, destination] = await rig.startSide("destination", true);
     await destination.qmp.execute("migrate-incoming", { uri: `unix:${rig.migrationSocket}` });
 
-    await source.waitForSerial(
-      new RegExp(`^REC ${RECORDS_BEFORE_MIGRATION - 1}$`, "m"),
-      BOOT_TIMEOUT_MS,
-    );
-    // Slow, so that the migration is surely still copying RAM when the destination dies.
-    await source.qmp.execute("migrate-set-parameters", { "max-bandwidth": SLOW_BANDWIDTH });
+    await source.waitForSerial(/^DIRTIER-RUNNING$/m, BOOT_TIMEOUT_MS);
+    await waitForCount(source, "REC", RECORDS_BEFORE_MIGRATION - 1, BOOT_TIMEOUT_MS);
+    // Held (see the module comment): still copying RAM when the destination
+    // dies, however long the guest takes to write its records.
+    await prepareHeldMigration(source, SLOW_BANDWIDTH);
     await source.qmp.execute("migrate", { uri: `unix:${rig.migrationSocket}` });
-    const active = await pollMigration(
-      source,
-      (s) => s.status !== "setup" && s.status !== "none",
-      MIGRATION_TIMEOUT_MS,
-    );
-    assert.equal(active.status, "active", `migration is not copying: ${JSON.stringify(active)}`);
+    await waitForMigrationStatus(source, ["active", ...MIGRATION_ENDED], MIGRATION_TIMEOUT_MS);
     // Dirty logging is on once RAM is being copied; let the guest write under it a while.
-    await source.waitForSerial(
-      new RegExp(`^REC ${lastRecord(source.serial) + RECORDS_DURING_MIGRATION}$`, "m"),
+    await vhostdA.waitForLog(/dirty-page logging started/, MIGRATION_TIMEOUT_MS);
+    await waitForCount(
+      source,
+      "REC",
+      lastRecord(source) + RECORDS_DURING_MIGRATION,
       MIGRATION_TIMEOUT_MS,
     );
     const beforeKill = await source.qmp.execute<MigrationStatus>("query-migrate");
-    assert.equal(beforeKill.status, "active", "migration ended before the destination was killed");
-    await vhostdA.waitForLog(/dirty-page logging started/, 10_000);
+    assert.equal(
+      beforeKill.status,
+      "active",
+      `migration is not copying before the destination dies: ${JSON.stringify(beforeKill)}`,
+    );
 
     destination.kill("SIGKILL");
     await destination.status;
-    const failed = await pollMigration(
-      source,
-      (s) => s.status !== "active" && s.status !== "setup",
-      MIGRATION_TIMEOUT_MS,
-    );
+    const failed = await waitForMigrationStatus(source, MIGRATION_ENDED, MIGRATION_TIMEOUT_MS);
     assert.equal(failed.status, "failed", `source migration status: ${JSON.stringify(failed)}`);
 
     // QEMU resumes the source by itself when the migration fails before switch-over.
     const runState = (await source.qmp.execute<{ status: string }>("query-status")).status;
     if (runState !== "running") await source.qmp.execute("cont");
-    await waitForRunState(source, "running", 5_000);
-    const lastAtFailure = lastRecord(source.serial);
-    const consoleAtFailure = source.serial.length;
-    await source.waitForSerial(
-      new RegExp(`^REC ${lastAtFailure + RECORDS_AFTER_MIGRATION}$`, "m"),
+    await waitForRunState(source, "running", 30_000);
+    // Records counted from here on are written after the failure: the
+    // console offset is taken first, so that no later line is missed.
+    const consoleAtFailure = source.serialLines.length;
+    const lastAtFailure = lastRecord(source);
+    await waitForCount(
+      source,
+      "REC",
+      lastAtFailure + RECORDS_AFTER_MIGRATION,
       MIGRATION_TIMEOUT_MS,
       consoleAtFailure,
     );

@@ -20,7 +20,15 @@
 
 import assert from "node:assert/strict";
 import { guestQemuArgs, requireGuestEnvironment, writeTestInitrd } from "./harness.ts";
-import { QemuGuest, VhostdProcess } from "./migration_harness.ts";
+import {
+  enableMigrationEvents,
+  MIGRATION_ENDED,
+  type MigrationStatus,
+  QemuGuest,
+  VhostdProcess,
+  waitForMigrationStatus,
+  waitForRunState,
+} from "./migration_harness.ts";
 import { fsBackendUnderTest, startFsBackend, stopBackend, vhostUserFsArgs } from "./fs_backend.ts";
 import {
   APPENDED_TEXT,
@@ -36,43 +44,11 @@ import {
   sortedNamesHash,
 } from "./fs_guest_scripts.ts";
 
-const BOOT_TIMEOUT_MS = 45_000;
-const MIGRATION_TIMEOUT_MS = 45_000;
-const GUEST_FINISH_TIMEOUT_MS = 30_000;
+const BOOT_TIMEOUT_MS = 120_000;
+const MIGRATION_TIMEOUT_MS = 120_000;
+const GUEST_FINISH_TIMEOUT_MS = 120_000;
 /** Migration bandwidth (bytes/s): guest RAM is mostly zero pages, this keeps it short. */
 const BANDWIDTH = 1024 * 1024 * 1024;
-
-/** The part of `query-migrate`'s answer the tests read. */
-interface MigrationStatus {
-  status: string;
-  "error-desc"?: string;
-  "total-time"?: number;
-  downtime?: number;
-}
-
-/** Polls `query-migrate` on `guest` until the migration has ended one way or another. */
-async function migrationOutcome(guest: QemuGuest): Promise<MigrationStatus> {
-  const deadline = Date.now() + MIGRATION_TIMEOUT_MS;
-  let last: MigrationStatus = { status: "none" };
-  while (Date.now() < deadline) {
-    last = await guest.qmp.execute<MigrationStatus>("query-migrate");
-    if (["completed", "failed", "cancelled"].includes(last.status)) return last;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`migration did not end in ${MIGRATION_TIMEOUT_MS} ms: ${JSON.stringify(last)}`);
-}
-
-/** Polls `query-status` until QEMU reports `want`. */
-async function waitForRunState(guest: QemuGuest, want: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = "";
-  while (Date.now() < deadline) {
-    last = (await guest.qmp.execute<{ status: string }>("query-status")).status;
-    if (last === want) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`${guest.name} QEMU is "${last}", expected "${want}"`);
-}
 
 /** One scenario's shared directory, processes and files, torn down by {@linkcode dispose}. */
 class FsMigrationRig {
@@ -147,6 +123,7 @@ class FsMigrationRig {
       await guest.qmp.execute("migrate-set-capabilities", {
         capabilities: [{ capability: "return-path", state: true }],
       });
+      await enableMigrationEvents(guest);
     }
     await destination.qmp.execute("migrate-incoming", { uri: this.migrationUri });
     await source.qmp.execute("migrate-set-parameters", { "max-bandwidth": BANDWIDTH });
@@ -157,7 +134,7 @@ class FsMigrationRig {
   /** Migrates source to destination and waits for the outcome as the source sees it. */
   async migrate(source: QemuGuest): Promise<MigrationStatus> {
     await source.qmp.execute("migrate", { uri: this.migrationUri });
-    return await migrationOutcome(source);
+    return await waitForMigrationStatus(source, MIGRATION_ENDED, MIGRATION_TIMEOUT_MS);
   }
 
   /** Consoles, QEMU stderr and back-end logs, for a failed run. */
@@ -207,16 +184,17 @@ async function withRig(
  * script to finish and QEMU to power off; returns the script's output.
  */
 async function finishGuest(guest: QemuGuest): Promise<string> {
-  const from = guest.serial.length;
+  const from = guest.serialLines.length;
   await guest.type(`${MIGRATED_COMMAND}\n`);
   await guest.waitForSerial(/^RESUMED$/m, GUEST_FINISH_TIMEOUT_MS, from);
   const exit = await guest.waitForSerial(/^VHOSTD-TEST: EXIT (\d+)$/m, GUEST_FINISH_TIMEOUT_MS);
-  const status = await guest.waitForExit(15_000);
+  const status = await guest.waitForExit(30_000);
   assert.ok(status !== null, `${guest.name} QEMU did not power off`);
   assert.equal(status.code, 0, `${guest.name} QEMU exit status`);
+  await guest.serialClosed; // what QEMU printed last is read in too
   // A destination's console starts mid-script: the BEGIN marker went to the source's.
-  const begin = guest.serial.indexOf("VHOSTD-TEST: BEGIN");
-  const output = begin < 0 ? guest.serial : guest.serial.slice(begin);
+  const begin = guest.serialLines.indexOf("VHOSTD-TEST: BEGIN");
+  const output = begin < 0 ? guest.serialLines : guest.serialLines.slice(begin);
   assert.match(output, /^FAILURES 0$/m, `${guest.name} guest script did not run to its end`);
   assert.doesNotMatch(output, /^FAIL /m, `${guest.name} guest checks failed`);
   assert.equal(exit[1], "0", `${guest.name} guest script exit status`);
@@ -251,7 +229,7 @@ async function stopCleanly(backend: VhostdProcess): Promise<void> {
 /** Ends the source QEMU after a completed migration (it sits in `postmigrate`). */
 async function quitSource(source: QemuGuest): Promise<void> {
   await source.qmp.execute("quit").catch(() => {}); // QEMU may close QMP before answering
-  assert.ok((await source.waitForExit(15_000)) !== null, "source QEMU did not quit");
+  assert.ok((await source.waitForExit(30_000)) !== null, "source QEMU did not quit");
 }
 
 Deno.test("live migration of a virtio-fs guest holding files open between two vhostd back-ends", () =>
@@ -260,8 +238,8 @@ Deno.test("live migration of a virtio-fs guest holding files open between two vh
       .startBothSides();
     const result = await rig.migrate(source);
     assert.equal(result.status, "completed", `migration: ${JSON.stringify(result)}`);
-    await waitForRunState(source, "postmigrate", 5_000);
-    await waitForRunState(destination, "running", 10_000);
+    await waitForRunState(source, "postmigrate", 30_000);
+    await waitForRunState(destination, "running", 30_000);
 
     const output = await finishGuest(destination);
     assert.equal(
@@ -289,12 +267,12 @@ Deno.test("--migration-on-error abort: a held file the destination cannot find f
     await Deno.remove(`${rig.shared}/held.bin`);
     const result = await rig.migrate(source);
     assert.equal(result.status, "failed", `migration: ${JSON.stringify(result)}`);
-    await waitForRunState(source, "running", 10_000);
+    await waitForRunState(source, "running", 30_000);
 
-    const destinationStatus = await destination.waitForExit(15_000);
+    const destinationStatus = await destination.waitForExit(60_000);
     assert.ok(destinationStatus !== null, "the destination QEMU did not give up");
     assert.notEqual(destinationStatus.code, 0, "the destination QEMU exited as if all was well");
-    const destinationLog = await destinationBackend.waitForLog(/device state load/, 5_000);
+    const destinationLog = await destinationBackend.waitForLog(/device state load/, 30_000);
     assert.match(destinationLog, /held\.bin|unlinked|cannot be (found|restored)/i);
 
     const output = await finishGuest(source);
@@ -315,8 +293,8 @@ Deno.test("--migration-on-error guest-error: the migration completes, the lost f
     await Deno.remove(`${rig.shared}/held.bin`);
     const result = await rig.migrate(source);
     assert.equal(result.status, "completed", `migration: ${JSON.stringify(result)}`);
-    await waitForRunState(source, "postmigrate", 5_000);
-    await waitForRunState(destination, "running", 10_000);
+    await waitForRunState(source, "postmigrate", 30_000);
+    await waitForRunState(destination, "running", 30_000);
 
     const output = await finishGuest(destination);
     assert.match(printed(output, "HELD-ERROR"), /Input\/output error/);

@@ -259,6 +259,7 @@ export class QemuGuest {
   readonly #status: Promise<Deno.CommandStatus>;
   readonly #serialListeners = new Set<() => void>();
   #serial = "";
+  #serialComplete = false;
   #pendingCr = "";
   #exited = false;
 
@@ -273,7 +274,10 @@ export class QemuGuest {
     this.name = name;
     this.#child = child;
     this.qmp = qmp;
-    this.#serialDone = serialDone;
+    this.#serialDone = serialDone.then(() => {
+      this.#serialComplete = true;
+      this.#notify();
+    });
     this.#stderr = stderr;
     this.#stdin = stdin;
     this.#status = child.status.then((status) => {
@@ -332,14 +336,37 @@ export class QemuGuest {
     return guest;
   }
 
-  /** Serial console output so far, CRLF turned into LF. */
+  /**
+   * Serial console output so far, CRLF turned into LF. The last line may be
+   * incomplete (QEMU passes the UART on a byte or a few at a time): read
+   * values from {@linkcode serialLines} instead.
+   */
   get serial(): string {
     return this.#serial;
+  }
+
+  /**
+   * The complete lines of the serial console so far (everything up to and
+   * including the last LF). A line still arriving is left out, so that
+   * `REC 4` is never read from a `REC 49` whose `9` is still in the pipe.
+   * Once QEMU has exited and its output is all read, the whole console.
+   */
+  get serialLines(): string {
+    if (this.#serialComplete) return this.#serial;
+    return this.#serial.slice(0, this.#serial.lastIndexOf("\n") + 1);
   }
 
   /** True once QEMU has exited. */
   get exited(): boolean {
     return this.#exited;
+  }
+
+  /**
+   * Resolves once QEMU's console output has been read to its end (some time
+   * after QEMU exits); {@linkcode serialLines} is then the whole console.
+   */
+  get serialClosed(): Promise<void> {
+    return this.#serialDone;
   }
 
   /** QEMU's exit status. */
@@ -353,14 +380,17 @@ export class QemuGuest {
   }
 
   /**
-   * Waits until the serial output, from offset `from` on, matches `pattern`.
+   * Waits until the complete lines of the serial output (see
+   * {@linkcode serialLines}), from offset `from` on, match `pattern`. A
+   * pattern such as `/^VERIFY-OK (\d+)$/m` therefore sees whole lines only:
+   * `$` never matches at the end of a line that is still arriving.
    *
    * @throws {Error} with the end of the console log when QEMU exits first or `timeoutMs` runs out
    */
   async waitForSerial(pattern: RegExp, timeoutMs: number, from = 0): Promise<RegExpMatchArray> {
     const deadline = Date.now() + timeoutMs;
     while (true) {
-      const match = this.#serial.slice(from).match(pattern);
+      const match = this.serialLines.slice(from).match(pattern);
       if (match !== null) return match;
       if (this.#exited) {
         await this.#serialDone;
@@ -442,4 +472,79 @@ export class QemuGuest {
   #notify(): void {
     for (const listener of [...this.#serialListeners]) listener();
   }
+}
+
+/** The part of `query-migrate`'s answer the migration tests read. */
+export interface MigrationStatus {
+  status: string;
+  "error-desc"?: string;
+  "total-time"?: number;
+  downtime?: number;
+  ram?: { transferred: number; total: number; remaining: number; "dirty-sync-count": number };
+}
+
+/** Migration states after which nothing more happens. */
+export const MIGRATION_ENDED = ["completed", "failed", "cancelled"];
+
+/**
+ * Turns on QEMU's migration events (`MIGRATION` at every status change,
+ * `MIGRATION_PASS` at every dirty-bitmap sync) on `guest`, so that a test
+ * waits for them instead of polling `query-migrate` against a migration
+ * that moves on meanwhile. Call before `migrate` / `migrate-incoming`.
+ */
+export async function enableMigrationEvents(guest: QemuGuest): Promise<void> {
+  await guest.qmp.execute("migrate-set-capabilities", {
+    capabilities: [{ capability: "events", state: true }],
+  });
+}
+
+/**
+ * Waits for the `MIGRATION` event (see {@linkcode enableMigrationEvents})
+ * whose status is one of `statuses`, including one that came before the
+ * call, and returns `query-migrate` after it.
+ *
+ * @throws {Error} with the migration's status when none comes in `timeoutMs`
+ */
+export async function waitForMigrationStatus(
+  guest: QemuGuest,
+  statuses: readonly string[],
+  timeoutMs: number,
+): Promise<MigrationStatus> {
+  try {
+    await guest.qmp.waitForEvent(
+      "MIGRATION",
+      (event) => statuses.includes(String(event.data?.status)),
+      timeoutMs,
+    );
+  } catch (error) {
+    const now = await guest.qmp.execute<MigrationStatus>("query-migrate").catch(() => undefined);
+    throw new Error(
+      `${guest.name}: migration did not reach ${statuses.join("/")} in ${timeoutMs} ms ` +
+        `(${error}); query-migrate: ${JSON.stringify(now)}`,
+    );
+  }
+  return await guest.qmp.execute<MigrationStatus>("query-migrate");
+}
+
+/**
+ * Waits until QEMU's run state is `want` (`running`, `postmigrate`, ...).
+ * It polls `query-status`, which is safe here: every state waited for is
+ * one QEMU stays in until told otherwise.
+ *
+ * @throws {Error} with the last state when it is not reached in `timeoutMs`
+ */
+export async function waitForRunState(
+  guest: QemuGuest,
+  want: string,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = "";
+  while (true) {
+    last = (await guest.qmp.execute<{ status: string }>("query-status")).status;
+    if (last === want) return;
+    if (Date.now() > deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+  throw new Error(`${guest.name} QEMU is "${last}", expected "${want}" within ${timeoutMs} ms`);
 }
