@@ -174,7 +174,9 @@ class QueueWorker implements QueueContext {
   async #loop(): Promise<void> {
     while (this.#running) {
       let timeout = this.#hasPolledRing() ? POLL_INTERVAL_MS : -1;
-      if (timeout === -1 && this.#pollMs > 0 && this.#busyPoll()) timeout = 0;
+      // Work a watched fd's `ready` already sees (an I/O engine's SQEs the kernel refused for
+      // now) must not wait for an event that may never come.
+      if (timeout === -1 && (this.#pollMs > 0 ? this.#busyPoll() : this.#anyReady())) timeout = 0;
       const sleptFrom = timeout === -1 ? performance.now() : 0;
       const n = epollWait(this.#epfd, this.#events, timeout);
       if (timeout === -1) this.#adaptPolling(performance.now() - sleptFrom);
@@ -221,6 +223,12 @@ class QueueWorker implements QueueContext {
       for (const ring of this.#rings.values()) if (ring.runner.hasWork()) return true;
       for (const watch of this.#watches.values()) if (watch.ready?.()) return true;
     } while (performance.now() < until);
+    return false;
+  }
+
+  /** One look, without spinning, at what busy polling watches. */
+  #anyReady(): boolean {
+    for (const watch of this.#watches.values()) if (watch.ready?.()) return true;
     return false;
   }
 

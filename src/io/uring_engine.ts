@@ -1,20 +1,18 @@
 /**
- * The io_uring file I/O engine: many operations in flight on one ring, their
- * completions signalled on an eventfd the queue Worker watches with its kick
- * fds, and run by {@linkcode UringFileIoEngine.reap}.
+ * The io_uring file I/O engine: many operations in flight on one ring, whose
+ * fd the queue Worker watches with its kick fds (the ring fd polls readable
+ * while completions wait), run by {@linkcode UringFileIoEngine.reap}.
+ *
+ * Watching the ring fd itself, as QEMU does, instead of an eventfd
+ * registered with the ring saves an eventfd signal and a read per round:
+ * measured 0.99–1.06× qemu-storage-daemon at queue depth 1 on a 100 µs
+ * backing against 0.89–1.01× with the eventfd.
  *
  * @module
  */
 
-import {
-  EFD_CLOEXEC,
-  EFD_NONBLOCK,
-  IORING_FSYNC_DATASYNC,
-  RWF_DSYNC,
-} from "../../ffi/constants.ts";
+import { IORING_FSYNC_DATASYNC, RWF_DSYNC } from "../../ffi/constants.ts";
 import { EAGAIN, ECANCELED, EINTR, EINVAL } from "../../ffi/errno.ts";
-import { eventfd, eventfdRead, eventfdWrite } from "../../ffi/events.ts";
-import { closeQuietly } from "../../ffi/fd.ts";
 import { IoUring } from "../../ffi/io_uring.ts";
 import type { IovecArray } from "../../ffi/iovec.ts";
 import type { FileIoEngine, IoCompletion } from "./file_io_engine.ts";
@@ -24,6 +22,8 @@ const KIND_READ = 0;
 const KIND_WRITE = 1;
 const KIND_FSYNC = 2;
 const KIND_FALLOCATE = 3;
+/** An operation refused before the kernel: a NOP carries its result to reap. */
+const KIND_REFUSED = 4;
 
 /** reap() passes over the CQ ring at most this often before yielding back. */
 const MAX_REAP_PASSES = 8;
@@ -51,7 +51,7 @@ export interface UringEngineOptions {
  * and `-EINTR` results are resubmitted.
  *
  * Completions run only inside {@linkcode reap} (even a refused argument is
- * reported there, after signalling `completionFd`), and may submit new
+ * reported there: a NOP makes `completionFd` readable), and may submit new
  * operations. A completion that throws does not stop the others: `reap`
  * rethrows the first such error once its batch is done.
  *
@@ -60,7 +60,7 @@ export interface UringEngineOptions {
 export class UringFileIoEngine implements FileIoEngine {
   /** Always `"io_uring"`. */
   readonly kind = "io_uring" as const;
-  /** The eventfd registered with the ring (non-blocking). */
+  /** The ring's own fd: it polls readable while completions wait. */
   readonly completionFd: number;
   /** SQ ring size: how many operations the kernel holds at once. */
   readonly entries: number;
@@ -92,8 +92,6 @@ export class UringFileIoEngine implements FileIoEngine {
   /** Slots waiting for room in the ring, oldest first from #queueHead. */
   #queue: number[] = [];
   #queueHead = 0;
-  /** Slots refused before reaching the kernel, reported by the next reap. */
-  #refused: number[] = [];
   #firstError: unknown = undefined;
   #hasError = false;
   /** Completions run so far, to count a reap's. */
@@ -102,7 +100,7 @@ export class UringFileIoEngine implements FileIoEngine {
   readonly #onCqe = (userData: number, res: number): void => this.#complete(userData, res);
 
   /**
-   * Creates the ring and its eventfd. Throws {@linkcode SyscallError} when
+   * Creates the ring. Throws {@linkcode SyscallError} when
    * io_uring is unavailable (see `probeIoUring` in open_engine.ts).
    */
   constructor(options: UringEngineOptions = {}) {
@@ -111,18 +109,7 @@ export class UringFileIoEngine implements FileIoEngine {
       throw new RangeError(`io_uring entries must be a positive integer, got ${entries}`);
     }
     this.#ring = new IoUring(entries);
-    try {
-      this.completionFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-      try {
-        this.#ring.registerEventfd(this.completionFd);
-      } catch (error) {
-        closeQuietly(this.completionFd);
-        throw error;
-      }
-    } catch (error) {
-      this.#ring.close();
-      throw error;
-    }
+    this.completionFd = this.#ring.fd;
     this.entries = this.#ring.sqEntries;
   }
 
@@ -175,37 +162,33 @@ export class UringFileIoEngine implements FileIoEngine {
   /**
    * Hands the prepared SQEs to the kernel in one io_uring_enter. If the
    * kernel refuses for now (EAGAIN, EBUSY), the SQEs stay in the ring and
-   * `completionFd` is signalled so that the next {@linkcode reap} retries.
+   * {@linkcode hasCompletions} says so until a later submit or reap gets
+   * them in (an event loop must not sleep on them).
    */
   submit(): void {
     this.#checkOpen();
     this.#flush();
   }
 
-  /** True when CQEs (or refused operations) wait for {@linkcode reap}; reads the mapped CQ ring only. */
+  /**
+   * True when {@linkcode reap} has work: CQEs wait, or SQEs the kernel did
+   * not take yet. Reads the mapped rings only (no system call).
+   */
   hasCompletions(): boolean {
-    return this.#ring.cqReady > 0 || this.#refused.length > 0;
+    const ring = this.#ring;
+    return ring.cqReady > 0 || ring.sqPending > 0 || ring.cqOverflowPending;
   }
 
   /**
-   * Drains `completionFd`, runs the completions of every finished operation
+   * Runs the completions of every finished operation
    * (resubmitting the rest of short transfers), hands queued operations to
    * the kernel as room frees, and submits. Returns how many completions ran.
    */
   reap(): number {
     this.#checkOpen();
-    // Drain the counter first: a completion posted after this read signals
-    // the eventfd again, so none can be missed.
-    eventfdRead(this.completionFd);
     const before = this.#completedCount;
     for (let pass = 0; pass < MAX_REAP_PASSES; pass++) {
-      let found = this.#ring.reap(this.#onCqe);
-      if (this.#refused.length > 0) {
-        const refused = this.#refused;
-        this.#refused = [];
-        for (const slot of refused) this.#finish(slot, this.#moved[slot]);
-        found += refused.length;
-      }
+      const found = this.#ring.reap(this.#onCqe);
       this.#admitQueued();
       this.#flush();
       // Completions that ran inline in that submit are already in the CQ
@@ -225,33 +208,35 @@ export class UringFileIoEngine implements FileIoEngine {
   /**
    * Waits for the operations in the kernel and runs their completions;
    * operations still queued here complete with `-ECANCELED`. Then closes the
-   * ring and the eventfd. Idempotent. File operations always finish, so the
+   * ring. Idempotent. File operations always finish, so the
    * wait is short; an operation that can wait forever (a read from an idle
    * pipe) would block it.
    */
   close(): void {
     if (this.#closed) return;
     try {
-      while (this.#queueHead < this.#queue.length) {
-        this.#finish(this.#queue[this.#queueHead++], -ECANCELED);
-      }
-      for (const slot of this.#refused) this.#finish(slot, this.#moved[slot]);
-      this.#refused = [];
+      this.#cancelQueued();
       // Memory the kernel still writes into must outlive the ring, so wait.
       while (this.#inKernel > 0) {
         this.#ring.submit(1);
         this.#ring.reap(this.#onCqe);
-        while (this.#queueHead < this.#queue.length) {
-          this.#finish(this.#queue[this.#queueHead++], -ECANCELED);
-        }
+        this.#cancelQueued();
         this.#flush();
       }
     } finally {
       this.#closed = true;
+      // The ring's fd is completionFd: closing the ring closes it.
       this.#ring.close();
-      closeQuietly(this.completionFd);
     }
     if (this.#hasError) throw this.#firstError;
+  }
+
+  /** Ends the operations still queued here: -ECANCELED, or a refused one's own result. */
+  #cancelQueued(): void {
+    while (this.#queueHead < this.#queue.length) {
+      const slot = this.#queue[this.#queueHead++];
+      this.#finish(slot, this.#kind[slot] === KIND_REFUSED ? this.#moved[slot] : -ECANCELED);
+    }
   }
 
   #checkOpen(): void {
@@ -304,11 +289,16 @@ export class UringFileIoEngine implements FileIoEngine {
     return slot;
   }
 
-  /** Reports `result` for a slot that never reaches the kernel, from reap. */
+  /**
+   * Reports `result` for an operation refused before the kernel: a NOP goes
+   * through the ring at once, so its CQE makes `completionFd` readable and
+   * the result is delivered by reap like any other.
+   */
   #refuse(slot: number, result: number): void {
     this.#moved[slot] = result;
-    this.#refused.push(slot);
-    eventfdWrite(this.completionFd, 1);
+    this.#kind[slot] = KIND_REFUSED;
+    this.#admit(slot);
+    this.#flush();
   }
 
   /** Puts a new operation in the ring, or in the queue behind older ones. */
@@ -359,8 +349,11 @@ export class UringFileIoEngine implements FileIoEngine {
       case KIND_FSYNC:
         ok = ring.prepFsync(fd, this.#count[slot] === 1 ? IORING_FSYNC_DATASYNC : 0, slot);
         break;
-      default:
+      case KIND_FALLOCATE:
         ok = ring.prepFallocate(fd, this.#count[slot], this.#offset[slot], this.#left[slot], slot);
+        break;
+      default:
+        ok = ring.prepNop(slot);
     }
     if (!ok) throw new Error("io_uring SQ ring full although under its entry count");
     this.#inKernel++;
@@ -370,14 +363,17 @@ export class UringFileIoEngine implements FileIoEngine {
     const ring = this.#ring;
     if (ring.sqPending === 0) return;
     ring.submit();
-    // The kernel refused the batch for now: come back through reap().
-    if (ring.sqPending > 0) eventfdWrite(this.completionFd, 1);
+    // If the kernel refused the batch for now, hasCompletions() stays true until it is taken.
   }
 
   /** One CQE: finish the operation, or resubmit what is left of it. */
   #complete(slot: number, res: number): void {
     this.#inKernel--;
     const kind = this.#kind[slot];
+    if (kind === KIND_REFUSED) {
+      this.#finish(slot, this.#moved[slot]);
+      return;
+    }
     if (res === -EAGAIN || res === -EINTR) {
       this.#prepare(slot);
       return;
