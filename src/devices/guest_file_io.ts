@@ -9,7 +9,7 @@
 
 import { IovecArray, preadv, pwritev, SyscallError } from "../../ffi/mod.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
-import type { Segment } from "../virtqueue/descriptor_chain.ts";
+import { forEachPiece, type Segment } from "../virtqueue/descriptor_chain.ts";
 
 /** The guest's buffers cannot hold the transfer (too short, or outside guest memory). */
 export class GuestBufferError extends Error {}
@@ -48,22 +48,13 @@ export class GuestFileIo {
     let done = 0;
     while (done < length) {
       let count = 0;
-      let toSkip = skip + done;
-      let remaining = length - done;
-      for (const seg of segments) {
-        if (remaining === 0 || count === iov.capacity) break;
-        if (toSkip >= seg.len) {
-          toSkip -= seg.len;
-          continue;
-        }
-        const len = Math.min(seg.len - toSkip, remaining);
-        const host = memory.hostAddress(seg.addr + toSkip, len);
+      forEachPiece(segments, skip + done, length - done, (gpa, len) => {
+        const host = memory.hostAddress(gpa, len);
         if (host === undefined) throw new GuestBufferError("buffer outside guest memory");
-        this.#gpas[count] = seg.addr + toSkip;
+        this.#gpas[count] = gpa;
         iov.set(count++, host, len);
-        remaining -= len;
-        toSkip = 0;
-      }
+        return count < iov.capacity;
+      });
       if (count === 0) throw new GuestBufferError("guest buffers shorter than the request");
       let n: number;
       try {

@@ -131,23 +131,16 @@ export class DescriptorChain {
    * longer resolves (memory table changed under the chain).
    */
   readFrom(memory: GuestMemory, offset: number, dest: Uint8Array): number {
-    if (!(offset >= 0)) return 0;
+    if (!(offset >= 0) || offset >= this.#readableBytes) return 0;
+    const length = Math.min(dest.length, this.#readableBytes - offset);
     let copied = 0;
-    let skip = offset;
-    const segments = this.segments;
-    for (let i = 0; i < this.#readableCount && copied < dest.length; i++) {
-      const s = segments[i];
-      if (skip >= s.len) {
-        skip -= s.len;
-        continue;
-      }
-      const n = Math.min(s.len - skip, dest.length - copied);
-      const src = memory.slice(s.addr + skip, n);
-      if (src === undefined) break;
-      dest.set(src, copied);
-      copied += n;
-      skip = 0;
-    }
+    forEachPiece(this.segments, offset, length, (gpa, len, at) => {
+      const src = memory.slice(gpa, len);
+      if (src === undefined) return false;
+      dest.set(src, at);
+      copied += len;
+      return true;
+    });
     return copied;
   }
 
@@ -160,25 +153,48 @@ export class DescriptorChain {
   writeTo(memory: GuestMemory, offset: number, src: Uint8Array): number {
     if (!(offset >= 0)) return 0;
     let copied = 0;
-    let skip = offset;
-    const segments = this.segments;
-    for (let i = this.#readableCount; i < segments.length && copied < src.length; i++) {
-      const s = segments[i];
-      if (skip >= s.len) {
-        skip -= s.len;
-        continue;
-      }
-      const n = Math.min(s.len - skip, src.length - copied);
-      const gpa = s.addr + skip;
-      const dest = memory.slice(gpa, n);
-      if (dest === undefined) break;
-      dest.set(src.subarray(copied, copied + n));
-      memory.markWritten(gpa, n);
-      copied += n;
-      skip = 0;
-    }
+    // Writable segments follow the readable ones in the chain's byte stream.
+    forEachPiece(this.segments, this.#readableBytes + offset, src.length, (gpa, len, at) => {
+      const dest = memory.slice(gpa, len);
+      if (dest === undefined) return false;
+      dest.set(src.subarray(at, at + len));
+      memory.markWritten(gpa, len);
+      copied += len;
+      return true;
+    });
     return copied;
   }
+}
+
+/**
+ * Visits the guest pieces of bytes `[start, start + length)` of the byte
+ * stream that `segments` form (all of a chain's buffers in order, readable
+ * ones first): `visit(gpa, len, at)` gets each piece's guest address, its
+ * length and its offset inside the range, in order, until it returns false.
+ * Returns the bytes visited: less than `length` when the segments end first
+ * or `visit` stopped. The one walk every copy and iovec builder uses.
+ */
+export function forEachPiece(
+  segments: readonly Segment[],
+  start: number,
+  length: number,
+  visit: (gpa: number, len: number, at: number) => boolean,
+): number {
+  let toSkip = start;
+  let at = 0;
+  for (let i = 0; i < segments.length && at < length; i++) {
+    const seg = segments[i];
+    if (toSkip >= seg.len) {
+      toSkip -= seg.len;
+      continue;
+    }
+    const len = Math.min(seg.len - toSkip, length - at);
+    const more = visit(seg.addr + toSkip, len, at);
+    at += len;
+    toSkip = 0;
+    if (!more) return at;
+  }
+  return at;
 }
 
 /**

@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import { arrayBufferRegion, GuestMemory, type WriteObserver } from "../memory/guest_memory.ts";
-import { DescriptorChain, readDescriptorChain, type Segment } from "./descriptor_chain.ts";
+import {
+  DescriptorChain,
+  forEachPiece,
+  readDescriptorChain,
+  type Segment,
+} from "./descriptor_chain.ts";
 import { DriverQueue } from "./driver_queue.ts";
 import {
   DESC_SIZE,
@@ -480,4 +485,23 @@ Deno.test("direct descriptors plus an indirect table longer than the queue size 
   // One direct descriptor fewer: 16, accepted.
   driver.writeRawDescriptor(0, 0x10000, 8, VIRTQ_DESC_F_NEXT, 2);
   assert.equal(read(0, true).error, undefined);
+});
+
+Deno.test("forEachPiece visits exactly the range of the segments' byte stream, and stops on request", () => {
+  const segments = [
+    { addr: 0x1000, len: 16, writable: false },
+    { addr: 0x2000, len: 100, writable: true },
+    { addr: 0x3000, len: 1, writable: true },
+  ];
+  const seen: [number, number, number][] = [];
+  const visited = forEachPiece(segments, 10, 110, (gpa, len, at) => {
+    seen.push([gpa, len, at]);
+    return true;
+  });
+  assert.equal(visited, 107, "the segments end 107 bytes into the range");
+  assert.deepEqual(seen, [[0x100a, 6, 0], [0x2000, 100, 6], [0x3000, 1, 106]]);
+  const first: number[] = [];
+  assert.equal(forEachPiece(segments, 0, 200, (gpa) => (first.push(gpa), false)), 16);
+  assert.deepEqual(first, [0x1000]);
+  assert.equal(forEachPiece(segments, 117, 5, () => true), 0, "start past the end");
 });

@@ -36,7 +36,7 @@ import { openFileIoEngine } from "../../io/open_engine.ts";
 import { SyncFileIoEngine } from "../../io/sync_engine.ts";
 import { log } from "../../log.ts";
 import type { GuestMemory } from "../../memory/guest_memory.ts";
-import type { DescriptorChain, Segment } from "../../virtqueue/descriptor_chain.ts";
+import { type DescriptorChain, forEachPiece } from "../../virtqueue/descriptor_chain.ts";
 import {
   DEFERRED,
   type HandleResult,
@@ -573,22 +573,15 @@ export class BlkRequestHandler implements QueueHandler {
     length: number,
     visit: (gpa: number, len: number, at: number) => boolean,
   ): number {
-    const segments: readonly Segment[] = request.chain.segments;
-    let toSkip = start;
-    let at = 0;
-    for (let i = 0; i < segments.length && at < length; i++) {
-      const seg = segments[i];
-      if (toSkip >= seg.len) {
-        toSkip -= seg.len;
-        continue;
-      }
-      const len = Math.min(seg.len - toSkip, length - at);
-      const more = visit(seg.addr + toSkip, len, at);
-      at += len;
-      toSkip = 0;
-      if (!more) return at;
+    let stopped = false;
+    const at = forEachPiece(request.chain.segments, start, length, (gpa, len, offset) => {
+      const more = visit(gpa, len, offset);
+      stopped = !more;
+      return more;
+    });
+    if (at < length && !stopped) {
+      throw new GuestBufferError("guest buffers shorter than the request");
     }
-    if (at < length) throw new GuestBufferError("guest buffers shorter than the request");
     return at;
   }
 
