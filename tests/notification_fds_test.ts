@@ -247,10 +247,9 @@ Deno.test("a call eventfd at its counter's maximum does not block the queue Work
         s.driver.notify(0);
         await waitUsed(s.driver, 5000);
         assert.equal(s.driver.waitFor(0, token).status, BlkStatus.OK);
-        // The Worker signalled (or found the counter full) and went on: it answers a stop.
-        const started = performance.now();
+        // The Worker signalled (or found the counter full) and went on: it answers a stop
+        // (a blocked Worker never would: the client's timeout would end the test).
         assert.equal(s.driver.stopQueue(0), s.driver.ring(0).queue.availIndex());
-        assert.ok(performance.now() - started < 3000, "GET_VRING_BASE answered at once");
         assert.equal(
           getStatusFlags(call) & O_NONBLOCK,
           O_NONBLOCK,
