@@ -7,8 +7,7 @@
  * across calls, and never waits, so the main thread is never held by a
  * slow peer. How long a peer may stay silent inside a message is the
  * daemon's decision ({@linkcode Connection.silentForMs},
- * {@linkcode Connection.messageAgeMs}). {@linkcode Connection.readMessage}
- * is the older blocking form (one deadline for the rest of a message).
+ * {@linkcode Connection.messageAgeMs}).
  *
  * @module
  */
@@ -17,7 +16,6 @@ import {
   closeQuietly,
   MSG_DONTWAIT,
   pollFd,
-  POLLIN,
   POLLOUT,
   receiveMessage,
   sendMessage,
@@ -32,7 +30,7 @@ import {
 } from "../protocol/mod.ts";
 import type { IncomingMessage } from "./dispatcher.ts";
 
-/** Default wait of the blocking readMessage() for the rest of a message, and for room to send. */
+/** How long a reply waits for room in the socket. */
 const MESSAGE_TIMEOUT_MS = 1000;
 /** Most fds any request carries (SET_MEM_TABLE: 8); one more detects excess. */
 const MAX_FDS = 9;
@@ -173,25 +171,6 @@ export class Connection {
     const reason = `${why} ${this.describePartial()}`;
     this.#fail(reason);
     return reason;
-  }
-
-  /**
-   * Reads the next message, waiting (blocking this thread) up to
-   * `timeoutMs` in all for the rest of one that has started.
-   */
-  readMessage(timeoutMs: number = MESSAGE_TIMEOUT_MS): ReadResult {
-    let deadline: number | undefined;
-    for (;;) {
-      const r = this.readAvailable();
-      if (r.kind !== "again" || !this.midMessage) return r;
-      // One deadline for the whole rest of the message: a peer trickling bytes cannot hold
-      // this thread for longer than that.
-      deadline ??= performance.now() + timeoutMs;
-      const left = Math.ceil(deadline - performance.now());
-      if (left <= 0 || (pollFd(this.fd, POLLIN, left) & POLLIN) === 0) {
-        return { kind: "broken", reason: this.abandonPartial("peer stalled") };
-      }
-    }
   }
 
   #receive(buf: Uint8Array, fds: number[]): number | "again" | "truncated" {
