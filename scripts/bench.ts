@@ -27,6 +27,7 @@
  *   --delay-us N         latency_fs delay (default 100)
  *   --qsd-aio threads|io_uring|native   qemu-storage-daemon's engine (default io_uring)
  *   --vhostd-aio sync|io_uring         passed as vhostd --aio (when vhostd has it)
+ *   --vhostd-workers N   passed as vhostd --workers (default: vhostd's own choice)
  *
  * Ctrl-C (or SIGTERM) stops after the running workload; back-ends are
  * stopped, latency_fs unmounted and the image removed on every way out.
@@ -108,6 +109,7 @@ interface BlkOptions {
   delayUs: number;
   qsdAio: string;
   vhostdAio: string | undefined;
+  vhostdWorkers: number | undefined;
 }
 
 /** Set by SIGINT/SIGTERM; checked between workloads (a workload itself is synchronous). */
@@ -336,7 +338,9 @@ async function runBacking(
       });
       const peers: Peer[] = [];
       try {
-        peers.push(await startVhostdBlk(MAIN, config("vhostd"), opts.vhostdAio));
+        peers.push(
+          await startVhostdBlk(MAIN, config("vhostd"), opts.vhostdAio, opts.vhostdWorkers),
+        );
         peers.push(await startQsdBlk(config("qsd"), opts.qsdAio));
         for (const w of WORKLOADS) {
           await checkInterrupt();
@@ -479,6 +483,7 @@ if (import.meta.main) {
       "delay-us": { type: "string", default: "100" },
       "qsd-aio": { type: "string", default: "io_uring" },
       "vhostd-aio": { type: "string" },
+      "vhostd-workers": { type: "string" },
     },
   });
   const seconds = Number(values.seconds);
@@ -494,6 +499,12 @@ if (import.meta.main) {
   if (vhostdAio !== undefined && !["sync", "io_uring"].includes(vhostdAio)) {
     usage("--vhostd-aio must be sync or io_uring");
   }
+  const vhostdWorkers = values["vhostd-workers"] === undefined
+    ? undefined
+    : Number(values["vhostd-workers"]);
+  if (vhostdWorkers !== undefined && !(Number.isInteger(vhostdWorkers) && vhostdWorkers >= 1)) {
+    usage("--vhostd-workers must be a whole number of at least 1");
+  }
   const delayUs = Number(values["delay-us"]);
   if (!Number.isInteger(delayUs) || delayUs < 0) usage("--delay-us must be a whole number");
   const opts: BlkOptions = {
@@ -505,6 +516,7 @@ if (import.meta.main) {
     delayUs,
     qsdAio,
     vhostdAio,
+    vhostdWorkers,
   };
   if (qsdAio === "native" && opts.caches.includes("default")) {
     usage("--qsd-aio native needs O_DIRECT: use it with --cache none");

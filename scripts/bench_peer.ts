@@ -128,18 +128,21 @@ export async function vhostdBlkOptions(main: string): Promise<Set<string>> {
 }
 
 /**
- * Starts `vhostd blk` (main.ts under Deno) for `config`; `aio`, when given,
- * is passed as --aio. The caller checks that the options exist.
+ * Starts `vhostd blk` (main.ts under Deno) for `config`; `aio` and `workers`,
+ * when given, are passed as --aio and --workers. The caller checks that the
+ * options exist.
  */
 export function startVhostdBlk(
   main: string,
   config: BlkPeerConfig,
   aio?: string,
+  workers?: number,
 ): Promise<Peer> {
   const args = ["run", "-A", main, "blk", "--file", config.image, "--socket-path", config.socket];
   args.push("--num-queues", String(config.queues), "--log-level", "warn");
   if (config.cache === "none") args.push("--cache", "none");
   if (aio !== undefined) args.push("--aio", aio);
+  if (workers !== undefined) args.push("--workers", String(workers));
   return startPeer("vhostd", Deno.execPath(), args, config.socket);
 }
 

@@ -194,7 +194,7 @@ export class Daemon {
       throw new ListenError("no socket path and no listening fd given");
     }
     const workers = Math.min(
-      opts.workers ??
+      opts.workers ?? opts.device.preferredWorkers ??
         Math.max(1, Math.min(opts.device.numQueues, navigator.hardwareConcurrency || 1)),
       opts.device.maxWorkers ?? Infinity,
     );

@@ -64,7 +64,8 @@ Device:
   --num-queues N         request queues (1-64); default ${BLK_DEFAULTS.numQueues}
   --queue-size N         largest queue size, power of two up to 32768; default ${BLK_DEFAULTS.queueSize}
   --serial TEXT          GET_ID answer, up to 20 bytes; default "${BLK_DEFAULTS.serial}"
-  --workers N            queue worker threads; default one per queue, at most the CPU count
+  --workers N            queue worker threads; default one with io_uring (it serves every
+                         queue), else one per queue, at most the CPU count
 
 I/O:
   --aio io_uring|sync    file I/O engine of the queue workers; default io_uring where it

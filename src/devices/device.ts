@@ -155,6 +155,11 @@ export interface VirtioDevice {
   ringStarted?(): void;
   /** Most queue Workers the device can use (state shared by all queues wants 1). */
   readonly maxWorkers?: number;
+  /**
+   * Queue Workers that serve the device best when the operator does not say
+   * (`--workers`); absent means one per queue, at most the CPU count.
+   */
+  readonly preferredWorkers?: number;
   /** Called once the queue Workers exist, with the channel to their handlers. */
   attachWorkers?(channel: DeviceWorkerChannel): void;
   /** Present when the device supports DEVICE_STATE save/load. */

@@ -82,6 +82,15 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
   readonly stateSupport: BlkStateSupport = new BlkStateSupport(this);
   /** File I/O engine the queue Workers use. */
   readonly aio: FileIoEngineKind;
+  /**
+   * With io_uring one Worker serves every queue, as qemu-storage-daemon's
+   * one iothread does: the kernel runs the I/O in parallel, and a Worker
+   * that is already awake (polling) picks up the next request of any queue,
+   * where Workers per queue would each be woken cold at low depth (README
+   * "Benchmark": four queues at depth 1). The sync engine's Worker is the
+   * I/O, so it keeps one Worker per queue.
+   */
+  readonly preferredWorkers: number | undefined;
   #acked = 0n;
   /** Features were set since the last reset (the first SET_FEATURES initialises the cache mode). */
   #negotiated = false;
@@ -95,6 +104,7 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
     this.maxQueueSize = options.queueSize;
     this.serial = options.serial;
     this.aio = options.aio ?? "sync";
+    this.preferredWorkers = this.aio === "io_uring" ? 1 : undefined;
     this.shared.writeback = true;
     this.shared.backingFd = backing.fd;
   }
