@@ -256,3 +256,15 @@ Deno.test("validateSerial accepts up to 20 printable ASCII bytes", () => {
   assert.match(validateSerial("tab\there")!, /ASCII/);
   assert.match(validateSerial("nul\0")!, /ASCII/);
 });
+
+Deno.test("with io_uring one Worker serves every queue; the sync engine leaves it to the daemon", () => {
+  for (const [aio, workers] of [["io_uring", 1], ["sync", undefined]] as const) {
+    const backing = openBacking({ kind: "ram", size: SECTORS * SECTOR_SIZE, readOnly: false });
+    const device = new BlkDevice(backing, { numQueues: 4, queueSize: 256, serial: "d", aio });
+    try {
+      assert.equal(device.preferredWorkers, workers);
+    } finally {
+      device.close();
+    }
+  }
+});
