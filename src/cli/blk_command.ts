@@ -19,6 +19,7 @@ import {
 import { BlkDevice, validateSerial } from "../devices/blk/blk_device.ts";
 import type { FileIoEngineKind } from "../io/file_io_engine.ts";
 import { probeIoUring } from "../io/open_engine.ts";
+import { chooseEngine, type EngineChoice, logEngineChoice } from "./engine_choice.ts";
 import { log } from "../log.ts";
 import { MAX_QUEUE_SIZE } from "../virtqueue/layout.ts";
 import {
@@ -88,39 +89,6 @@ the socket is removed.
  */
 export function blkCapabilities(aio: FileIoEngineKind): Record<string, unknown> {
   return { type: "block", features: ["read-only", "blk-file"], aio };
-}
-
-/** The engine chosen for the queue Workers, and why io_uring was not, if it was not. */
-export interface EngineChoice {
-  /** Engine every Worker opens. */
-  kind: FileIoEngineKind;
-  /** Set when io_uring was the default but does not work here. */
-  fallbackReason?: string;
-  /** Set when the default went to sync because the image lives in memory. */
-  inMemory?: boolean;
-}
-
-/**
- * Decides the engine on the main thread: `requested` when given (io_uring
- * that does not work is a UsageError: exit 2 with the reason). Otherwise
- * sync for an image that lives in memory (`inMemory`: a RAM disk, tmpfs),
- * where a read is a memory copy and io_uring hands most of them to kernel
- * worker threads (measured 10x slower at depth 1, 2x at depth 32 on
- * tmpfs), and io_uring when `probe` (probeIoUring) finds it works, else sync.
- */
-export function chooseEngine(
-  requested: FileIoEngineKind | undefined,
-  probe: () => string | undefined = probeIoUring,
-  inMemory = false,
-): EngineChoice {
-  if (requested === "sync") return { kind: "sync" };
-  if (requested === undefined && inMemory) return { kind: "sync", inMemory: true };
-  const reason = probe();
-  if (reason === undefined) return { kind: "io_uring" };
-  if (requested === "io_uring") {
-    throw new UsageError(`--aio io_uring: io_uring is not usable here: ${reason}`);
-  }
-  return { kind: "sync", fallbackReason: reason };
 }
 
 /** Parsed `vhostd blk` options. */
@@ -227,12 +195,7 @@ export async function runBlk(args: string[]): Promise<number> {
     closeBacking(backing);
     throw e;
   }
-  if (engine.fallbackReason !== undefined) {
-    log.warn(`io_uring is not usable here (${engine.fallbackReason}); using the sync engine`);
-  }
-  if (engine.inMemory) {
-    log.info("the disk lives in memory: using the sync engine (--aio io_uring to override)");
-  }
+  logEngineChoice(engine, "the disk");
   const device = new BlkDevice(backing, {
     numQueues: opts.numQueues,
     queueSize: opts.queueSize,
