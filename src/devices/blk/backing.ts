@@ -41,6 +41,7 @@ import {
   SyscallError,
 } from "../../../ffi/mod.ts";
 import { SECTOR_SIZE } from "./blk_spec.ts";
+import { isOnMemoryFileSystem } from "../../io/memory_file_system.ts";
 
 /** Host page cache use: `writeback` (buffered I/O) or `none` (O_DIRECT). */
 export type CacheMode = "writeback" | "none";
@@ -86,24 +87,13 @@ export function closeBacking(backing: Backing): void {
   if (backing.direct && backing.direct.bufferedFd >= 0) closeQuietly(backing.direct.bufferedFd);
 }
 
-/** statfs f_type of tmpfs (memfds live there too). */
-const TMPFS_MAGIC = 0x01021994;
-/** statfs f_type of ramfs. */
-const RAMFS_MAGIC = 0x858458f6;
-
 /**
  * True when the backing's bytes live in memory (a RAM disk, an image on
  * tmpfs or ramfs): a read is a memory copy there, so there is no latency for
  * an asynchronous engine to hide.
  */
 export function isMemoryBacked(backing: Backing): boolean {
-  if (backing.kind === "ram") return true;
-  try {
-    const type = fstatfs(backing.fd).type;
-    return type === TMPFS_MAGIC || type === RAMFS_MAGIC;
-  } catch {
-    return false;
-  }
+  return backing.kind === "ram" || isOnMemoryFileSystem(backing.fd);
 }
 
 /** {@linkcode isMemoryBacked} for a backing not opened yet (false when it cannot be opened). */
