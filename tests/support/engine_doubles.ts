@@ -1,5 +1,5 @@
 /**
- * Test doubles for the blk data half: a QueueContext that records
+ * Test doubles for data halves on a file I/O engine (blk, fs): a QueueContext that records
  * completions and watched fds, an engine that holds every operation until
  * the test runs it (in any order, with injected results), and a spy that
  * records what a real engine was asked to do.
@@ -13,11 +13,11 @@ import {
   eventfdRead,
   eventfdWrite,
   type IovecArray,
-} from "../../../ffi/mod.ts";
-import type { FileIoEngine, FileIoEngineKind, IoCompletion } from "../../io/file_io_engine.ts";
-import { SyncFileIoEngine } from "../../io/sync_engine.ts";
-import type { DescriptorChain } from "../../virtqueue/descriptor_chain.ts";
-import type { FdReadyCallback, QueueContext } from "../device.ts";
+} from "../../ffi/mod.ts";
+import type { FileIoEngine, FileIoEngineKind, IoCompletion } from "../../src/io/file_io_engine.ts";
+import { SyncFileIoEngine } from "../../src/io/sync_engine.ts";
+import type { DescriptorChain } from "../../src/virtqueue/descriptor_chain.ts";
+import type { FdReadyCallback, QueueContext } from "../../src/devices/device.ts";
 
 /** One `complete` call. */
 export interface RecordedCompletion {
