@@ -299,14 +299,31 @@ export class FsDriver {
    * requests included.
    */
   send(request: Uint8Array, replySize: number, options: FsSendOptions = {}): FsRawReply {
+    return this.sendLater(request, replySize, options)();
+  }
+
+  /**
+   * Like {@linkcode send}, but returns once the chain is published and the
+   * back-end notified; the returned function waits for the reply. Several
+   * requests may be pending on one queue; wait for them in the order the
+   * back-end completes them (a reply for another head is an error).
+   */
+  sendLater(
+    request: Uint8Array,
+    replySize: number,
+    options: FsSendOptions = {},
+  ): () => FsRawReply {
     const ring = this.ring(options.queue ?? 1);
     if (request.length + replySize === 0) throw new RangeError("a chain needs at least one byte");
     const allocated: number[] = [];
+    const free = () => allocated.forEach((gpa) => this.#pool.free(gpa));
+    let head: number;
+    let replyGpa: number;
     try {
       const base = this.#pool.alloc(request.length + replySize, 64);
       allocated.push(base);
       this.#memory.bytes(base, request.length).set(request);
-      const replyGpa = base + request.length;
+      replyGpa = base + request.length;
       // Stale bytes would look like a reply the back-end never wrote.
       this.#memory.bytes(replyGpa, replySize).fill(0xa5);
       const segments: Segment[] = [];
@@ -321,21 +338,28 @@ export class FsDriver {
         table = this.#pool.alloc(segments.length * DESC_SIZE);
         allocated.push(table);
       }
-      const head = ring.publish(segments, table);
-      const written = this.#waitFor(ring, head);
-      const bytes = this.#memory.bytes(replyGpa, Math.min(written, replySize)).slice();
-      allocated.forEach((gpa) => this.#pool.free(gpa));
-      return { written, bytes };
+      head = ring.publish(segments, table);
+      ring.notify();
     } catch (e) {
-      // After a timeout the back-end may still write into the buffers: leave them allocated.
-      if (!(e instanceof BackendTimeout)) allocated.forEach((gpa) => this.#pool.free(gpa));
+      free();
       throw e;
     }
+    return () => {
+      try {
+        const written = this.#waitFor(ring, head);
+        const bytes = this.#memory.bytes(replyGpa, Math.min(written, replySize)).slice();
+        free();
+        return { written, bytes };
+      } catch (e) {
+        // After a timeout the back-end may still write into the buffers: leave them allocated.
+        if (!(e instanceof BackendTimeout)) free();
+        throw e;
+      }
+    };
   }
 
   #waitFor(ring: DriverRing, head: number): number {
     const deadline = performance.now() + this.timeoutMs;
-    ring.notify();
     for (;;) {
       const used = ring.takeUsed();
       if (used !== undefined) {
@@ -360,6 +384,18 @@ export class FsDriver {
     args: FuseArgsInputByOpcode[K],
     options: FsRequestOptions = {},
   ): FsReply {
+    return this.requestLater(opcode, args, options)();
+  }
+
+  /**
+   * Like {@linkcode request}, but returns once the request is published; the
+   * returned function waits for the answer (see {@linkcode sendLater}).
+   */
+  requestLater<K extends FuseDecodableOpcode>(
+    opcode: K,
+    args: FuseArgsInputByOpcode[K],
+    options: FsRequestOptions = {},
+  ): () => FsReply {
     const unique = this.nextUnique();
     const bytes = encodeRequest(opcode, {
       unique,
@@ -372,18 +408,28 @@ export class FsDriver {
     const replySize = options.replySize ??
       (noReply ? 0 : FUSE_OUT_HEADER.size + FsDriver.#replyRoom(opcode, args));
     const queue = options.queue ?? (noReply ? HIPRIO_QUEUE : 1);
-    const raw = this.send(bytes, replySize, { ...options, queue });
-    if (noReply && raw.written === 0) {
-      return { error: 0, payload: new Uint8Array(0), written: 0, header: undefined };
-    }
-    const { header, payload } = splitReply(raw.bytes);
-    if (header.unique !== unique) {
-      throw new Error(`${opcodeName(opcode)}: reply unique ${header.unique}, sent ${unique}`);
-    }
-    if (header.len !== raw.written) {
-      throw new Error(`${opcodeName(opcode)}: reply len ${header.len}, used length ${raw.written}`);
-    }
-    return { error: header.error === 0 ? 0 : -header.error, payload, written: raw.written, header };
+    const wait = this.sendLater(bytes, replySize, { ...options, queue });
+    return () => {
+      const raw = wait();
+      if (noReply && raw.written === 0) {
+        return { error: 0, payload: new Uint8Array(0), written: 0, header: undefined };
+      }
+      const { header, payload } = splitReply(raw.bytes);
+      if (header.unique !== unique) {
+        throw new Error(`${opcodeName(opcode)}: reply unique ${header.unique}, sent ${unique}`);
+      }
+      if (header.len !== raw.written) {
+        throw new Error(
+          `${opcodeName(opcode)}: reply len ${header.len}, used length ${raw.written}`,
+        );
+      }
+      return {
+        error: header.error === 0 ? 0 : -header.error,
+        payload,
+        written: raw.written,
+        header,
+      };
+    };
   }
 
   static #replyRoom(opcode: number, args: unknown): number {
