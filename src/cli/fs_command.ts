@@ -22,6 +22,11 @@ import {
   wholeNumberOption,
 } from "./daemon_options.ts";
 import { UsageError } from "./usage_error.ts";
+import { chooseEngine, logEngineChoice } from "./engine_choice.ts";
+import type { FileIoEngineKind } from "../io/file_io_engine.ts";
+import { probeIoUring } from "../io/open_engine.ts";
+import { isOnMemoryFileSystem } from "../io/memory_file_system.ts";
+import { closeQuietly, O_CLOEXEC, O_DIRECTORY, O_RDONLY, openFile } from "../../ffi/mod.ts";
 import { type CachePolicy, isCachePolicy } from "../devices/fs/passthrough/fs_types.ts";
 
 /** Defaults of `vhostd fs`. */
@@ -45,6 +50,11 @@ Shared directory:
   --cache MODE           how much the guest may cache, as virtiofsd's --cache:
                          never (direct I/O, no timeouts), auto (default: 1 s
                          timeouts, guest page cache) or always (keep caches)
+
+  --aio io_uring|sync    engine of READ, WRITE and FSYNC: io_uring (they complete
+                         later and the queues go on meanwhile) or sync (each runs
+                         inside its request); default io_uring where it works,
+                         sync for a directory in memory (tmpfs, ramfs)
 
 ${listeningHelp(FS_DEFAULTS.socketPath)}
 
@@ -84,6 +94,8 @@ export interface FsArgs extends DaemonArgs {
   migrationOnError: MigrationOnError;
   /** Guest caching policy. */
   cache: CachePolicy;
+  /** `--aio`, when given (otherwise io_uring where it works and the directory is not in memory). */
+  aio?: FileIoEngineKind;
 }
 
 /** Parses `vhostd fs` arguments; throws UsageError with a one-line message. */
@@ -96,6 +108,7 @@ export function parseFsArgs(args: string[]): FsArgs {
     "num-request-queues": { type: "string" },
     "migration-on-error": { type: "string" },
     cache: { type: "string" },
+    aio: { type: "string" },
   });
   const common = daemonArgs(values, FS_DEFAULTS.socketPath);
   const tag = values.tag ?? FS_DEFAULTS.tag;
@@ -110,6 +123,10 @@ export function parseFsArgs(args: string[]): FsArgs {
   const cache = values.cache ?? FS_DEFAULTS.cache;
   if (!isCachePolicy(cache)) {
     throw new UsageError(`--cache must be never, auto or always, got "${cache}"`);
+  }
+  const aio = values.aio;
+  if (aio !== undefined && aio !== "io_uring" && aio !== "sync") {
+    throw new UsageError(`--aio must be io_uring or sync, got "${aio}"`);
   }
   const sharedDir = values["shared-dir"];
   if (sharedDir === undefined && !common.help && !common.printCapabilities) {
@@ -129,7 +146,23 @@ export function parseFsArgs(args: string[]): FsArgs {
     ) ?? FS_DEFAULTS.numRequestQueues,
     migrationOnError,
     cache,
+    aio,
   };
+}
+
+/** True when the directory at `path` is on tmpfs or ramfs (false when it cannot be opened). */
+function dirIsInMemory(path: string): boolean {
+  let fd: number;
+  try {
+    fd = openFile(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  } catch {
+    return false;
+  }
+  try {
+    return isOnMemoryFileSystem(fd);
+  } finally {
+    closeQuietly(fd);
+  }
 }
 
 /**
@@ -165,13 +198,17 @@ export async function runFs(args: string[]): Promise<number> {
   const answered = answerInfoRequest(opts, FS_HELP, fsCapabilities);
   if (answered !== undefined) return answered;
   applyLogLevel(opts);
+  const sharedDir = checkSharedDir(opts.sharedDir!);
+  const engine = chooseEngine(opts.aio, probeIoUring, dirIsInMemory(sharedDir));
+  logEngineChoice(engine, "the shared directory");
   const device = new FsDevice({
-    sharedDir: checkSharedDir(opts.sharedDir!),
+    sharedDir,
     tag: opts.tag,
     numRequestQueues: opts.numRequestQueues,
     readOnly: opts.readOnly,
     migrationOnError: opts.migrationOnError,
     cache: opts.cache,
+    aio: engine.kind,
   });
   return await serveDevice(device, opts, {
     qemuDevice: `vhost-user-fs-pci,chardev=vhostd0,tag=${opts.tag}`,

@@ -8,9 +8,11 @@
  * handle the guest got on one queue may come back on any other queue or on
  * the high-priority queue (FORGET), so every queue must see the same
  * tables, and the tables hold plain fds and JS objects that cannot be shared
- * between isolates. Requests are synchronous, so one Worker serves them all
- * in order; the control half reaches the tables through the Worker channel
- * (DEVICE_STATE save/load).
+ * between isolates. One Worker serves every queue; with the io_uring engine
+ * READ, WRITE and FSYNC complete later, so the requests of all queues run
+ * side by side in the kernel while the tables stay in one place (no locks,
+ * no copies); metadata requests run at once, in order. The control half
+ * reaches the tables through the Worker channel (DEVICE_STATE save/load).
  *
  * @module
  */
@@ -26,6 +28,7 @@ import {
   type MigrationOnError,
 } from "./fs_state.ts";
 import type { CachePolicy } from "./passthrough/fs_types.ts";
+import type { FileIoEngineKind } from "../../io/file_io_engine.ts";
 
 /** Options of a virtio-fs device. */
 export interface FsDeviceOptions {
@@ -41,6 +44,8 @@ export interface FsDeviceOptions {
   migrationOnError: MigrationOnError;
   /** How much the guest may cache (default "auto"). */
   cache?: CachePolicy;
+  /** Engine of READ, WRITE and FSYNC (default "sync": each runs inside the request). */
+  aio?: FileIoEngineKind;
 }
 
 /** Worker parameters of the fs data half. */
@@ -53,6 +58,8 @@ export interface FsWorkerParams extends Record<string, unknown> {
   migrationOnError: MigrationOnError;
   /** Guest caching policy. */
   cache: CachePolicy;
+  /** Engine of READ, WRITE and FSYNC. */
+  aio: FileIoEngineKind;
 }
 
 /** A virtio-fs device sharing a host directory. */
@@ -77,6 +84,8 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
   readonly migrationOnError: MigrationOnError;
   /** Guest caching policy. */
   readonly cache: CachePolicy;
+  /** Engine of READ, WRITE and FSYNC. */
+  readonly aio: FileIoEngineKind;
   /** DEVICE_STATE save/load. */
   readonly stateSupport: FsStateSupport = new FsStateSupport(this);
   readonly #config: Uint8Array;
@@ -99,6 +108,7 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
     this.readOnly = options.readOnly;
     this.migrationOnError = options.migrationOnError;
     this.cache = options.cache ?? "auto";
+    this.aio = options.aio ?? "sync";
     this.#config = encodeFsConfig(options.tag, options.numRequestQueues);
   }
 
@@ -155,6 +165,7 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
       readOnly: this.readOnly,
       migrationOnError: this.migrationOnError,
       cache: this.cache,
+      aio: this.aio,
     };
     return { kind: this.kind, params, shared: this.#shared };
   }
@@ -181,6 +192,6 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
   describe(): string {
     return `virtio-fs "${this.tag}" sharing ${this.sharedDir}${
       this.readOnly ? " read-only" : ""
-    }, ${this.numRequestQueues} request queue(s), cache ${this.cache}, migration on error: ${this.migrationOnError}`;
+    }, ${this.numRequestQueues} request queue(s), cache ${this.cache}, aio ${this.aio}, migration on error: ${this.migrationOnError}`;
   }
 }

@@ -71,6 +71,7 @@ Deno.test("fs device: Worker parameters are plain data", () => {
     readOnly: true,
     migrationOnError: "guest-error",
     cache: "auto",
+    aio: "sync",
   });
   assert.ok(setup.shared instanceof SharedArrayBuffer);
   assert.deepEqual(structuredClone(setup.params), setup.params);

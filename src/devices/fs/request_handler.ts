@@ -10,16 +10,34 @@
  * copied (requests are small), decoded by the FUSE codecs, and answered
  * with `-errno` when it fails. Guest data never makes this module throw.
  *
+ * With the io_uring engine, READ, WRITE and FSYNC complete later
+ * (deferred_file_io.ts): the Worker goes on with the other requests of every
+ * queue while they are in the kernel. A handle with I/O in flight stays open
+ * until that I/O completed (its RELEASE closes it afterwards), and DESTROY
+ * or a new INIT, which close every handle, wait for all of it: an fd number
+ * is never closed, and so never reused for another file, under an
+ * operation that still has to reach the kernel. Everything else runs at
+ * once, in order.
+ *
  * @module
  */
 
-import { EFBIG, EINVAL, EIO, ENOSYS, EPROTO, SyscallError } from "../../../ffi/mod.ts";
+import { EFBIG, EINVAL, EIO, ENOSYS, EPOLLIN, EPROTO, SyscallError } from "../../../ffi/mod.ts";
+import type { FileIoEngine, FileIoEngineKind } from "../../io/file_io_engine.ts";
+import { openFileIoEngine } from "../../io/open_engine.ts";
 import { GuestBufferError, GuestFileIo } from "../guest_file_io.ts";
+import { DeferredFileIo } from "./deferred_file_io.ts";
 import { RequestFailureLog } from "../request_failure_log.ts";
 import { log } from "../../log.ts";
 import type { GuestMemory } from "../../memory/guest_memory.ts";
 import type { DescriptorChain, Segment } from "../../virtqueue/descriptor_chain.ts";
-import type { QueueHandler, WorkerSetup } from "../device.ts";
+import {
+  DEFERRED,
+  type HandleResult,
+  type QueueContext,
+  type QueueHandler,
+  type WorkerSetup,
+} from "../device.ts";
 import type { FsWorkerParams } from "./fs_device.ts";
 import {
   decodeFsWorkerCommand,
@@ -116,6 +134,20 @@ export type FileSystem = Pick<
 /** Builds a filesystem core over the shared directory. */
 export type FileSystemFactory = (options: FsOptions) => FileSystem;
 
+/** Opens a file I/O engine of `kind` with room for `entries` operations; tests substitute their own. */
+export type FsEngineOpener = (kind: FileIoEngineKind, entries: number) => FileIoEngine;
+
+/** How the handler moves file data. */
+export interface FsIoOptions {
+  /** Engine of READ/WRITE/FSYNC once attached to a Worker; default "sync" (all at once). */
+  aio?: FileIoEngineKind;
+  /** Opens the engine in `attach` (default: openFileIoEngine). */
+  openEngine?: FsEngineOpener;
+}
+
+/** Operations the io_uring engine holds in the kernel at once (more wait in its queue). */
+const ENGINE_ENTRIES = 1024;
+
 /** The opcodes served; every other one is answered with ENOSYS. */
 export const SUPPORTED_OPCODES: ReadonlySet<number> = new Set<number>([
   FuseOpcode.INIT,
@@ -180,6 +212,11 @@ type ReplyBody = Uint8Array | readonly Uint8Array[] | typeof NO_REPLY;
 
 const EMPTY = new Uint8Array(0);
 
+/** DESTROY and INIT (of a new session) close every open handle. */
+function closesEveryHandle(opcode: number): boolean {
+  return opcode === FuseOpcode.DESTROY || opcode === FuseOpcode.INIT;
+}
+
 function hasNoReply(opcode: number): boolean {
   return opcode === FuseOpcode.FORGET || opcode === FuseOpcode.BATCH_FORGET ||
     opcode === FuseOpcode.INTERRUPT;
@@ -207,12 +244,80 @@ export class FsRequestHandler implements QueueHandler {
   #session: FuseSessionState = { initialized: false, minor: 0, flags: 0, flags2: 0 };
   #decodeOptions: FuseDecodeOptions = {};
   readonly #failures = new RequestFailureLog();
+  readonly #ioOptions: FsIoOptions;
+  #context: QueueContext | undefined;
+  #engine: FileIoEngine | undefined;
+  #deferred: DeferredFileIo | undefined;
+  /** Operations in flight per file handle: its fd must stay open until they completed. */
+  readonly #pins = new Map<bigint, number>();
+  /** Handles RELEASEd while pinned: closed when their last operation completes. */
+  readonly #releaseWhenIdle = new Set<bigint>();
+  /** DESTROY or INIT requests waiting for every deferred operation to complete. */
+  readonly #whenIdle: (() => void)[] = [];
 
   /** Builds the handler and its filesystem core (throws when the shared directory is unusable). */
-  constructor(options: FsOptions, open: FileSystemFactory) {
+  constructor(options: FsOptions, open: FileSystemFactory, io: FsIoOptions = {}) {
     this.#options = options;
     this.#open = open;
     this.#fs = open(options);
+    this.#ioOptions = io;
+  }
+
+  /** The engine READ, WRITE and FSYNC go to once attached (undefined: they run at once). */
+  get engine(): FileIoEngine | undefined {
+    return this.#engine;
+  }
+
+  /**
+   * With the io_uring engine: opens it (the sync path, with a warning, when
+   * that fails here) and watches its completions in the Worker's loop.
+   */
+  attach(context: QueueContext): void {
+    this.#context = context;
+    const kind = this.#ioOptions.aio ?? "sync";
+    if (kind === "sync") return;
+    const open = this.#ioOptions.openEngine ??
+      ((k: FileIoEngineKind, entries: number) => openFileIoEngine(k, { entries }));
+    let engine: FileIoEngine;
+    try {
+      engine = open(kind, ENGINE_ENTRIES);
+    } catch (e) {
+      log.warn(
+        `fs queue worker: cannot open the ${kind} engine (${
+          e instanceof Error ? e.message : String(e)
+        }); READ, WRITE and FSYNC run synchronously`,
+      );
+      return;
+    }
+    this.#engine = engine;
+    this.#deferred = new DeferredFileIo(engine, IOV_CAPACITY);
+    if (engine.completionFd !== undefined) {
+      const ready = engine.hasCompletions ? () => engine.hasCompletions!() : undefined;
+      context.watchFd(engine.completionFd, EPOLLIN, () => this.#reap(), ready);
+    }
+  }
+
+  /** Hands the operations this round's requests queued to the kernel. */
+  submitQueued(): void {
+    this.#deferred?.submit();
+  }
+
+  /** Stops watching the engine and releases it (the Worker waited for every request). */
+  close(): void {
+    const engine = this.#engine;
+    if (engine === undefined) return;
+    if (engine.completionFd !== undefined) this.#context?.unwatchFd(engine.completionFd);
+    this.#engine = undefined;
+    this.#deferred = undefined;
+    engine.close();
+  }
+
+  #reap(): void {
+    try {
+      this.#engine?.reap();
+    } finally {
+      this.submitQueued();
+    }
   }
 
   /** The FUSE session (for tests and logs). */
@@ -220,8 +325,8 @@ export class FsRequestHandler implements QueueHandler {
     return this.#session;
   }
 
-  /** Processes one request; returns the number of bytes written to the guest. */
-  handle(chain: DescriptorChain, memory: GuestMemory, queueIndex: number): number {
+  /** Processes one request; returns the bytes written to the guest, or DEFERRED (READ, WRITE, FSYNC). */
+  handle(chain: DescriptorChain, memory: GuestMemory, queueIndex: number): HandleResult {
     let unique = 0n;
     let opcode = 0;
     try {
@@ -239,7 +344,7 @@ export class FsRequestHandler implements QueueHandler {
       if (!this.#session.initialized && opcode !== FuseOpcode.INIT && !hasNoReply(opcode)) {
         throw new RequestFailure(EIO, `${opcodeName(opcode)} before INIT`);
       }
-      if (opcode === FuseOpcode.WRITE) return this.#write(chain, memory, got, unique);
+      if (opcode === FuseOpcode.WRITE) return this.#write(chain, memory, got, unique, queueIndex);
       const header = decodeInHeader(this.#head);
       if (header.len > MAX_REQUEST_BYTES) {
         throw new FuseProtocolError(`${opcodeName(opcode)} request of ${header.len} bytes`);
@@ -252,12 +357,56 @@ export class FsRequestHandler implements QueueHandler {
         return this.#read(
           chain,
           memory,
+          queueIndex,
           unique,
           request.args.fh,
           request.args.offset,
           request.args.size,
         );
       }
+      if (request.opcode === FuseOpcode.FSYNC && this.#deferred !== undefined) {
+        const { fh, fsyncFlags } = request.args;
+        const fd = this.#fs.readFd(fh);
+        this.#pin(fh);
+        this.#deferred.fsync(fd, (fsyncFlags & FuseFsyncFlag.FDATASYNC) !== 0, (result) => {
+          this.#completeLater(chain, memory, queueIndex, unique, fh, result, () => EMPTY);
+        });
+        return DEFERRED;
+      }
+      if (this.#pins.size > 0 && closesEveryHandle(request.opcode)) {
+        // Every handle is about to close: not under an operation still in flight.
+        this.#whenIdle.push(() => {
+          this.#context!.complete(
+            queueIndex,
+            chain,
+            this.#answer(chain, memory, queueIndex, unique, opcode, request, header),
+          );
+        });
+        return DEFERRED;
+      }
+      if (request.opcode === FuseOpcode.RELEASE && this.#pins.has(request.args.fh)) {
+        this.#releaseWhenIdle.add(request.args.fh);
+        return this.#reply(chain, memory, queueIndex, unique, EMPTY);
+      }
+      return this.#answer(chain, memory, queueIndex, unique, opcode, request, header);
+    } catch (e) {
+      const errno = this.#errnoOf(e, queueIndex, chain, opcode);
+      if (hasNoReply(opcode)) return 0;
+      return this.#replyError(chain, memory, queueIndex, unique, errno);
+    }
+  }
+
+  /** Runs a decoded request other than READ/WRITE through the core and writes its reply. */
+  #answer(
+    chain: DescriptorChain,
+    memory: GuestMemory,
+    queueIndex: number,
+    unique: bigint,
+    opcode: number,
+    request: FuseRequestArgs,
+    header: { nodeid: bigint; uid: number; gid: number },
+  ): number {
+    try {
       const reply = this.#dispatch(request, header.nodeid, header.uid, header.gid, chain);
       if (reply === NO_REPLY) return 0;
       return this.#reply(chain, memory, queueIndex, unique, reply);
@@ -265,6 +414,56 @@ export class FsRequestHandler implements QueueHandler {
       const errno = this.#errnoOf(e, queueIndex, chain, opcode);
       if (hasNoReply(opcode)) return 0;
       return this.#replyError(chain, memory, queueIndex, unique, errno);
+    }
+  }
+
+  #pin(fh: bigint): void {
+    this.#pins.set(fh, (this.#pins.get(fh) ?? 0) + 1);
+  }
+
+  /** An operation on `fh` completed: a RELEASE, DESTROY or INIT waiting for it may run now. */
+  #unpin(fh: bigint): void {
+    const left = (this.#pins.get(fh) ?? 1) - 1;
+    if (left > 0) {
+      this.#pins.set(fh, left);
+      return;
+    }
+    this.#pins.delete(fh);
+    if (this.#releaseWhenIdle.delete(fh)) this.#fs.release(fh);
+    if (this.#pins.size === 0) { for (const run of this.#whenIdle.splice(0)) run(); }
+  }
+
+  /**
+   * Completes a deferred request on `fh` with the engine's `result`: the
+   * reply `body(result)` builds for a success, `-errno` for a failure; never throws.
+   */
+  #completeLater(
+    chain: DescriptorChain,
+    memory: GuestMemory,
+    queueIndex: number,
+    unique: bigint,
+    fh: bigint,
+    result: number,
+    body: (result: number) => Uint8Array | readonly Uint8Array[] | number,
+  ): void {
+    let written: number;
+    try {
+      if (result < 0) {
+        written = this.#replyError(chain, memory, queueIndex, unique, -result);
+      } else {
+        const reply = body(result);
+        written = typeof reply === "number"
+          ? reply
+          : this.#reply(chain, memory, queueIndex, unique, reply);
+      }
+    } catch (e) {
+      const errno = this.#errnoOf(e, queueIndex, chain, FuseOpcode.READ);
+      written = this.#replyError(chain, memory, queueIndex, unique, errno);
+    }
+    try {
+      this.#unpin(fh);
+    } finally {
+      this.#context!.complete(queueIndex, chain, written);
     }
   }
 
@@ -351,7 +550,8 @@ export class FsRequestHandler implements QueueHandler {
         fs.batchForget(request.args.entries);
         return NO_REPLY;
       case FuseOpcode.INTERRUPT:
-        // Requests are handled synchronously, one at a time: nothing is ever in progress.
+        // Only READ, WRITE and FSYNC are ever in progress, and those are not interrupted
+        // once in the kernel (virtiofsd ignores INTERRUPT too).
         return NO_REPLY;
       case FuseOpcode.GETATTR: {
         const { getattrFlags, fh } = request.args;
@@ -501,11 +701,12 @@ export class FsRequestHandler implements QueueHandler {
   #read(
     chain: DescriptorChain,
     memory: GuestMemory,
+    queueIndex: number,
     unique: bigint,
     fh: bigint,
     offset: bigint,
     size: number,
-  ): number {
+  ): HandleResult {
     const writable = chain.writableLength();
     if (writable < FUSE_OUT_HEADER.size) {
       throw new RequestFailure(EIO, `no room for a reply (${writable} writable bytes)`);
@@ -513,8 +714,37 @@ export class FsRequestHandler implements QueueHandler {
     if (offset >= OFF_T_LIMIT) throw new RequestFailure(EINVAL);
     const fd = this.#fs.readFd(fh);
     const length = Math.min(size, writable - FUSE_OUT_HEADER.size);
+    const skip = chain.readableLength() + FUSE_OUT_HEADER.size;
+    const pastEnd = offset > BigInt(Number.MAX_SAFE_INTEGER);
+    if (
+      !pastEnd &&
+      this.#deferLater(
+        fh,
+        () =>
+          this.#deferred!.transfer(
+            fd,
+            chain.segments,
+            memory,
+            skip,
+            length,
+            Number(offset),
+            false,
+            (
+              result,
+            ) =>
+              this.#completeLater(chain, memory, queueIndex, unique, fh, result, (count) => {
+                const len = FUSE_OUT_HEADER.size + count;
+                encodeOutHeader({ len, error: 0, unique }, this.#outHeader);
+                chain.writeTo(memory, 0, this.#outHeader);
+                return len;
+              }),
+          ),
+      )
+    ) {
+      return DEFERRED;
+    }
     // Past 2^53 nothing is stored on any host file system vhostd shares: end of file.
-    const count = offset > BigInt(Number.MAX_SAFE_INTEGER) ? 0 : this.#transfer(
+    const count = pastEnd ? 0 : this.#transfer(
       fd,
       chain.segments, // one byte stream, readable part first: skip it and the out header
       memory,
@@ -530,7 +760,13 @@ export class FsRequestHandler implements QueueHandler {
   }
 
   /** WRITE: pwritev straight from the guest buffers after the 80-byte header. */
-  #write(chain: DescriptorChain, memory: GuestMemory, got: number, unique: bigint): number {
+  #write(
+    chain: DescriptorChain,
+    memory: GuestMemory,
+    got: number,
+    unique: bigint,
+    queueIndex: number,
+  ): HandleResult {
     if (got < WRITE_HEADER_SIZE) {
       throw new FuseProtocolError(`WRITE of ${got} bytes is shorter than its header`);
     }
@@ -551,6 +787,30 @@ export class FsRequestHandler implements QueueHandler {
       throw new RequestFailure(EFBIG);
     }
     const fd = this.#fs.readFd(args.fh);
+    if (chain.writableLength() < FUSE_OUT_HEADER.size + 8) {
+      throw new RequestFailure(EIO, "no room for the WRITE reply");
+    }
+    const killSuidgid = (args.writeFlags & FuseWriteFlag.KILL_SUIDGID) !== 0;
+    // A write that must clear setuid/setgid runs at once, where the core does that around it.
+    if (
+      !killSuidgid && this.#deferLater(args.fh, () =>
+        this.#deferred!.transfer(
+          fd,
+          chain.segments,
+          memory,
+          WRITE_HEADER_SIZE,
+          args.size,
+          Number(args.offset),
+          true,
+          (result) =>
+            this.#completeLater(chain, memory, queueIndex, unique, args.fh, result, (count) => {
+              if (count > 0) this.#fs.afterWrite(args.fh, false);
+              return this.#writeReply(chain, memory, unique, count);
+            }),
+        ))
+    ) {
+      return DEFERRED;
+    }
     const count = this.#transfer(
       fd,
       chain.segments, // header.len <= readableLength(): never reaches the writable part
@@ -560,17 +820,35 @@ export class FsRequestHandler implements QueueHandler {
       Number(args.offset),
       true,
     );
-    if (count > 0) {
-      this.#fs.afterWrite(args.fh, (args.writeFlags & FuseWriteFlag.KILL_SUIDGID) !== 0);
-    }
+    if (count > 0) this.#fs.afterWrite(args.fh, killSuidgid);
+    return this.#writeReply(chain, memory, unique, count);
+  }
+
+  /** WRITE's reply: fuse_write_out with the bytes written. */
+  #writeReply(chain: DescriptorChain, memory: GuestMemory, unique: bigint, count: number): number {
     const reply = new Uint8Array(FUSE_OUT_HEADER.size + 8);
     encodeOutHeader({ len: reply.length, error: 0, unique }, reply);
     encodeWriteOut({ size: count }, reply, FUSE_OUT_HEADER.size);
-    if (reply.length > chain.writableLength()) {
-      throw new RequestFailure(EIO, "no room for the WRITE reply");
-    }
     chain.writeTo(memory, 0, reply);
     return reply.length;
+  }
+
+  /**
+   * With an engine, pins `fh` and runs `queue` (which hands the operation
+   * to the engine, or returns false when it must run at once); true when
+   * the operation was queued. Guest buffer failures become EIO.
+   */
+  #deferLater(fh: bigint, queue: () => boolean): boolean {
+    if (this.#deferred === undefined) return false;
+    let queued: boolean;
+    try {
+      queued = queue();
+    } catch (e) {
+      if (e instanceof GuestBufferError) throw new RequestFailure(EIO, e.message);
+      throw e;
+    }
+    if (queued) this.#pin(fh);
+    return queued;
   }
 
   /** GuestFileIo.transfer with its failures as request failures (the request's errno). */
@@ -679,5 +957,6 @@ export function createFsRequestHandler(setup: WorkerSetup): QueueHandler {
       cache: params.cache,
     },
     (options) => new PassthroughFs(options),
+    { aio: params.aio },
   );
 }

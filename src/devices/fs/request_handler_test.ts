@@ -376,6 +376,7 @@ class Harness implements Disposable {
     segments.push(...writableSegments);
     const chain = new DescriptorChain(3, segments, error);
     const used = this.handler.handle(chain, this.memory, 1);
+    if (typeof used !== "number") throw new Error("a handler without an engine deferred a request");
     // Reassemble the writable area in chain order.
     const reply = new Uint8Array(total);
     let off = 0;

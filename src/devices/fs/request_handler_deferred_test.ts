@@ -1,0 +1,294 @@
+/**
+ * The fs data half on an engine whose operations wait for the test: READ,
+ * WRITE and FSYNC complete later, other requests go on meanwhile, and no
+ * handle fd is closed under an operation in flight.
+ */
+
+import assert from "node:assert/strict";
+import { getStatusFlags, O_RDWR, SyscallError } from "../../../ffi/mod.ts";
+import { setLogLevel } from "../../log.ts";
+import { arrayBufferRegion, GuestMemory, type WriteObserver } from "../../memory/guest_memory.ts";
+import { DescriptorChain } from "../../virtqueue/descriptor_chain.ts";
+import { DeferredEngine, RecordingContext } from "../../../tests/support/engine_doubles.ts";
+import { DEFERRED } from "../device.ts";
+import {
+  decodeEntryOut,
+  decodeOpenOut,
+  decodeOutHeader,
+  decodeWriteOut,
+  encodeRequest,
+  type FuseArgsInputByOpcode,
+  type FuseDecodableOpcode,
+  FuseFsyncFlag,
+  FuseInitFlag,
+  FuseOpcode,
+  FuseWriteFlag,
+} from "./fuse/mod.ts";
+import { FsRequestHandler } from "./request_handler.ts";
+import { PassthroughFs } from "./passthrough/mod.ts";
+
+setLogLevel("error");
+
+const SLOT = 0x1_0000;
+const REPLY_AT = 0x8000;
+const enc = new TextEncoder();
+
+class Observer implements WriteObserver {
+  ranges: [number, number][] = [];
+  markWritten(gpa: number, len: number): void {
+    this.ranges.push([gpa, len]);
+  }
+  /** True when some marked range overlaps [gpa, gpa + len). */
+  touched(gpa: number, len: number): boolean {
+    return this.ranges.some(([a, l]) => a < gpa + len && gpa < a + l);
+  }
+}
+
+/** A handler over a real directory, an engine that holds operations, and one chain per slot. */
+class DeferredHarness implements Disposable {
+  readonly dir = Deno.makeTempDirSync({ prefix: "vhostd-fs-deferred-" });
+  readonly memory = new GuestMemory([arrayBufferRegion(0, 64 * SLOT)]);
+  readonly observer = new Observer();
+  readonly engine = new DeferredEngine();
+  readonly context = new RecordingContext();
+  readonly handler: FsRequestHandler;
+  #unique = 1n;
+  #slot = 0;
+
+  constructor() {
+    this.memory.writeObserver = this.observer;
+    this.handler = new FsRequestHandler(
+      { sharedDir: this.dir, readOnly: false, migrationOnError: "abort" },
+      (options) => new PassthroughFs(options),
+      { aio: "io_uring", openEngine: () => this.engine },
+    );
+    this.handler.attach(this.context);
+  }
+
+  [Symbol.dispose](): void {
+    this.engine.runAll();
+    this.handler.close();
+    Deno.removeSync(this.dir, { recursive: true });
+  }
+
+  /** Puts a request in the next slot; returns its chain, reply address and handle() result. */
+  send<K extends FuseDecodableOpcode>(
+    opcode: K,
+    args: FuseArgsInputByOpcode[K],
+    nodeid = 1n,
+    replySize = 4096,
+  ): { chain: DescriptorChain; reply: number; result: number | typeof DEFERRED } {
+    const head = this.#slot++;
+    const base = head * SLOT;
+    const bytes = encodeRequest(opcode, {
+      unique: this.#unique++,
+      nodeid,
+      uid: 0,
+      gid: 0,
+      pid: 1,
+    }, args);
+    this.memory.regions[0].bytes.set(bytes, base);
+    const reply = base + REPLY_AT;
+    const chain = new DescriptorChain(head, [
+      { addr: base, len: bytes.length, writable: false },
+      { addr: reply, len: replySize, writable: true },
+    ], undefined);
+    return { chain, reply, result: this.handler.handle(chain, this.memory, 1) };
+  }
+
+  /** The reply of a request answered at once: error and payload. */
+  now<K extends FuseDecodableOpcode>(
+    opcode: K,
+    args: FuseArgsInputByOpcode[K],
+    nodeid = 1n,
+  ): { error: number; payload: Uint8Array } {
+    const sent = this.send(opcode, args, nodeid);
+    assert.equal(typeof sent.result, "number", `${opcode} is answered at once`);
+    return this.replyAt(sent.reply);
+  }
+
+  replyAt(gpa: number): { error: number; payload: Uint8Array } {
+    const bytes = this.memory.regions[0].bytes;
+    const header = decodeOutHeader(bytes.subarray(gpa, gpa + 16));
+    return { error: header.error === 0 ? 0 : -header.error, payload: bytes.slice(gpa + 16, gpa + header.len) };
+  }
+
+  /** INIT, then LOOKUP and OPEN of `name` (which must exist); returns the handle. */
+  open(name: string): bigint {
+    if (!this.handler.session.initialized) {
+      const init = this.now(FuseOpcode.INIT, {
+        major: 7,
+        minor: 37,
+        maxReadahead: 1 << 20,
+        flags: FuseInitFlag.ASYNC_READ,
+        flags2: 0,
+      });
+      assert.equal(init.error, 0);
+    }
+    const looked = this.now(FuseOpcode.LOOKUP, { name: enc.encode(name) });
+    assert.equal(looked.error, 0);
+    const nodeid = decodeEntryOut(looked.payload).nodeid;
+    const opened = this.now(FuseOpcode.OPEN, { flags: O_RDWR, openFlags: 0 }, nodeid);
+    assert.equal(opened.error, 0);
+    return decodeOpenOut(opened.payload).fh;
+  }
+
+  completed(head: number): number | undefined {
+    return this.context.completions.find((c) => c.head === head)?.written;
+  }
+}
+
+function isOpen(fd: number): boolean {
+  try {
+    getStatusFlags(fd);
+    return true;
+  } catch (e) {
+    if (e instanceof SyscallError) return false;
+    throw e;
+  }
+}
+
+Deno.test("READ completes later; other requests are answered meanwhile; pages are marked on landing", () => {
+  using h = new DeferredHarness();
+  Deno.writeTextFileSync(`${h.dir}/a`, "hello, deferred world");
+  const fh = h.open("a");
+  const read = h.send(FuseOpcode.READ, {
+    fh,
+    offset: 7n,
+    size: 8,
+    readFlags: 0,
+    lockOwner: 0n,
+    flags: 0,
+  });
+  assert.equal(read.result, DEFERRED);
+  assert.equal(h.engine.held.length + h.engine.log.length > 0, true);
+  assert.equal(h.completed(read.chain.head), undefined, "nothing completed before the engine");
+  const dataAt = read.reply + 16;
+  assert.ok(!h.observer.touched(dataAt, 8), "no page marked before the data landed");
+  // The Worker goes on: a GETATTR is answered while the READ is in the kernel.
+  assert.equal(h.now(FuseOpcode.GETATTR, { getattrFlags: 0, fh: 0n }).error, 0);
+  h.handler.submitQueued();
+  assert.equal(h.engine.held.length, 1);
+  assert.equal(h.engine.held[0].op, "readv");
+  assert.equal(h.engine.runAll(), 1);
+  assert.equal(h.completed(read.chain.head), 16 + 8);
+  const reply = h.replyAt(read.reply);
+  assert.equal(reply.error, 0);
+  assert.equal(new TextDecoder().decode(reply.payload), "deferred");
+  assert.ok(h.observer.touched(dataAt, 8), "the data's pages are marked once it landed");
+  assert.deepEqual(h.context.doubles, []);
+});
+
+Deno.test("WRITE and FSYNC complete later with their replies; a failed one gets -errno", () => {
+  using h = new DeferredHarness();
+  Deno.writeTextFileSync(`${h.dir}/b`, "");
+  const fh = h.open("b");
+  const write = h.send(FuseOpcode.WRITE, {
+    fh,
+    offset: 0n,
+    writeFlags: 0,
+    lockOwner: 0n,
+    flags: 0,
+    data: enc.encode("async bytes"),
+  });
+  const fsync = h.send(FuseOpcode.FSYNC, { fh, fsyncFlags: FuseFsyncFlag.FDATASYNC });
+  assert.equal(write.result, DEFERRED);
+  assert.equal(fsync.result, DEFERRED);
+  h.handler.submitQueued();
+  assert.deepEqual(h.engine.held.map((op) => op.op), ["writev", "fsync"]);
+  assert.equal(h.engine.held[1].dataOnly, true);
+  // Complete out of order, the fsync failing.
+  h.engine.held[1].fake(-5);
+  h.engine.held[0].run();
+  assert.equal(h.replyAt(fsync.reply).error, 5);
+  assert.equal(h.completed(fsync.chain.head), 16);
+  const written = h.replyAt(write.reply);
+  assert.equal(written.error, 0);
+  assert.equal(decodeWriteOut(written.payload).size, 11);
+  assert.equal(h.completed(write.chain.head), 16 + 8);
+  assert.equal(Deno.readTextFileSync(`${h.dir}/b`), "async bytes");
+});
+
+Deno.test("a WRITE that must clear setuid/setgid runs at once", () => {
+  using h = new DeferredHarness();
+  Deno.writeTextFileSync(`${h.dir}/c`, "");
+  const fh = h.open("c");
+  const write = h.send(FuseOpcode.WRITE, {
+    fh,
+    offset: 0n,
+    writeFlags: FuseWriteFlag.KILL_SUIDGID,
+    lockOwner: 0n,
+    flags: 0,
+    data: enc.encode("now"),
+  });
+  assert.equal(write.result, 16 + 8);
+  assert.equal(h.engine.log.length, 0);
+  assert.equal(Deno.readTextFileSync(`${h.dir}/c`), "now");
+});
+
+Deno.test("RELEASE of a handle with a READ in flight closes its fd only after the READ", () => {
+  using h = new DeferredHarness();
+  Deno.writeTextFileSync(`${h.dir}/d`, "0123456789");
+  const fh = h.open("d");
+  const read = h.send(FuseOpcode.READ, {
+    fh,
+    offset: 0n,
+    size: 10,
+    readFlags: 0,
+    lockOwner: 0n,
+    flags: 0,
+  });
+  assert.equal(read.result, DEFERRED);
+  h.handler.submitQueued();
+  const fd = h.engine.held[0].fd;
+  // RELEASE is answered at once, but the fd the READ uses stays open.
+  assert.equal(
+    h.now(FuseOpcode.RELEASE, { fh, flags: 0, releaseFlags: 0, lockOwner: 0n }).error,
+    0,
+  );
+  assert.ok(isOpen(fd), "the handle's fd stays open while its READ is in flight");
+  h.engine.runAll();
+  assert.equal(new TextDecoder().decode(h.replyAt(read.reply).payload), "0123456789");
+  assert.ok(!isOpen(fd), "closed once the READ completed");
+  // The handle is gone for the guest.
+  const again = h.send(FuseOpcode.READ, {
+    fh,
+    offset: 0n,
+    size: 1,
+    readFlags: 0,
+    lockOwner: 0n,
+    flags: 0,
+  });
+  assert.equal(typeof again.result, "number");
+  assert.equal(h.replyAt(again.reply).error, 9 /* EBADF */);
+});
+
+Deno.test("DESTROY waits for the I/O in flight before it closes every handle", () => {
+  using h = new DeferredHarness();
+  Deno.writeTextFileSync(`${h.dir}/e`, "");
+  const fh = h.open("e");
+  const write = h.send(FuseOpcode.WRITE, {
+    fh,
+    offset: 0n,
+    writeFlags: 0,
+    lockOwner: 0n,
+    flags: 0,
+    data: enc.encode("before destroy"),
+  });
+  assert.equal(write.result, DEFERRED);
+  const destroy = h.send(
+    FuseOpcode.DESTROY,
+    {} as FuseArgsInputByOpcode[typeof FuseOpcode.DESTROY],
+  );
+  assert.equal(destroy.result, DEFERRED, "DESTROY waits");
+  h.handler.submitQueued();
+  const fd = h.engine.held[0].fd;
+  assert.ok(isOpen(fd));
+  assert.equal(h.completed(destroy.chain.head), undefined);
+  h.engine.runAll();
+  assert.equal(h.completed(destroy.chain.head), 16, "DESTROY answered after the write");
+  assert.equal(h.replyAt(destroy.reply).error, 0);
+  assert.ok(!isOpen(fd), "DESTROY closed the handle");
+  assert.equal(Deno.readTextFileSync(`${h.dir}/e`), "before destroy");
+  assert.equal(h.handler.session.initialized, false);
+});

@@ -1,0 +1,103 @@
+/**
+ * virtio-fs requests beside a stalled one, through a real `vhostd fs`: the
+ * shared directory is scripts/latency_fs in hold mode, whose file answers
+ * no read or write until the test releases it. With one READ (or FSYNC's
+ * WRITE) held inside vhostd, requests on another queue, on the same queue
+ * and on the high-priority queue are all answered; then the held one
+ * completes with its data. No timing: the held count comes from latency_fs.
+ */
+
+import assert from "node:assert/strict";
+import { O_RDWR } from "../ffi/mod.ts";
+import { FuseOpcode } from "../src/devices/fs/fuse/mod.ts";
+import { FsFixture, pattern } from "./support/fs_fixture.ts";
+import { HeldBacking } from "./support/held_backing.ts";
+import { withVhostd } from "./support/vhostd_process.ts";
+
+const ROOT = 1n;
+const CONTENTS = pattern(64 * 1024, 9);
+
+function basename(path: string): string {
+  return path.slice(path.lastIndexOf("/") + 1);
+}
+
+function dirname(path: string): string {
+  return path.slice(0, path.lastIndexOf("/"));
+}
+
+Deno.test("fs: a READ held by the backing holds back nothing else, on any queue", async () => {
+  await using backing = await HeldBacking.start(CONTENTS);
+  const args = [
+    "--shared-dir",
+    dirname(backing.image),
+    "--num-request-queues",
+    "2",
+    "--aio",
+    "io_uring",
+  ];
+  await withVhostd({ command: "fs", args }, async (vhostd) => {
+    // A back-end that serves one request at a time never answers the GETATTR: fail in a minute.
+    using fx = FsFixture.open(vhostd.socketPath, { numRequestQueues: 2, timeoutMs: 60_000 });
+    const d = fx.driver;
+    const file = d.lookup(ROOT, basename(backing.image));
+    const { fh } = d.open(file.nodeid, O_RDWR);
+
+    const heldRead = d.requestLater(FuseOpcode.READ, {
+      fh,
+      offset: 4096n,
+      size: 8192,
+      readFlags: 0,
+      lockOwner: 0n,
+      flags: 0,
+    }, { queue: 1 });
+    await backing.waitHeld(1);
+    // The READ is inside vhostd, waiting for the backing. Everything else goes on:
+    assert.equal(d.getattr(ROOT).attr.ino > 0n, true, "GETATTR on the other queue");
+    const again = d.request(FuseOpcode.LOOKUP, {
+      name: new TextEncoder().encode(basename(backing.image)),
+    }, { queue: 1 });
+    assert.equal(again.error, 0, "LOOKUP on the READ's own queue");
+    d.forget(file.nodeid, 1n); // high-priority queue: returned without a reply
+    const list = d.listDirectory(ROOT, true);
+    assert.ok(
+      list.some((e) => new TextDecoder().decode(e.name) === basename(backing.image)),
+      "READDIRPLUS",
+    );
+    assert.equal(backing.held, 1, "the READ was still held meanwhile");
+
+    backing.release();
+    const read = heldRead();
+    assert.equal(read.error, 0);
+    assert.deepEqual(read.payload, CONTENTS.subarray(4096, 4096 + 8192));
+    d.release(fh);
+  });
+});
+
+Deno.test("fs: a WRITE held by the backing, then FSYNC; both complete in order of the backing", async () => {
+  await using backing = await HeldBacking.start(new Uint8Array(16 * 1024));
+  const args = ["--shared-dir", dirname(backing.image), "--aio", "io_uring"];
+  await withVhostd({ command: "fs", args }, async (vhostd) => {
+    using fx = FsFixture.open(vhostd.socketPath);
+    const d = fx.driver;
+    const file = d.lookup(ROOT, basename(backing.image));
+    const { fh } = d.open(file.nodeid, O_RDWR);
+    const data = pattern(4096, 3);
+    const heldWrite = d.requestLater(FuseOpcode.WRITE, {
+      fh,
+      offset: 8192n,
+      writeFlags: 0,
+      lockOwner: 0n,
+      flags: 0,
+      data,
+    });
+    await backing.waitHeld(1);
+    // A STATFS and a second file's metadata go by while the write waits.
+    assert.ok(d.statfs().bsize > 0);
+    assert.equal(d.getattr(file.nodeid).attr.size, 16n * 1024n);
+    backing.stopHolding();
+    assert.equal(heldWrite().error, 0);
+    d.fsync(fh);
+    assert.deepEqual(d.read(fh, 8192n, 4096), data);
+    d.release(fh);
+  });
+});
