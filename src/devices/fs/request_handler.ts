@@ -53,15 +53,18 @@ import {
   FuseInitFlag,
   FuseInitFlag2,
   FuseOpcode,
+  FuseOpenInFlag,
   FuseProtocolError,
   type FuseRequestArgs,
   FuseWriteFlag,
   opcodeName,
   readStruct,
+  splitExtensions,
   splitRequest,
 } from "./fuse/mod.ts";
 import {
   type AttrResult,
+  type Caller,
   entryOut,
   FsError,
   type FsOptions,
@@ -97,7 +100,7 @@ export type FileSystem = Pick<
   | "open"
   | "create"
   | "readFd"
-  | "afterWrite"
+  | "write"
   | "statfs"
   | "release"
   | "flush"
@@ -247,7 +250,8 @@ export class FsRequestHandler implements QueueHandler {
       const bytes = new Uint8Array(Math.min(header.len, chain.readableLength()));
       chain.readFrom(memory, 0, bytes);
       const { body } = splitRequest(bytes);
-      const request = decodeArgs(opcode, body, this.#decodeOptions);
+      const { args, extensions } = splitExtensions(body, header.totalExtlen);
+      const request = decodeArgs(opcode, args, this.#decodeOptions);
       if (request.opcode === FuseOpcode.READ) {
         return this.#read(
           chain,
@@ -258,7 +262,10 @@ export class FsRequestHandler implements QueueHandler {
           request.args.size,
         );
       }
-      const reply = this.#dispatch(request, header.nodeid, header.uid, header.gid, chain);
+      // The guest process the request is made for: operations that create or
+      // change names, modes or contents run with its ids (when vhostd is root).
+      const caller: Caller = { uid: header.uid, gid: header.gid, groups: extensions.groups };
+      const reply = this.#dispatch(request, header.nodeid, caller, chain);
       if (reply === NO_REPLY) return 0;
       return this.#reply(chain, memory, queueIndex, unique, reply);
     } catch (e) {
@@ -328,10 +335,10 @@ export class FsRequestHandler implements QueueHandler {
   #dispatch(
     request: FuseRequestArgs,
     nodeid: bigint,
-    uid: number,
-    gid: number,
+    caller: Caller,
     chain: DescriptorChain,
   ): ReplyBody {
+    const { uid, gid, groups } = caller;
     const fs = this.#fs;
     // Payloads that grow with the request (READDIR) are capped by the room for them.
     const room = Math.max(0, chain.writableLength() - FUSE_OUT_HEADER.size);
@@ -358,43 +365,48 @@ export class FsRequestHandler implements QueueHandler {
         return attrOut(fs.getattr(nodeid, (getattrFlags & FuseGetattrFlag.FH) ? fh : undefined));
       }
       case FuseOpcode.SETATTR:
-        return attrOut(fs.setattr(nodeid, request.args));
+        return attrOut(fs.setattr(nodeid, request.args, caller));
       case FuseOpcode.READLINK:
         return encodeReadlinkReply(0n, fs.readlink(nodeid)).subarray(FUSE_OUT_HEADER.size);
       case FuseOpcode.SYMLINK: {
         const { name, target } = request.args;
-        return encodeEntryOut(entryOut(fs.symlink(nodeid, name, target, uid, gid)));
+        return encodeEntryOut(entryOut(fs.symlink(nodeid, name, target, uid, gid, groups)));
       }
       case FuseOpcode.MKNOD: {
         const { name, mode, rdev, umask } = request.args;
-        return encodeEntryOut(entryOut(fs.mknod(nodeid, name, mode, rdev, umask, uid, gid)));
+        return encodeEntryOut(
+          entryOut(fs.mknod(nodeid, name, mode, rdev, umask, uid, gid, groups)),
+        );
       }
       case FuseOpcode.MKDIR: {
         const { name, mode, umask } = request.args;
-        return encodeEntryOut(entryOut(fs.mkdir(nodeid, name, mode, umask, uid, gid)));
+        return encodeEntryOut(entryOut(fs.mkdir(nodeid, name, mode, umask, uid, gid, groups)));
       }
       case FuseOpcode.UNLINK:
-        fs.unlink(nodeid, request.args.name);
+        fs.unlink(nodeid, request.args.name, caller);
         return EMPTY;
       case FuseOpcode.RMDIR:
-        fs.rmdir(nodeid, request.args.name);
+        fs.rmdir(nodeid, request.args.name, caller);
         return EMPTY;
       case FuseOpcode.RENAME: {
         const { oldname, newdir, newname } = request.args;
-        fs.rename(nodeid, oldname, newdir, newname, 0);
+        fs.rename(nodeid, oldname, newdir, newname, 0, caller);
         return EMPTY;
       }
       case FuseOpcode.RENAME2: {
         const { oldname, newdir, newname, flags } = request.args;
-        fs.rename(nodeid, oldname, newdir, newname, flags);
+        fs.rename(nodeid, oldname, newdir, newname, flags, caller);
         return EMPTY;
       }
       case FuseOpcode.LINK:
         return encodeEntryOut(
-          entryOut(fs.link(request.args.oldnodeid, nodeid, request.args.name)),
+          entryOut(fs.link(request.args.oldnodeid, nodeid, request.args.name, caller)),
         );
-      case FuseOpcode.OPEN:
-        return openOut(fs.open(nodeid, request.args.flags));
+      case FuseOpcode.OPEN: {
+        const { flags, openFlags } = request.args;
+        const kill = (openFlags & FuseOpenInFlag.KILL_SUIDGID) !== 0;
+        return openOut(fs.open(nodeid, flags, caller, kill));
+      }
       case FuseOpcode.STATFS: {
         const st = fs.statfs(nodeid);
         return encodeStatfsOut({
@@ -435,8 +447,9 @@ export class FsRequestHandler implements QueueHandler {
         fs.access(nodeid, request.args.mask);
         return EMPTY;
       case FuseOpcode.CREATE: {
-        const { name, flags, mode, umask } = request.args;
-        const created = fs.create(nodeid, name, flags, mode, umask, uid, gid);
+        const { name, flags, mode, umask, openFlags } = request.args;
+        const kill = (openFlags & FuseOpenInFlag.KILL_SUIDGID) !== 0;
+        const created = fs.create(nodeid, name, flags, mode, umask, uid, gid, groups, kill);
         return encodeCreateOut(entryOut(created.entry), created.open);
       }
       case FuseOpcode.FALLOCATE: {
@@ -550,19 +563,17 @@ export class FsRequestHandler implements QueueHandler {
     if (args.offset + BigInt(args.size) > BigInt(Number.MAX_SAFE_INTEGER)) {
       throw new RequestFailure(EFBIG);
     }
-    const fd = this.#fs.readFd(args.fh);
-    const count = this.#transfer(
-      fd,
-      chain.segments, // header.len <= readableLength(): never reaches the writable part
-      memory,
-      WRITE_HEADER_SIZE,
-      args.size,
-      Number(args.offset),
-      true,
-    );
-    if (count > 0) {
-      this.#fs.afterWrite(args.fh, (args.writeFlags & FuseWriteFlag.KILL_SUIDGID) !== 0);
-    }
+    const kill = (args.writeFlags & FuseWriteFlag.KILL_SUIDGID) !== 0;
+    const count = this.#fs.write(args.fh, kill, (fd) =>
+      this.#transfer(
+        fd,
+        chain.segments, // header.len <= readableLength(): never reaches the writable part
+        memory,
+        WRITE_HEADER_SIZE,
+        args.size,
+        Number(args.offset),
+        true,
+      ));
     const reply = new Uint8Array(FUSE_OUT_HEADER.size + 8);
     encodeOutHeader({ len: reply.length, error: 0, unique }, reply);
     encodeWriteOut({ size: count }, reply, FUSE_OUT_HEADER.size);
