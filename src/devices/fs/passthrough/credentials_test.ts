@@ -237,5 +237,11 @@ Deno.test({
       0n,
     );
     assert.deepEqual(threadCapabilities(), caps);
+    // uid -1 from a guest: setfsuid ignores it, the verification notices.
+    assert.throws(
+      () => creds.asCaller({ uid: 0xffff_ffff, gid: 0 }, () => "ran"),
+      (e: unknown) => e instanceof FsError && e.errno === EPERM,
+    );
+    assert.deepEqual([threadFsuid(), threadFsgid(), threadGroups()], [0, 0, groups]);
   },
 });

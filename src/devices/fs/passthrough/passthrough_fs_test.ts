@@ -653,3 +653,33 @@ Deno.test("the cache policy sets open flags and timeouts", () => {
     assert.equal((dirFlags & FuseOpenOutFlag.CACHE_DIR) !== 0, cache === "always", cache);
   }
 });
+
+Deno.test({
+  name: `operations run as their caller; KILL_SUIDGID opens drop CAP_FSETID${
+    isRoot ? "" : " (skipped: needs root)"
+  }`,
+  ignore: !isRoot,
+  fn() {
+    using share = makeShare();
+    const { fs } = share;
+    Deno.writeTextFileSync(`${share.path}/secret`, "x");
+    Deno.chmodSync(`${share.path}/secret`, 0o600);
+    const secret = fs.lookup(ROOT, bytes("secret")).nodeid;
+    const user = { uid: 1000, gid: 1000 };
+    assertFsErrno(() => fs.open(secret, O_RDONLY, user), EACCES, "open as 1000");
+    assertFsErrno(
+      () => fs.setattr(secret, setattrArgs({ valid: FuseSetattrValid.MODE, mode: 0o666 }), user),
+      EPERM,
+    );
+    assertFsErrno(() => fs.unlink(ROOT, bytes("secret"), user), EACCES);
+    assertFsErrno(() => fs.rename(ROOT, bytes("secret"), ROOT, bytes("mine"), 0, user), EACCES);
+    fs.release(fs.open(secret, O_RDONLY).fh); // vhostd itself (no caller) may
+    // A root caller's O_TRUNC keeps setuid unless the guest says it lacks CAP_FSETID.
+    Deno.chmodSync(`${share.path}/secret`, 0o6755);
+    const root = { uid: 0, gid: 0 };
+    fs.release(fs.open(secret, O_WRONLY | O_TRUNC, root, false).fh);
+    assert.equal(Deno.statSync(`${share.path}/secret`).mode! & 0o7777, 0o6755);
+    fs.release(fs.open(secret, O_WRONLY | O_TRUNC, root, true).fh);
+    assert.equal(Deno.statSync(`${share.path}/secret`).mode! & 0o7777, 0o755);
+  },
+});
