@@ -4,8 +4,10 @@
  * /etc/passwd written at run time). The user creates, writes, chmods,
  * links and truncates its own files; it cannot read, write or remove
  * root's; writing or truncating a setuid program it may write clears the
- * setuid and setgid bits (HANDLE_KILLPRIV_V2). After the guest has powered
- * off the host checks owners, modes and contents in the directory itself.
+ * setuid and setgid bits (HANDLE_KILLPRIV_V2); with the guest's own
+ * hard-link protection off, the host still refuses it a hard link to root's
+ * secret. After the guest has powered off the host checks owners, modes
+ * and contents in the directory itself.
  */
 
 import assert from "node:assert/strict";
@@ -38,8 +40,20 @@ function prepare(shared: string): void {
   Deno.chmodSync(`${shared}/home/own-suid`, 0o4755);
 }
 
-/** The guest side: every check prints OK or FAIL; exits with the failures. */
-function script(): string {
+/**
+ * The host refuses hard links to files the linker may not read and write
+ * (fs.protected_hardlinks); the guest, with the protection off, would not.
+ */
+const hostProtectsHardlinks =
+  Deno.readTextFileSync("/proc/sys/fs/protected_hardlinks").trim() === "1";
+
+/**
+ * The guest side: every check prints OK or FAIL; exits with the failures.
+ * With `hardlinkCheck` the guest turns its own fs.protected_hardlinks off
+ * and the user's hard link to root's secret must still fail: only the host
+ * (checking as the user) refuses it.
+ */
+function script(hardlinkCheck: boolean): string {
   return `${PRELUDE}
 cd /mnt || exit 11
 printf 'root:x:0:0:root:/root:/bin/sh\\nalice:x:${USER}:${USER}:alice:/tmp:/bin/sh\\n' >/etc/passwd
@@ -69,6 +83,12 @@ fails_with alice-create-in-rootdir "Permission denied" su -s /bin/sh alice -c 'e
 fails_with alice-rm-in-rootdir "Permission denied" su -s /bin/sh alice -c 'rm -f rootdir/keep'
 fails_with alice-mkdir-in-rootdir "Permission denied" su -s /bin/sh alice -c 'mkdir rootdir/sub'
 expect secret-intact "$(cat secret)" "${SECRET_TEXT.trimEnd()}"
+${
+    hardlinkCheck
+      ? `echo 0 >/proc/sys/fs/protected_hardlinks || bad guest-hardlink-protection-off
+fails_with alice-hardlink-secret "Operation not permitted" su -s /bin/sh alice -c 'ln secret home/stolen'`
+      : ""
+  }
 
 alice 'echo more >>suid-append' || bad alice-write-suid
 alice 'truncate -s 1 suid-truncate' || bad alice-truncate-suid
@@ -112,7 +132,7 @@ Deno.test("virtio-fs as a guest user: owners, permission checks and setuid bits,
   let result: GuestRunResult | undefined;
   try {
     result = await runGuest({
-      script: script(),
+      script: script(hostProtectsHardlinks),
       chardevs: vhostUserFsArgs(backend.socket),
       memoryMiB: 256,
       timeoutMs: 100_000,
@@ -133,6 +153,8 @@ Deno.test("virtio-fs as a guest user: owners, permission checks and setuid bits,
     assert.equal(Deno.readTextFileSync(`${shared}/secret`), SECRET_TEXT);
     assert.equal(modeOf(`${shared}/secret`), 0o600);
     assert.deepEqual([...Deno.readDirSync(`${shared}/rootdir`)].map((e) => e.name), ["keep"]);
+    assert.equal(Deno.statSync(`${shared}/secret`).nlink, 1, "no hard link to the secret");
+    if (!hostProtectsHardlinks) console.log("host fs.protected_hardlinks is off: check skipped");
     for (const name of ["suid-append", "suid-truncate", "suid-overwrite"]) {
       assert.equal(modeOf(`${shared}/${name}`), 0o777, `${name}: setuid and setgid cleared`);
       assert.deepEqual(ownerOf(`${shared}/${name}`), [0, 0], `${name} still root's`);
