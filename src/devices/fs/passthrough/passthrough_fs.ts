@@ -689,8 +689,10 @@ export class PassthroughFs {
    * `security.capability`, as for an unprivileged writer. EBADF if unknown.
    */
   write<T>(fh: bigint, killSuidgid: boolean, transfer: (fd: number) => T): T {
-    const fd = this.readFd(fh);
-    return this.#maybeKillingPrivileges(killSuidgid, () => transfer(fd));
+    return this.#run(() => {
+      const fd = this.#fileHandle(fh).fd;
+      return this.#maybeKillingPrivileges(killSuidgid, () => transfer(fd));
+    });
   }
 
   /** STATFS of the filesystem holding the inode. */
