@@ -141,6 +141,28 @@ export const LIBC_SYMBOLS = {
     result: "i64",
     nonblocking: false,
   },
+  // Per-thread credentials. Raw system calls on purpose: glibc's setgroups
+  // and set*id wrappers copy the change to every thread of the process
+  // (setxid broadcast), and a Worker must change only its own thread.
+  // setfsuid and setfsgid never fail visibly: they return the previous id.
+  syscall_setfsid: {
+    name: "syscall",
+    parameters: ["i64", "u32"],
+    result: "i32",
+    nonblocking: false,
+  },
+  syscall_groups: {
+    name: "syscall",
+    parameters: ["i64", "i32", "buffer"],
+    result: "i32",
+    nonblocking: false,
+  },
+  syscall_capability: {
+    name: "syscall",
+    parameters: ["i64", "buffer", "buffer"],
+    result: "i32",
+    nonblocking: false,
+  },
   // io_uring has no glibc wrappers. Results are declared i32: syscall returns
   // a long, and these calls' results (-1, counts, fds) fit its low half,
   // which avoids a BigInt per submission on the hot path.

@@ -6,6 +6,7 @@
  */
 
 export * from "./constants.ts";
+export * from "./credentials.ts";
 export * from "./errno.ts";
 export * from "./events.ts";
 export * from "./fd.ts";

@@ -31,7 +31,7 @@ export const TRUNCATED_SIZE = 100;
 export const GROWN_SIZE = 1024 * 1024;
 
 /** Lines shared by every script: check helpers and the mount. */
-const PRELUDE = `
+export const PRELUDE = `
 failures=0
 ok() { echo "OK $1"; }
 bad() { echo "FAIL $*"; failures=$((failures + 1)); }

@@ -71,15 +71,18 @@ import {
   FuseInitFlag,
   FuseInitFlag2,
   FuseOpcode,
+  FuseOpenInFlag,
   FuseProtocolError,
   type FuseRequestArgs,
   FuseWriteFlag,
   opcodeName,
   readStruct,
+  splitExtensions,
   splitRequest,
 } from "./fuse/mod.ts";
 import {
   type AttrResult,
+  type Caller,
   entryOut,
   FsError,
   type FsOptions,
@@ -115,7 +118,7 @@ export type FileSystem = Pick<
   | "open"
   | "create"
   | "readFd"
-  | "afterWrite"
+  | "write"
   | "statfs"
   | "release"
   | "flush"
@@ -352,7 +355,8 @@ export class FsRequestHandler implements QueueHandler {
       const bytes = new Uint8Array(Math.min(header.len, chain.readableLength()));
       chain.readFrom(memory, 0, bytes);
       const { body } = splitRequest(bytes);
-      const request = decodeArgs(opcode, body, this.#decodeOptions);
+      const { args, extensions } = splitExtensions(body, header.totalExtlen);
+      const request = decodeArgs(opcode, args, this.#decodeOptions);
       if (request.opcode === FuseOpcode.READ) {
         return this.#read(
           chain,
@@ -364,6 +368,9 @@ export class FsRequestHandler implements QueueHandler {
           request.args.size,
         );
       }
+      // The guest process the request is made for: operations that create or
+      // change names, modes or contents run with its ids (when vhostd is root).
+      const caller: Caller = { uid: header.uid, gid: header.gid, groups: extensions.groups };
       if (request.opcode === FuseOpcode.FSYNC && this.#deferred !== undefined) {
         const { fh, fsyncFlags } = request.args;
         const fd = this.#fs.readFd(fh);
@@ -379,7 +386,7 @@ export class FsRequestHandler implements QueueHandler {
           this.#context!.complete(
             queueIndex,
             chain,
-            this.#answer(chain, memory, queueIndex, unique, opcode, request, header),
+            this.#answer(chain, memory, queueIndex, unique, opcode, request, header.nodeid, caller),
           );
         });
         return DEFERRED;
@@ -388,7 +395,16 @@ export class FsRequestHandler implements QueueHandler {
         this.#releaseWhenIdle.add(request.args.fh);
         return this.#reply(chain, memory, queueIndex, unique, EMPTY);
       }
-      return this.#answer(chain, memory, queueIndex, unique, opcode, request, header);
+      return this.#answer(
+        chain,
+        memory,
+        queueIndex,
+        unique,
+        opcode,
+        request,
+        header.nodeid,
+        caller,
+      );
     } catch (e) {
       const errno = this.#errnoOf(e, queueIndex, chain, opcode);
       if (hasNoReply(opcode)) return 0;
@@ -404,10 +420,11 @@ export class FsRequestHandler implements QueueHandler {
     unique: bigint,
     opcode: number,
     request: FuseRequestArgs,
-    header: { nodeid: bigint; uid: number; gid: number },
+    nodeid: bigint,
+    caller: Caller,
   ): number {
     try {
-      const reply = this.#dispatch(request, header.nodeid, header.uid, header.gid, chain);
+      const reply = this.#dispatch(request, nodeid, caller, chain);
       if (reply === NO_REPLY) return 0;
       return this.#reply(chain, memory, queueIndex, unique, reply);
     } catch (e) {
@@ -527,10 +544,10 @@ export class FsRequestHandler implements QueueHandler {
   #dispatch(
     request: FuseRequestArgs,
     nodeid: bigint,
-    uid: number,
-    gid: number,
+    caller: Caller,
     chain: DescriptorChain,
   ): ReplyBody {
+    const { uid, gid, groups } = caller;
     const fs = this.#fs;
     // Payloads that grow with the request (READDIR) are capped by the room for them.
     const room = Math.max(0, chain.writableLength() - FUSE_OUT_HEADER.size);
@@ -558,43 +575,48 @@ export class FsRequestHandler implements QueueHandler {
         return attrOut(fs.getattr(nodeid, (getattrFlags & FuseGetattrFlag.FH) ? fh : undefined));
       }
       case FuseOpcode.SETATTR:
-        return attrOut(fs.setattr(nodeid, request.args));
+        return attrOut(fs.setattr(nodeid, request.args, caller));
       case FuseOpcode.READLINK:
         return encodeReadlinkReply(0n, fs.readlink(nodeid)).subarray(FUSE_OUT_HEADER.size);
       case FuseOpcode.SYMLINK: {
         const { name, target } = request.args;
-        return encodeEntryOut(entryOut(fs.symlink(nodeid, name, target, uid, gid)));
+        return encodeEntryOut(entryOut(fs.symlink(nodeid, name, target, uid, gid, groups)));
       }
       case FuseOpcode.MKNOD: {
         const { name, mode, rdev, umask } = request.args;
-        return encodeEntryOut(entryOut(fs.mknod(nodeid, name, mode, rdev, umask, uid, gid)));
+        return encodeEntryOut(
+          entryOut(fs.mknod(nodeid, name, mode, rdev, umask, uid, gid, groups)),
+        );
       }
       case FuseOpcode.MKDIR: {
         const { name, mode, umask } = request.args;
-        return encodeEntryOut(entryOut(fs.mkdir(nodeid, name, mode, umask, uid, gid)));
+        return encodeEntryOut(entryOut(fs.mkdir(nodeid, name, mode, umask, uid, gid, groups)));
       }
       case FuseOpcode.UNLINK:
-        fs.unlink(nodeid, request.args.name);
+        fs.unlink(nodeid, request.args.name, caller);
         return EMPTY;
       case FuseOpcode.RMDIR:
-        fs.rmdir(nodeid, request.args.name);
+        fs.rmdir(nodeid, request.args.name, caller);
         return EMPTY;
       case FuseOpcode.RENAME: {
         const { oldname, newdir, newname } = request.args;
-        fs.rename(nodeid, oldname, newdir, newname, 0);
+        fs.rename(nodeid, oldname, newdir, newname, 0, caller);
         return EMPTY;
       }
       case FuseOpcode.RENAME2: {
         const { oldname, newdir, newname, flags } = request.args;
-        fs.rename(nodeid, oldname, newdir, newname, flags);
+        fs.rename(nodeid, oldname, newdir, newname, flags, caller);
         return EMPTY;
       }
       case FuseOpcode.LINK:
         return encodeEntryOut(
-          entryOut(fs.link(request.args.oldnodeid, nodeid, request.args.name)),
+          entryOut(fs.link(request.args.oldnodeid, nodeid, request.args.name, caller)),
         );
-      case FuseOpcode.OPEN:
-        return openOut(fs.open(nodeid, request.args.flags));
+      case FuseOpcode.OPEN: {
+        const { flags, openFlags } = request.args;
+        const kill = (openFlags & FuseOpenInFlag.KILL_SUIDGID) !== 0;
+        return openOut(fs.open(nodeid, flags, caller, kill));
+      }
       case FuseOpcode.STATFS: {
         const st = fs.statfs(nodeid);
         return encodeStatfsOut({
@@ -635,8 +657,9 @@ export class FsRequestHandler implements QueueHandler {
         fs.access(nodeid, request.args.mask);
         return EMPTY;
       case FuseOpcode.CREATE: {
-        const { name, flags, mode, umask } = request.args;
-        const created = fs.create(nodeid, name, flags, mode, umask, uid, gid);
+        const { name, flags, mode, umask, openFlags } = request.args;
+        const kill = (openFlags & FuseOpenInFlag.KILL_SUIDGID) !== 0;
+        const created = fs.create(nodeid, name, flags, mode, umask, uid, gid, groups, kill);
         return encodeCreateOut(entryOut(created.entry), created.open);
       }
       case FuseOpcode.FALLOCATE: {
@@ -791,7 +814,7 @@ export class FsRequestHandler implements QueueHandler {
       throw new RequestFailure(EIO, "no room for the WRITE reply");
     }
     const killSuidgid = (args.writeFlags & FuseWriteFlag.KILL_SUIDGID) !== 0;
-    // A write that must clear setuid/setgid runs at once, where the core does that around it.
+    // A write that must clear setuid/setgid runs at once: the core drops CAP_FSETID around it.
     if (
       !killSuidgid && this.#deferLater(args.fh, () =>
         this.#deferred!.transfer(
@@ -804,23 +827,22 @@ export class FsRequestHandler implements QueueHandler {
           true,
           (result) =>
             this.#completeLater(chain, memory, queueIndex, unique, args.fh, result, (count) => {
-              if (count > 0) this.#fs.afterWrite(args.fh, false);
               return this.#writeReply(chain, memory, unique, count);
             }),
         ))
     ) {
       return DEFERRED;
     }
-    const count = this.#transfer(
-      fd,
-      chain.segments, // header.len <= readableLength(): never reaches the writable part
-      memory,
-      WRITE_HEADER_SIZE,
-      args.size,
-      Number(args.offset),
-      true,
-    );
-    if (count > 0) this.#fs.afterWrite(args.fh, killSuidgid);
+    const count = this.#fs.write(args.fh, killSuidgid, (fd) =>
+      this.#transfer(
+        fd,
+        chain.segments, // header.len <= readableLength(): never reaches the writable part
+        memory,
+        WRITE_HEADER_SIZE,
+        args.size,
+        Number(args.offset),
+        true,
+      ));
     return this.#writeReply(chain, memory, unique, count);
   }
 

@@ -26,6 +26,7 @@ import {
   decodeOutHeader,
   decodeStatfsOut,
   decodeWriteOut,
+  encodeGroupsExtension,
   encodeInHeader,
   encodeRequest,
   FUSE_KERNEL_MINOR_VERSION,
@@ -36,6 +37,7 @@ import {
   type FuseInitArgs,
   FuseInitFlag,
   FuseOpcode,
+  FuseOpenInFlag,
   type FuseSetattrArgs,
   FuseWriteFlag,
   splitReply,
@@ -43,6 +45,7 @@ import {
 import { type FileSystem, FsRequestHandler, MAX_REQUEST_BYTES } from "./request_handler.ts";
 import {
   type AttrResult as FsAttr,
+  type Caller,
   type EntryResult as FsEntry,
   FsError,
   type FsInitResult,
@@ -160,16 +163,23 @@ class FakeFs implements FileSystem {
     this.#record("getattr", nodeid, fh);
     return { attr: ATTR, attrTimeoutSec: 0.25 };
   }
-  setattr(nodeid: bigint, args: FuseSetattrArgs): FsAttr {
-    this.#record("setattr", nodeid, args);
+  setattr(nodeid: bigint, args: FuseSetattrArgs, caller?: Caller): FsAttr {
+    this.#record("setattr", nodeid, args, caller);
     return { attr: { ...ATTR, mode: 0o100000 | args.mode }, attrTimeoutSec: 1 };
   }
   readlink(nodeid: bigint): Uint8Array {
     this.#record("readlink", nodeid);
     return enc.encode("target/of/link");
   }
-  symlink(parent: bigint, name: Uint8Array, target: Uint8Array, uid: number, gid: number) {
-    this.#record("symlink", parent, name.slice(), target.slice(), uid, gid);
+  symlink(
+    parent: bigint,
+    name: Uint8Array,
+    target: Uint8Array,
+    uid: number,
+    gid: number,
+    groups?: readonly number[],
+  ) {
+    this.#record("symlink", parent, name.slice(), target.slice(), uid, gid, groups);
     return this.#new(name);
   }
   mknod(
@@ -180,29 +190,45 @@ class FakeFs implements FileSystem {
     umask: number,
     uid: number,
     gid: number,
+    groups?: readonly number[],
   ): FsEntry {
-    this.#record("mknod", parent, name.slice(), mode, rdev, umask, uid, gid);
+    this.#record("mknod", parent, name.slice(), mode, rdev, umask, uid, gid, groups);
     return this.#new(name);
   }
-  mkdir(parent: bigint, name: Uint8Array, mode: number, umask: number, uid: number, gid: number) {
-    this.#record("mkdir", parent, name.slice(), mode, umask, uid, gid);
+  mkdir(
+    parent: bigint,
+    name: Uint8Array,
+    mode: number,
+    umask: number,
+    uid: number,
+    gid: number,
+    groups?: readonly number[],
+  ) {
+    this.#record("mkdir", parent, name.slice(), mode, umask, uid, gid, groups);
     return this.#new(name);
   }
-  unlink(parent: bigint, name: Uint8Array): void {
-    this.#record("unlink", parent, name.slice());
+  unlink(parent: bigint, name: Uint8Array, caller?: Caller): void {
+    this.#record("unlink", parent, name.slice(), caller);
   }
-  rmdir(parent: bigint, name: Uint8Array): void {
-    this.#record("rmdir", parent, name.slice());
+  rmdir(parent: bigint, name: Uint8Array, caller?: Caller): void {
+    this.#record("rmdir", parent, name.slice(), caller);
   }
-  rename(parent: bigint, name: Uint8Array, newParent: bigint, newName: Uint8Array, flags: number) {
-    this.#record("rename", parent, name.slice(), newParent, newName.slice(), flags);
+  rename(
+    parent: bigint,
+    name: Uint8Array,
+    newParent: bigint,
+    newName: Uint8Array,
+    flags: number,
+    caller?: Caller,
+  ) {
+    this.#record("rename", parent, name.slice(), newParent, newName.slice(), flags, caller);
   }
-  link(nodeid: bigint, newParent: bigint, newName: Uint8Array): FsEntry {
-    this.#record("link", nodeid, newParent, newName.slice());
+  link(nodeid: bigint, newParent: bigint, newName: Uint8Array, caller?: Caller): FsEntry {
+    this.#record("link", nodeid, newParent, newName.slice(), caller);
     return entry(nodeid);
   }
-  open(nodeid: bigint, flags: number): FsOpened {
-    this.#record("open", nodeid, flags);
+  open(nodeid: bigint, flags: number, caller?: Caller, killSuidgid?: boolean): FsOpened {
+    this.#record("open", nodeid, flags, caller, killSuidgid);
     return this.#openHandle();
   }
   #openHandle(): FsOpened {
@@ -218,16 +244,19 @@ class FakeFs implements FileSystem {
     umask: number,
     uid: number,
     gid: number,
+    groups?: readonly number[],
+    killSuidgid?: boolean,
   ) {
-    this.#record("create", parent, name.slice(), flags, mode, umask, uid, gid);
+    this.#record("create", parent, name.slice(), flags, mode, umask, uid, gid, groups, killSuidgid);
     return { entry: this.#new(name), open: this.#openHandle() };
   }
   readFd(fh: bigint): number {
     this.#record("readFd", fh);
     return this.#handle(fh);
   }
-  afterWrite(fh: bigint, killSuidgid: boolean): void {
-    this.#record("afterWrite", fh, killSuidgid);
+  write<T>(fh: bigint, killSuidgid: boolean, transfer: (fd: number) => T): T {
+    this.#record("write", fh, killSuidgid);
+    return transfer(this.#handle(fh));
   }
   statfs(nodeid: bigint): FsStatfs {
     this.#record("statfs", nodeid);
@@ -692,7 +721,7 @@ Deno.test("name operations pass parent, names, mode, umask and the caller's uid/
     uid: 1234,
   });
   assert.equal(mkdir.error, 0);
-  assert.deepEqual(h.fs.last("mkdir"), [1n, enc.encode("d"), 0o755, 0o22, 1234, 100]);
+  assert.deepEqual(h.fs.last("mkdir"), [1n, enc.encode("d"), 0o755, 0o22, 1234, 100, undefined]);
   assert.equal(
     h.call(FuseOpcode.MKDIR, { mode: 0o755, umask: 0, name: enc.encode("d") }).error,
     EEXIST,
@@ -700,11 +729,27 @@ Deno.test("name operations pass parent, names, mode, umask and the caller's uid/
   h.call(FuseOpcode.MKNOD, { mode: 0o10644, rdev: 0, umask: 0o2, name: enc.encode("fifo") }, {
     uid: 7,
   });
-  assert.deepEqual(h.fs.last("mknod"), [1n, enc.encode("fifo"), 0o10644, 0, 0o2, 7, 100]);
+  assert.deepEqual(h.fs.last("mknod"), [
+    1n,
+    enc.encode("fifo"),
+    0o10644,
+    0,
+    0o2,
+    7,
+    100,
+    undefined,
+  ]);
   h.call(FuseOpcode.SYMLINK, { name: enc.encode("ln"), target: enc.encode("../x/y") }, {
     nodeid: 3n,
   });
-  assert.deepEqual(h.fs.last("symlink"), [3n, enc.encode("ln"), enc.encode("../x/y"), 1000, 100]);
+  assert.deepEqual(h.fs.last("symlink"), [
+    3n,
+    enc.encode("ln"),
+    enc.encode("../x/y"),
+    1000,
+    100,
+    undefined,
+  ]);
   const created = h.call(FuseOpcode.CREATE, {
     flags: 0o102,
     mode: 0o600,
@@ -717,11 +762,68 @@ Deno.test("name operations pass parent, names, mode, umask and the caller's uid/
   assert.equal(e.nodeid, h.fs.names.get("new"));
   assert.equal(open.fh, 10n);
   assert.equal(open.openFlags, 2);
-  assert.deepEqual(h.fs.last("create"), [1n, enc.encode("new"), 0o102, 0o600, 0o77, 1000, 100]);
+  assert.deepEqual(h.fs.last("create"), [
+    1n,
+    enc.encode("new"),
+    0o102,
+    0o600,
+    0o77,
+    1000,
+    100,
+    undefined,
+    false,
+  ]);
   assert.equal(h.call(FuseOpcode.UNLINK, { name: enc.encode("new") }, { nodeid: 2n }).error, 0);
-  assert.deepEqual(h.fs.last("unlink"), [2n, enc.encode("new")]);
+  const caller = { uid: 1000, gid: 100, groups: undefined };
+  assert.deepEqual(h.fs.last("unlink"), [2n, enc.encode("new"), caller]);
   assert.equal(h.call(FuseOpcode.RMDIR, { name: enc.encode("d") }).error, 0);
-  assert.deepEqual(h.fs.last("rmdir"), [1n, enc.encode("d")]);
+  assert.deepEqual(h.fs.last("rmdir"), [1n, enc.encode("d"), caller]);
+});
+
+/** `request` with `extension` appended and counted in len and total_extlen. */
+function withExtension(request: Uint8Array, extension: Uint8Array, extlen = extension.length / 8) {
+  const out = new Uint8Array(request.length + extension.length);
+  out.set(request);
+  out.set(extension, request.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, out.length, true);
+  view.setUint16(36, extlen, true);
+  return out;
+}
+
+Deno.test("a request extension's groups reach the core; a bad extension is EINVAL", () => {
+  using h = initedHarness();
+  const mkdir = encodeRequest(FuseOpcode.MKDIR, { unique: 70n, nodeid: 1n, uid: 1000, gid: 100 }, {
+    mode: 0o755,
+    umask: 0,
+    name: enc.encode("team"),
+  });
+  const sent = h.sendRaw(withExtension(mkdir, encodeGroupsExtension([55])));
+  assert.equal(decodeOutHeader(sent.reply).error, 0);
+  assert.deepEqual(h.fs.last("mkdir"), [1n, enc.encode("team"), 0o755, 0, 1000, 100, [55]]);
+  const create = encodeRequest(FuseOpcode.CREATE, { unique: 71n, nodeid: 1n, uid: 7, gid: 8 }, {
+    flags: 0o1102,
+    mode: 0o644,
+    umask: 0,
+    openFlags: FuseOpenInFlag.KILL_SUIDGID,
+    name: enc.encode("f"),
+  });
+  assert.equal(
+    decodeOutHeader(h.sendRaw(withExtension(create, encodeGroupsExtension([9]))).reply).error,
+    0,
+  );
+  assert.deepEqual(h.fs.last("create"), [1n, enc.encode("f"), 0o1102, 0o644, 0, 7, 8, [9], true]);
+  // total_extlen larger than the body, and an extension record of size 0.
+  const tooLong = withExtension(mkdir, encodeGroupsExtension([1]), 40);
+  assert.equal(decodeOutHeader(h.sendRaw(tooLong).reply).error, -EINVAL);
+  const zeroSized = withExtension(mkdir, new Uint8Array(8));
+  assert.equal(decodeOutHeader(h.sendRaw(zeroSized).reply).error, -EINVAL);
+  // The handler keeps serving.
+  assert.equal(
+    h.call(FuseOpcode.OPEN, { flags: 0, openFlags: FuseOpenInFlag.KILL_SUIDGID }).error,
+    0,
+  );
+  assert.deepEqual(h.fs.last("open"), [1n, 0, { uid: 1000, gid: 100, groups: undefined }, true]);
 });
 
 Deno.test("RENAME has flags 0, RENAME2 passes its flags; LINK is (old node, new parent, name)", () => {
@@ -731,19 +833,20 @@ Deno.test("RENAME has flags 0, RENAME2 passes its flags; LINK is (old node, new 
     oldname: enc.encode("a"),
     newname: enc.encode("b"),
   }, { nodeid: 5n });
-  assert.deepEqual(h.fs.last("rename"), [5n, enc.encode("a"), 6n, enc.encode("b"), 0]);
+  const caller = { uid: 1000, gid: 100, groups: undefined };
+  assert.deepEqual(h.fs.last("rename"), [5n, enc.encode("a"), 6n, enc.encode("b"), 0, caller]);
   h.call(FuseOpcode.RENAME2, {
     newdir: 6n,
     flags: 1,
     oldname: enc.encode("c"),
     newname: enc.encode("d"),
   }, { nodeid: 5n });
-  assert.deepEqual(h.fs.last("rename"), [5n, enc.encode("c"), 6n, enc.encode("d"), 1]);
+  assert.deepEqual(h.fs.last("rename"), [5n, enc.encode("c"), 6n, enc.encode("d"), 1, caller]);
   const link = h.call(FuseOpcode.LINK, { oldnodeid: 9n, name: enc.encode("hard") }, {
     nodeid: 2n,
   });
   assert.equal(decodeEntryOut(link.payload).nodeid, 9n);
-  assert.deepEqual(h.fs.last("link"), [9n, 2n, enc.encode("hard")]);
+  assert.deepEqual(h.fs.last("link"), [9n, 2n, enc.encode("hard"), caller]);
 });
 
 Deno.test("the remaining operations reach the core with their arguments", () => {
@@ -773,7 +876,9 @@ Deno.test("the remaining operations reach the core with their arguments", () => 
   assert.equal(st.namelen, 255);
   const opened = decodeOpenOut(h.call(FuseOpcode.OPEN, { flags: 2, openFlags: 0 }).payload);
   assert.equal(opened.fh, 10n);
-  assert.deepEqual(h.fs.last("open"), [1n, 2]);
+  const caller = { uid: 1000, gid: 100, groups: undefined };
+  assert.deepEqual(h.fs.last("open"), [1n, 2, caller, false]);
+  assert.deepEqual(h.fs.last("setattr")[2], caller);
   const dir = decodeOpenOut(h.call(FuseOpcode.OPENDIR, { flags: 0, openFlags: 0 }).payload);
   assert.equal(dir.fh, 99n);
   h.call(FuseOpcode.FSYNC, { fh: 10n, fsyncFlags: 1 });
@@ -856,7 +961,7 @@ Deno.test("WRITE goes from guest buffers to the file, across odd segment splits"
   const back = new Uint8Array(data.length);
   assert.equal(pread(fd, back, 4096), data.length);
   assert.deepEqual(back, data);
-  assert.deepEqual(h.fs.last("afterWrite"), [fh, true]);
+  assert.deepEqual(h.fs.last("write"), [fh, true]);
   // A WRITE bigger than any copied request: the data is never copied into JS.
   const big = pattern(1 << 20, 2);
   const bigSent = h.call(FuseOpcode.WRITE, writeArgs(fh, 0n, big), {
@@ -866,7 +971,7 @@ Deno.test("WRITE goes from guest buffers to the file, across odd segment splits"
   const bigBack = new Uint8Array(big.length);
   pread(fd, bigBack, 0);
   assert.deepEqual(bigBack, big);
-  assert.deepEqual(h.fs.last("afterWrite"), [fh, false]);
+  assert.deepEqual(h.fs.last("write"), [fh, false]);
 });
 
 Deno.test("WRITE with bad lengths, offsets or handles fails cleanly", () => {

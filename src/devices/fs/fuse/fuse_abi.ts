@@ -156,7 +156,28 @@ export const FuseInitFlag2 = {
   SECURITY_CTX: 1 << 0,
   /** Bit 33: per-inode DAX (`FUSE_ATTR_DAX`). */
   HAS_INODE_DAX: 1 << 1,
+  /**
+   * Bit 34: create, mkdir, mknod and symlink carry, as a request extension,
+   * the parent directory's group when the caller is in it only as a
+   * supplementary group (7.38).
+   */
+  CREATE_SUPP_GROUP: 1 << 2,
 } as const;
+
+/**
+ * `enum fuse_ext_type`: the `type` of a request extension (`struct
+ * fuse_ext_header`). Types 0..31 are security contexts (the type is their
+ * count, `fuse_secctx_header.nr_secctx`).
+ */
+export const FuseExtType = {
+  /** Largest security-context count (`FUSE_MAX_NR_SECCTX`). */
+  MAX_NR_SECCTX: 31,
+  /** `struct fuse_supp_groups`: a count, then that many u32 gids. */
+  GROUPS: 32,
+} as const;
+
+/** Size of `struct fuse_ext_header` (size, type); extensions are 8-byte aligned. */
+export const FUSE_EXT_HEADER_SIZE = 8;
 
 /** Bits of `fuse_setattr_in.valid`: which fields of SETATTR to apply. */
 export const FuseSetattrValid = {

@@ -141,6 +141,7 @@ Deno.test("INIT flags are bits 0..31 in header order; flags2 bits are 32.. shift
   assert.ok(FuseInitFlag.INIT_RESERVED > 0, "bit 31 must not be a negative number");
   assert.equal(FuseInitFlag2.SECURITY_CTX, 1);
   assert.equal(FuseInitFlag2.HAS_INODE_DAX, 2);
+  assert.equal(FuseInitFlag2.CREATE_SUPP_GROUP, 4, "FUSE_CREATE_SUPP_GROUP is 1 << 34");
 });
 
 Deno.test("setattr valid bits, FOPEN bits and request flag bits match the header", () => {

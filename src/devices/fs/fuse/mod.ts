@@ -13,6 +13,7 @@ export * from "./fuse_struct.ts";
 export * from "./fuse_layouts.ts";
 export * from "./fuse_names.ts";
 export * from "./fuse_request.ts";
+export * from "./fuse_extensions.ts";
 export * from "./fuse_reply.ts";
 export * from "./fuse_request_encode.ts";
 export * from "./fuse_reply_decode.ts";

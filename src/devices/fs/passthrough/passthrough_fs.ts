@@ -22,10 +22,22 @@
  * flags, so the guest page cache is invalidated on open when the file changed
  * (AUTO_INVAL_DATA).
  *
- * Ownership: when vhostd runs as root, new files, directories, nodes and
- * links get the uid/gid of the guest caller (the group of a setgid parent
- * directory wins, as on Linux) and exactly the permission bits asked for
- * (`mode & ~umask`); otherwise they belong to vhostd's user.
+ * Credentials: when vhostd runs as root, create, mknod, mkdir, symlink,
+ * link, rename, unlink, rmdir, setattr and open run with the guest caller's
+ * fsuid, fsgid and supplementary groups (see `credentials.ts`): a file is
+ * born with its owner (the group of a setgid parent directory wins, as the
+ * host kernel decides) and the host kernel makes the permission checks it
+ * would make for that user. The permission bits are then set to exactly
+ * those asked for (`mode & ~umask`: vhostd's own umask also applied).
+ * Otherwise everything runs as vhostd's user. The guest sends supplementary
+ * groups only for creations (FUSE_CREATE_SUPP_GROUP); other operations run
+ * with none, so access granted only through a supplementary group is
+ * refused by the host.
+ *
+ * Setuid bits (HANDLE_KILLPRIV_V2): a write, truncate or chown the guest
+ * flags as coming from a caller without CAP_FSETID runs without CAP_FSETID,
+ * so the host kernel clears setuid, group-executable setgid and
+ * `security.capability` as it does for an unprivileged writer.
  *
  * ACCESS is answered by faccessat with AT_EACCESS, i.e. with vhostd's
  * effective ids (virtio-fs guests normally check permissions themselves with
@@ -71,7 +83,6 @@ import {
   fstatfs,
   fsync,
   ftruncate,
-  getuid,
   linkat,
   lseek64,
   mkdirat,
@@ -112,11 +123,13 @@ import {
   FUSE_KERNEL_MINOR_VERSION,
   FUSE_KERNEL_VERSION,
   FuseInitFlag,
+  FuseInitFlag2,
   FuseOpenOutFlag,
   FuseSetattrValid,
 } from "../fuse/fuse_abi.ts";
 import type { FuseInitArgs, FuseSetattrArgs } from "../fuse/fuse_request.ts";
 import { openComponent, statEntryQuietly, statFd } from "./confined_open.ts";
+import { type Caller, ThreadCredentials } from "./credentials.ts";
 import { readDirectoryPage } from "./dir_reader.ts";
 import { attrFromStatx } from "./fs_attr.ts";
 import { errnoOf, FsError, FsRestoreError, toFsError } from "./fs_errors.ts";
@@ -137,6 +150,7 @@ import { type Handle, HandleTable } from "./handle_table.ts";
 import { type Inode, InodeTable } from "./inode_table.ts";
 import { hostOpenFlags, opensForChange, reopenFlags } from "./open_flags.ts";
 
+export type { Caller } from "./credentials.ts";
 export { FsError, FsRestoreError } from "./fs_errors.ts";
 export type { FsHandleRecord, FsInodeRecord, FsSnapshot } from "./fs_snapshot.ts";
 export { isCachePolicy } from "./fs_types.ts";
@@ -151,10 +165,9 @@ export type {
   StatfsResult,
 } from "./fs_types.ts";
 
-const S_ISUID = 0o4000;
-const S_ISGID = 0o2000;
-const S_IXGRP = 0o010;
 const PERMISSION_BITS = 0o7777;
+/** rwx for user, group and others: the bits a umask decides. */
+const ACCESS_BITS = 0o777;
 
 /** Default entry and attribute cache timeout, seconds. */
 const DEFAULT_TIMEOUT_SEC = 1;
@@ -167,13 +180,13 @@ const DEFAULT_MAX_PAGES = 32;
 /**
  * INIT capabilities vhostd accepts when the guest offers them. Not
  * WRITEBACK_CACHE (the host file would lag the guest's writes), POSIX_ACL,
- * HANDLE_KILLPRIV(_V2) (the guest clears setuid bits itself), locks,
- * EXPORT_SUPPORT or DAX.
+ * HANDLE_KILLPRIV (v1: it would ask to clear bits on every write, even a
+ * privileged one), locks, EXPORT_SUPPORT or DAX.
  */
 const ACCEPTED_INIT_FLAGS = FuseInitFlag.ASYNC_READ | FuseInitFlag.ATOMIC_O_TRUNC |
   FuseInitFlag.BIG_WRITES | FuseInitFlag.AUTO_INVAL_DATA | FuseInitFlag.DO_READDIRPLUS |
   FuseInitFlag.READDIRPLUS_AUTO | FuseInitFlag.ASYNC_DIO | FuseInitFlag.PARALLEL_DIROPS |
-  FuseInitFlag.MAX_PAGES;
+  FuseInitFlag.MAX_PAGES | FuseInitFlag.HANDLE_KILLPRIV_V2;
 
 const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
 const SEEK_WHENCE_MAX = 4; // SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE
@@ -205,8 +218,8 @@ export class PassthroughFs {
   /** FOPEN_* flags of file and directory handles, from the cache policy. */
   readonly #fileOpenFlags: number;
   readonly #dirOpenFlags: number;
-  /** Running as root: new files get the guest caller's ids. */
-  readonly #chownNewFiles: boolean;
+  /** This thread's credentials: operations run as their guest caller when vhostd is root. */
+  readonly #credentials: ThreadCredentials;
   readonly #inodes: InodeTable;
   readonly #handles = new HandleTable();
   #init: FsInitResult | null = null;
@@ -237,7 +250,7 @@ export class PassthroughFs {
     this.#dirOpenFlags = cache === "always"
       ? FuseOpenOutFlag.KEEP_CACHE | FuseOpenOutFlag.CACHE_DIR
       : 0;
-    this.#chownNewFiles = getuid() === 0;
+    this.#credentials = new ThreadCredentials();
     let fd = -1;
     try {
       fd = openat(AT_FDCWD, opts.sharedDir, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -285,8 +298,10 @@ export class PassthroughFs {
   /**
    * Negotiates INIT: accepts what the guest offers of ASYNC_READ,
    * ATOMIC_O_TRUNC, BIG_WRITES, AUTO_INVAL_DATA, DO_READDIRPLUS,
-   * READDIRPLUS_AUTO, ASYNC_DIO, PARALLEL_DIROPS and MAX_PAGES, and remembers
-   * the result (it is migrated). EPROTO for a major version below 7.
+   * READDIRPLUS_AUTO, ASYNC_DIO, PARALLEL_DIROPS, MAX_PAGES and
+   * HANDLE_KILLPRIV_V2, and (when operations run as their caller)
+   * CREATE_SUPP_GROUP in `flags2`; remembers the result (it is migrated).
+   * EPROTO for a major version below 7.
    */
   init(args: FuseInitArgs): FsInitResult {
     return this.#run(() => {
@@ -297,7 +312,9 @@ export class PassthroughFs {
       const maxPages = (flags & FuseInitFlag.MAX_PAGES) !== 0 ? MAX_PAGES : DEFAULT_MAX_PAGES;
       this.#init = {
         flags,
-        flags2: 0,
+        flags2: this.#credentials.switching
+          ? (args.flags2 & FuseInitFlag2.CREATE_SUPP_GROUP) >>> 0
+          : 0,
         maxWrite: maxPages * PAGE_SIZE,
         maxReadahead: args.maxReadahead,
         maxPages,
@@ -375,9 +392,12 @@ export class PassthroughFs {
   /**
    * SETATTR: mode (not on symbolic links, which have none), owner, size
    * (on the handle when FATTR_FH names a writable one), times (exact or
-   * now); then returns fresh attributes.
+   * now); then returns fresh attributes. Runs as `caller`, so the host
+   * decides who may change what. With FATTR_KILL_SUIDGID the owner change
+   * and the truncation run without CAP_FSETID (the host kernel then clears
+   * setuid and group-executable setgid bits).
    */
-  setattr(nodeid: bigint, args: FuseSetattrArgs): AttrResult {
+  setattr(nodeid: bigint, args: FuseSetattrArgs, caller?: Caller): AttrResult {
     return this.#run(() => {
       const inode = this.#inode(nodeid);
       this.#refuseIfReadOnly();
@@ -388,52 +408,39 @@ export class PassthroughFs {
         if (handle?.broken) throw new FsError(EIO, handle.broken);
         if (handle?.inode !== inode) handle = undefined;
       }
-      if ((valid & FuseSetattrValid.MODE) !== 0 && inode.type !== S_IFLNK) {
-        const mode = args.mode & PERMISSION_BITS;
-        if (handle !== undefined) fchmod(handle.fd, mode);
-        else chmodProcFd(inode.fd, mode);
-      }
-      if ((valid & (FuseSetattrValid.UID | FuseSetattrValid.GID)) !== 0) {
-        const uid = (valid & FuseSetattrValid.UID) !== 0 ? args.uid : -1;
-        const gid = (valid & FuseSetattrValid.GID) !== 0 ? args.gid : -1;
-        fchownat(inode.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-      }
-      if ((valid & FuseSetattrValid.SIZE) !== 0) {
-        if (inode.type === S_IFDIR) throw new FsError(EISDIR, "truncate of a directory");
-        if (inode.type !== S_IFREG) throw new FsError(EINVAL, "truncate of a special file");
-        const size = fileOffset(args.size);
-        if (handle !== undefined && (handle.flags & O_ACCMODE) !== O_RDONLY) {
-          ftruncate(handle.fd, size);
-        } else {
-          const fd = reopenFd(inode.fd, O_WRONLY | O_CLOEXEC);
-          try {
-            ftruncate(fd, size);
-          } finally {
-            closeQuietly(fd);
-          }
+      const killSuidgid = (valid & FuseSetattrValid.KILL_SUIDGID) !== 0;
+      this.#credentials.asCaller(caller, () => {
+        if ((valid & FuseSetattrValid.MODE) !== 0 && inode.type !== S_IFLNK) {
+          const mode = args.mode & PERMISSION_BITS;
+          if (handle !== undefined) fchmod(handle.fd, mode);
+          else chmodProcFd(inode.fd, mode);
         }
-      }
-      if (
-        (valid & FuseSetattrValid.KILL_SUIDGID) !== 0 && (valid & FuseSetattrValid.MODE) === 0 &&
-        inode.type === S_IFREG
-      ) {
-        clearSuidgid(inode.fd, (mode) => chmodProcFd(inode.fd, mode));
-      }
-      const times = FuseSetattrValid.ATIME | FuseSetattrValid.MTIME | FuseSetattrValid.ATIME_NOW |
-        FuseSetattrValid.MTIME_NOW;
-      if ((valid & times) !== 0) {
-        const atime: TimeSpec = (valid & FuseSetattrValid.ATIME_NOW) !== 0
-          ? "now"
-          : (valid & FuseSetattrValid.ATIME) !== 0
-          ? { sec: args.atime, nsec: args.atimensec }
-          : "omit";
-        const mtime: TimeSpec = (valid & FuseSetattrValid.MTIME_NOW) !== 0
-          ? "now"
-          : (valid & FuseSetattrValid.MTIME) !== 0
-          ? { sec: args.mtime, nsec: args.mtimensec }
-          : "omit";
-        utimensat(inode.fd, "", atime, mtime, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-      }
+        if ((valid & (FuseSetattrValid.UID | FuseSetattrValid.GID)) !== 0) {
+          const uid = (valid & FuseSetattrValid.UID) !== 0 ? args.uid : -1;
+          const gid = (valid & FuseSetattrValid.GID) !== 0 ? args.gid : -1;
+          this.#maybeKillingPrivileges(killSuidgid, () => {
+            fchownat(inode.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+          });
+        }
+        if ((valid & FuseSetattrValid.SIZE) !== 0) {
+          this.#maybeKillingPrivileges(killSuidgid, () => this.#truncate(inode, handle, args.size));
+        }
+        const times = FuseSetattrValid.ATIME | FuseSetattrValid.MTIME |
+          FuseSetattrValid.ATIME_NOW | FuseSetattrValid.MTIME_NOW;
+        if ((valid & times) !== 0) {
+          const atime: TimeSpec = (valid & FuseSetattrValid.ATIME_NOW) !== 0
+            ? "now"
+            : (valid & FuseSetattrValid.ATIME) !== 0
+            ? { sec: args.atime, nsec: args.atimensec }
+            : "omit";
+          const mtime: TimeSpec = (valid & FuseSetattrValid.MTIME_NOW) !== 0
+            ? "now"
+            : (valid & FuseSetattrValid.MTIME) !== 0
+            ? { sec: args.mtime, nsec: args.mtimensec }
+            : "omit";
+          utimensat(inode.fd, "", atime, mtime, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+        }
+      });
       return this.#attrResult(inode.fd);
     });
   }
@@ -447,22 +454,29 @@ export class PassthroughFs {
     });
   }
 
-  /** SYMLINK: creates link `name` in `parent` pointing at `target` (stored as is). */
+  /**
+   * SYMLINK: creates link `name` in `parent` pointing at `target` (stored
+   * as is), as the caller `uid`/`gid` with supplementary `groups`.
+   */
   symlink(
     parent: bigint,
     name: Uint8Array,
     target: Uint8Array,
     uid: number,
     gid: number,
+    groups: readonly number[] = [],
   ): EntryResult {
     return this.#run(() =>
-      this.#createEntry(parent, name, null, uid, gid, false, (dirFd) => {
+      this.#createEntry(parent, name, null, { uid, gid, groups }, false, (dirFd) => {
         symlinkat(target, dirFd, name);
       })
     );
   }
 
-  /** MKNOD: a regular file, device node, FIFO or socket (`mode` holds the type). */
+  /**
+   * MKNOD: a regular file, device node, FIFO or socket (`mode` holds the
+   * type), as the caller (device nodes then need a root caller).
+   */
   mknod(
     parent: bigint,
     name: Uint8Array,
@@ -471,6 +485,7 @@ export class PassthroughFs {
     umask: number,
     uid: number,
     gid: number,
+    groups: readonly number[] = [],
   ): EntryResult {
     return this.#run(() => {
       const type = (mode & S_IFMT) === 0 ? S_IFREG : mode & S_IFMT;
@@ -480,13 +495,13 @@ export class PassthroughFs {
       }
       const wanted = mode & ~umask & PERMISSION_BITS;
       const device = type === S_IFCHR || type === S_IFBLK ? rdev >>> 0 : 0;
-      return this.#createEntry(parent, name, wanted, uid, gid, false, (dirFd) => {
+      return this.#createEntry(parent, name, wanted, { uid, gid, groups }, false, (dirFd) => {
         mknodat(dirFd, name, type | wanted, device);
       });
     });
   }
 
-  /** MKDIR. */
+  /** MKDIR, as the caller. */
   mkdir(
     parent: bigint,
     name: Uint8Array,
@@ -494,32 +509,37 @@ export class PassthroughFs {
     umask: number,
     uid: number,
     gid: number,
+    groups: readonly number[] = [],
   ): EntryResult {
     return this.#run(() => {
       const wanted = mode & ~umask & PERMISSION_BITS;
-      return this.#createEntry(parent, name, wanted, uid, gid, true, (dirFd) => {
+      return this.#createEntry(parent, name, wanted, { uid, gid, groups }, true, (dirFd) => {
         mkdirat(dirFd, name, wanted);
       });
     });
   }
 
-  /** UNLINK a non-directory. */
-  unlink(parent: bigint, name: Uint8Array): void {
-    this.#run(() => this.#remove(parent, name, 0));
+  /** UNLINK a non-directory, as `caller` (vhostd itself when undefined). */
+  unlink(parent: bigint, name: Uint8Array, caller?: Caller): void {
+    this.#run(() => this.#remove(parent, name, 0, caller));
   }
 
-  /** RMDIR an empty directory. */
-  rmdir(parent: bigint, name: Uint8Array): void {
-    this.#run(() => this.#remove(parent, name, AT_REMOVEDIR));
+  /** RMDIR an empty directory, as `caller`. */
+  rmdir(parent: bigint, name: Uint8Array, caller?: Caller): void {
+    this.#run(() => this.#remove(parent, name, AT_REMOVEDIR, caller));
   }
 
-  /** RENAME / RENAME2 with RENAME_NOREPLACE, RENAME_EXCHANGE or RENAME_WHITEOUT. */
+  /**
+   * RENAME / RENAME2 with RENAME_NOREPLACE, RENAME_EXCHANGE or
+   * RENAME_WHITEOUT, as `caller`.
+   */
   rename(
     parent: bigint,
     name: Uint8Array,
     newParent: bigint,
     newName: Uint8Array,
     flags: number,
+    caller?: Caller,
   ): void {
     this.#run(() => {
       const dir = this.#directory(parent);
@@ -530,7 +550,7 @@ export class PassthroughFs {
       if ((flags & ~RENAME_FLAGS) !== 0) throw new FsError(EINVAL, `rename flags ${flags}`);
       const source = statEntryQuietly(dir.fd, name);
       const target = statEntryQuietly(newDir.fd, newName);
-      renameat2(dir.fd, name, newDir.fd, newName, flags);
+      this.#credentials.asCaller(caller, () => renameat2(dir.fd, name, newDir.fd, newName, flags));
       const moved = source && this.#inodes.find(source.dev, source.ino);
       const other = target && this.#inodes.find(target.dev, target.ino);
       if (moved !== undefined && moved === other) return; // two links of one file: no change
@@ -544,21 +564,23 @@ export class PassthroughFs {
     });
   }
 
-  /** LINK: a new name `newName` in `newParent` for inode `nodeid`. */
-  link(nodeid: bigint, newParent: bigint, newName: Uint8Array): EntryResult {
+  /** LINK: a new name `newName` in `newParent` for inode `nodeid`, as `caller`. */
+  link(nodeid: bigint, newParent: bigint, newName: Uint8Array, caller?: Caller): EntryResult {
     return this.#run(() => {
       const inode = this.#inode(nodeid);
       const dir = this.#directory(newParent);
       checkEntryName(newName);
       this.#refuseIfReadOnly();
       if (inode.type === S_IFDIR) throw new FsError(EPERM, "hard link to a directory");
-      try {
-        // Needs CAP_DAC_READ_SEARCH; ENOENT without it.
-        linkat(inode.fd, "", dir.fd, newName, AT_EMPTY_PATH);
-      } catch (error) {
-        if (errnoOf(error) !== ENOENT) throw error;
-        linkat(AT_FDCWD, procSelfFdPath(inode.fd), dir.fd, newName, AT_SYMLINK_FOLLOW);
-      }
+      this.#credentials.asCaller(caller, () => {
+        try {
+          // Needs CAP_DAC_READ_SEARCH (never a caller other than root); ENOENT without it.
+          linkat(inode.fd, "", dir.fd, newName, AT_EMPTY_PATH);
+        } catch (error) {
+          if (errnoOf(error) !== ENOENT) throw error;
+          linkat(AT_FDCWD, procSelfFdPath(inode.fd), dir.fd, newName, AT_SYMLINK_FOLLOW);
+        }
+      });
       return this.#lookupIn(dir, newName);
     });
   }
@@ -567,23 +589,35 @@ export class PassthroughFs {
   // Files.
 
   /**
-   * OPEN a regular file. O_APPEND, O_TRUNC, O_NOATIME (dropped when the
-   * host refuses it) and the sync flags are honoured, O_DIRECT is dropped.
-   * EROFS for write access or O_TRUNC on a read-only share.
+   * OPEN a regular file, as `caller` (the host checks its access).
+   * O_APPEND, O_TRUNC, O_NOATIME (dropped when the host refuses it) and the
+   * sync flags are honoured, O_DIRECT is dropped. With `killSuidgid`
+   * (FUSE_OPEN_KILL_SUIDGID) an O_TRUNC runs without CAP_FSETID. EROFS for
+   * write access or O_TRUNC on a read-only share.
    */
-  open(nodeid: bigint, flags: number): OpenResult {
+  open(nodeid: bigint, flags: number, caller?: Caller, killSuidgid = false): OpenResult {
     return this.#run(() => {
       const inode = this.#inode(nodeid);
       const hostFlags = hostOpenFlags(flags);
       if (this.#readOnly && opensForChange(hostFlags)) throw new FsError(EROFS);
-      const fd = openForIo(inode.fd, inode.type, hostFlags);
+      const fd = this.#credentials.asCaller(
+        caller,
+        () =>
+          this.#maybeKillingPrivileges(
+            killSuidgid,
+            () => openForIo(inode.fd, inode.type, hostFlags),
+          ),
+      );
       return this.#addHandle(fd, inode, hostFlags, false);
     });
   }
 
   /**
    * CREATE: creates and opens `name` in `parent`, or with no O_EXCL opens
-   * the file already there (not following a link: ELOOP).
+   * the file already there (not following a link: ELOOP), as the caller
+   * `uid`/`gid` with supplementary `groups`. With `killSuidgid`
+   * (FUSE_OPEN_KILL_SUIDGID) an O_TRUNC of an existing file runs without
+   * CAP_FSETID.
    */
   create(
     parent: bigint,
@@ -593,6 +627,8 @@ export class PassthroughFs {
     umask: number,
     uid: number,
     gid: number,
+    groups: readonly number[] = [],
+    killSuidgid = false,
   ): { entry: EntryResult; open: OpenResult } {
     return this.#run(() => {
       const dir = this.#directory(parent);
@@ -603,19 +639,24 @@ export class PassthroughFs {
       let fd = -1;
       let pathFd = -1;
       let created = true;
-      try {
+      const openAsCaller = () => {
         try {
           fd = openat(dir.fd, name, hostFlags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, wanted);
         } catch (error) {
           if (errnoOf(error) !== EEXIST || (flags & O_EXCL) !== 0) throw error;
           created = false;
-        }
-        if (created) {
-          pathFd = reopenFd(fd, O_PATH | O_CLOEXEC);
-          this.#settleNewFile(pathFd, dir, wanted, uid, gid, false);
-        } else {
           pathFd = openComponent(dir.fd, name);
           fd = openForIo(pathFd, statFd(pathFd).mode & S_IFMT, hostFlags);
+        }
+      };
+      try {
+        this.#credentials.asCaller(
+          { uid, gid, groups },
+          () => this.#maybeKillingPrivileges(killSuidgid, openAsCaller),
+        );
+        if (created) {
+          pathFd = reopenFd(fd, O_PATH | O_CLOEXEC);
+          this.#settlePermissions(pathFd, wanted);
         }
       } catch (error) {
         closeQuietly(fd);
@@ -641,15 +682,16 @@ export class PassthroughFs {
   }
 
   /**
-   * After a WRITE: with `killSuidgid` (the guest's FUSE_WRITE_KILL_SUIDGID)
-   * clears the setuid bit and the setgid bit of a group-executable file, as
-   * a write by an unprivileged user would.
+   * WRITE: runs `transfer` (the handler's pwritev) on the handle's fd. With
+   * `killSuidgid` (FUSE_WRITE_KILL_SUIDGID: the guest writer has no
+   * CAP_FSETID) it runs without CAP_FSETID, so the host kernel clears the
+   * setuid bit, the setgid bit of a group-executable file and
+   * `security.capability`, as for an unprivileged writer. EBADF if unknown.
    */
-  afterWrite(fh: bigint, killSuidgid: boolean): void {
-    this.#run(() => {
-      if (!killSuidgid) return;
-      const handle = this.#fileHandle(fh);
-      clearSuidgid(handle.fd, (mode) => fchmod(handle.fd, mode));
+  write<T>(fh: bigint, killSuidgid: boolean, transfer: (fd: number) => T): T {
+    return this.#run(() => {
+      const fd = this.#fileHandle(fh).fd;
+      return this.#maybeKillingPrivileges(killSuidgid, () => transfer(fd));
     });
   }
 
@@ -825,6 +867,28 @@ export class PassthroughFs {
     }
   }
 
+  /** Runs `operation` without CAP_FSETID when `kill` (the guest asked for KILL_SUIDGID). */
+  #maybeKillingPrivileges<T>(kill: boolean, operation: () => T): T {
+    return kill ? this.#credentials.withoutFsetid(operation) : operation();
+  }
+
+  /** Truncates a regular file to `size`, through `handle` when it is writable. */
+  #truncate(inode: Inode, handle: Handle | undefined, size: bigint): void {
+    if (inode.type === S_IFDIR) throw new FsError(EISDIR, "truncate of a directory");
+    if (inode.type !== S_IFREG) throw new FsError(EINVAL, "truncate of a special file");
+    const length = fileOffset(size);
+    if (handle !== undefined && (handle.flags & O_ACCMODE) !== O_RDONLY) {
+      ftruncate(handle.fd, length);
+      return;
+    }
+    const fd = reopenFd(inode.fd, O_WRONLY | O_CLOEXEC);
+    try {
+      ftruncate(fd, length);
+    } finally {
+      closeQuietly(fd);
+    }
+  }
+
   #refuseIfReadOnly(): void {
     if (this.#readOnly) throw new FsError(EROFS);
   }
@@ -907,26 +971,28 @@ export class PassthroughFs {
   }
 
   /**
-   * Creates `name` in `parent` with `make`, gives it the caller's ids and
-   * mode (`wanted` permission bits, null for a symbolic link), and looks it
-   * up. When the ids or mode cannot be applied the new entry is removed.
+   * Creates `name` in `parent` with `make` as `caller` (so it is born with
+   * the caller's ids), gives it exactly the `wanted` permission bits (null
+   * for a symbolic link), and looks it up. When the mode cannot be applied
+   * the new entry is removed.
    */
   #createEntry(
     parent: bigint,
     name: Uint8Array,
     wanted: number | null,
-    uid: number,
-    gid: number,
+    caller: Caller,
     isDir: boolean,
     make: (dirFd: number) => void,
   ): EntryResult {
     const dir = this.#directory(parent);
     checkEntryName(name);
     this.#refuseIfReadOnly();
-    make(dir.fd);
-    const fd = openComponent(dir.fd, name);
+    const fd = this.#credentials.asCaller(caller, () => {
+      make(dir.fd);
+      return openComponent(dir.fd, name);
+    });
     try {
-      this.#settleNewFile(fd, dir, wanted, uid, gid, isDir);
+      if (wanted !== null) this.#settlePermissions(fd, wanted);
     } catch (error) {
       closeQuietly(fd);
       unlinkQuietly(dir.fd, name, isDir ? AT_REMOVEDIR : 0);
@@ -936,35 +1002,24 @@ export class PassthroughFs {
   }
 
   /**
-   * Applies the guest caller's ids (as root; the group of a setgid `dir`
-   * wins) and then exactly `wanted` permission bits (chown cleared setuid
-   * bits, and the process umask may have cleared others). A directory keeps
-   * the setgid bit it inherited.
+   * Sets the rwx bits of a new file to exactly `wanted`'s: vhostd's own
+   * umask may have cleared some the guest asked for. Runs as vhostd, after
+   * the caller's creation, and keeps the special bits the host kernel chose
+   * (the setgid bit a directory inherits, a setgid bit it refused a caller
+   * outside the group).
    */
-  #settleNewFile(
-    fd: number,
-    dir: Inode,
-    wanted: number | null,
-    uid: number,
-    gid: number,
-    isDir: boolean,
-  ): void {
-    if (this.#chownNewFiles) {
-      const inheritGroup = (statFd(dir.fd).mode & S_ISGID) !== 0;
-      fchownat(fd, "", uid, inheritGroup ? -1 : gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-    }
-    if (wanted === null) return;
-    const mode = statFd(fd).mode;
-    const expected = wanted | (isDir ? mode & S_ISGID : 0);
-    if ((mode & PERMISSION_BITS) !== expected) chmodProcFd(fd, expected);
+  #settlePermissions(fd: number, wanted: number): void {
+    const mode = statFd(fd).mode & PERMISSION_BITS;
+    const expected = (mode & ~ACCESS_BITS) | (wanted & ACCESS_BITS);
+    if (mode !== expected) chmodProcFd(fd, expected);
   }
 
-  #remove(parent: bigint, name: Uint8Array, flags: number): void {
+  #remove(parent: bigint, name: Uint8Array, flags: number, caller: Caller | undefined): void {
     const dir = this.#directory(parent);
     checkEntryName(name);
     this.#refuseIfReadOnly();
     const st = statEntryQuietly(dir.fd, name);
-    unlinkat(dir.fd, name, flags);
+    this.#credentials.asCaller(caller, () => unlinkat(dir.fd, name, flags));
     const inode = st && this.#inodes.find(st.dev, st.ino);
     if (inode) this.#inodes.clearLocationIf(inode, dir, name);
   }
@@ -1012,14 +1067,6 @@ function openForIo(pathFd: number, type: number, flags: number): number {
     if (errnoOf(error) !== EPERM || (flags & O_NOATIME) === 0) throw error;
     return reopenFd(pathFd, (flags & ~O_NOATIME) | O_CLOEXEC);
   }
-}
-
-/** Clears setuid, and setgid when group-executable, through `chmod`. */
-function clearSuidgid(fd: number, chmod: (mode: number) => void): void {
-  const mode = statFd(fd).mode;
-  let clear = mode & S_ISUID;
-  if ((mode & S_ISGID) !== 0 && (mode & S_IXGRP) !== 0) clear |= S_ISGID;
-  if (clear !== 0) chmod(mode & PERMISSION_BITS & ~clear);
 }
 
 function unlinkQuietly(dirFd: number, name: Uint8Array, flags: number): void {

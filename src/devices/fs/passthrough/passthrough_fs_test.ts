@@ -24,6 +24,7 @@ import {
   O_RDWR,
   O_TRUNC,
   O_WRONLY,
+  pwrite,
   R_OK,
   RENAME_EXCHANGE,
   RENAME_NOREPLACE,
@@ -84,7 +85,6 @@ Deno.test("init accepts only what it wants of the guest's offer and remembers it
   const result = share.fs.init(initArgs(offered));
   assert.equal(result.flags & FuseInitFlag.WRITEBACK_CACHE, 0);
   assert.equal(result.flags & FuseInitFlag.POSIX_ACL, 0);
-  assert.equal(result.flags & FuseInitFlag.HANDLE_KILLPRIV_V2, 0);
   for (
     const wanted of [
       FuseInitFlag.ASYNC_READ,
@@ -94,6 +94,7 @@ Deno.test("init accepts only what it wants of the guest's offer and remembers it
       FuseInitFlag.MAX_PAGES,
       FuseInitFlag.PARALLEL_DIROPS,
       FuseInitFlag.BIG_WRITES,
+      FuseInitFlag.HANDLE_KILLPRIV_V2,
     ]
   ) {
     assert.notEqual(result.flags & wanted, 0, `flag ${wanted} accepted`);
@@ -279,6 +280,7 @@ Deno.test("readlink returns the exact target bytes; EINVAL on a file", () => {
 Deno.test("symlink creates a link owned by the caller; EEXIST on a taken name", () => {
   using share = makeShare();
   const { fs } = share;
+  Deno.chmodSync(share.path, 0o777); // the caller creates: it needs write access
   const entry = fs.symlink(ROOT, bytes("l"), bytes("/etc/passwd"), 1234, 5678);
   assert.equal(entry.attr.mode & S_IFMT, S_IFLNK);
   assert.equal(Deno.readLinkSync(`${share.path}/l`), "/etc/passwd");
@@ -313,6 +315,7 @@ Deno.test("mknod makes files, FIFOs and device nodes; none of the specials can b
 Deno.test("mkdir applies the guest's umask exactly and the caller's ids; setgid parents win", () => {
   using share = makeShare();
   const { fs } = share;
+  Deno.chmodSync(share.path, 0o777); // the caller creates: it needs write access
   const a = fs.mkdir(ROOT, bytes("a"), 0o777, 0o027, 1234, 5678);
   assert.equal(a.attr.mode, S_IFDIR | 0o750);
   // The process umask (022 usually) must not strip what the guest asked for.
@@ -320,7 +323,7 @@ Deno.test("mkdir applies the guest's umask exactly and the caller's ids; setgid 
   assert.equal(b.attr.mode, S_IFDIR | 0o777);
   if (isRoot) {
     assert.deepEqual([a.attr.uid, a.attr.gid], [1234, 5678]);
-    fs.setattr(a.nodeid, setattrArgs({ valid: FuseSetattrValid.MODE, mode: 0o2775 }));
+    fs.setattr(a.nodeid, setattrArgs({ valid: FuseSetattrValid.MODE, mode: 0o2777 }));
     const inner = fs.mkdir(a.nodeid, bytes("inner"), 0o755, 0, 1, 1);
     assert.equal(inner.attr.gid, 5678, "group of the setgid parent");
     assert.equal(inner.attr.uid, 1);
@@ -443,8 +446,9 @@ Deno.test("open honours O_APPEND and O_TRUNC, drops O_DIRECT; refuses dirs and l
 Deno.test("create: O_EXCL semantics, mode, owner, and opening an existing file", () => {
   using share = makeShare();
   const { fs } = share;
+  Deno.chmodSync(share.path, 0o777); // the caller creates: it needs write access
   const made = fs.create(ROOT, bytes("new"), O_RDWR | O_CREAT | O_EXCL, 0o4755, 0o022, 1234, 77);
-  assert.equal(made.entry.attr.mode, S_IFREG | 0o4755, "setuid kept after the chown");
+  assert.equal(made.entry.attr.mode, S_IFREG | 0o4755, "setuid asked for at creation is kept");
   if (isRoot) assert.deepEqual([made.entry.attr.uid, made.entry.attr.gid], [1234, 77]);
   assert.equal(fs.inodeInfo(made.entry.nodeid)?.lookups, 1n);
   writeAt(fs, made.open.fh, "created");
@@ -453,8 +457,9 @@ Deno.test("create: O_EXCL semantics, mode, owner, and opening an existing file",
     () => fs.create(ROOT, bytes("new"), O_RDWR | O_CREAT | O_EXCL, 0o644, 0, 0, 0),
     EEXIST,
   );
-  // Without O_EXCL the existing file is opened (and O_TRUNC honoured); no chown.
-  const again = fs.create(ROOT, bytes("new"), O_RDWR | O_CREAT | O_TRUNC, 0o600, 0, 1, 1);
+  // Without O_EXCL the existing file is opened (and O_TRUNC honoured); its
+  // mode is left alone (a root caller's truncation keeps setuid).
+  const again = fs.create(ROOT, bytes("new"), O_RDWR | O_CREAT | O_TRUNC, 0o600, 0, 0, 0);
   assert.equal(again.entry.nodeid, made.entry.nodeid);
   assert.equal(fs.inodeInfo(made.entry.nodeid)?.lookups, 2n);
   assert.equal(Deno.readTextFileSync(`${share.path}/new`), "");
@@ -525,14 +530,18 @@ Deno.test("access checks with vhostd's effective ids", () => {
   fs.access(f.nodeid, X_OK);
 });
 
-Deno.test("afterWrite clears setuid and group-exec setgid only when asked", () => {
+Deno.test("write clears setuid and group-exec setgid only when the guest asks", () => {
   using share = makeShare();
   const { fs } = share;
   const { entry, open } = fs.create(ROOT, bytes("s"), O_RDWR | O_CREAT, 0o6755, 0, 0, 0);
-  fs.afterWrite(open.fh, false);
-  assert.equal(fs.getattr(entry.nodeid).attr.mode & 0o7777, 0o6755);
-  fs.afterWrite(open.fh, true);
+  const data = bytes("x");
+  assert.equal(fs.write(open.fh, false, (fd) => pwrite(fd, data, 0)), 1);
+  // vhostd as root has CAP_FSETID: a plain write keeps the bits.
+  if (isRoot) assert.equal(fs.getattr(entry.nodeid).attr.mode & 0o7777, 0o6755);
+  fs.setattr(entry.nodeid, setattrArgs({ valid: FuseSetattrValid.MODE, mode: 0o6755 }));
+  assert.equal(fs.write(open.fh, true, (fd) => pwrite(fd, data, 1)), 1);
   assert.equal(fs.getattr(entry.nodeid).attr.mode & 0o7777, 0o755);
+  assertFsErrno(() => fs.write(999n, true, () => 0), EBADF);
 });
 
 Deno.test("read-only: every change is EROFS, reading works", () => {
@@ -643,4 +652,34 @@ Deno.test("the cache policy sets open flags and timeouts", () => {
     const dirFlags = share.fs.opendir(ROOT, 0).openFlags;
     assert.equal((dirFlags & FuseOpenOutFlag.CACHE_DIR) !== 0, cache === "always", cache);
   }
+});
+
+Deno.test({
+  name: `operations run as their caller; KILL_SUIDGID opens drop CAP_FSETID${
+    isRoot ? "" : " (skipped: needs root)"
+  }`,
+  ignore: !isRoot,
+  fn() {
+    using share = makeShare();
+    const { fs } = share;
+    Deno.writeTextFileSync(`${share.path}/secret`, "x");
+    Deno.chmodSync(`${share.path}/secret`, 0o600);
+    const secret = fs.lookup(ROOT, bytes("secret")).nodeid;
+    const user = { uid: 1000, gid: 1000 };
+    assertFsErrno(() => fs.open(secret, O_RDONLY, user), EACCES, "open as 1000");
+    assertFsErrno(
+      () => fs.setattr(secret, setattrArgs({ valid: FuseSetattrValid.MODE, mode: 0o666 }), user),
+      EPERM,
+    );
+    assertFsErrno(() => fs.unlink(ROOT, bytes("secret"), user), EACCES);
+    assertFsErrno(() => fs.rename(ROOT, bytes("secret"), ROOT, bytes("mine"), 0, user), EACCES);
+    fs.release(fs.open(secret, O_RDONLY).fh); // vhostd itself (no caller) may
+    // A root caller's O_TRUNC keeps setuid unless the guest says it lacks CAP_FSETID.
+    Deno.chmodSync(`${share.path}/secret`, 0o6755);
+    const root = { uid: 0, gid: 0 };
+    fs.release(fs.open(secret, O_WRONLY | O_TRUNC, root, false).fh);
+    assert.equal(Deno.statSync(`${share.path}/secret`).mode! & 0o7777, 0o6755);
+    fs.release(fs.open(secret, O_WRONLY | O_TRUNC, root, true).fh);
+    assert.equal(Deno.statSync(`${share.path}/secret`).mode! & 0o7777, 0o755);
+  },
 });
