@@ -22,7 +22,12 @@ import {
   wholeNumberOption,
 } from "./daemon_options.ts";
 import { UsageError } from "./usage_error.ts";
-import { type CachePolicy, isCachePolicy } from "../devices/fs/passthrough/fs_types.ts";
+import {
+  type CachePolicy,
+  type FsXattrOptions,
+  isCachePolicy,
+} from "../devices/fs/passthrough/fs_types.ts";
+import { FS_XATTR_HELP, FS_XATTR_OPTIONS, fsXattrArgs } from "./fs_xattr_options.ts";
 
 /** Defaults of `vhostd fs`. */
 export const FS_DEFAULTS = {
@@ -45,6 +50,8 @@ Shared directory:
   --cache MODE           how much the guest may cache, as virtiofsd's --cache:
                          never (direct I/O, no timeouts), auto (default: 1 s
                          timeouts, guest page cache) or always (keep caches)
+
+${FS_XATTR_HELP}
 
 ${listeningHelp(FS_DEFAULTS.socketPath)}
 
@@ -84,6 +91,8 @@ export interface FsArgs extends DaemonArgs {
   migrationOnError: MigrationOnError;
   /** Guest caching policy. */
   cache: CachePolicy;
+  /** Extended attributes and ACLs. */
+  xattr: FsXattrOptions;
 }
 
 /** Parses `vhostd fs` arguments; throws UsageError with a one-line message. */
@@ -96,6 +105,7 @@ export function parseFsArgs(args: string[]): FsArgs {
     "num-request-queues": { type: "string" },
     "migration-on-error": { type: "string" },
     cache: { type: "string" },
+    ...FS_XATTR_OPTIONS,
   });
   const common = daemonArgs(values, FS_DEFAULTS.socketPath);
   const tag = values.tag ?? FS_DEFAULTS.tag;
@@ -129,6 +139,7 @@ export function parseFsArgs(args: string[]): FsArgs {
     ) ?? FS_DEFAULTS.numRequestQueues,
     migrationOnError,
     cache,
+    xattr: fsXattrArgs(values),
   };
 }
 
@@ -172,6 +183,7 @@ export async function runFs(args: string[]): Promise<number> {
     readOnly: opts.readOnly,
     migrationOnError: opts.migrationOnError,
     cache: opts.cache,
+    xattrOptions: opts.xattr,
   });
   return await serveDevice(device, opts, {
     qemuDevice: `vhost-user-fs-pci,chardev=vhostd0,tag=${opts.tag}`,

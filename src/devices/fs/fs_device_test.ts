@@ -71,9 +71,14 @@ Deno.test("fs device: Worker parameters are plain data", () => {
     readOnly: true,
     migrationOnError: "guest-error",
     cache: "auto",
+    xattrOptions: {},
   });
   assert.ok(setup.shared instanceof SharedArrayBuffer);
   assert.deepEqual(structuredClone(setup.params), setup.params);
+  const xattrOptions = { xattr: true, posixAcl: true, xattrMapping: ":ok:all:::" };
+  const withXattr = new FsDevice({ ...OPTIONS, xattrOptions }).workerSetup();
+  assert.deepEqual((withXattr.params as FsWorkerParams).xattrOptions, xattrOptions);
+  assert.deepEqual(structuredClone(withXattr.params), withXattr.params);
 });
 
 Deno.test("fs device: state identity leaves the directory out; snapshot and load go to the Worker", async () => {

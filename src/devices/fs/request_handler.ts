@@ -13,7 +13,17 @@
  * @module
  */
 
-import { EFBIG, EINVAL, EIO, ENOSYS, EPROTO, SyscallError } from "../../../ffi/mod.ts";
+import {
+  E2BIG,
+  EFBIG,
+  EINVAL,
+  EIO,
+  ENOSYS,
+  EPROTO,
+  SyscallError,
+  XATTR_NAME_MAX,
+  XATTR_SIZE_MAX,
+} from "../../../ffi/mod.ts";
 import { GuestBufferError, GuestFileIo } from "../guest_file_io.ts";
 import { RequestFailureLog } from "../request_failure_log.ts";
 import { log } from "../../log.ts";
@@ -33,6 +43,7 @@ import {
   encodeAttrOut,
   encodeCreateOut,
   encodeEntryOut,
+  encodeGetxattrOut,
   encodeInitOut,
   encodeLseekOut,
   encodeOpenOut,
@@ -45,6 +56,7 @@ import {
   FUSE_KERNEL_VERSION,
   FUSE_MAX_ERRNO,
   FUSE_OUT_HEADER,
+  FUSE_SETXATTR_IN,
   FUSE_WRITE_IN,
   type FuseDecodeOptions,
   FuseFsyncFlag,
@@ -69,6 +81,7 @@ import {
   type OpenResult,
   PassthroughFs,
   splitTimeout,
+  type XattrReply,
 } from "./passthrough/mod.ts";
 
 /**
@@ -109,6 +122,10 @@ export type FileSystem = Pick<
   | "access"
   | "fallocate"
   | "lseek"
+  | "getxattr"
+  | "listxattr"
+  | "setxattr"
+  | "removexattr"
   | "snapshot"
   | "restore"
 >;
@@ -151,10 +168,18 @@ export const SUPPORTED_OPCODES: ReadonlySet<number> = new Set<number>([
   FuseOpcode.FALLOCATE,
   FuseOpcode.LSEEK,
   FuseOpcode.INTERRUPT,
+  // ENOSYS from the core unless xattrs are enabled.
+  FuseOpcode.GETXATTR,
+  FuseOpcode.LISTXATTR,
+  FuseOpcode.SETXATTR,
+  FuseOpcode.REMOVEXATTR,
 ]);
 
 /** Requests other than WRITE are small: the longest is SYMLINK (two names, ~4.4 KiB). */
 export const MAX_REQUEST_BYTES = 64 * 1024;
+/** SETXATTR carries a value of up to XATTR_SIZE_MAX after its name; a longer one is E2BIG. */
+const MAX_SETXATTR_REQUEST_BYTES = FUSE_IN_HEADER.size + FUSE_SETXATTR_IN.size + XATTR_NAME_MAX +
+  1 + XATTR_SIZE_MAX;
 /** Background requests the guest may queue (u16), and when it should consider us congested. */
 const MAX_BACKGROUND = 64;
 const CONGESTION_THRESHOLD = 48;
@@ -192,6 +217,11 @@ function attrOut(result: AttrResult): Uint8Array {
 
 function openOut(opened: OpenResult): Uint8Array {
   return encodeOpenOut({ fh: opened.fh, openFlags: opened.openFlags });
+}
+
+/** GETXATTR/LISTXATTR: fuse_getxattr_out for a size query, else the bytes themselves. */
+function xattrReply(reply: XattrReply): Uint8Array {
+  return "size" in reply ? encodeGetxattrOut({ size: reply.size }) : reply.value;
 }
 
 /** Handles virtio-fs requests for the queue Worker. */
@@ -241,7 +271,10 @@ export class FsRequestHandler implements QueueHandler {
       }
       if (opcode === FuseOpcode.WRITE) return this.#write(chain, memory, got, unique);
       const header = decodeInHeader(this.#head);
-      if (header.len > MAX_REQUEST_BYTES) {
+      if (opcode === FuseOpcode.SETXATTR && header.len > MAX_SETXATTR_REQUEST_BYTES) {
+        throw new RequestFailure(E2BIG);
+      }
+      if (header.len > MAX_REQUEST_BYTES && opcode !== FuseOpcode.SETXATTR) {
         throw new FuseProtocolError(`${opcodeName(opcode)} request of ${header.len} bytes`);
       }
       const bytes = new Uint8Array(Math.min(header.len, chain.readableLength()));
@@ -258,7 +291,7 @@ export class FsRequestHandler implements QueueHandler {
           request.args.size,
         );
       }
-      const reply = this.#dispatch(request, header.nodeid, header.uid, header.gid, chain);
+      const reply = this.#dispatch(request, header.nodeid, header.uid, header.gid, chain, body);
       if (reply === NO_REPLY) return 0;
       return this.#reply(chain, memory, queueIndex, unique, reply);
     } catch (e) {
@@ -331,6 +364,7 @@ export class FsRequestHandler implements QueueHandler {
     uid: number,
     gid: number,
     chain: DescriptorChain,
+    body: Uint8Array,
   ): ReplyBody {
     const fs = this.#fs;
     // Payloads that grow with the request (READDIR) are capped by the room for them.
@@ -448,8 +482,23 @@ export class FsRequestHandler implements QueueHandler {
         const { fh, offset, whence } = request.args;
         return encodeLseekOut({ offset: fs.lseek(fh, offset, whence) });
       }
+      case FuseOpcode.GETXATTR: {
+        const { name, size } = request.args;
+        return xattrReply(fs.getxattr(nodeid, name, size));
+      }
+      case FuseOpcode.LISTXATTR:
+        return xattrReply(fs.listxattr(nodeid, request.args.size));
+      case FuseOpcode.SETXATTR: {
+        const { name, flags, setxattrFlags, valueOffset, valueLength } = request.args;
+        const value = body.subarray(valueOffset, valueOffset + valueLength);
+        fs.setxattr(nodeid, name, value, flags, setxattrFlags);
+        return EMPTY;
+      }
+      case FuseOpcode.REMOVEXATTR:
+        fs.removexattr(nodeid, request.args.name);
+        return EMPTY;
       default:
-        // Decodable but not served (xattrs, locks, COPY_FILE_RANGE, SYNCFS).
+        // Decodable but not served (locks, COPY_FILE_RANGE, SYNCFS).
         throw new RequestFailure(ENOSYS);
     }
   }
@@ -677,6 +726,7 @@ export function createFsRequestHandler(setup: WorkerSetup): QueueHandler {
       readOnly: params.readOnly,
       migrationOnError: params.migrationOnError,
       cache: params.cache,
+      ...params.xattrOptions,
     },
     (options) => new PassthroughFs(options),
   );
