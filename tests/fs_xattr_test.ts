@@ -35,6 +35,7 @@ import {
 } from "../src/devices/fs/fuse/mod.ts";
 import type { FsDriver } from "../src/frontend/mod.ts";
 import { FsFixture, makeTestDirs, withVhostdFs } from "./support/fs_fixture.ts";
+import { extendedAcl } from "./support/posix_acl.ts";
 import { runVhostdCli } from "./support/state_tools.ts";
 
 const ROOT = 1n;
@@ -101,20 +102,6 @@ function hostNames(path: string): string[] {
   const list = new Uint8Array(4096);
   const length = listxattr(path, list, "nofollow");
   return splitXattrList(list.subarray(0, length)).map((n) => dec.decode(n)).sort();
-}
-
-/** `system.posix_acl_access` bytes: u::rw-, u:1234:r--, g::r--, m::r--, o::---. */
-function extendedAcl(): Uint8Array {
-  const entries = [[0x01, 6, -1], [0x02, 4, 1234], [0x04, 4, -1], [0x10, 4, -1], [0x20, 0, -1]];
-  const out = new Uint8Array(4 + entries.length * 8);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, 2, true);
-  entries.forEach(([tag, perm, id], i) => {
-    view.setUint16(4 + i * 8, tag, true);
-    view.setUint16(6 + i * 8, perm, true);
-    view.setUint32(8 + i * 8, id >>> 0, true);
-  });
-  return out;
 }
 
 Deno.test("fs xattr: without --xattr every xattr request is ENOSYS", async () => {
@@ -211,7 +198,7 @@ Deno.test("fs xattr: --posix-acl negotiates, takes SETXATTR_EXT, clears setgid o
     const init = d.init({ flags: LINUX_INIT | ACL_INIT });
     assert.equal(init.flags & ACL_INIT, ACL_INIT, "POSIX_ACL, DONT_MASK and SETXATTR_EXT");
     const node = d.lookup(ROOT, "f").nodeid;
-    const acl = extendedAcl();
+    const acl = extendedAcl(1234);
     const flags = { ext: true, setxattrFlags: FuseSetxattrFlag.ACL_KILL_SGID };
     assert.equal(setx(d, node, "system.posix_acl_access", acl, flags), 0);
     assert.deepEqual(getx(d, node, "system.posix_acl_access", 256).payload, acl);

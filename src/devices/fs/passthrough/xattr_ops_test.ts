@@ -22,6 +22,7 @@ import type { FuseInitArgs } from "../fuse/fuse_request.ts";
 import { FsRestoreError, PassthroughFs, type XattrReply } from "./passthrough_fs.ts";
 import { assertFsErrno, bytes, makeShare, text } from "./fs_test_support.ts";
 import { POSIX_ACL_INIT_FLAGS } from "./xattr_ops.ts";
+import { extendedAcl } from "../../../../tests/support/posix_acl.ts";
 
 const ROOT = 1n;
 const isRoot = Deno.uid() === 0;
@@ -48,26 +49,6 @@ function hostNames(path: string): string[] {
   const list = new Uint8Array(4096);
   const length = listxattr(path, list, "nofollow");
   return splitXattrList(list.subarray(0, length)).map(text).sort();
-}
-
-/** `system.posix_acl_access` bytes (version 2): u::rw-, u:<uid>:r--, g::r--, m::r--, o::---. */
-function extendedAcl(uid: number): Uint8Array {
-  const entries: [number, number, number][] = [
-    [0x01, 6, 0xffffffff], // ACL_USER_OBJ
-    [0x02, 4, uid], // ACL_USER
-    [0x04, 4, 0xffffffff], // ACL_GROUP_OBJ
-    [0x10, 4, 0xffffffff], // ACL_MASK
-    [0x20, 0, 0xffffffff], // ACL_OTHER
-  ];
-  const out = new Uint8Array(4 + entries.length * 8);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, 2, true);
-  entries.forEach(([tag, perm, id], i) => {
-    view.setUint16(4 + i * 8, tag, true);
-    view.setUint16(6 + i * 8, perm, true);
-    view.setUint32(8 + i * 8, id, true);
-  });
-  return out;
 }
 
 Deno.test("xattr off (the default): all four operations are ENOSYS", () => {
