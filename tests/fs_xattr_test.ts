@@ -5,7 +5,9 @@
  * list, remove, a link's own attributes, E2BIG past XATTR_SIZE_MAX, EROFS on
  * a read-only share; with `--posix-acl` the INIT negotiation, an ACL set in
  * SETXATTR_EXT layout, and ACL_KILL_SGID; with `--xattr-mapping` the names
- * the host stores; and the CLI's one-line error for a bad mapping.
+ * the host stores; a POSIX ACL session moving with DEVICE_STATE (refused by
+ * a destination without `--posix-acl`); and the CLI's one-line error for a
+ * bad mapping.
  */
 
 import assert from "node:assert/strict";
@@ -33,10 +35,21 @@ import {
   FuseSetxattrFlag,
   splitReply,
 } from "../src/devices/fs/fuse/mod.ts";
-import type { FsDriver } from "../src/frontend/mod.ts";
-import { FsFixture, makeTestDirs, withVhostdFs } from "./support/fs_fixture.ts";
+import { BackendRefused, type FsDriver, VhostUserClient } from "../src/frontend/mod.ts";
+import {
+  FS_PROTOCOL_FEATURES,
+  FsFixture,
+  makeTestDirs,
+  withVhostdFs,
+} from "./support/fs_fixture.ts";
 import { extendedAcl } from "./support/posix_acl.ts";
-import { runVhostdCli } from "./support/state_tools.ts";
+import {
+  loadFromBytes,
+  negotiateForState,
+  runVhostdCli,
+  saveToBytes,
+} from "./support/state_tools.ts";
+import { withVhostd } from "./support/vhostd_process.ts";
 
 const ROOT = 1n;
 const enc = new TextEncoder();
@@ -205,6 +218,44 @@ Deno.test("fs xattr: --posix-acl negotiates, takes SETXATTR_EXT, clears setgid o
     assert.equal(Deno.statSync(`${dirs.share}/f`).mode! & 0o7777, 0o640, "ACL applied, no setgid");
     assert.equal(setx(d, node, "user.after", enc.encode("v"), { ext: true }), 0);
     assert.deepEqual(hostNames(`${dirs.share}/f`), ["system.posix_acl_access", "user.after"]);
+  });
+});
+
+Deno.test("fs xattr: a POSIX ACL session moves with DEVICE_STATE; SETXATTR_EXT goes on", async () => {
+  await withVhostdFs(["--posix-acl"], async (source, dirs) => {
+    Deno.writeTextFileSync(`${dirs.share}/f`, "");
+    let state: Uint8Array;
+    let node: bigint;
+    {
+      using fx = FsFixture.open(source.socketPath, { init: false });
+      fx.driver.init({ flags: LINUX_INIT | ACL_INIT });
+      node = fx.driver.lookup(ROOT, "f").nodeid;
+      fx.driver.stopAll();
+      state = saveToBytes(fx.client);
+    }
+    /** Loads the state into a fresh `vhostd fs` started with `args`, then runs `use`; false when refused. */
+    const loadInto = (args: string[], use: (d: FsDriver) => void) =>
+      withVhostd({ command: "fs", args: ["--shared-dir", dirs.share, ...args] }, (target) => {
+        const client = VhostUserClient.connect(target.socketPath);
+        try {
+          negotiateForState(client, FS_PROTOCOL_FEATURES);
+          loadFromBytes(client, state);
+        } catch (e) {
+          client.close();
+          if (e instanceof BackendRefused) return false;
+          throw e;
+        }
+        using fx = FsFixture.open(target.socketPath, { client, init: false });
+        use(fx.driver);
+        return true;
+      });
+    assert.equal(await loadInto(["--xattr"], () => {}), false, "no --posix-acl: refused");
+    const loaded = await loadInto(["--posix-acl"], (d) => {
+      // No INIT: the restored session decodes SETXATTR in its extended layout.
+      assert.equal(setx(d, node, "system.posix_acl_access", extendedAcl(1234), { ext: true }), 0);
+      assert.deepEqual(getx(d, node, "system.posix_acl_access", 64).payload, extendedAcl(1234));
+    });
+    assert.equal(loaded, true);
   });
 });
 
