@@ -82,6 +82,7 @@ import {
   PassthroughFs,
   splitTimeout,
   type XattrReply,
+  xattrServed,
 } from "./passthrough/mod.ts";
 
 /**
@@ -133,6 +134,14 @@ export type FileSystem = Pick<
 /** Builds a filesystem core over the shared directory. */
 export type FileSystemFactory = (options: FsOptions) => FileSystem;
 
+/** Extended attribute opcodes: ENOSYS before decoding unless the options serve xattrs. */
+const XATTR_OPCODES: ReadonlySet<number> = new Set<number>([
+  FuseOpcode.GETXATTR,
+  FuseOpcode.LISTXATTR,
+  FuseOpcode.SETXATTR,
+  FuseOpcode.REMOVEXATTR,
+]);
+
 /** The opcodes served; every other one is answered with ENOSYS. */
 export const SUPPORTED_OPCODES: ReadonlySet<number> = new Set<number>([
   FuseOpcode.INIT,
@@ -168,11 +177,7 @@ export const SUPPORTED_OPCODES: ReadonlySet<number> = new Set<number>([
   FuseOpcode.FALLOCATE,
   FuseOpcode.LSEEK,
   FuseOpcode.INTERRUPT,
-  // ENOSYS from the core unless xattrs are enabled.
-  FuseOpcode.GETXATTR,
-  FuseOpcode.LISTXATTR,
-  FuseOpcode.SETXATTR,
-  FuseOpcode.REMOVEXATTR,
+  ...XATTR_OPCODES,
 ]);
 
 /** Requests other than WRITE are small: the longest is SYMLINK (two names, ~4.4 KiB). */
@@ -228,6 +233,7 @@ function xattrReply(reply: XattrReply): Uint8Array {
 export class FsRequestHandler implements QueueHandler {
   readonly #open: FileSystemFactory;
   readonly #options: FsOptions;
+  readonly #xattrServed: boolean;
   readonly #io = new GuestFileIo(IOV_CAPACITY);
   /** The first bytes of every request: in header, plus fuse_write_in for WRITE. */
   readonly #head = new Uint8Array(WRITE_HEADER_SIZE);
@@ -241,6 +247,7 @@ export class FsRequestHandler implements QueueHandler {
   /** Builds the handler and its filesystem core (throws when the shared directory is unusable). */
   constructor(options: FsOptions, open: FileSystemFactory) {
     this.#options = options;
+    this.#xattrServed = xattrServed(options);
     this.#open = open;
     this.#fs = open(options);
   }
@@ -263,7 +270,9 @@ export class FsRequestHandler implements QueueHandler {
       if (got < FUSE_IN_HEADER.size) {
         throw new FuseProtocolError(`request of ${got} bytes is shorter than fuse_in_header`);
       }
-      if (!SUPPORTED_OPCODES.has(opcode)) {
+      if (
+        !SUPPORTED_OPCODES.has(opcode) || (XATTR_OPCODES.has(opcode) && !this.#xattrServed)
+      ) {
         throw new RequestFailure(ENOSYS);
       }
       if (!this.#session.initialized && opcode !== FuseOpcode.INIT && !hasNoReply(opcode)) {

@@ -83,6 +83,12 @@ export interface XattrSettings {
   readOnly: boolean;
 }
 
+/** True when `settings` serve extended attributes at all (else every xattr request is ENOSYS). */
+export function xattrServed(settings: Omit<XattrSettings, "readOnly">): boolean {
+  return settings.xattr === true || settings.posixAcl === true ||
+    settings.xattrMapping !== undefined;
+}
+
 /** GETXATTR/LISTXATTR result: the size asked for by a size-0 request, or the bytes. */
 export type XattrReply = { size: number } | { value: Uint8Array };
 
@@ -158,7 +164,7 @@ export class XattrOps {
     const mapping = settings.xattrMapping;
     this.#mapping = mapping === undefined ? null : parseXattrMapping(mapping);
     this.#posixAcl = settings.posixAcl === true;
-    this.#enabled = settings.xattr === true || this.#posixAcl || this.#mapping !== null;
+    this.#enabled = xattrServed(settings);
     this.#readOnly = settings.readOnly;
     this.#aclActive = aclActive;
   }
