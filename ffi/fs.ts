@@ -41,7 +41,7 @@ export type PathArg = string | Uint8Array;
 const lossyDecoder = new TextDecoder("utf-8", { fatal: false });
 
 /** NUL-terminated copy of `name` for a C argument; EINVAL if it contains NUL. */
-function pathBytes(syscall: string, name: PathArg): Uint8Array<ArrayBuffer> {
+export function pathBytes(syscall: string, name: PathArg): Uint8Array<ArrayBuffer> {
   if (typeof name === "string") return cString(syscall, name);
   if (name.includes(0)) throw new SyscallError(syscall, EINVAL, "name contains a NUL byte");
   const bytes = allocateBytes(name.length + 1);

@@ -124,6 +124,46 @@ export const LIBC_SYMBOLS = {
   utimensat: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32", nonblocking: false },
   faccessat: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32", nonblocking: false },
   umask: { parameters: ["u32"], result: "u32", nonblocking: false },
+  // Extended attributes: f* on an open fd, plain (following) and l* (not
+  // following a final symbolic link) on a path. A null value buffer with size
+  // 0 asks for the size only.
+  getxattr: {
+    parameters: ["buffer", "buffer", "buffer", "usize"],
+    result: "isize",
+    nonblocking: false,
+  },
+  lgetxattr: {
+    parameters: ["buffer", "buffer", "buffer", "usize"],
+    result: "isize",
+    nonblocking: false,
+  },
+  fgetxattr: {
+    parameters: ["i32", "buffer", "buffer", "usize"],
+    result: "isize",
+    nonblocking: false,
+  },
+  listxattr: { parameters: ["buffer", "buffer", "usize"], result: "isize", nonblocking: false },
+  llistxattr: { parameters: ["buffer", "buffer", "usize"], result: "isize", nonblocking: false },
+  flistxattr: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: false },
+  setxattr: {
+    parameters: ["buffer", "buffer", "buffer", "usize", "i32"],
+    result: "i32",
+    nonblocking: false,
+  },
+  lsetxattr: {
+    parameters: ["buffer", "buffer", "buffer", "usize", "i32"],
+    result: "i32",
+    nonblocking: false,
+  },
+  fsetxattr: {
+    parameters: ["i32", "buffer", "buffer", "usize", "i32"],
+    result: "i32",
+    nonblocking: false,
+  },
+  removexattr: { parameters: ["buffer", "buffer"], result: "i32", nonblocking: false },
+  lremovexattr: { parameters: ["buffer", "buffer"], result: "i32", nonblocking: false },
+  fremovexattr: { parameters: ["i32", "buffer"], result: "i32", nonblocking: false },
+
   getuid: { parameters: [], result: "u32", nonblocking: false },
   getgid: { parameters: [], result: "u32", nonblocking: false },
   // syscall(2) is variadic, but glibc implements it in assembly that just

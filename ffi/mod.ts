@@ -15,3 +15,4 @@ export * from "./io_uring.ts";
 export * from "./iovec.ts";
 export * from "./memory.ts";
 export * from "./socket.ts";
+export * from "./xattr.ts";

@@ -3,7 +3,9 @@
 #   vmlinuz    the Debian 6.1 cloud kernel (linux-image-cloud-amd64's dependency)
 #   initrd.gz  gzip'd newc initramfs: static busybox, scripts/guest/init as
 #              /init, and the modules of scripts/guest/modules that the kernel
-#              does not have built in, uncompressed, as /lib/modules/NAME.ko
+#              does not have built in, uncompressed, as /lib/modules/NAME.ko,
+#              and Debian's setfattr/getfattr (attr) and setfacl/getfacl (acl)
+#              with the shared libraries and dynamic loader they need
 # Skips the work when both exist and were built from the current inputs
 # (init, module list, this script). Downloaded .debs stay in .cache/guest/debs/
 # so that a rebuild needs no network; `--force` downloads them again.
@@ -90,6 +92,21 @@ if [[ -z "$busybox_deb" ]]; then
 fi
 [[ -f "$kernel_deb" && -f "$busybox_deb" ]] || die "downloads missing in $debs"
 
+# busybox has no extended attribute or ACL applets: the xattr end-to-end test
+# runs Debian's tools, dynamically linked, so glibc and the loader come too.
+xattr_packages=(attr acl libattr1 libacl1 libc6)
+xattr_debs=()
+for pkg in "${xattr_packages[@]}"; do
+  deb=$(newest "${pkg}_*.deb")
+  if [[ -z "$deb" ]]; then
+    log "downloading $pkg"
+    apt_download "$pkg"
+    deb=$(newest "${pkg}_*.deb")
+  fi
+  [[ -f "$deb" ]] || die "download of $pkg missing in $debs"
+  xattr_debs+=("$deb")
+done
+
 # --- assemble ------------------------------------------------------------------
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -111,6 +128,24 @@ mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,mnt,run,root,etc,
 install -m 0755 "$work/busybox/bin/busybox" "$rootfs/bin/busybox"
 install -m 0755 "$guest_dir/init" "$rootfs/init"
 : >"$rootfs/etc/guest-modules"
+
+# Extended attribute tools: the four programs, the two libraries they link
+# besides glibc, glibc itself and the loader (nothing else of libc6).
+xattr_root="$work/xattr"
+for deb in "${xattr_debs[@]}"; do dpkg-deb -x "$deb" "$xattr_root"; done
+for tool in setfattr getfattr setfacl getfacl; do
+  found=""
+  for dir in usr/bin bin; do [[ -x "$xattr_root/$dir/$tool" ]] && found="$xattr_root/$dir/$tool"; done
+  [[ -n "$found" ]] || die "$tool missing from ${xattr_packages[*]}"
+  install -m 0755 "$found" "$rootfs/usr/bin/$tool"
+done
+(cd "$xattr_root" && find lib usr/lib lib64 -maxdepth 2 \( -name 'libattr.so*' -o -name 'libacl.so*' \
+  -o -name libc.so.6 -o -name ld-linux-x86-64.so.2 \) \( -type f -o -type l \) 2>/dev/null || true) |
+  while read -r lib; do
+    mkdir -p "$rootfs/$(dirname "$lib")"
+    cp -P "$xattr_root/$lib" "$rootfs/$lib"
+  done
+[[ -L "$rootfs/lib64/ld-linux-x86-64.so.2" && -f "$rootfs/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" ]] || die "the dynamic loader is missing from libc6"
 
 is_builtin() { grep -qE "/$1\.ko(\.[a-z]+)?$" "$module_dir/modules.builtin" 2>/dev/null; }
 

@@ -27,7 +27,12 @@ import type { FileIoEngineKind } from "../io/file_io_engine.ts";
 import { probeIoUring } from "../io/open_engine.ts";
 import { isOnMemoryFileSystem } from "../io/memory_file_system.ts";
 import { closeQuietly, O_CLOEXEC, O_DIRECTORY, O_RDONLY, openFile } from "../../ffi/mod.ts";
-import { type CachePolicy, isCachePolicy } from "../devices/fs/passthrough/fs_types.ts";
+import {
+  type CachePolicy,
+  type FsXattrOptions,
+  isCachePolicy,
+} from "../devices/fs/passthrough/fs_types.ts";
+import { FS_XATTR_HELP, FS_XATTR_OPTIONS, fsXattrArgs } from "./fs_xattr_options.ts";
 
 /** Defaults of `vhostd fs`. */
 export const FS_DEFAULTS = {
@@ -55,6 +60,7 @@ Shared directory:
                          later and the queues go on meanwhile) or sync (each runs
                          inside its request); default io_uring where it works,
                          sync for a directory in memory (tmpfs, ramfs)
+${FS_XATTR_HELP}
 
 ${listeningHelp(FS_DEFAULTS.socketPath)}
 
@@ -96,6 +102,8 @@ export interface FsArgs extends DaemonArgs {
   cache: CachePolicy;
   /** `--aio`, when given (otherwise io_uring where it works and the directory is not in memory). */
   aio?: FileIoEngineKind;
+  /** Extended attributes and ACLs. */
+  xattr: FsXattrOptions;
 }
 
 /** Parses `vhostd fs` arguments; throws UsageError with a one-line message. */
@@ -109,6 +117,7 @@ export function parseFsArgs(args: string[]): FsArgs {
     "migration-on-error": { type: "string" },
     cache: { type: "string" },
     aio: { type: "string" },
+    ...FS_XATTR_OPTIONS,
   });
   const common = daemonArgs(values, FS_DEFAULTS.socketPath);
   const tag = values.tag ?? FS_DEFAULTS.tag;
@@ -147,6 +156,7 @@ export function parseFsArgs(args: string[]): FsArgs {
     migrationOnError,
     cache,
     aio,
+    xattr: fsXattrArgs(values),
   };
 }
 
@@ -209,6 +219,7 @@ export async function runFs(args: string[]): Promise<number> {
     migrationOnError: opts.migrationOnError,
     cache: opts.cache,
     aio: engine.kind,
+    xattrOptions: opts.xattr,
   });
   return await serveDevice(device, opts, {
     qemuDevice: `vhost-user-fs-pci,chardev=vhostd0,tag=${opts.tag}`,

@@ -30,7 +30,7 @@ export const TRUNCATED_SIZE = 100;
 /** Size `truncate -s` grows `grown` to. */
 export const GROWN_SIZE = 1024 * 1024;
 
-/** Lines shared by every script: check helpers and the mount. */
+/** Lines shared by every script: check helpers and the mount (also used by fs_xattr_test.ts). */
 export const PRELUDE = `
 failures=0
 ok() { echo "OK $1"; }

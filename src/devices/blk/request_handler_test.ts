@@ -46,7 +46,11 @@ import {
   SECTOR_SIZE,
   WRITE_ZEROES_FLAG_UNMAP,
 } from "./blk_spec.ts";
-import { DeferredEngine, RecordingContext, SpyEngine } from "../../../tests/support/engine_doubles.ts";
+import {
+  DeferredEngine,
+  RecordingContext,
+  SpyEngine,
+} from "../../../tests/support/engine_doubles.ts";
 import { BlkRequestHandler } from "./request_handler.ts";
 
 // Failed requests are the point of many tests here: keep their warnings out of the output.

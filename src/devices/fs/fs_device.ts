@@ -27,7 +27,7 @@ import {
   type FsWorkerCommand,
   type MigrationOnError,
 } from "./fs_state.ts";
-import type { CachePolicy } from "./passthrough/fs_types.ts";
+import type { CachePolicy, FsXattrOptions } from "./passthrough/fs_types.ts";
 import type { FileIoEngineKind } from "../../io/file_io_engine.ts";
 
 /** Options of a virtio-fs device. */
@@ -46,6 +46,8 @@ export interface FsDeviceOptions {
   cache?: CachePolicy;
   /** Engine of READ, WRITE and FSYNC (default "sync": each runs inside the request). */
   aio?: FileIoEngineKind;
+  /** Extended attributes and ACLs (default: not served). */
+  xattrOptions?: FsXattrOptions;
 }
 
 /** Worker parameters of the fs data half. */
@@ -60,6 +62,8 @@ export interface FsWorkerParams extends Record<string, unknown> {
   cache: CachePolicy;
   /** Engine of READ, WRITE and FSYNC. */
   aio: FileIoEngineKind;
+  /** Extended attributes and ACLs. */
+  xattrOptions: FsXattrOptions;
 }
 
 /** A virtio-fs device sharing a host directory. */
@@ -86,6 +90,8 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
   readonly cache: CachePolicy;
   /** Engine of READ, WRITE and FSYNC. */
   readonly aio: FileIoEngineKind;
+  /** Extended attributes and ACLs. */
+  readonly xattrOptions: FsXattrOptions;
   /** DEVICE_STATE save/load. */
   readonly stateSupport: FsStateSupport = new FsStateSupport(this);
   readonly #config: Uint8Array;
@@ -109,6 +115,7 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
     this.migrationOnError = options.migrationOnError;
     this.cache = options.cache ?? "auto";
     this.aio = options.aio ?? "sync";
+    this.xattrOptions = { ...options.xattrOptions };
     this.#config = encodeFsConfig(options.tag, options.numRequestQueues);
   }
 
@@ -166,6 +173,7 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
       migrationOnError: this.migrationOnError,
       cache: this.cache,
       aio: this.aio,
+      xattrOptions: this.xattrOptions,
     };
     return { kind: this.kind, params, shared: this.#shared };
   }
@@ -190,8 +198,8 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
 
   /** One line for logs. */
   describe(): string {
-    return `virtio-fs "${this.tag}" sharing ${this.sharedDir}${
-      this.readOnly ? " read-only" : ""
+    return `virtio-fs "${this.tag}" sharing ${this.sharedDir}${this.readOnly ? " read-only" : ""}${
+      this.xattrOptions.posixAcl ? ", xattr, POSIX ACLs" : this.xattrOptions.xattr ? ", xattr" : ""
     }, ${this.numRequestQueues} request queue(s), cache ${this.cache}, aio ${this.aio}, migration on error: ${this.migrationOnError}`;
   }
 }

@@ -72,9 +72,14 @@ Deno.test("fs device: Worker parameters are plain data", () => {
     migrationOnError: "guest-error",
     cache: "auto",
     aio: "sync",
+    xattrOptions: {},
   });
   assert.ok(setup.shared instanceof SharedArrayBuffer);
   assert.deepEqual(structuredClone(setup.params), setup.params);
+  const xattrOptions = { xattr: true, posixAcl: true, xattrMapping: ":ok:all:::" };
+  const withXattr = new FsDevice({ ...OPTIONS, xattrOptions }).workerSetup();
+  assert.deepEqual((withXattr.params as FsWorkerParams).xattrOptions, xattrOptions);
+  assert.deepEqual(structuredClone(withXattr.params), withXattr.params);
 });
 
 Deno.test("fs device: state identity leaves the directory out; snapshot and load go to the Worker", async () => {

@@ -22,7 +22,18 @@
  * @module
  */
 
-import { EFBIG, EINVAL, EIO, ENOSYS, EPOLLIN, EPROTO, SyscallError } from "../../../ffi/mod.ts";
+import {
+  E2BIG,
+  EFBIG,
+  EINVAL,
+  EIO,
+  ENOSYS,
+  EPOLLIN,
+  EPROTO,
+  SyscallError,
+  XATTR_NAME_MAX,
+  XATTR_SIZE_MAX,
+} from "../../../ffi/mod.ts";
 import type { FileIoEngine, FileIoEngineKind } from "../../io/file_io_engine.ts";
 import { openFileIoEngine } from "../../io/open_engine.ts";
 import { GuestBufferError, GuestFileIo } from "../guest_file_io.ts";
@@ -51,6 +62,7 @@ import {
   encodeAttrOut,
   encodeCreateOut,
   encodeEntryOut,
+  encodeGetxattrOut,
   encodeInitOut,
   encodeLseekOut,
   encodeOpenOut,
@@ -63,6 +75,7 @@ import {
   FUSE_KERNEL_VERSION,
   FUSE_MAX_ERRNO,
   FUSE_OUT_HEADER,
+  FUSE_SETXATTR_IN,
   FUSE_WRITE_IN,
   type FuseDecodeOptions,
   FuseFsyncFlag,
@@ -90,6 +103,8 @@ import {
   type OpenResult,
   PassthroughFs,
   splitTimeout,
+  type XattrReply,
+  xattrServed,
 } from "./passthrough/mod.ts";
 
 /**
@@ -130,6 +145,10 @@ export type FileSystem = Pick<
   | "access"
   | "fallocate"
   | "lseek"
+  | "getxattr"
+  | "listxattr"
+  | "setxattr"
+  | "removexattr"
   | "snapshot"
   | "restore"
 >;
@@ -150,6 +169,14 @@ export interface FsIoOptions {
 
 /** Operations the io_uring engine holds in the kernel at once (more wait in its queue). */
 const ENGINE_ENTRIES = 1024;
+
+/** Extended attribute opcodes: ENOSYS before decoding unless the options serve xattrs. */
+const XATTR_OPCODES: ReadonlySet<number> = new Set<number>([
+  FuseOpcode.GETXATTR,
+  FuseOpcode.LISTXATTR,
+  FuseOpcode.SETXATTR,
+  FuseOpcode.REMOVEXATTR,
+]);
 
 /** The opcodes served; every other one is answered with ENOSYS. */
 export const SUPPORTED_OPCODES: ReadonlySet<number> = new Set<number>([
@@ -186,10 +213,14 @@ export const SUPPORTED_OPCODES: ReadonlySet<number> = new Set<number>([
   FuseOpcode.FALLOCATE,
   FuseOpcode.LSEEK,
   FuseOpcode.INTERRUPT,
+  ...XATTR_OPCODES,
 ]);
 
 /** Requests other than WRITE are small: the longest is SYMLINK (two names, ~4.4 KiB). */
 export const MAX_REQUEST_BYTES = 64 * 1024;
+/** SETXATTR carries a value of up to XATTR_SIZE_MAX after its name; a longer one is E2BIG. */
+const MAX_SETXATTR_REQUEST_BYTES = FUSE_IN_HEADER.size + FUSE_SETXATTR_IN.size + XATTR_NAME_MAX +
+  1 + XATTR_SIZE_MAX;
 /** Background requests the guest may queue (u16), and when it should consider us congested. */
 const MAX_BACKGROUND = 64;
 const CONGESTION_THRESHOLD = 48;
@@ -234,10 +265,16 @@ function openOut(opened: OpenResult): Uint8Array {
   return encodeOpenOut({ fh: opened.fh, openFlags: opened.openFlags });
 }
 
+/** GETXATTR/LISTXATTR: fuse_getxattr_out for a size query, else the bytes themselves. */
+function xattrReply(reply: XattrReply): Uint8Array {
+  return "size" in reply ? encodeGetxattrOut({ size: reply.size }) : reply.value;
+}
+
 /** Handles virtio-fs requests for the queue Worker. */
 export class FsRequestHandler implements QueueHandler {
   readonly #open: FileSystemFactory;
   readonly #options: FsOptions;
+  readonly #xattrServed: boolean;
   readonly #io = new GuestFileIo(IOV_CAPACITY);
   /** The first bytes of every request: in header, plus fuse_write_in for WRITE. */
   readonly #head = new Uint8Array(WRITE_HEADER_SIZE);
@@ -261,6 +298,7 @@ export class FsRequestHandler implements QueueHandler {
   /** Builds the handler and its filesystem core (throws when the shared directory is unusable). */
   constructor(options: FsOptions, open: FileSystemFactory, io: FsIoOptions = {}) {
     this.#options = options;
+    this.#xattrServed = xattrServed(options);
     this.#open = open;
     this.#fs = open(options);
     this.#ioOptions = io;
@@ -341,7 +379,9 @@ export class FsRequestHandler implements QueueHandler {
       if (got < FUSE_IN_HEADER.size) {
         throw new FuseProtocolError(`request of ${got} bytes is shorter than fuse_in_header`);
       }
-      if (!SUPPORTED_OPCODES.has(opcode)) {
+      if (
+        !SUPPORTED_OPCODES.has(opcode) || (XATTR_OPCODES.has(opcode) && !this.#xattrServed)
+      ) {
         throw new RequestFailure(ENOSYS);
       }
       if (!this.#session.initialized && opcode !== FuseOpcode.INIT && !hasNoReply(opcode)) {
@@ -349,7 +389,10 @@ export class FsRequestHandler implements QueueHandler {
       }
       if (opcode === FuseOpcode.WRITE) return this.#write(chain, memory, got, unique, queueIndex);
       const header = decodeInHeader(this.#head);
-      if (header.len > MAX_REQUEST_BYTES) {
+      if (opcode === FuseOpcode.SETXATTR && header.len > MAX_SETXATTR_REQUEST_BYTES) {
+        throw new RequestFailure(E2BIG);
+      }
+      if (header.len > MAX_REQUEST_BYTES && opcode !== FuseOpcode.SETXATTR) {
         throw new FuseProtocolError(`${opcodeName(opcode)} request of ${header.len} bytes`);
       }
       const bytes = new Uint8Array(Math.min(header.len, chain.readableLength()));
@@ -386,7 +429,17 @@ export class FsRequestHandler implements QueueHandler {
           this.#context!.complete(
             queueIndex,
             chain,
-            this.#answer(chain, memory, queueIndex, unique, opcode, request, header.nodeid, caller),
+            this.#answer(
+              chain,
+              memory,
+              queueIndex,
+              unique,
+              opcode,
+              request,
+              header.nodeid,
+              caller,
+              body,
+            ),
           );
         });
         return DEFERRED;
@@ -404,6 +457,7 @@ export class FsRequestHandler implements QueueHandler {
         request,
         header.nodeid,
         caller,
+        body,
       );
     } catch (e) {
       const errno = this.#errnoOf(e, queueIndex, chain, opcode);
@@ -422,9 +476,10 @@ export class FsRequestHandler implements QueueHandler {
     request: FuseRequestArgs,
     nodeid: bigint,
     caller: Caller,
+    body: Uint8Array,
   ): number {
     try {
-      const reply = this.#dispatch(request, nodeid, caller, chain);
+      const reply = this.#dispatch(request, nodeid, caller, chain, body);
       if (reply === NO_REPLY) return 0;
       return this.#reply(chain, memory, queueIndex, unique, reply);
     } catch (e) {
@@ -546,6 +601,7 @@ export class FsRequestHandler implements QueueHandler {
     nodeid: bigint,
     caller: Caller,
     chain: DescriptorChain,
+    body: Uint8Array,
   ): ReplyBody {
     const { uid, gid, groups } = caller;
     const fs = this.#fs;
@@ -671,8 +727,23 @@ export class FsRequestHandler implements QueueHandler {
         const { fh, offset, whence } = request.args;
         return encodeLseekOut({ offset: fs.lseek(fh, offset, whence) });
       }
+      case FuseOpcode.GETXATTR: {
+        const { name, size } = request.args;
+        return xattrReply(fs.getxattr(nodeid, name, size));
+      }
+      case FuseOpcode.LISTXATTR:
+        return xattrReply(fs.listxattr(nodeid, request.args.size));
+      case FuseOpcode.SETXATTR: {
+        const { name, flags, setxattrFlags, valueOffset, valueLength } = request.args;
+        const value = body.subarray(valueOffset, valueOffset + valueLength);
+        fs.setxattr(nodeid, name, value, flags, setxattrFlags);
+        return EMPTY;
+      }
+      case FuseOpcode.REMOVEXATTR:
+        fs.removexattr(nodeid, request.args.name);
+        return EMPTY;
       default:
-        // Decodable but not served (xattrs, locks, COPY_FILE_RANGE, SYNCFS).
+        // Decodable but not served (locks, COPY_FILE_RANGE, SYNCFS).
         throw new RequestFailure(ENOSYS);
     }
   }
@@ -977,6 +1048,7 @@ export function createFsRequestHandler(setup: WorkerSetup): QueueHandler {
       readOnly: params.readOnly,
       migrationOnError: params.migrationOnError,
       cache: params.cache,
+      ...params.xattrOptions,
     },
     (options) => new PassthroughFs(options),
     { aio: params.aio },

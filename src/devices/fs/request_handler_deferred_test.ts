@@ -110,7 +110,10 @@ class DeferredHarness implements Disposable {
   replyAt(gpa: number): { error: number; payload: Uint8Array } {
     const bytes = this.memory.regions[0].bytes;
     const header = decodeOutHeader(bytes.subarray(gpa, gpa + 16));
-    return { error: header.error === 0 ? 0 : -header.error, payload: bytes.slice(gpa + 16, gpa + header.len) };
+    return {
+      error: header.error === 0 ? 0 : -header.error,
+      payload: bytes.slice(gpa + 16, gpa + header.len),
+    };
   }
 
   /** INIT, then LOOKUP and OPEN of `name` (which must exist); returns the handle. */

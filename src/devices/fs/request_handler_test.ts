@@ -306,6 +306,23 @@ class FakeFs implements FileSystem {
     this.#record("lseek", fh, offset, whence);
     return offset + 1n;
   }
+  // Extended attributes are off in these tests, as by default: the core answers ENOSYS.
+  getxattr(nodeid: bigint, name: Uint8Array, size: number): never {
+    this.#record("getxattr", nodeid, name.slice(), size);
+    throw new FsError(ENOSYS);
+  }
+  listxattr(nodeid: bigint, size: number): never {
+    this.#record("listxattr", nodeid, size);
+    throw new FsError(ENOSYS);
+  }
+  setxattr(nodeid: bigint, name: Uint8Array, value: Uint8Array): never {
+    this.#record("setxattr", nodeid, name.slice(), value.slice());
+    throw new FsError(ENOSYS);
+  }
+  removexattr(nodeid: bigint, name: Uint8Array): never {
+    this.#record("removexattr", nodeid, name.slice());
+    throw new FsError(ENOSYS);
+  }
   snapshot(): FsSnapshot {
     this.#record("snapshot");
     // The handler treats the core's snapshot as opaque JSON.

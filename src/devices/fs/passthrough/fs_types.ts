@@ -34,7 +34,16 @@ export interface FsOptions {
   entryTimeoutSec?: number;
   /** How long the guest may cache attributes, seconds (default from `cache`). */
   attrTimeoutSec?: number;
+  /** Serve extended attributes (virtiofsd's `--xattr`); off: the xattr ops answer ENOSYS. */
+  xattr?: boolean;
+  /** Offer POSIX ACLs (FUSE_POSIX_ACL with DONT_MASK and SETXATTR_EXT); implies `xattr`. */
+  posixAcl?: boolean;
+  /** Extended attribute name mapping in virtiofsd's `--xattrmap` syntax; implies `xattr`. */
+  xattrMapping?: string;
 }
+
+/** The extended attribute part of {@linkcode FsOptions}. */
+export type FsXattrOptions = Pick<FsOptions, "xattr" | "posixAcl" | "xattrMapping">;
 
 /** Guest caching policy of a share. */
 export type CachePolicy = "never" | "auto" | "always";

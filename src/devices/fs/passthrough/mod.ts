@@ -10,3 +10,4 @@
 export * from "./passthrough_fs.ts";
 export { entryOut, splitTimeout } from "./fs_attr.ts";
 export { FS_SNAPSHOT_VERSION } from "./fs_snapshot.ts";
+export { xattrServed } from "./xattr_ops.ts";

@@ -149,11 +149,13 @@ import {
 import { type Handle, HandleTable } from "./handle_table.ts";
 import { type Inode, InodeTable } from "./inode_table.ts";
 import { hostOpenFlags, opensForChange, reopenFlags } from "./open_flags.ts";
+import { XattrOps, type XattrReply } from "./xattr_ops.ts";
 
 export type { Caller } from "./credentials.ts";
 export { FsError, FsRestoreError } from "./fs_errors.ts";
 export type { FsHandleRecord, FsInodeRecord, FsSnapshot } from "./fs_snapshot.ts";
 export { isCachePolicy } from "./fs_types.ts";
+export type { XattrReply } from "./xattr_ops.ts";
 export type {
   AttrResult,
   CachePolicy,
@@ -179,9 +181,10 @@ const DEFAULT_MAX_PAGES = 32;
 
 /**
  * INIT capabilities vhostd accepts when the guest offers them. Not
- * WRITEBACK_CACHE (the host file would lag the guest's writes), POSIX_ACL,
- * HANDLE_KILLPRIV (v1: it would ask to clear bits on every write, even a
- * privileged one), locks, EXPORT_SUPPORT or DAX.
+ * WRITEBACK_CACHE (the host file would lag the guest's writes), POSIX_ACL
+ * (only with `posixAcl`, see xattr_ops.ts), HANDLE_KILLPRIV (v1: it would
+ * ask to clear bits on every write, even a privileged one), locks,
+ * EXPORT_SUPPORT or DAX.
  */
 const ACCEPTED_INIT_FLAGS = FuseInitFlag.ASYNC_READ | FuseInitFlag.ATOMIC_O_TRUNC |
   FuseInitFlag.BIG_WRITES | FuseInitFlag.AUTO_INVAL_DATA | FuseInitFlag.DO_READDIRPLUS |
@@ -222,6 +225,7 @@ export class PassthroughFs {
   readonly #credentials: ThreadCredentials;
   readonly #inodes: InodeTable;
   readonly #handles = new HandleTable();
+  readonly #xattr: XattrOps;
   #init: FsInitResult | null = null;
 
   /**
@@ -251,6 +255,10 @@ export class PassthroughFs {
       ? FuseOpenOutFlag.KEEP_CACHE | FuseOpenOutFlag.CACHE_DIR
       : 0;
     this.#credentials = new ThreadCredentials();
+    this.#xattr = new XattrOps(
+      opts,
+      () => ((this.#init?.flags ?? 0) & FuseInitFlag.POSIX_ACL) !== 0,
+    );
     let fd = -1;
     try {
       fd = openat(AT_FDCWD, opts.sharedDir, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -308,7 +316,7 @@ export class PassthroughFs {
       if (args.major < FUSE_KERNEL_VERSION) {
         throw new FsError(EPROTO, `FUSE major version ${args.major} is too old`);
       }
-      const flags = (args.flags & ACCEPTED_INIT_FLAGS) >>> 0;
+      const flags = ((args.flags & ACCEPTED_INIT_FLAGS) | this.#xattr.initFlags(args.flags)) >>> 0;
       const maxPages = (flags & FuseInitFlag.MAX_PAGES) !== 0 ? MAX_PAGES : DEFAULT_MAX_PAGES;
       this.#init = {
         flags,
@@ -493,9 +501,9 @@ export class PassthroughFs {
       if (![S_IFREG, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK].includes(type)) {
         throw new FsError(EINVAL, `mknod of file type ${type.toString(8)}`);
       }
-      const wanted = mode & ~umask & PERMISSION_BITS;
+      const { wanted, exact } = this.#creationMode(parent, mode, umask);
       const device = type === S_IFCHR || type === S_IFBLK ? rdev >>> 0 : 0;
-      return this.#createEntry(parent, name, wanted, { uid, gid, groups }, false, (dirFd) => {
+      return this.#createEntry(parent, name, exact, { uid, gid, groups }, false, (dirFd) => {
         mknodat(dirFd, name, type | wanted, device);
       });
     });
@@ -512,8 +520,8 @@ export class PassthroughFs {
     groups: readonly number[] = [],
   ): EntryResult {
     return this.#run(() => {
-      const wanted = mode & ~umask & PERMISSION_BITS;
-      return this.#createEntry(parent, name, wanted, { uid, gid, groups }, true, (dirFd) => {
+      const { wanted, exact } = this.#creationMode(parent, mode, umask);
+      return this.#createEntry(parent, name, exact, { uid, gid, groups }, true, (dirFd) => {
         mkdirat(dirFd, name, wanted);
       });
     });
@@ -635,7 +643,7 @@ export class PassthroughFs {
       checkEntryName(name);
       this.#refuseIfReadOnly();
       const hostFlags = hostOpenFlags(flags);
-      const wanted = mode & ~umask & PERMISSION_BITS;
+      const { wanted, exact } = this.#creationMode(parent, mode, umask);
       let fd = -1;
       let pathFd = -1;
       let created = true;
@@ -656,7 +664,7 @@ export class PassthroughFs {
         );
         if (created) {
           pathFd = reopenFd(fd, O_PATH | O_CLOEXEC);
-          this.#settlePermissions(pathFd, wanted);
+          if (exact !== null) this.#settlePermissions(pathFd, exact);
         }
       } catch (error) {
         closeQuietly(fd);
@@ -813,6 +821,35 @@ export class PassthroughFs {
   }
 
   // -------------------------------------------------------------------------
+  // Extended attributes (xattr_ops.ts).
+
+  /** GETXATTR; `size` 0 asks for the value's size. ENOSYS unless xattrs are enabled. */
+  getxattr(nodeid: bigint, name: Uint8Array, size: number): XattrReply {
+    return this.#run(() => this.#xattr.get(this.#inode(nodeid), name, size));
+  }
+
+  /** LISTXATTR; `size` 0 asks for the list's size. */
+  listxattr(nodeid: bigint, size: number): XattrReply {
+    return this.#run(() => this.#xattr.list(this.#inode(nodeid), size));
+  }
+
+  /** SETXATTR (`flags`: XATTR_CREATE/REPLACE; `setxattrFlags`: FuseSetxattrFlag bits). */
+  setxattr(
+    nodeid: bigint,
+    name: Uint8Array,
+    value: Uint8Array,
+    flags: number,
+    setxattrFlags: number,
+  ): void {
+    this.#run(() => this.#xattr.set(this.#inode(nodeid), name, value, flags, setxattrFlags));
+  }
+
+  /** REMOVEXATTR. */
+  removexattr(nodeid: bigint, name: Uint8Array): void {
+    this.#run(() => this.#xattr.remove(this.#inode(nodeid), name));
+  }
+
+  // -------------------------------------------------------------------------
   // Migration.
 
   /**
@@ -848,6 +885,7 @@ export class PassthroughFs {
           return openForIo(inode.fd, inode.type, reopenFlags(flags));
         },
       }, snapshot);
+      if (outcome.init !== null) this.#xattr.checkRestoredFlags(outcome.init.flags);
       this.#init = outcome.init;
       return { errors: outcome.errors };
     } catch (error) {
@@ -972,9 +1010,10 @@ export class PassthroughFs {
 
   /**
    * Creates `name` in `parent` with `make` as `caller` (so it is born with
-   * the caller's ids), gives it exactly the `wanted` permission bits (null
-   * for a symbolic link), and looks it up. When the mode cannot be applied
-   * the new entry is removed.
+   * the caller's ids), gives it exactly the `wanted` permission bits (null:
+   * none to apply, as for a symbolic link or a file inheriting a default
+   * ACL), and looks it up. When the mode cannot be applied the new entry is
+   * removed.
    */
   #createEntry(
     parent: bigint,
@@ -1012,6 +1051,25 @@ export class PassthroughFs {
     const mode = statFd(fd).mode & PERMISSION_BITS;
     const expected = (mode & ~ACCESS_BITS) | (wanted & ACCESS_BITS);
     if (mode !== expected) chmodProcFd(fd, expected);
+  }
+
+  /**
+   * The permission bits to create a file with (`wanted`) and to fix it to
+   * afterwards (`exact`): `mode & ~umask` both, or, in a directory whose
+   * default ACL the host applies (POSIX ACL session), the unmasked mode and
+   * no fix-up.
+   */
+  #creationMode(
+    parent: bigint,
+    mode: number,
+    umask: number,
+  ): { wanted: number; exact: number | null } {
+    const dir = this.#inodes.get(parent);
+    if (dir !== undefined && dir.broken === null && this.#xattr.inheritsDefaultAcl(dir)) {
+      return { wanted: mode & PERMISSION_BITS, exact: null };
+    }
+    const wanted = mode & ~umask & PERMISSION_BITS;
+    return { wanted, exact: wanted };
   }
 
   #remove(parent: bigint, name: Uint8Array, flags: number, caller: Caller | undefined): void {
