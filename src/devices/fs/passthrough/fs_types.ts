@@ -34,6 +34,25 @@ export interface FsOptions {
   entryTimeoutSec?: number;
   /** How long the guest may cache attributes, seconds (default from `cache`). */
   attrTimeoutSec?: number;
+  /**
+   * Whether known inodes hold an fd each (virtiofsd's
+   * `--inode-file-handles`): "never" (default) holds one per inode;
+   * "prefer" keeps a file handle instead and opens fds on demand through a
+   * bounded cache, holding an fd only where the filesystem gives no handle;
+   * "mandatory" refuses such files (EOPNOTSUPP) and a shared directory that
+   * gives none.
+   */
+  inodeFileHandles?: InodeFileHandleMode;
+  /** Most fds the file handle mode keeps open for inodes (default 1024, at least 16). */
+  handleFdCacheSize?: number;
+}
+
+/** Whether known inodes hold fds or file handles. */
+export type InodeFileHandleMode = "never" | "prefer" | "mandatory";
+
+/** True when `value` names an inode file handle mode. */
+export function isInodeFileHandleMode(value: unknown): value is InodeFileHandleMode {
+  return value === "never" || value === "prefer" || value === "mandatory";
 }
 
 /** Guest caching policy of a share. */

@@ -134,6 +134,7 @@ import {
   type StatfsResult,
 } from "./fs_types.ts";
 import { type Handle, HandleTable } from "./handle_table.ts";
+import { InodeFileHandles } from "./inode_file_handles.ts";
 import { type Inode, InodeTable } from "./inode_table.ts";
 import { hostOpenFlags, opensForChange, reopenFlags } from "./open_flags.ts";
 
@@ -194,6 +195,8 @@ export interface InodeInfo {
   name: Uint8Array | null;
   /** Why it is unusable after a restore, or null. */
   broken: string | null;
+  /** Known by file handle (its fd is opened on demand), not holding an fd. */
+  byHandle: boolean;
 }
 
 /** A host directory served as a FUSE filesystem. */
@@ -241,7 +244,12 @@ export class PassthroughFs {
     let fd = -1;
     try {
       fd = openat(AT_FDCWD, opts.sharedDir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-      this.#inodes = new InodeTable(fd, statFd(fd));
+      const fileHandles = InodeFileHandles.open(
+        opts.inodeFileHandles ?? "never",
+        fd,
+        opts.handleFdCacheSize,
+      );
+      this.#inodes = new InodeTable(fd, statFd(fd), fileHandles);
     } catch (error) {
       closeQuietly(fd);
       const why = error instanceof Error ? error.message : String(error);
@@ -276,6 +284,7 @@ export class PassthroughFs {
       parent: inode.location?.parent.nodeid ?? null,
       name: inode.location?.name.slice() ?? null,
       broken: inode.broken,
+      byHandle: inode.fileHandle !== null,
     };
   }
 
@@ -320,9 +329,7 @@ export class PassthroughFs {
    */
   close(): void {
     this.destroy();
-    const root = this.#inodes.root;
-    closeQuietly(root.fd);
-    root.fd = -1;
+    this.#inodes.close();
   }
 
   // -------------------------------------------------------------------------
@@ -895,12 +902,7 @@ export class PassthroughFs {
       closeQuietly(fd);
       throw error;
     }
-    let inode = this.#inodes.find(st.dev, st.ino);
-    if (inode === undefined) {
-      inode = this.#inodes.insert(fd, st, null);
-    } else {
-      closeQuietly(fd);
-    }
+    const inode = this.#inodes.adopt(fd, st);
     this.#inodes.addLookups(inode);
     this.#inodes.setLocation(inode, { parent: dir, name: name.slice() });
     return this.#entry(inode, st);
