@@ -6,6 +6,7 @@
  */
 
 import { FsDevice } from "../devices/fs/fs_device.ts";
+import { PassthroughFs } from "../devices/fs/passthrough/passthrough_fs.ts";
 import { MAX_REQUEST_QUEUES, validateTag } from "../devices/fs/fs_spec.ts";
 import { isMigrationOnError, type MigrationOnError } from "../devices/fs/fs_state.ts";
 import {
@@ -22,7 +23,12 @@ import {
   wholeNumberOption,
 } from "./daemon_options.ts";
 import { UsageError } from "./usage_error.ts";
-import { type CachePolicy, isCachePolicy } from "../devices/fs/passthrough/fs_types.ts";
+import {
+  type CachePolicy,
+  type InodeFileHandleMode,
+  isCachePolicy,
+  isInodeFileHandleMode,
+} from "../devices/fs/passthrough/fs_types.ts";
 
 /** Defaults of `vhostd fs`. */
 export const FS_DEFAULTS = {
@@ -31,6 +37,7 @@ export const FS_DEFAULTS = {
   numRequestQueues: 1,
   migrationOnError: "abort",
   cache: "auto",
+  inodeFileHandles: "never",
 } as const;
 
 /** Help text of `vhostd fs`. */
@@ -45,6 +52,12 @@ Shared directory:
   --cache MODE           how much the guest may cache, as virtiofsd's --cache:
                          never (direct I/O, no timeouts), auto (default: 1 s
                          timeouts, guest page cache) or always (keep caches)
+  --inode-file-handles MODE
+                         never (default: every known file holds an fd), prefer
+                         (known files hold a file handle, fds are opened on
+                         demand through a cache of 1024; files without handles
+                         hold an fd) or mandatory (refuse files without
+                         handles); needs CAP_DAC_READ_SEARCH
 
 ${listeningHelp(FS_DEFAULTS.socketPath)}
 
@@ -84,6 +97,8 @@ export interface FsArgs extends DaemonArgs {
   migrationOnError: MigrationOnError;
   /** Guest caching policy. */
   cache: CachePolicy;
+  /** Inodes by fd or by file handle. */
+  inodeFileHandles: InodeFileHandleMode;
 }
 
 /** Parses `vhostd fs` arguments; throws UsageError with a one-line message. */
@@ -96,6 +111,7 @@ export function parseFsArgs(args: string[]): FsArgs {
     "num-request-queues": { type: "string" },
     "migration-on-error": { type: "string" },
     cache: { type: "string" },
+    "inode-file-handles": { type: "string" },
   });
   const common = daemonArgs(values, FS_DEFAULTS.socketPath);
   const tag = values.tag ?? FS_DEFAULTS.tag;
@@ -110,6 +126,12 @@ export function parseFsArgs(args: string[]): FsArgs {
   const cache = values.cache ?? FS_DEFAULTS.cache;
   if (!isCachePolicy(cache)) {
     throw new UsageError(`--cache must be never, auto or always, got "${cache}"`);
+  }
+  const inodeFileHandles = values["inode-file-handles"] ?? FS_DEFAULTS.inodeFileHandles;
+  if (!isInodeFileHandleMode(inodeFileHandles)) {
+    throw new UsageError(
+      `--inode-file-handles must be never, prefer or mandatory, got "${inodeFileHandles}"`,
+    );
   }
   const sharedDir = values["shared-dir"];
   if (sharedDir === undefined && !common.help && !common.printCapabilities) {
@@ -129,6 +151,7 @@ export function parseFsArgs(args: string[]): FsArgs {
     ) ?? FS_DEFAULTS.numRequestQueues,
     migrationOnError,
     cache,
+    inodeFileHandles,
   };
 }
 
@@ -159,19 +182,42 @@ export function checkSharedDir(path: string): string {
   return real;
 }
 
+/**
+ * Refuses to start (UsageError) when `--inode-file-handles mandatory` cannot
+ * work for the shared directory: the Worker would fail only at the first
+ * connection otherwise.
+ */
+export function checkInodeFileHandles(sharedDir: string, mode: InodeFileHandleMode): void {
+  if (mode === "never") return;
+  try {
+    new PassthroughFs({
+      sharedDir,
+      readOnly: true,
+      migrationOnError: "abort",
+      inodeFileHandles: mode,
+    })
+      .close();
+  } catch (e) {
+    throw new UsageError(`--shared-dir: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
 /** Runs `vhostd fs`; resolves with the exit code. */
 export async function runFs(args: string[]): Promise<number> {
   const opts = parseFsArgs(args);
   const answered = answerInfoRequest(opts, FS_HELP, fsCapabilities);
   if (answered !== undefined) return answered;
   applyLogLevel(opts);
+  const sharedDir = checkSharedDir(opts.sharedDir!);
+  checkInodeFileHandles(sharedDir, opts.inodeFileHandles);
   const device = new FsDevice({
-    sharedDir: checkSharedDir(opts.sharedDir!),
+    sharedDir,
     tag: opts.tag,
     numRequestQueues: opts.numRequestQueues,
     readOnly: opts.readOnly,
     migrationOnError: opts.migrationOnError,
     cache: opts.cache,
+    inodeFileHandles: opts.inodeFileHandles,
   });
   return await serveDevice(device, opts, {
     qemuDevice: `vhost-user-fs-pci,chardev=vhostd0,tag=${opts.tag}`,

@@ -25,7 +25,7 @@ import {
   type FsWorkerCommand,
   type MigrationOnError,
 } from "./fs_state.ts";
-import type { CachePolicy } from "./passthrough/fs_types.ts";
+import type { CachePolicy, InodeFileHandleMode } from "./passthrough/fs_types.ts";
 
 /** Options of a virtio-fs device. */
 export interface FsDeviceOptions {
@@ -41,6 +41,8 @@ export interface FsDeviceOptions {
   migrationOnError: MigrationOnError;
   /** How much the guest may cache (default "auto"). */
   cache?: CachePolicy;
+  /** Whether known inodes hold fds or file handles (default "never"). */
+  inodeFileHandles?: InodeFileHandleMode;
 }
 
 /** Worker parameters of the fs data half. */
@@ -53,6 +55,8 @@ export interface FsWorkerParams extends Record<string, unknown> {
   migrationOnError: MigrationOnError;
   /** Guest caching policy. */
   cache: CachePolicy;
+  /** Inodes by fd or by file handle. */
+  inodeFileHandles: InodeFileHandleMode;
 }
 
 /** A virtio-fs device sharing a host directory. */
@@ -77,6 +81,8 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
   readonly migrationOnError: MigrationOnError;
   /** Guest caching policy. */
   readonly cache: CachePolicy;
+  /** Inodes by fd or by file handle. */
+  readonly inodeFileHandles: InodeFileHandleMode;
   /** DEVICE_STATE save/load. */
   readonly stateSupport: FsStateSupport = new FsStateSupport(this);
   readonly #config: Uint8Array;
@@ -99,6 +105,7 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
     this.readOnly = options.readOnly;
     this.migrationOnError = options.migrationOnError;
     this.cache = options.cache ?? "auto";
+    this.inodeFileHandles = options.inodeFileHandles ?? "never";
     this.#config = encodeFsConfig(options.tag, options.numRequestQueues);
   }
 
@@ -155,6 +162,7 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
       readOnly: this.readOnly,
       migrationOnError: this.migrationOnError,
       cache: this.cache,
+      inodeFileHandles: this.inodeFileHandles,
     };
     return { kind: this.kind, params, shared: this.#shared };
   }
@@ -181,6 +189,6 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
   describe(): string {
     return `virtio-fs "${this.tag}" sharing ${this.sharedDir}${
       this.readOnly ? " read-only" : ""
-    }, ${this.numRequestQueues} request queue(s), cache ${this.cache}, migration on error: ${this.migrationOnError}`;
+    }, ${this.numRequestQueues} request queue(s), cache ${this.cache}, inode file handles ${this.inodeFileHandles}, migration on error: ${this.migrationOnError}`;
   }
 }

@@ -677,6 +677,7 @@ export function createFsRequestHandler(setup: WorkerSetup): QueueHandler {
       readOnly: params.readOnly,
       migrationOnError: params.migrationOnError,
       cache: params.cache,
+      inodeFileHandles: params.inodeFileHandles,
     },
     (options) => new PassthroughFs(options),
   );
