@@ -71,7 +71,10 @@ Deno.test("fs device: Worker parameters are plain data", () => {
     readOnly: true,
     migrationOnError: "guest-error",
     cache: "auto",
+    inodeFileHandles: "never",
   });
+  const prefer = new FsDevice({ ...OPTIONS, inodeFileHandles: "prefer" }).workerSetup();
+  assert.equal((prefer.params as FsWorkerParams).inodeFileHandles, "prefer");
   assert.ok(setup.shared instanceof SharedArrayBuffer);
   assert.deepEqual(structuredClone(setup.params), setup.params);
 });
