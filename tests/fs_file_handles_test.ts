@@ -20,7 +20,7 @@ import {
   S_IFREG,
 } from "../ffi/mod.ts";
 import { errnoOf, FsFixture } from "./support/fs_fixture.ts";
-import { withVhostd } from "./support/vhostd_process.ts";
+import { type VhostdProcess, withVhostd } from "./support/vhostd_process.ts";
 
 const ROOT = 1n;
 const FD_LIMIT = 4096;
@@ -45,12 +45,17 @@ function makeTree(root: string, dirs: number, perDir: number): void {
   }
 }
 
-/** A tree on tmpfs (/dev/shm when it is there: creating 200,000 files is fast in memory). */
-async function withTree<T>(
+/**
+ * Runs `body` against a `vhostd fs --inode-file-handles MODE` limited to
+ * {@linkcode FD_LIMIT} fds, over a tree of `dirs` × `perDir` files on tmpfs
+ * (/dev/shm when it is there: creating 200,000 files is fast in memory).
+ */
+async function withLimitedVhostd(
+  mode: string,
   dirs: number,
   perDir: number,
-  body: (base: string, share: string) => Promise<T>,
-): Promise<T> {
+  body: (vhostd: VhostdProcess, fx: FsFixture) => void,
+): Promise<void> {
   let parent: string | undefined;
   try {
     if (Deno.statSync("/dev/shm").isDirectory) parent = "/dev/shm";
@@ -62,69 +67,63 @@ async function withTree<T>(
     const share = `${base}/share`;
     await Deno.mkdir(share);
     makeTree(share, dirs, perDir);
-    return await body(base, share);
+    await withVhostd({
+      command: "fs",
+      args: ["--shared-dir", share, "--inode-file-handles", mode],
+      dir: base,
+      fdLimit: FD_LIMIT,
+    }, (vhostd) => {
+      using fx = FsFixture.open(vhostd.socketPath);
+      body(vhostd, fx);
+    });
   } finally {
     await Deno.remove(base, { recursive: true });
   }
 }
 
 Deno.test("fs --inode-file-handles prefer: LOOKUP+GETATTR of 200,000 files under a 4,096 fd limit", async () => {
-  await withTree(DIRECTORIES, FILES_PER_DIRECTORY, (base, share) =>
-    withVhostd({
-      command: "fs",
-      args: ["--shared-dir", share, "--inode-file-handles", "prefer"],
-      dir: base,
-      fdLimit: FD_LIMIT,
-    }, (vhostd) => {
-      using fx = FsFixture.open(vhostd.socketPath);
-      const d = fx.driver;
-      let seen = 0;
-      for (let i = 0; i < DIRECTORIES; i++) {
-        const dir = d.lookup(ROOT, `d${i}`).nodeid;
-        for (let f = 0; f < FILES_PER_DIRECTORY; f++) {
-          const entry = d.lookup(dir, `f${f}`);
-          const attr = d.getattr(entry.nodeid);
-          assert.equal(attr.attr.mode & 0o170000, S_IFREG, `d${i}/f${f}`);
-          seen++;
-        }
+  await withLimitedVhostd("prefer", DIRECTORIES, FILES_PER_DIRECTORY, (vhostd, fx) => {
+    const d = fx.driver;
+    let seen = 0;
+    for (let i = 0; i < DIRECTORIES; i++) {
+      const dir = d.lookup(ROOT, `d${i}`).nodeid;
+      for (let f = 0; f < FILES_PER_DIRECTORY; f++) {
+        const entry = d.lookup(dir, `f${f}`);
+        const attr = d.getattr(entry.nodeid);
+        assert.equal(attr.attr.mode & 0o170000, S_IFREG, `d${i}/f${f}`);
+        seen++;
       }
-      assert.equal(seen, DIRECTORIES * FILES_PER_DIRECTORY);
-      // Every lookup is still held, yet vhostd keeps its fds far below the limit.
-      const fds = vhostd.fdCount();
-      assert.ok(fds < FD_LIMIT / 2, `vhostd holds ${fds} fds`);
-      // The first files are still served (their fds were evicted long ago).
-      const first = d.lookup(d.lookup(ROOT, "d0").nodeid, "f0");
-      assert.equal(d.getattr(first.nodeid).attr.mode & 0o170000, S_IFREG);
-    }));
+    }
+    assert.equal(seen, DIRECTORIES * FILES_PER_DIRECTORY);
+    // Every lookup is still held, yet vhostd keeps its fds far below the limit.
+    const fds = vhostd.fdCount();
+    assert.ok(fds < FD_LIMIT / 2, `vhostd holds ${fds} fds`);
+    // The first files are still served (their fds were evicted long ago).
+    const first = d.lookup(d.lookup(ROOT, "d0").nodeid, "f0");
+    assert.equal(d.getattr(first.nodeid).attr.mode & 0o170000, S_IFREG);
+  });
 });
 
 Deno.test("fs --inode-file-handles never: the same tree runs out of fds under a 4,096 fd limit", async () => {
   // Just enough files to pass the limit: every known inode holds an fd.
   const dirs = 6;
-  await withTree(dirs, FILES_PER_DIRECTORY, (base, share) =>
-    withVhostd({
-      command: "fs",
-      args: ["--shared-dir", share, "--inode-file-handles", "never"],
-      dir: base,
-      fdLimit: FD_LIMIT,
-    }, (vhostd) => {
-      using fx = FsFixture.open(vhostd.socketPath);
-      const d = fx.driver;
-      let failure: number | undefined;
-      let served = 0;
-      outer: for (let i = 0; i < dirs; i++) {
-        const dir = d.lookup(ROOT, `d${i}`).nodeid;
-        for (let f = 0; f < FILES_PER_DIRECTORY; f++) {
-          try {
-            d.getattr(d.lookup(dir, `f${f}`).nodeid);
-            served++;
-          } catch {
-            failure = errnoOf(() => d.lookup(dir, `f${f}`));
-            break outer;
-          }
+  await withLimitedVhostd("never", dirs, FILES_PER_DIRECTORY, (_vhostd, fx) => {
+    const d = fx.driver;
+    let failure: number | undefined;
+    let served = 0;
+    outer: for (let i = 0; i < dirs; i++) {
+      const dir = d.lookup(ROOT, `d${i}`).nodeid;
+      for (let f = 0; f < FILES_PER_DIRECTORY; f++) {
+        try {
+          d.getattr(d.lookup(dir, `f${f}`).nodeid);
+          served++;
+        } catch {
+          failure = errnoOf(() => d.lookup(dir, `f${f}`));
+          break outer;
         }
       }
-      assert.ok(failure === EMFILE || failure === ENFILE, `errno ${failure} after ${served} files`);
-      assert.ok(served < FD_LIMIT, `${served} files served`);
-    }));
+    }
+    assert.ok(failure === EMFILE || failure === ENFILE, `errno ${failure} after ${served} files`);
+    assert.ok(served < FD_LIMIT, `${served} files served`);
+  });
 });
