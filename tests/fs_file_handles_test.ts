@@ -6,19 +6,8 @@
  */
 
 import assert from "node:assert/strict";
-import {
-  AT_FDCWD,
-  closeFd,
-  EMFILE,
-  ENFILE,
-  mkdirat,
-  mknodat,
-  O_CLOEXEC,
-  O_DIRECTORY,
-  O_PATH,
-  openat,
-  S_IFREG,
-} from "../ffi/mod.ts";
+import { EMFILE, ENFILE, S_IFREG } from "../ffi/mod.ts";
+import { makeFileTree, treeDirName, treeFileName, treeParentDir } from "./support/file_tree.ts";
 import { errnoOf, FsFixture } from "./support/fs_fixture.ts";
 import { type VhostdProcess, withVhostd } from "./support/vhostd_process.ts";
 
@@ -26,24 +15,6 @@ const ROOT = 1n;
 const FD_LIMIT = 4096;
 const DIRECTORIES = 200;
 const FILES_PER_DIRECTORY = 1000;
-
-/** Creates `dirs` directories of `perDir` empty files under `root` (mknodat: one call per file). */
-function makeTree(root: string, dirs: number, perDir: number): void {
-  const rootFd = openat(AT_FDCWD, root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-  try {
-    for (let d = 0; d < dirs; d++) {
-      mkdirat(rootFd, `d${d}`, 0o755);
-      const dirFd = openat(rootFd, `d${d}`, O_PATH | O_DIRECTORY | O_CLOEXEC);
-      try {
-        for (let f = 0; f < perDir; f++) mknodat(dirFd, `f${f}`, S_IFREG | 0o644, 0);
-      } finally {
-        closeFd(dirFd);
-      }
-    }
-  } finally {
-    closeFd(rootFd);
-  }
-}
 
 /**
  * Runs `body` against a `vhostd fs --inode-file-handles MODE` limited to
@@ -56,17 +27,11 @@ async function withLimitedVhostd(
   perDir: number,
   body: (vhostd: VhostdProcess, fx: FsFixture) => void,
 ): Promise<void> {
-  let parent: string | undefined;
-  try {
-    if (Deno.statSync("/dev/shm").isDirectory) parent = "/dev/shm";
-  } catch {
-    parent = undefined;
-  }
-  const base = await Deno.makeTempDir({ prefix: "vhostd-fs-handles-", dir: parent });
+  const base = await Deno.makeTempDir({ prefix: "vhostd-fs-handles-", dir: treeParentDir() });
   try {
     const share = `${base}/share`;
     await Deno.mkdir(share);
-    makeTree(share, dirs, perDir);
+    makeFileTree(share, dirs, perDir);
     await withVhostd({
       command: "fs",
       args: ["--shared-dir", share, "--inode-file-handles", mode],
@@ -86,9 +51,9 @@ Deno.test("fs --inode-file-handles prefer: LOOKUP+GETATTR of 200,000 files under
     const d = fx.driver;
     let seen = 0;
     for (let i = 0; i < DIRECTORIES; i++) {
-      const dir = d.lookup(ROOT, `d${i}`).nodeid;
+      const dir = d.lookup(ROOT, treeDirName(i)).nodeid;
       for (let f = 0; f < FILES_PER_DIRECTORY; f++) {
-        const entry = d.lookup(dir, `f${f}`);
+        const entry = d.lookup(dir, treeFileName(f));
         const attr = d.getattr(entry.nodeid);
         assert.equal(attr.attr.mode & 0o170000, S_IFREG, `d${i}/f${f}`);
         seen++;
@@ -99,7 +64,7 @@ Deno.test("fs --inode-file-handles prefer: LOOKUP+GETATTR of 200,000 files under
     const fds = vhostd.fdCount();
     assert.ok(fds < FD_LIMIT / 2, `vhostd holds ${fds} fds`);
     // The first files are still served (their fds were evicted long ago).
-    const first = d.lookup(d.lookup(ROOT, "d0").nodeid, "f0");
+    const first = d.lookup(d.lookup(ROOT, treeDirName(0)).nodeid, treeFileName(0));
     assert.equal(d.getattr(first.nodeid).attr.mode & 0o170000, S_IFREG);
   });
 });
@@ -112,13 +77,13 @@ Deno.test("fs --inode-file-handles never: the same tree runs out of fds under a 
     let failure: number | undefined;
     let served = 0;
     outer: for (let i = 0; i < dirs; i++) {
-      const dir = d.lookup(ROOT, `d${i}`).nodeid;
+      const dir = d.lookup(ROOT, treeDirName(i)).nodeid;
       for (let f = 0; f < FILES_PER_DIRECTORY; f++) {
         try {
-          d.getattr(d.lookup(dir, `f${f}`).nodeid);
+          d.getattr(d.lookup(dir, treeFileName(f)).nodeid);
           served++;
         } catch {
-          failure = errnoOf(() => d.lookup(dir, `f${f}`));
+          failure = errnoOf(() => d.lookup(dir, treeFileName(f)));
           break outer;
         }
       }
