@@ -12,10 +12,16 @@
  * entries and never the least recent one. Requests are served one at a time
  * (one Worker, synchronous calls), so no other operation interleaves.
  *
+ * Running out of fds: when opening fails with EMFILE or ENFILE (the guest
+ * holds many files open, or the limit is low) the cache halves its capacity
+ * for good, closing its least recently used half, and tries once more. It
+ * never shrinks below {@linkcode MIN_FD_CACHE_SIZE}, so the argument above
+ * still holds.
+ *
  * @module
  */
 
-import { closeQuietly } from "../../../../ffi/mod.ts";
+import { closeQuietly, EMFILE, ENFILE, SyscallError } from "../../../../ffi/mod.ts";
 
 /** Smallest accepted capacity: far more than the fds one operation holds at once. */
 export const MIN_FD_CACHE_SIZE = 16;
@@ -27,7 +33,7 @@ export const DEFAULT_FD_CACHE_SIZE = 1024;
 export class FdCache<K> {
   /** Insertion order is recency order: the first entry is the least recently used. */
   readonly #fds = new Map<K, number>();
-  readonly #capacity: number;
+  #capacity: number;
 
   /** A cache of at most `capacity` fds (at least {@linkcode MIN_FD_CACHE_SIZE}). */
   constructor(capacity: number = DEFAULT_FD_CACHE_SIZE) {
@@ -55,7 +61,8 @@ export class FdCache<K> {
   /**
    * The fd of `key`, now the most recently used; on a miss `open()` makes
    * one (its throw passes through, nothing cached) and the least recently
-   * used fd beyond capacity is closed.
+   * used fd beyond capacity is closed. When `open()` runs out of fds the
+   * cache shrinks and calls it once more (see the module doc).
    */
   get(key: K, open: () => number): number {
     const cached = this.#fds.get(key);
@@ -64,7 +71,13 @@ export class FdCache<K> {
       this.#fds.set(key, cached);
       return cached;
     }
-    const fd = open();
+    let fd: number;
+    try {
+      fd = open();
+    } catch (error) {
+      if (!this.#shrinkAfter(error)) throw error;
+      fd = open();
+    }
     this.put(key, fd);
     return fd;
   }
@@ -77,11 +90,7 @@ export class FdCache<K> {
       if (previous !== fd) closeQuietly(previous);
     }
     this.#fds.set(key, fd);
-    while (this.#fds.size > this.#capacity) {
-      const [oldest, oldestFd] = this.#fds.entries().next().value!;
-      this.#fds.delete(oldest);
-      closeQuietly(oldestFd);
-    }
+    this.#evictBeyondCapacity();
   }
 
   /** Closes and forgets the fd of `key`, if any. */
@@ -90,6 +99,26 @@ export class FdCache<K> {
     if (fd === undefined) return;
     this.#fds.delete(key);
     closeQuietly(fd);
+  }
+
+  #evictBeyondCapacity(): void {
+    while (this.#fds.size > this.#capacity) {
+      const [oldest, oldestFd] = this.#fds.entries().next().value!;
+      this.#fds.delete(oldest);
+      closeQuietly(oldestFd);
+    }
+  }
+
+  /** After `error` from an open: true when it was EMFILE/ENFILE and the cache made room. */
+  #shrinkAfter(error: unknown): boolean {
+    if (!(error instanceof SyscallError) || (error.errno !== EMFILE && error.errno !== ENFILE)) {
+      return false;
+    }
+    const smaller = Math.max(MIN_FD_CACHE_SIZE, Math.floor(this.#fds.size / 2));
+    if (smaller >= this.#fds.size) return false;
+    this.#capacity = smaller;
+    this.#evictBeyondCapacity();
+    return true;
   }
 
   /** Closes every fd. */

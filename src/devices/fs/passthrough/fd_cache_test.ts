@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import {
   AT_FDCWD,
+  EMFILE,
+  ESTALE,
   getStatusFlags,
   O_CLOEXEC,
   O_PATH,
@@ -70,6 +72,43 @@ Deno.test("FdCache.put replaces and closes a key's previous fd; drop closes; a f
       throw new Error("gone");
     }), /gone/);
   assert.equal(cache.size, 0);
+});
+
+Deno.test("FdCache out of fds (EMFILE) halves itself, closing its oldest fds, and opens once more", () => {
+  const cache = new FdCache<number>(4 * MIN_FD_CACHE_SIZE);
+  const fds: number[] = [];
+  for (let i = 0; i < 4 * MIN_FD_CACHE_SIZE; i++) fds.push(cache.get(i, openRoot));
+  let calls = 0;
+  const fd = cache.get(-1, () => {
+    if (calls++ === 0) throw new SyscallError("open_by_handle_at", EMFILE);
+    return openRoot();
+  });
+  assert.equal(calls, 2);
+  assert.equal(cache.capacity, 2 * MIN_FD_CACHE_SIZE);
+  assert.equal(cache.size, 2 * MIN_FD_CACHE_SIZE);
+  assert.ok(cache.has(-1) && isOpen(fd));
+  assert.ok(!cache.has(0), "the oldest went");
+  assert.ok(isOpen(fds.at(-1)!) && cache.has(fds.length - 1), "the newest stayed");
+  // Another error, or no room left to make: the error passes through.
+  assert.throws(
+    () =>
+      cache.get(-2, () => {
+        throw new SyscallError("open_by_handle_at", ESTALE);
+      }),
+    /ESTALE/,
+  );
+  const small = new FdCache<number>(MIN_FD_CACHE_SIZE);
+  for (let i = 0; i < MIN_FD_CACHE_SIZE; i++) small.get(i, openRoot);
+  assert.throws(
+    () =>
+      small.get(-1, () => {
+        throw new SyscallError("open_by_handle_at", EMFILE);
+      }),
+    /EMFILE/,
+  );
+  assert.equal(small.size, MIN_FD_CACHE_SIZE);
+  cache.clear();
+  small.clear();
 });
 
 Deno.test("FdCache refuses a capacity below the minimum", () => {
