@@ -244,12 +244,13 @@ export class PassthroughFs {
     let fd = -1;
     try {
       fd = openat(AT_FDCWD, opts.sharedDir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+      const rootStat = statFd(fd);
       const fileHandles = InodeFileHandles.open(
         opts.inodeFileHandles ?? "never",
         fd,
         opts.handleFdCacheSize,
       );
-      this.#inodes = new InodeTable(fd, statFd(fd), fileHandles);
+      this.#inodes = new InodeTable(fd, rootStat, fileHandles);
     } catch (error) {
       closeQuietly(fd);
       const why = error instanceof Error ? error.message : String(error);
