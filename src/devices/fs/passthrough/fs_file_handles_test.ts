@@ -1,17 +1,9 @@
 import assert from "node:assert/strict";
 import { EOPNOTSUPP, ESTALE, O_RDONLY, S_IFDIR } from "../../../../ffi/mod.ts";
-import { assertFsErrno, bytes, makeShare, readAll, text } from "./fs_test_support.ts";
+import { assertFsErrno, bytes, makeShare, readAll, rootTest, text } from "./fs_test_support.ts";
 import { PassthroughFs } from "./passthrough_fs.ts";
 
 const ROOT = 1n;
-const asRoot = Deno.uid() === 0;
-const rootOnly = "file handles need CAP_DAC_READ_SEARCH (run as root)";
-
-/** A test that needs CAP_DAC_READ_SEARCH; its name says why when it is skipped. */
-function rootTest(name: string, fn: () => void): void {
-  Deno.test({ name: asRoot ? name : `${name} (skipped: ${rootOnly})`, ignore: !asRoot, fn });
-}
-
 /**
  * Fds of this process on files in `dir` (by their /proc links: other test
  * files may run in this process at the same time, with fds of their own).

@@ -45,6 +45,22 @@ export interface FsOptions {
   inodeFileHandles?: InodeFileHandleMode;
   /** Most fds the file handle mode keeps open for inodes (default 1024, at least 16). */
   handleFdCacheSize?: number;
+  /** How inodes travel in a snapshot (default "find-paths"); a restore takes either. */
+  migrationMode?: MigrationMode;
+}
+
+/**
+ * How inodes travel in a migration (virtiofsd's `--migration-mode`): by
+ * path only ("find-paths"), or also by file handle ("file-handles": the
+ * destination opens the handle first, which also finds files that were
+ * unlinked or renamed behind the guest's back, when both sides see the same
+ * filesystem).
+ */
+export type MigrationMode = "find-paths" | "file-handles";
+
+/** True when `value` names a migration mode. */
+export function isMigrationMode(value: unknown): value is MigrationMode {
+  return value === "find-paths" || value === "file-handles";
 }
 
 /** Whether known inodes hold fds or file handles. */

@@ -129,11 +129,14 @@ import {
   type FsInitResult,
   type FsOptions,
   isCachePolicy,
+  isMigrationMode,
+  type MigrationMode,
   type MigrationOnError,
   type OpenResult,
   type StatfsResult,
 } from "./fs_types.ts";
 import { type Handle, HandleTable } from "./handle_table.ts";
+import { HandleOpener, handlesOnRootMount } from "./handle_migration.ts";
 import { InodeFileHandles } from "./inode_file_handles.ts";
 import { type Inode, InodeTable } from "./inode_table.ts";
 import { hostOpenFlags, opensForChange, reopenFlags } from "./open_flags.ts";
@@ -203,6 +206,7 @@ export interface InodeInfo {
 export class PassthroughFs {
   readonly #readOnly: boolean;
   readonly #migrationOnError: MigrationOnError;
+  readonly #migrationMode: MigrationMode;
   readonly #entryTimeoutSec: number;
   readonly #attrTimeoutSec: number;
   /** FOPEN_* flags of file and directory handles, from the cache policy. */
@@ -227,6 +231,11 @@ export class PassthroughFs {
     }
     this.#readOnly = opts.readOnly;
     this.#migrationOnError = opts.migrationOnError;
+    const migrationMode = opts.migrationMode ?? "find-paths";
+    if (!isMigrationMode(migrationMode)) {
+      throw new Error(`migrationMode must be find-paths or file-handles`);
+    }
+    this.#migrationMode = migrationMode;
     const cache = opts.cache ?? "auto";
     if (!isCachePolicy(cache)) throw new Error(`cache must be never, auto or always`);
     const timeout = CACHE_TIMEOUT_SEC[cache];
@@ -786,7 +795,10 @@ export class PassthroughFs {
    * `fs_snapshot.ts`). Changes nothing: the source may resume.
    */
   snapshot(): FsSnapshot {
-    return takeSnapshot(this.#inodes, this.#handles, this.#init);
+    const handleOf = this.#migrationMode === "file-handles"
+      ? handlesOnRootMount(this.#inodes.root.fd)
+      : undefined;
+    return takeSnapshot(this.#inodes, this.#handles, this.#init, handleOf);
   }
 
   /**
@@ -801,6 +813,7 @@ export class PassthroughFs {
     if (this.#inodes.size !== 1 || this.#handles.size !== 0) {
       throw new FsRestoreError("restore needs a fresh filesystem (inodes or handles exist)");
     }
+    const opener = HandleOpener.tryOpen(this.#inodes.root.fd);
     try {
       const outcome = restoreSnapshot({
         inodes: this.#inodes,
@@ -813,12 +826,15 @@ export class PassthroughFs {
           }
           return openForIo(inode.fd, inode.type, reopenFlags(flags));
         },
+        openHandle: opener && ((handle) => opener.openHandle(handle)),
       }, snapshot);
       this.#init = outcome.init;
       return { errors: outcome.errors };
     } catch (error) {
       this.#dropAll();
       throw error;
+    } finally {
+      opener?.close();
     }
   }
 
