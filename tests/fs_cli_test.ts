@@ -20,7 +20,7 @@ Deno.test("fs CLI: --print-capabilities and --help", async () => {
   const help = await runVhostdCli(["fs", "--help"]);
   assert.equal(help.code, 0);
   const options = ["--shared-dir", "--tag", "--read-only", "--migration-on-error", "--fd"];
-  for (const option of [...options, "--inode-file-handles"]) {
+  for (const option of [...options, "--inode-file-handles", "--migration-mode"]) {
     assert.ok(help.stdout.includes(option), option);
   }
   const main = await runVhostdCli(["--help"]);
@@ -48,6 +48,10 @@ Deno.test("fs CLI: bad arguments and unusable directories are one line and exit 
       [
         ["--shared-dir", dirs.share, "--inode-file-handles", "sometimes", ...sock],
         /--inode-file-handles must be never, prefer or mandatory, got "sometimes"/,
+      ],
+      [
+        ["--shared-dir", dirs.share, "--migration-mode", "teleport", ...sock],
+        /--migration-mode must be find-paths or file-handles, got "teleport"/,
       ],
       // procfs makes no file handles.
       [

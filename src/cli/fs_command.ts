@@ -28,6 +28,8 @@ import {
   type InodeFileHandleMode,
   isCachePolicy,
   isInodeFileHandleMode,
+  isMigrationMode,
+  type MigrationMode,
 } from "../devices/fs/passthrough/fs_types.ts";
 
 /** Defaults of `vhostd fs`. */
@@ -38,6 +40,7 @@ export const FS_DEFAULTS = {
   migrationOnError: "abort",
   cache: "auto",
   inodeFileHandles: "never",
+  migrationMode: "find-paths",
 } as const;
 
 /** Help text of `vhostd fs`. */
@@ -72,6 +75,11 @@ ${DEVICE_STATE_HELP}
                          cannot be found again on this host: abort (default:
                          the load fails, CHECK_DEVICE_STATE reports it) or
                          guest-error (the load succeeds, the guest gets EIO for it)
+  --migration-mode MODE  how a SAVE describes known files: find-paths (default:
+                         by path) or file-handles (by file handle too, tried
+                         first on LOAD: finds unlinked open files and files
+                         renamed on the host; both sides must see the same
+                         filesystem; needs CAP_DAC_READ_SEARCH)
 
 ${OTHER_HELP}
 
@@ -99,6 +107,8 @@ export interface FsArgs extends DaemonArgs {
   cache: CachePolicy;
   /** Inodes by fd or by file handle. */
   inodeFileHandles: InodeFileHandleMode;
+  /** How a SAVE describes inodes. */
+  migrationMode: MigrationMode;
 }
 
 /** Parses `vhostd fs` arguments; throws UsageError with a one-line message. */
@@ -112,6 +122,7 @@ export function parseFsArgs(args: string[]): FsArgs {
     "migration-on-error": { type: "string" },
     cache: { type: "string" },
     "inode-file-handles": { type: "string" },
+    "migration-mode": { type: "string" },
   });
   const common = daemonArgs(values, FS_DEFAULTS.socketPath);
   const tag = values.tag ?? FS_DEFAULTS.tag;
@@ -133,6 +144,12 @@ export function parseFsArgs(args: string[]): FsArgs {
       `--inode-file-handles must be never, prefer or mandatory, got "${inodeFileHandles}"`,
     );
   }
+  const migrationMode = values["migration-mode"] ?? FS_DEFAULTS.migrationMode;
+  if (!isMigrationMode(migrationMode)) {
+    throw new UsageError(
+      `--migration-mode must be find-paths or file-handles, got "${migrationMode}"`,
+    );
+  }
   const sharedDir = values["shared-dir"];
   if (sharedDir === undefined && !common.help && !common.printCapabilities) {
     throw new UsageError("--shared-dir is required (the directory to share)");
@@ -152,6 +169,7 @@ export function parseFsArgs(args: string[]): FsArgs {
     migrationOnError,
     cache,
     inodeFileHandles,
+    migrationMode,
   };
 }
 
@@ -218,6 +236,7 @@ export async function runFs(args: string[]): Promise<number> {
     migrationOnError: opts.migrationOnError,
     cache: opts.cache,
     inodeFileHandles: opts.inodeFileHandles,
+    migrationMode: opts.migrationMode,
   });
   return await serveDevice(device, opts, {
     qemuDevice: `vhost-user-fs-pci,chardev=vhostd0,tag=${opts.tag}`,

@@ -25,7 +25,7 @@ import {
   type FsWorkerCommand,
   type MigrationOnError,
 } from "./fs_state.ts";
-import type { CachePolicy, InodeFileHandleMode } from "./passthrough/fs_types.ts";
+import type { CachePolicy, InodeFileHandleMode, MigrationMode } from "./passthrough/fs_types.ts";
 
 /** Options of a virtio-fs device. */
 export interface FsDeviceOptions {
@@ -43,6 +43,8 @@ export interface FsDeviceOptions {
   cache?: CachePolicy;
   /** Whether known inodes hold fds or file handles (default "never"). */
   inodeFileHandles?: InodeFileHandleMode;
+  /** How inodes travel in a SAVE (default "find-paths"). */
+  migrationMode?: MigrationMode;
 }
 
 /** Worker parameters of the fs data half. */
@@ -57,6 +59,8 @@ export interface FsWorkerParams extends Record<string, unknown> {
   cache: CachePolicy;
   /** Inodes by fd or by file handle. */
   inodeFileHandles: InodeFileHandleMode;
+  /** Inodes in a SAVE by path, or by file handle too. */
+  migrationMode: MigrationMode;
 }
 
 /** A virtio-fs device sharing a host directory. */
@@ -83,6 +87,8 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
   readonly cache: CachePolicy;
   /** Inodes by fd or by file handle. */
   readonly inodeFileHandles: InodeFileHandleMode;
+  /** Inodes in a SAVE by path, or by file handle too. */
+  readonly migrationMode: MigrationMode;
   /** DEVICE_STATE save/load. */
   readonly stateSupport: FsStateSupport = new FsStateSupport(this);
   readonly #config: Uint8Array;
@@ -106,6 +112,7 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
     this.migrationOnError = options.migrationOnError;
     this.cache = options.cache ?? "auto";
     this.inodeFileHandles = options.inodeFileHandles ?? "never";
+    this.migrationMode = options.migrationMode ?? "find-paths";
     this.#config = encodeFsConfig(options.tag, options.numRequestQueues);
   }
 
@@ -163,6 +170,7 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
       migrationOnError: this.migrationOnError,
       cache: this.cache,
       inodeFileHandles: this.inodeFileHandles,
+      migrationMode: this.migrationMode,
     };
     return { kind: this.kind, params, shared: this.#shared };
   }
@@ -189,6 +197,6 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
   describe(): string {
     return `virtio-fs "${this.tag}" sharing ${this.sharedDir}${
       this.readOnly ? " read-only" : ""
-    }, ${this.numRequestQueues} request queue(s), cache ${this.cache}, inode file handles ${this.inodeFileHandles}, migration on error: ${this.migrationOnError}`;
+    }, ${this.numRequestQueues} request queue(s), cache ${this.cache}, inode file handles ${this.inodeFileHandles}, migration by ${this.migrationMode}, on error: ${this.migrationOnError}`;
   }
 }

@@ -72,6 +72,7 @@ Deno.test("fs device: Worker parameters are plain data", () => {
     migrationOnError: "guest-error",
     cache: "auto",
     inodeFileHandles: "never",
+    migrationMode: "find-paths",
   });
   const prefer = new FsDevice({ ...OPTIONS, inodeFileHandles: "prefer" }).workerSetup();
   assert.equal((prefer.params as FsWorkerParams).inodeFileHandles, "prefer");

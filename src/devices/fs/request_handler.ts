@@ -678,6 +678,7 @@ export function createFsRequestHandler(setup: WorkerSetup): QueueHandler {
       migrationOnError: params.migrationOnError,
       cache: params.cache,
       inodeFileHandles: params.inodeFileHandles,
+      migrationMode: params.migrationMode,
     },
     (options) => new PassthroughFs(options),
   );
