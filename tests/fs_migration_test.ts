@@ -3,7 +3,8 @@
  * directory: the guest's open file handles and node ids move with a SAVE →
  * LOAD and work on the destination without a new INIT, with inodes held by
  * fd or by file handle (`--inode-file-handles prefer`) on either side; the
- * source resumes unchanged after a SAVE. A file removed on the host before the LOAD makes
+ * source resumes unchanged after a SAVE. With `--migration-mode file-handles`
+ * a file the guest unlinked while holding it open moves too. A file removed on the host before the LOAD makes
  * an `abort` destination refuse the state (and keep serving), and a
  * `guest-error` destination accept it and answer EIO for that handle.
  */
@@ -162,4 +163,41 @@ Deno.test("fs: a file removed before LOAD: abort refuses the state, guest-error 
       assert.match(target.log(), /gone/);
     });
   });
+});
+
+/**
+ * A file the guest unlinked while holding it open, saved with
+ * `--migration-mode MODE` and loaded by a default destination: true when the
+ * LOAD succeeded and the destination read the file's bytes through the moved
+ * handle.
+ */
+async function unlinkedOpenFileMoves(mode: string): Promise<boolean> {
+  return await withVhostdFs(["--migration-mode", mode], async (source, dirs) => {
+    const data = pattern(20_000, 7);
+    using fx = FsFixture.open(source.socketPath);
+    const d = fx.driver;
+    const created = d.create(ROOT, "scratch", O_RDWR | O_CREAT, 0o644);
+    d.write(created.open.fh, 0n, data);
+    d.unlink(ROOT, "scratch");
+    d.stopAll();
+    const state = saveToBytes(fx.client);
+    // The source keeps its fd open during the switch-over, as a paused source does.
+    return await withVhostd({ command: "fs", args: ["--shared-dir", dirs.share] }, (target) => {
+      const client = destination(target);
+      if (!load(client, state)) {
+        client.close();
+        return false;
+      }
+      using moved = FsFixture.open(target.socketPath, { client, init: false });
+      assert.deepEqual(moved.driver.read(created.open.fh, 0n, data.length), data);
+      assert.equal(moved.driver.getattr(created.entry.nodeid).attr.size, BigInt(data.length));
+      moved.driver.release(created.open.fh);
+      return true;
+    });
+  });
+}
+
+Deno.test("fs --migration-mode file-handles: a file unlinked while open moves; find-paths cannot move it", async () => {
+  assert.equal(await unlinkedOpenFileMoves("file-handles"), true, "file-handles: LOAD refused");
+  assert.equal(await unlinkedOpenFileMoves("find-paths"), false, "find-paths: LOAD accepted");
 });

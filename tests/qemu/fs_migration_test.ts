@@ -267,6 +267,9 @@ Deno.test("live migration of a virtio-fs guest holding files open between two vh
 Deno.test("live migration holding files open with --inode-file-handles prefer on both sides", () =>
   migrateHoldingFiles(["--inode-file-handles", "prefer"]));
 
+Deno.test("live migration holding files open with --migration-mode file-handles", () =>
+  migrateHoldingFiles(["--migration-mode", "file-handles"]));
+
 Deno.test("--migration-on-error abort: a held file the destination cannot find fails the migration, the source runs on", () =>
   withRig(["--migration-on-error", "abort"], async (rig) => {
     const { sourceBackend, source, destinationBackend, destination } = await rig
