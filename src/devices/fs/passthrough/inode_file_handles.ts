@@ -110,11 +110,6 @@ export class InodeFileHandles {
     }
   }
 
-  /** Numbers of fds open in the cache and of mount fds. */
-  counts(): { cachedFds: number; mountFds: number } {
-    return { cachedFds: this.#cache.size, mountFds: this.#mountFds.size };
-  }
-
   /**
    * The handle of the file O_PATH fd `fd` holds (`type`: its S_IFMT bits),
    * or null when it has none usable ("prefer": the inode holds the fd).

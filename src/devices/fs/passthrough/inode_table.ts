@@ -300,11 +300,6 @@ export class InodeTable {
     this.#fileHandles?.close();
   }
 
-  /** Numbers of fds the file handle mode has open (cached inode fds, mount fds); zeros in "never". */
-  handleFdCounts(): { cachedFds: number; mountFds: number } {
-    return this.#fileHandles?.counts() ?? { cachedFds: 0, mountFds: 0 };
-  }
-
   #dropIfUnused(start: Inode): void {
     // Dropping an inode releases its parent, which may then go too: iterate.
     let inode: Inode | undefined = start;
