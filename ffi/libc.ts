@@ -166,6 +166,14 @@ export const LIBC_SYMBOLS = {
 
   getuid: { parameters: [], result: "u32", nonblocking: false },
   getgid: { parameters: [], result: "u32", nonblocking: false },
+  // File handles (glibc 2.14+). The mount id argument is an int, or a u64
+  // with AT_HANDLE_MNT_ID_UNIQUE: a buffer of 8 bytes serves both.
+  name_to_handle_at: {
+    parameters: ["i32", "buffer", "buffer", "buffer", "i32"],
+    result: "i32",
+    nonblocking: false,
+  },
+  open_by_handle_at: { parameters: ["i32", "buffer", "i32"], result: "i32", nonblocking: false },
   // syscall(2) is variadic, but glibc implements it in assembly that just
   // moves registers, so one fixed signature per system call is sound. glibc
   // has no openat2 wrapper, and a getdents64 one only since 2.30.

@@ -10,6 +10,7 @@ export * from "./credentials.ts";
 export * from "./errno.ts";
 export * from "./events.ts";
 export * from "./fd.ts";
+export * from "./file_handle.ts";
 export * from "./fs.ts";
 export * from "./io_uring.ts";
 export * from "./iovec.ts";

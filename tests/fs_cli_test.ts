@@ -19,7 +19,8 @@ Deno.test("fs CLI: --print-capabilities and --help", async () => {
   assert.ok(parsed.features.includes("migrate-precopy"));
   const help = await runVhostdCli(["fs", "--help"]);
   assert.equal(help.code, 0);
-  for (const option of ["--shared-dir", "--tag", "--read-only", "--migration-on-error", "--fd"]) {
+  const options = ["--shared-dir", "--tag", "--read-only", "--migration-on-error", "--fd"];
+  for (const option of [...options, "--inode-file-handles", "--migration-mode"]) {
     assert.ok(help.stdout.includes(option), option);
   }
   const main = await runVhostdCli(["--help"]);
@@ -44,6 +45,19 @@ Deno.test("fs CLI: bad arguments and unusable directories are one line and exit 
       [["--shared-dir", dirs.share, "--log-level", "loud", ...sock], /--log-level/],
       [["--shared-dir", dirs.share, "--dump-state", `${dirs.root}/a-file`, ...sock], /not a dir/],
       [["--shared-dir", dirs.share, "--bogus", ...sock], /bogus/],
+      [
+        ["--shared-dir", dirs.share, "--inode-file-handles", "sometimes", ...sock],
+        /--inode-file-handles must be never, prefer or mandatory, got "sometimes"/,
+      ],
+      [
+        ["--shared-dir", dirs.share, "--migration-mode", "teleport", ...sock],
+        /--migration-mode must be find-paths or file-handles, got "teleport"/,
+      ],
+      // procfs makes no file handles.
+      [
+        ["--shared-dir", "/proc", "--inode-file-handles", "mandatory", ...sock],
+        /--shared-dir: .*mandatory.*file handle/,
+      ],
       [["--shared-dir", dirs.share, "positional", ...sock], /positional/],
     ];
     for (const [args, message] of cases) {

@@ -6,6 +6,7 @@
  */
 
 import { FsDevice } from "../devices/fs/fs_device.ts";
+import { PassthroughFs } from "../devices/fs/passthrough/passthrough_fs.ts";
 import { MAX_REQUEST_QUEUES, validateTag } from "../devices/fs/fs_spec.ts";
 import { isMigrationOnError, type MigrationOnError } from "../devices/fs/fs_state.ts";
 import {
@@ -30,7 +31,11 @@ import { closeQuietly, O_CLOEXEC, O_DIRECTORY, O_RDONLY, openFile } from "../../
 import {
   type CachePolicy,
   type FsXattrOptions,
+  type InodeFileHandleMode,
   isCachePolicy,
+  isInodeFileHandleMode,
+  isMigrationMode,
+  type MigrationMode,
 } from "../devices/fs/passthrough/fs_types.ts";
 import { FS_XATTR_HELP, FS_XATTR_OPTIONS, fsXattrArgs } from "./fs_xattr_options.ts";
 
@@ -41,6 +46,8 @@ export const FS_DEFAULTS = {
   numRequestQueues: 1,
   migrationOnError: "abort",
   cache: "auto",
+  inodeFileHandles: "never",
+  migrationMode: "find-paths",
 } as const;
 
 /** Help text of `vhostd fs`. */
@@ -55,6 +62,12 @@ Shared directory:
   --cache MODE           how much the guest may cache, as virtiofsd's --cache:
                          never (direct I/O, no timeouts), auto (default: 1 s
                          timeouts, guest page cache) or always (keep caches)
+  --inode-file-handles MODE
+                         never (default: every known file holds an fd), prefer
+                         (known files hold a file handle, fds are opened on
+                         demand through a cache of 1024; files without handles
+                         hold an fd) or mandatory (refuse files without
+                         handles); needs CAP_DAC_READ_SEARCH
 
   --aio io_uring|sync    engine of READ, WRITE and FSYNC: io_uring (they complete
                          later and the queues go on meanwhile) or sync (each runs
@@ -75,6 +88,11 @@ ${DEVICE_STATE_HELP}
                          cannot be found again on this host: abort (default:
                          the load fails, CHECK_DEVICE_STATE reports it) or
                          guest-error (the load succeeds, the guest gets EIO for it)
+  --migration-mode MODE  how a SAVE describes known files: find-paths (default:
+                         by path) or file-handles (by file handle too, tried
+                         first on LOAD: finds unlinked open files and files
+                         renamed on the host; both sides must see the same
+                         filesystem; needs CAP_DAC_READ_SEARCH)
 
 ${OTHER_HELP}
 
@@ -104,6 +122,10 @@ export interface FsArgs extends DaemonArgs {
   aio?: FileIoEngineKind;
   /** Extended attributes and ACLs. */
   xattr: FsXattrOptions;
+  /** Inodes by fd or by file handle. */
+  inodeFileHandles: InodeFileHandleMode;
+  /** How a SAVE describes inodes. */
+  migrationMode: MigrationMode;
 }
 
 /** Parses `vhostd fs` arguments; throws UsageError with a one-line message. */
@@ -118,6 +140,8 @@ export function parseFsArgs(args: string[]): FsArgs {
     cache: { type: "string" },
     aio: { type: "string" },
     ...FS_XATTR_OPTIONS,
+    "inode-file-handles": { type: "string" },
+    "migration-mode": { type: "string" },
   });
   const common = daemonArgs(values, FS_DEFAULTS.socketPath);
   const tag = values.tag ?? FS_DEFAULTS.tag;
@@ -136,6 +160,18 @@ export function parseFsArgs(args: string[]): FsArgs {
   const aio = values.aio;
   if (aio !== undefined && aio !== "io_uring" && aio !== "sync") {
     throw new UsageError(`--aio must be io_uring or sync, got "${aio}"`);
+  }
+  const inodeFileHandles = values["inode-file-handles"] ?? FS_DEFAULTS.inodeFileHandles;
+  if (!isInodeFileHandleMode(inodeFileHandles)) {
+    throw new UsageError(
+      `--inode-file-handles must be never, prefer or mandatory, got "${inodeFileHandles}"`,
+    );
+  }
+  const migrationMode = values["migration-mode"] ?? FS_DEFAULTS.migrationMode;
+  if (!isMigrationMode(migrationMode)) {
+    throw new UsageError(
+      `--migration-mode must be find-paths or file-handles, got "${migrationMode}"`,
+    );
   }
   const sharedDir = values["shared-dir"];
   if (sharedDir === undefined && !common.help && !common.printCapabilities) {
@@ -157,6 +193,8 @@ export function parseFsArgs(args: string[]): FsArgs {
     cache,
     aio,
     xattr: fsXattrArgs(values),
+    inodeFileHandles,
+    migrationMode,
   };
 }
 
@@ -202,6 +240,26 @@ export function checkSharedDir(path: string): string {
   return real;
 }
 
+/**
+ * Refuses to start (UsageError) when `--inode-file-handles mandatory` cannot
+ * work for the shared directory: the Worker would fail only at the first
+ * connection otherwise.
+ */
+export function checkInodeFileHandles(sharedDir: string, mode: InodeFileHandleMode): void {
+  if (mode === "never") return;
+  try {
+    new PassthroughFs({
+      sharedDir,
+      readOnly: true,
+      migrationOnError: "abort",
+      inodeFileHandles: mode,
+    })
+      .close();
+  } catch (e) {
+    throw new UsageError(`--shared-dir: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
 /** Runs `vhostd fs`; resolves with the exit code. */
 export async function runFs(args: string[]): Promise<number> {
   const opts = parseFsArgs(args);
@@ -209,6 +267,7 @@ export async function runFs(args: string[]): Promise<number> {
   if (answered !== undefined) return answered;
   applyLogLevel(opts);
   const sharedDir = checkSharedDir(opts.sharedDir!);
+  checkInodeFileHandles(sharedDir, opts.inodeFileHandles);
   const engine = chooseEngine(opts.aio, probeIoUring, dirIsInMemory(sharedDir));
   logEngineChoice(engine, "the shared directory");
   const device = new FsDevice({
@@ -220,6 +279,8 @@ export async function runFs(args: string[]): Promise<number> {
     cache: opts.cache,
     aio: engine.kind,
     xattrOptions: opts.xattr,
+    inodeFileHandles: opts.inodeFileHandles,
+    migrationMode: opts.migrationMode,
   });
   return await serveDevice(device, opts, {
     qemuDevice: `vhost-user-fs-pci,chardev=vhostd0,tag=${opts.tag}`,

@@ -72,6 +72,8 @@ async function withFsGuest(
     script: string;
     readOnly?: boolean;
     memoryMiB?: number;
+    /** Further `vhostd fs` options. */
+    vhostdArgs?: string[];
   },
   check: (run: FsRun) => Promise<void>,
 ): Promise<void> {
@@ -89,6 +91,7 @@ async function withFsGuest(
       socket: `${dir}/fs.sock`,
       logPath: `${dir}/backend.log`,
       readOnly: opts.readOnly,
+      vhostdArgs: opts.vhostdArgs,
     });
     result = await runGuest({
       script: opts.script,
@@ -140,9 +143,10 @@ async function assertMissing(path: string): Promise<void> {
   await assert.rejects(Deno.lstat(path), Deno.errors.NotFound, `${path} should not exist`);
 }
 
-Deno.test("virtio-fs file operations through vhostd, checked in the guest and on the host", () =>
-  withFsGuest(
-    { prepare: prepareFileOpsDir, script: fileOpsScript(), memoryMiB: 512 },
+/** The file-operation suite, checked in the guest and on the host, with `vhostdArgs`. */
+function fileOperations(vhostdArgs: string[]): Promise<void> {
+  return withFsGuest(
+    { prepare: prepareFileOpsDir, script: fileOpsScript(), memoryMiB: 512, vhostdArgs },
     async ({ shared, result }) => {
       assert.doesNotMatch(result.scriptOutput, /^FAIL /m);
       assert.match(result.scriptOutput, /^FAILURES 0$/m, "the script did not run to its end");
@@ -223,7 +227,14 @@ Deno.test("virtio-fs file operations through vhostd, checked in the guest and on
           `${passed.length} guest checks passed`,
       );
     },
-  ));
+  );
+}
+
+Deno.test("virtio-fs file operations through vhostd, checked in the guest and on the host", () =>
+  fileOperations([]));
+
+Deno.test("virtio-fs file operations with --inode-file-handles prefer (more inodes than its 1,024 cached fds)", () =>
+  fileOperations(["--inode-file-handles", "prefer"]));
 
 Deno.test("virtio-fs --read-only: every change fails with EROFS in the guest, the host dir is untouched", () =>
   withFsGuest(

@@ -232,8 +232,9 @@ async function quitSource(source: QemuGuest): Promise<void> {
   assert.ok((await source.waitForExit(30_000)) !== null, "source QEMU did not quit");
 }
 
-Deno.test("live migration of a virtio-fs guest holding files open between two vhostd back-ends", () =>
-  withRig([], async (rig) => {
+/** A guest holding files open migrates between two back-ends started with `vhostdArgs`. */
+function migrateHoldingFiles(vhostdArgs: string[]): Promise<void> {
+  return withRig(vhostdArgs, async (rig) => {
     const { sourceBackend, source, destinationBackend, destination } = await rig
       .startBothSides();
     const result = await rig.migrate(source);
@@ -257,7 +258,17 @@ Deno.test("live migration of a virtio-fs guest holding files open between two vh
       assert.doesNotMatch(destinationLog, /fs restore:/, "the destination lost something");
     }
     console.log(`migrated in ${result["total-time"]} ms (downtime ${result.downtime} ms)`);
-  }));
+  });
+}
+
+Deno.test("live migration of a virtio-fs guest holding files open between two vhostd back-ends", () =>
+  migrateHoldingFiles([]));
+
+Deno.test("live migration holding files open with --inode-file-handles prefer on both sides", () =>
+  migrateHoldingFiles(["--inode-file-handles", "prefer"]));
+
+Deno.test("live migration holding files open with --migration-mode file-handles", () =>
+  migrateHoldingFiles(["--migration-mode", "file-handles"]));
 
 Deno.test("--migration-on-error abort: a held file the destination cannot find fails the migration, the source runs on", () =>
   withRig(["--migration-on-error", "abort"], async (rig) => {

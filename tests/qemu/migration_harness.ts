@@ -97,11 +97,18 @@ export class VhostdProcess {
       extraArgs?: string[];
       logLevel?: "error" | "warn" | "info" | "debug";
       timeoutMs?: number;
+      /** RLIMIT_NOFILE of vhostd (soft and hard, through the shell's `ulimit -n`). */
+      fdLimit?: number;
     },
   ): Promise<VhostdProcess> {
+    // `exec` keeps the pid: signals reach vhostd itself.
+    const limited = opts.fdLimit === undefined
+      ? []
+      : ["-c", 'ulimit -n "$0" && exec "$@"', String(opts.fdLimit), Deno.execPath()];
     return VhostdProcess.startCommand({
-      command: Deno.execPath(),
+      command: limited.length === 0 ? Deno.execPath() : "sh",
       args: [
+        ...limited,
         "run",
         "-A",
         MAIN_TS,

@@ -24,6 +24,8 @@ export interface VhostdStartOptions {
   args: string[];
   /** Directory for the socket and the log; default: a new temporary directory, removed on stop. */
   dir?: string;
+  /** RLIMIT_NOFILE of the back-end (soft and hard, set by the shell's `ulimit -n`); default inherited. */
+  fdLimit?: number;
 }
 
 function delay(ms: number): Promise<void> {
@@ -82,9 +84,11 @@ export class VhostdProcess {
     const child = new Deno.Command("sh", {
       args: [
         "-c",
-        'log="$1"; shift; exec "$@" >"$log" 2>&1',
+        'log="$1"; limit="$2"; shift 2; if [ -n "$limit" ]; then ulimit -n "$limit" || exit 1; fi; ' +
+        'exec "$@" >"$log" 2>&1',
         "sh",
         logPath,
+        options.fdLimit === undefined ? "" : String(options.fdLimit),
         Deno.execPath(),
         "run",
         "-A",

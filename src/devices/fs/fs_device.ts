@@ -27,7 +27,12 @@ import {
   type FsWorkerCommand,
   type MigrationOnError,
 } from "./fs_state.ts";
-import type { CachePolicy, FsXattrOptions } from "./passthrough/fs_types.ts";
+import type {
+  CachePolicy,
+  FsXattrOptions,
+  InodeFileHandleMode,
+  MigrationMode,
+} from "./passthrough/fs_types.ts";
 import type { FileIoEngineKind } from "../../io/file_io_engine.ts";
 
 /** Options of a virtio-fs device. */
@@ -48,6 +53,10 @@ export interface FsDeviceOptions {
   aio?: FileIoEngineKind;
   /** Extended attributes and ACLs (default: not served). */
   xattrOptions?: FsXattrOptions;
+  /** Whether known inodes hold fds or file handles (default "never"). */
+  inodeFileHandles?: InodeFileHandleMode;
+  /** How inodes travel in a SAVE (default "find-paths"). */
+  migrationMode?: MigrationMode;
 }
 
 /** Worker parameters of the fs data half. */
@@ -64,6 +73,10 @@ export interface FsWorkerParams extends Record<string, unknown> {
   aio: FileIoEngineKind;
   /** Extended attributes and ACLs. */
   xattrOptions: FsXattrOptions;
+  /** Inodes by fd or by file handle. */
+  inodeFileHandles: InodeFileHandleMode;
+  /** Inodes in a SAVE by path, or by file handle too. */
+  migrationMode: MigrationMode;
 }
 
 /** A virtio-fs device sharing a host directory. */
@@ -92,6 +105,10 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
   readonly aio: FileIoEngineKind;
   /** Extended attributes and ACLs. */
   readonly xattrOptions: FsXattrOptions;
+  /** Inodes by fd or by file handle. */
+  readonly inodeFileHandles: InodeFileHandleMode;
+  /** Inodes in a SAVE by path, or by file handle too. */
+  readonly migrationMode: MigrationMode;
   /** DEVICE_STATE save/load. */
   readonly stateSupport: FsStateSupport = new FsStateSupport(this);
   readonly #config: Uint8Array;
@@ -116,6 +133,8 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
     this.cache = options.cache ?? "auto";
     this.aio = options.aio ?? "sync";
     this.xattrOptions = { ...options.xattrOptions };
+    this.inodeFileHandles = options.inodeFileHandles ?? "never";
+    this.migrationMode = options.migrationMode ?? "find-paths";
     this.#config = encodeFsConfig(options.tag, options.numRequestQueues);
   }
 
@@ -174,6 +193,8 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
       cache: this.cache,
       aio: this.aio,
       xattrOptions: this.xattrOptions,
+      inodeFileHandles: this.inodeFileHandles,
+      migrationMode: this.migrationMode,
     };
     return { kind: this.kind, params, shared: this.#shared };
   }
@@ -200,6 +221,6 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
   describe(): string {
     return `virtio-fs "${this.tag}" sharing ${this.sharedDir}${this.readOnly ? " read-only" : ""}${
       this.xattrOptions.posixAcl ? ", xattr, POSIX ACLs" : this.xattrOptions.xattr ? ", xattr" : ""
-    }, ${this.numRequestQueues} request queue(s), cache ${this.cache}, aio ${this.aio}, migration on error: ${this.migrationOnError}`;
+    }, ${this.numRequestQueues} request queue(s), cache ${this.cache}, aio ${this.aio}, inode file handles ${this.inodeFileHandles}, migration by ${this.migrationMode}, on error: ${this.migrationOnError}`;
   }
 }

@@ -73,7 +73,11 @@ Deno.test("fs device: Worker parameters are plain data", () => {
     cache: "auto",
     aio: "sync",
     xattrOptions: {},
+    inodeFileHandles: "never",
+    migrationMode: "find-paths",
   });
+  const prefer = new FsDevice({ ...OPTIONS, inodeFileHandles: "prefer" }).workerSetup();
+  assert.equal((prefer.params as FsWorkerParams).inodeFileHandles, "prefer");
   assert.ok(setup.shared instanceof SharedArrayBuffer);
   assert.deepEqual(structuredClone(setup.params), setup.params);
   const xattrOptions = { xattr: true, posixAcl: true, xattrMapping: ":ok:all:::" };

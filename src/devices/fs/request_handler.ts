@@ -1049,6 +1049,8 @@ export function createFsRequestHandler(setup: WorkerSetup): QueueHandler {
       migrationOnError: params.migrationOnError,
       cache: params.cache,
       ...params.xattrOptions,
+      inodeFileHandles: params.inodeFileHandles,
+      migrationMode: params.migrationMode,
     },
     (options) => new PassthroughFs(options),
     { aio: params.aio },

@@ -10,12 +10,15 @@
  * RESOLVE_NO_SYMLINKS), checks that it is still the same file (type and
  * inode number), and keeps the guest's node ids and handle numbers. An inode
  * whose name is gone (unlinked while the guest held it) is recorded without
- * a location and cannot be restored.
+ * a location and cannot be restored by path. With `--migration-mode
+ * file-handles` a record also carries the file's handle, which the
+ * destination tries first (see handle_migration.ts); older states without
+ * handles load as before, and a reader that ignores them uses the paths.
  *
  * @module
  */
 
-import { closeQuietly } from "../../../../ffi/mod.ts";
+import { closeQuietly, FILE_HANDLE_HEADER_SIZE, MAX_HANDLE_SZ } from "../../../../ffi/mod.ts";
 import { FUSE_ROOT_ID } from "../fuse/fuse_abi.ts";
 import { openComponent, statFd } from "./confined_open.ts";
 import { FsRestoreError } from "./fs_errors.ts";
@@ -43,6 +46,8 @@ export interface FsInodeRecord {
   ino: string;
   /** Set when the inode was already unusable on the source (after an earlier failed restore). */
   broken?: string;
+  /** The file's handle (a whole `struct file_handle`) as lower-case hex, in file-handles mode. */
+  handle?: string;
 }
 
 /** One open file or directory handle as it travels. */
@@ -75,11 +80,16 @@ export interface FsSnapshot {
   handles: FsHandleRecord[];
 }
 
-/** Captures the state of the tables. Read-only: the source keeps running if migration fails. */
+/**
+ * Captures the state of the tables. Read-only: the source keeps running if
+ * migration fails. With `handleOf` (file-handles mode) each inode it gives
+ * a handle for carries it.
+ */
 export function takeSnapshot(
   inodes: InodeTable,
   handles: HandleTable,
   init: FsInitResult | null,
+  handleOf?: (inode: Inode) => Uint8Array | null,
 ): FsSnapshot {
   const depth = new Map<Inode, number>([[inodes.root, 0]]);
   const depthOf = (inode: Inode): number => {
@@ -110,6 +120,8 @@ export function takeSnapshot(
         ino: inode.ino.toString(),
       };
       if (inode.broken !== null) record.broken = inode.broken;
+      const handle = handleOf?.(inode);
+      if (handle) record.handle = toHex(handle);
       return record;
     }),
     handles: [...handles.values()].map((handle) => {
@@ -167,6 +179,7 @@ interface InodeEntry {
   type: number;
   ino: bigint;
   broken?: string;
+  handle?: Uint8Array;
 }
 
 /** A checked handle record with its numbers parsed. */
@@ -234,6 +247,17 @@ function parseInode(value: unknown, index: number): InodeEntry {
   };
   const broken = optionalText(value.broken, `${what}.broken`);
   if (broken !== undefined) entry.broken = broken;
+  const handle = optionalText(value.handle, `${what}.handle`);
+  if (handle !== undefined) {
+    const bytes = fromHex(handle);
+    if (
+      bytes === undefined || bytes.length < FILE_HANDLE_HEADER_SIZE ||
+      bytes.length > FILE_HANDLE_HEADER_SIZE + MAX_HANDLE_SZ
+    ) {
+      malformed(`${what}.handle is not a file handle in hex`);
+    }
+    entry.handle = bytes;
+  }
   return entry;
 }
 
@@ -302,6 +326,11 @@ export interface RestoreTarget {
   onError: MigrationOnError;
   /** Opens a host fd for a handle on `inode` with saved `flags`, as OPEN/OPENDIR would. */
   reopen(inode: Inode, flags: number, isDir: boolean): number;
+  /**
+   * Opens a record's file handle as an O_PATH fd, only for files inside the
+   * shared directory (throws otherwise); absent: handles are not used.
+   */
+  openHandle?(handle: Uint8Array): number;
 }
 
 /** The outcome of a restore: the negotiated INIT, and what could not be restored. */
@@ -344,6 +373,35 @@ export function restoreSnapshot(target: RestoreTarget, data: unknown): RestoreOu
     return parts.reverse().join("/");
   };
 
+  /**
+   * The inode of `record` opened by its file handle, at its recorded name in
+   * `parent` when there is one; undefined when there is no handle, or it
+   * does not open to the same file inside the share (the path is tried).
+   */
+  const restoreByHandle = (record: InodeEntry, parent: Inode | undefined): Inode | undefined => {
+    if (record.handle === undefined || target.openHandle === undefined) return undefined;
+    let fd = -1;
+    try {
+      fd = target.openHandle(record.handle);
+      const st = statFd(fd);
+      const same = (st.mode & 0o170000) === record.type && st.ino === record.ino &&
+        inodes.find(st.dev, st.ino) === undefined;
+      if (!same) {
+        closeQuietly(fd);
+        return undefined;
+      }
+      const location = parent !== undefined && parent.broken === null && record.name !== null
+        ? { parent, name: record.name }
+        : null;
+      const inode = inodes.insert(fd, st, location, record.nodeid);
+      inode.lookups = record.lookups;
+      return inode;
+    } catch {
+      closeQuietly(fd);
+      return undefined;
+    }
+  };
+
   const visiting = new Set<bigint>();
   const restoreInode = (record: InodeEntry): Inode => {
     const done = inodes.get(record.nodeid);
@@ -362,22 +420,27 @@ export function restoreSnapshot(target: RestoreTarget, data: unknown): RestoreOu
         record.broken,
       );
     }
-    if (record.parent === null || record.name === null) {
+    let parent: Inode | undefined;
+    if (record.parent !== null && record.name !== null) {
+      if (visiting.has(record.nodeid)) {
+        return broken(`inode ${record.nodeid}: its parents form a loop`);
+      }
+      visiting.add(record.nodeid);
+      const parentRecord = records.get(record.parent);
+      parent = record.parent === FUSE_ROOT_ID ? inodes.root : restoreInode(parentRecord!);
+      visiting.delete(record.nodeid);
+      // A loop in the parents may have settled this record already.
+      const settled = inodes.get(record.nodeid);
+      if (settled !== undefined) return settled;
+    }
+    const byHandle = restoreByHandle(record, parent);
+    if (byHandle !== undefined) return byHandle;
+    if (parent === undefined || record.name === null) {
       return broken(
         `inode ${record.nodeid}: its name was removed on the source while the guest held it ` +
           `(an unlinked file), so it cannot be found by path`,
       );
     }
-    if (visiting.has(record.nodeid)) {
-      return broken(`inode ${record.nodeid}: its parents form a loop`);
-    }
-    visiting.add(record.nodeid);
-    const parentRecord = records.get(record.parent);
-    const parent = record.parent === FUSE_ROOT_ID ? inodes.root : restoreInode(parentRecord!);
-    visiting.delete(record.nodeid);
-    // A loop in the parents may have settled this record already.
-    const settled = inodes.get(record.nodeid);
-    if (settled !== undefined) return settled;
     const path = pathOf(record);
     if (parent.broken !== null) {
       return broken(`inode ${record.nodeid} ("${path}"): its directory could not be restored`);

@@ -125,3 +125,10 @@ export function writeAt(fs: PassthroughFs, fh: bigint, data: string, offset = 0)
   let done = 0;
   while (done < payload.length) done += pwrite(fd, payload.subarray(done), offset + done);
 }
+
+/** A test that needs CAP_DAC_READ_SEARCH (file handles); its name says why when it is skipped. */
+export function rootTest(name: string, fn: () => void): void {
+  const asRoot = Deno.uid() === 0;
+  const why = "open_by_handle_at needs CAP_DAC_READ_SEARCH (run as root)";
+  Deno.test({ name: asRoot ? name : `${name} (skipped: ${why})`, ignore: !asRoot, fn });
+}

@@ -40,6 +40,41 @@ export interface FsOptions {
   posixAcl?: boolean;
   /** Extended attribute name mapping in virtiofsd's `--xattrmap` syntax; implies `xattr`. */
   xattrMapping?: string;
+  /**
+   * Whether known inodes hold an fd each (virtiofsd's
+   * `--inode-file-handles`): "never" (default) holds one per inode;
+   * "prefer" keeps a file handle instead and opens fds on demand through a
+   * bounded cache, holding an fd only where the filesystem gives no handle;
+   * "mandatory" refuses such files (EOPNOTSUPP) and a shared directory that
+   * gives none.
+   */
+  inodeFileHandles?: InodeFileHandleMode;
+  /** Most fds the file handle mode keeps open for inodes (default 1024, at least 16). */
+  handleFdCacheSize?: number;
+  /** How inodes travel in a snapshot (default "find-paths"); a restore takes either. */
+  migrationMode?: MigrationMode;
+}
+
+/**
+ * How inodes travel in a migration (virtiofsd's `--migration-mode`): by
+ * path only ("find-paths"), or also by file handle ("file-handles": the
+ * destination opens the handle first, which also finds files that were
+ * unlinked or renamed behind the guest's back, when both sides see the same
+ * filesystem).
+ */
+export type MigrationMode = "find-paths" | "file-handles";
+
+/** True when `value` names a migration mode. */
+export function isMigrationMode(value: unknown): value is MigrationMode {
+  return value === "find-paths" || value === "file-handles";
+}
+
+/** Whether known inodes hold fds or file handles. */
+export type InodeFileHandleMode = "never" | "prefer" | "mandatory";
+
+/** True when `value` names an inode file handle mode. */
+export function isInodeFileHandleMode(value: unknown): value is InodeFileHandleMode {
+  return value === "never" || value === "prefer" || value === "mandatory";
 }
 
 /** The extended attribute part of {@linkcode FsOptions}. */

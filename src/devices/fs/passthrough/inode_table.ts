@@ -1,7 +1,9 @@
 /**
  * The inode table: every host file the guest knows, by our node id and by
- * its host identity (device, inode number), each holding an O_PATH fd that
- * all later access goes through.
+ * its host identity (device, inode number), each with an O_PATH fd that all
+ * later access goes through: held by the inode, or (file handle mode, see
+ * inode_file_handles.ts) opened on demand from the inode's file handle
+ * through a bounded cache. The root always holds its fd.
  *
  * Lifetime: an inode lives while the guest holds lookup references on it
  * (`lookups`) or vhostd holds internal ones (`refs`: open handles, and
@@ -19,6 +21,7 @@
 import { closeQuietly, type StatxResult } from "../../../../ffi/mod.ts";
 import { FUSE_ROOT_ID } from "../fuse/fuse_abi.ts";
 import { sameName } from "./fs_names.ts";
+import type { InodeFileHandles, InodeHandle } from "./inode_file_handles.ts";
 
 /** One name an inode can be found under. */
 export interface InodeLocation {
@@ -32,8 +35,10 @@ export interface InodeLocation {
 export class Inode {
   /** Our node id (the root is 1). */
   readonly nodeid: bigint;
-  /** The O_PATH|O_NOFOLLOW fd all access goes through; -1 for a broken placeholder. */
-  fd: number;
+  /** The fd the inode holds; -1 when known by file handle, and for a broken placeholder. */
+  #fd: number;
+  /** The file handle the inode is known by instead of a held fd, and where its fd is cached. */
+  #byHandle: { readonly handle: InodeHandle; readonly source: InodeFileHandles } | null = null;
   /** Host device number (st_dev). */
   readonly dev: number;
   /** Host inode number (st_ino). */
@@ -55,10 +60,50 @@ export class Inode {
   /** Creates an inode record; the table assigns node ids. */
   constructor(nodeid: bigint, fd: number, dev: number, ino: bigint, type: number) {
     this.nodeid = nodeid;
-    this.fd = fd;
+    this.#fd = fd;
     this.dev = dev;
     this.ino = ino;
     this.type = type;
+  }
+
+  /**
+   * The O_PATH|O_NOFOLLOW fd all access goes through (-1 for a broken
+   * placeholder). For an inode known by file handle it comes from the fd
+   * cache, opened by handle on a miss (throws SyscallError, ESTALE when the
+   * file is gone); use it right away and never close it (see fd_cache.ts).
+   */
+  get fd(): number {
+    const byHandle = this.#byHandle;
+    return byHandle === null ? this.#fd : byHandle.source.fdOf(this, byHandle.handle);
+  }
+
+  /** Replaces the fd the inode holds (the inode then holds an fd, whatever it did before). */
+  set fd(fd: number) {
+    this.#byHandle = null;
+    this.#fd = fd;
+  }
+
+  /** The file handle the inode is known by, or null when it holds its fd. */
+  get fileHandle(): InodeHandle | null {
+    return this.#byHandle?.handle ?? null;
+  }
+
+  /** Makes the inode known by `handle`, handing `fd` to the cache of `source`. */
+  useHandle(handle: InodeHandle, source: InodeFileHandles, fd: number): void {
+    this.#byHandle = { handle, source };
+    this.#fd = -1;
+    source.adoptFd(this, fd);
+  }
+
+  /** Closes the inode's fd: the one it holds, or its cached one. */
+  closeFd(): void {
+    if (this.#byHandle !== null) {
+      this.#byHandle.source.forget(this);
+      this.#byHandle = null;
+    } else {
+      closeQuietly(this.#fd);
+    }
+    this.#fd = -1;
   }
 }
 
@@ -76,9 +121,16 @@ export class InodeTable {
   #nextNodeid = FUSE_ROOT_ID + 1n;
   /** The shared directory itself, node id 1. */
   readonly root: Inode;
+  /** Null when every inode holds its fd ("never"). */
+  readonly #fileHandles: InodeFileHandles | null;
 
-  /** Creates a table whose root holds `rootFd` (an O_PATH directory fd) described by `rootStat`. */
-  constructor(rootFd: number, rootStat: StatxResult) {
+  /**
+   * Creates a table whose root holds `rootFd` (an O_PATH directory fd)
+   * described by `rootStat`; with `fileHandles` other inodes are known by
+   * file handle where the filesystem gives one (the table owns it).
+   */
+  constructor(rootFd: number, rootStat: StatxResult, fileHandles: InodeFileHandles | null = null) {
+    this.#fileHandles = fileHandles;
     this.root = new Inode(FUSE_ROOT_ID, rootFd, rootStat.dev, rootStat.ino, rootStat.mode & S_IFMT);
     this.root.lookups = 1n;
     this.#byNodeid.set(FUSE_ROOT_ID, this.root);
@@ -111,17 +163,45 @@ export class InodeTable {
   }
 
   /**
-   * Adds the host file `fd` holds (the table owns `fd` from now on) with no
-   * lookup references yet, at `location`. With `nodeid` (a restore) that id
-   * is used; it must be free. The caller must have checked that the identity
-   * is not in the table.
+   * The inode of the host file O_PATH fd `fd` holds (`st` its status): the
+   * known one (`fd` is closed), or a new one with no lookup references and
+   * no location that owns `fd`. `fd` is consumed even when this throws
+   * (FsError EOPNOTSUPP: no file handle in "mandatory" mode).
+   */
+  adopt(fd: number, st: StatxResult): Inode {
+    const known = this.find(st.dev, st.ino);
+    const handle = known?.fileHandle;
+    if (known !== undefined && (handle == null || this.#fileHandles!.sameFile(handle, fd))) {
+      closeQuietly(fd);
+      return known;
+    }
+    // A known inode with another handle: its file was deleted and the inode
+    // number reused. It keeps its node id (its uses answer ESTALE) but is no
+    // longer found by identity.
+    if (known !== undefined) this.#byIdentity.delete(identityKey(st.dev, st.ino));
+    try {
+      return this.insert(fd, st, null);
+    } catch (error) {
+      closeQuietly(fd);
+      throw error;
+    }
+  }
+
+  /**
+   * Adds the host file `fd` holds (the table owns `fd` from now on unless
+   * this throws) with no lookup references yet, at `location`. With `nodeid`
+   * (a restore) that id is used; it must be free. The caller must have
+   * checked that the identity is not in the table.
    */
   insert(fd: number, st: StatxResult, location: InodeLocation | null, nodeid?: bigint): Inode {
     const id = nodeid ?? this.#nextNodeid;
     if (this.#byNodeid.has(id)) throw new Error(`node id ${id} is already in use`);
     const key = identityKey(st.dev, st.ino);
     if (this.#byIdentity.has(key)) throw new Error(`host file ${key} is already in the table`);
-    const inode = new Inode(id, fd, st.dev, st.ino, st.mode & S_IFMT);
+    const type = st.mode & S_IFMT;
+    const handle = this.#fileHandles?.handleOf(fd, type) ?? null;
+    const inode = new Inode(id, handle === null ? fd : -1, st.dev, st.ino, type);
+    if (handle !== null) inode.useHandle(handle, this.#fileHandles!, fd);
     this.#byNodeid.set(id, inode);
     this.#byIdentity.set(key, inode);
     if (id >= this.#nextNodeid) this.#nextNodeid = id + 1n;
@@ -213,6 +293,13 @@ export class InodeTable {
     this.root.refs = 0;
   }
 
+  /** {@linkcode clear}, then closes the root's fd and the file handle mount fds, for good. */
+  close(): void {
+    this.clear();
+    this.root.closeFd();
+    this.#fileHandles?.close();
+  }
+
   #dropIfUnused(start: Inode): void {
     // Dropping an inode releases its parent, which may then go too: iterate.
     let inode: Inode | undefined = start;
@@ -233,8 +320,7 @@ export class InodeTable {
       const key = identityKey(inode.dev, inode.ino);
       if (this.#byIdentity.get(key) === inode) this.#byIdentity.delete(key);
     }
-    closeQuietly(inode.fd);
-    inode.fd = -1;
+    inode.closeFd();
     inode.location = null;
   }
 }

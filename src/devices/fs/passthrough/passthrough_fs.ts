@@ -142,11 +142,15 @@ import {
   type FsInitResult,
   type FsOptions,
   isCachePolicy,
+  isMigrationMode,
+  type MigrationMode,
   type MigrationOnError,
   type OpenResult,
   type StatfsResult,
 } from "./fs_types.ts";
 import { type Handle, HandleTable } from "./handle_table.ts";
+import { HandleOpener, handlesOnRootMount } from "./handle_migration.ts";
+import { InodeFileHandles } from "./inode_file_handles.ts";
 import { type Inode, InodeTable } from "./inode_table.ts";
 import { hostOpenFlags, opensForChange, reopenFlags } from "./open_flags.ts";
 import { XattrOps, type XattrReply } from "./xattr_ops.ts";
@@ -210,12 +214,15 @@ export interface InodeInfo {
   name: Uint8Array | null;
   /** Why it is unusable after a restore, or null. */
   broken: string | null;
+  /** Known by file handle (its fd is opened on demand), not holding an fd. */
+  byHandle: boolean;
 }
 
 /** A host directory served as a FUSE filesystem. */
 export class PassthroughFs {
   readonly #readOnly: boolean;
   readonly #migrationOnError: MigrationOnError;
+  readonly #migrationMode: MigrationMode;
   readonly #entryTimeoutSec: number;
   readonly #attrTimeoutSec: number;
   /** FOPEN_* flags of file and directory handles, from the cache policy. */
@@ -241,6 +248,11 @@ export class PassthroughFs {
     }
     this.#readOnly = opts.readOnly;
     this.#migrationOnError = opts.migrationOnError;
+    const migrationMode = opts.migrationMode ?? "find-paths";
+    if (!isMigrationMode(migrationMode)) {
+      throw new Error(`migrationMode must be find-paths or file-handles`);
+    }
+    this.#migrationMode = migrationMode;
     const cache = opts.cache ?? "auto";
     if (!isCachePolicy(cache)) throw new Error(`cache must be never, auto or always`);
     const timeout = CACHE_TIMEOUT_SEC[cache];
@@ -262,7 +274,13 @@ export class PassthroughFs {
     let fd = -1;
     try {
       fd = openat(AT_FDCWD, opts.sharedDir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-      this.#inodes = new InodeTable(fd, statFd(fd));
+      const rootStat = statFd(fd);
+      const fileHandles = InodeFileHandles.open(
+        opts.inodeFileHandles ?? "never",
+        fd,
+        opts.handleFdCacheSize,
+      );
+      this.#inodes = new InodeTable(fd, rootStat, fileHandles);
     } catch (error) {
       closeQuietly(fd);
       const why = error instanceof Error ? error.message : String(error);
@@ -297,6 +315,7 @@ export class PassthroughFs {
       parent: inode.location?.parent.nodeid ?? null,
       name: inode.location?.name.slice() ?? null,
       broken: inode.broken,
+      byHandle: inode.fileHandle !== null,
     };
   }
 
@@ -345,9 +364,7 @@ export class PassthroughFs {
    */
   close(): void {
     this.destroy();
-    const root = this.#inodes.root;
-    closeQuietly(root.fd);
-    root.fd = -1;
+    this.#inodes.close();
   }
 
   // -------------------------------------------------------------------------
@@ -857,7 +874,10 @@ export class PassthroughFs {
    * `fs_snapshot.ts`). Changes nothing: the source may resume.
    */
   snapshot(): FsSnapshot {
-    return takeSnapshot(this.#inodes, this.#handles, this.#init);
+    const handleOf = this.#migrationMode === "file-handles"
+      ? handlesOnRootMount(this.#inodes.root.fd)
+      : undefined;
+    return takeSnapshot(this.#inodes, this.#handles, this.#init, handleOf);
   }
 
   /**
@@ -872,6 +892,7 @@ export class PassthroughFs {
     if (this.#inodes.size !== 1 || this.#handles.size !== 0) {
       throw new FsRestoreError("restore needs a fresh filesystem (inodes or handles exist)");
     }
+    const opener = HandleOpener.tryOpen(this.#inodes.root.fd);
     try {
       const outcome = restoreSnapshot({
         inodes: this.#inodes,
@@ -884,6 +905,7 @@ export class PassthroughFs {
           }
           return openForIo(inode.fd, inode.type, reopenFlags(flags));
         },
+        openHandle: opener && ((handle) => opener.openHandle(handle)),
       }, snapshot);
       if (outcome.init !== null) this.#xattr.checkRestoredFlags(outcome.init.flags);
       this.#init = outcome.init;
@@ -891,6 +913,8 @@ export class PassthroughFs {
     } catch (error) {
       this.#dropAll();
       throw error;
+    } finally {
+      opener?.close();
     }
   }
 
@@ -997,12 +1021,7 @@ export class PassthroughFs {
       closeQuietly(fd);
       throw error;
     }
-    let inode = this.#inodes.find(st.dev, st.ino);
-    if (inode === undefined) {
-      inode = this.#inodes.insert(fd, st, null);
-    } else {
-      closeQuietly(fd);
-    }
+    const inode = this.#inodes.adopt(fd, st);
     this.#inodes.addLookups(inode);
     this.#inodes.setLocation(inode, { parent: dir, name: name.slice() });
     return this.#entry(inode, st);
