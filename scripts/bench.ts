@@ -14,8 +14,9 @@
  * with O_DIRECT (vhostd --cache none, qemu-storage-daemon cache.direct=on),
  * the latter only when vhostd has the option.
  *
- * Device state (scripts/bench_state.ts) and virtio-fs through a QEMU guest
- * (scripts/bench_fs.ts) follow.
+ * Device state (scripts/bench_state.ts) and virtio-fs follow: host-driven
+ * rows against vhostd and virtiofsd (scripts/bench_fs_host.ts; virtiofsd from
+ * scripts/setup_virtiofsd.sh), then a QEMU guest's workload (scripts/bench_fs.ts).
  *
  * Options:
  *   --seconds N          per workload and back-end (default 3, plus 0.5 s warm-up)
@@ -27,6 +28,10 @@
  *   --delay-us N         latency_fs delay (default 100)
  *   --qsd-aio threads|io_uring|native   qemu-storage-daemon's engine (default io_uring)
  *   --vhostd-aio sync|io_uring         passed as vhostd --aio (when vhostd has it)
+ *   --fs-queues N[,N]    fs request queues, one row set each (default 1,4)
+ *   --fs-depth N         fs operations in flight (default 32)
+ *   --fs-runs N          fs: times each row runs, ratios of each shown (default 2)
+ *   --fs-threads T[,T]   virtiofsd --thread-pool-size on tmpfs[,latency_fs] (default 0,32)
  *
  * Ctrl-C (or SIGTERM) stops after the running workload; back-ends are
  * stopped, latency_fs unmounted and the image removed on every way out.
@@ -58,6 +63,12 @@ import {
   vhostdBlkOptions,
 } from "./bench_peer.ts";
 import { runFsBench } from "./bench_fs.ts";
+import {
+  FS_HOST_ARG_OPTIONS,
+  type FsHostOptions,
+  fsHostOptions,
+  runFsHostBench,
+} from "./bench_fs_host.ts";
 import {
   buildLatencyFs,
   cpuNs,
@@ -479,6 +490,7 @@ if (import.meta.main) {
       "delay-us": { type: "string", default: "100" },
       "qsd-aio": { type: "string", default: "io_uring" },
       "vhostd-aio": { type: "string" },
+      ...FS_HOST_ARG_OPTIONS,
     },
   });
   const seconds = Number(values.seconds);
@@ -509,6 +521,12 @@ if (import.meta.main) {
   if (qsdAio === "native" && opts.caches.includes("default")) {
     usage("--qsd-aio native needs O_DIRECT: use it with --cache none");
   }
+  let fsOptions: FsHostOptions;
+  try {
+    fsOptions = fsHostOptions(values);
+  } catch (error) {
+    usage(error instanceof Error ? error.message : String(error));
+  }
   const only = values.only;
   if (only !== undefined && !["blk", "state", "fs"].includes(only)) {
     usage("--only must be blk, state or fs");
@@ -535,6 +553,8 @@ if (import.meta.main) {
       await runStateBench(size);
     }
     if (only === undefined || only === "fs") {
+      await checkInterrupt();
+      await runFsHostBench(fsOptions);
       await checkInterrupt();
       await runFsBench();
     }
