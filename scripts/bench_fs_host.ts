@@ -82,26 +82,34 @@ export interface FsHostOptions {
 }
 
 /** Nodes and handles a workload works on, found with the synchronous driver. */
-interface Prepared {
+export interface Prepared {
+  /** The 64 MiB file (or latency_fs's image). */
   dataNode: bigint;
+  /** Its handle, opened read-write. */
   dataFh: bigint;
+  /** The directory of 10,000 files (0 on latency_fs). */
   bigDir: bigint;
+  /** 1,000 of its files, looked up. */
   statNodes: bigint[];
+  /** Where create+unlink works. */
   churnDir: bigint;
   /** One READDIRPLUS handle per slot (only for that workload). */
   dirHandles: bigint[];
 }
 
 /** Sends one operation for `slot` and calls `done(units)` when it is complete. */
-type Operation = (
+export type Operation = (
   pipeline: FsPipeline,
   queue: number,
   slot: number,
   done: (units: number) => void,
 ) => void;
 
-interface Workload {
+/** One row: what an operation is and how it is counted. */
+export interface Workload {
+  /** Row name. */
   name: string;
+  /** What the rate counts. */
   unit: string;
   /** Whether it runs on a backing with only the data file (latency_fs). */
   dataOnly: boolean;
@@ -134,7 +142,8 @@ function randomBlock(random: (n: number) => number): bigint {
   return BigInt(random(DATA_BYTES / BLOCK) * BLOCK);
 }
 
-const WORKLOADS: Workload[] = [
+/** Every row, in table order (exported for one-off profiling runs). */
+export const WORKLOADS: Workload[] = [
   {
     name: "randread 4k",
     unit: "IOPS",
@@ -326,10 +335,12 @@ function bigDirEntry(i: number): string {
 }
 
 /** One back-end's figures for one workload. */
-interface Measured {
+export interface Measured {
   /** Units (operations, entries) per second. */
   rate: number;
+  /** Median operation latency, µs. */
   p50us: number;
+  /** 99th percentile, µs. */
   p99us: number;
   /** CPU µs the back-end process spent per unit. */
   cpuUs: number;
@@ -341,11 +352,12 @@ function percentile(sorted: Float64Array, p: number): number {
 }
 
 /**
- * Runs `workload` against the back-end at `socket` (a fresh connection and
- * set-up, INIT, look-ups), `depth` operations in flight over `queues`
- * request queues.
+ * Runs `workload` against `peer` (a fresh connection and set-up, INIT,
+ * look-ups), `opts.depth` operations in flight over `queues` request
+ * queues; `dataName` is the file the 4 KiB rows use, `runId` makes the
+ * names create+unlink uses unique.
  */
-function measure(
+export function measure(
   peer: Peer,
   workload: Workload,
   opts: FsHostOptions,
@@ -450,7 +462,7 @@ function cleanUp(driver: FsDriver, prepared: Prepared): void {
 }
 
 /** Writes the tree every workload needs into `dir` (an empty directory). */
-async function makeTree(dir: string): Promise<void> {
+export async function makeTree(dir: string): Promise<void> {
   await writeRandomFile(`${dir}/${DATA_FILE}`, DATA_BYTES);
   await Deno.mkdir(`${dir}/${BIG_DIR}`);
   await Deno.mkdir(`${dir}/${CHURN_DIR}`);
@@ -503,7 +515,8 @@ export function virtiofsdBenchFlags(threads: number): string[] {
   ];
 }
 
-function startBackends(
+/** Starts `kind` serving `sharedDir` on `socket` (see {@linkcode virtiofsdBenchFlags}). */
+export function startBackend(
   kind: "vhostd" | "virtiofsd",
   binary: string,
   sharedDir: string,
@@ -583,7 +596,7 @@ async function runBacking(
         for (const kind of order) {
           const socket = `${dir}/${kind}.sock`;
           const served = kind === "vhostd" ? queues : Math.min(queues, VIRTIOFSD_REQUEST_QUEUES);
-          const peer = await startBackends(kind, virtiofsd, sharedDir, socket, served, threads);
+          const peer = await startBackend(kind, virtiofsd, sharedDir, socket, served, threads);
           try {
             const result = measure(peer, workload, opts, served, dataName, `r${runSerial++}`);
             (kind === "vhostd" ? ours : theirs).push(result);

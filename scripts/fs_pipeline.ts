@@ -244,7 +244,7 @@ export class FsPipeline {
       }
       if (len !== written) throw new Error(`${name}: reply len ${len}, used length ${written}`);
       request.onReply({
-        error: -error,
+        error: error === 0 ? 0 : -error,
         payload: reply.subarray(FUSE_OUT_HEADER.size),
         latencyMs,
       });
