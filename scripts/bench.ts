@@ -53,7 +53,9 @@ import {
   eventfdRead,
 } from "../ffi/mod.ts";
 import { parseSize } from "../src/cli/size.ts";
-import { fillRandom, runStateBench } from "./bench_state.ts";
+import { runStateBench } from "./bench_state.ts";
+import { fmt, pad, percentile } from "./bench_stats.ts";
+import { writeRandomFile } from "./random_file.ts";
 import {
   type BlkPeerConfig,
   type Peer,
@@ -134,11 +136,6 @@ class Interrupted extends Error {
 async function checkInterrupt(): Promise<void> {
   await new Promise((r) => setTimeout(r, 0));
   if (interrupted) throw new Interrupted();
-}
-
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
 }
 
 /**
@@ -297,28 +294,6 @@ function runWorkload(
   }
 }
 
-function pad(s: string, n: number): string {
-  return s.length >= n ? s : s + " ".repeat(n - s.length);
-}
-
-function fmt(n: number, digits = 0): string {
-  return Number.isFinite(n) ? n.toFixed(digits) : "-";
-}
-
-/** Writes `size` bytes of random data to `path`: reads of holes would be cheaper than reads of data. */
-async function writeRandomImage(path: string, size: number): Promise<void> {
-  const file = await Deno.open(path, { create: true, write: true });
-  try {
-    const chunk = new Uint8Array(1 << 20);
-    for (let off = 0; off < size; off += chunk.length) {
-      fillRandom(chunk);
-      await file.write(chunk);
-    }
-  } finally {
-    file.close();
-  }
-}
-
 /** Runs every workload on one backing and prints its table. */
 async function runBacking(
   label: string,
@@ -430,7 +405,7 @@ async function runBlkBench(opts: BlkOptions): Promise<void> {
         "cache: default = vhostd's default and qsd cache.direct=off; none = vhostd --cache none " +
         "and qsd cache.direct=on",
     );
-    await writeRandomImage(image, opts.imageSize);
+    await writeRandomFile(image, opts.imageSize);
 
     if (opts.backings.includes("tmpfs")) {
       await runBacking("backing: tmpfs", image, dir, run, undefined);

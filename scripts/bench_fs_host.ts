@@ -43,6 +43,8 @@ import {
   unmountLatencyFs,
 } from "./latency_fs/mount.ts";
 import { fillRandom } from "./bench_state.ts";
+import { fmt, median, pad, percentile } from "./bench_stats.ts";
+import { writeRandomFile } from "./random_file.ts";
 
 const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
 const BLOCK = 4096;
@@ -346,11 +348,6 @@ export interface Measured {
   cpuUs: number;
 }
 
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
-}
-
 /**
  * Runs `workload` against `peer` (a fresh connection and set-up, INIT,
  * look-ups), `opts.depth` operations in flight over `queues` request
@@ -471,19 +468,6 @@ export async function makeTree(dir: string): Promise<void> {
   }
 }
 
-async function writeRandomFile(path: string, size: number): Promise<void> {
-  const file = await Deno.open(path, { create: true, write: true, truncate: true });
-  try {
-    const chunk = new Uint8Array(1 << 20);
-    for (let off = 0; off < size; off += chunk.length) {
-      fillRandom(chunk);
-      await file.write(chunk);
-    }
-  } finally {
-    file.close();
-  }
-}
-
 /** The wrapper scripts/setup_virtiofsd.sh makes, or `$VIRTIOFSD`. */
 export function benchVirtiofsd(): string | undefined {
   const candidates = [Deno.env.get("VIRTIOFSD"), "/var/cache/vhostd-bench/virtiofsd"];
@@ -549,20 +533,6 @@ export function startBackend(
     socket,
     ...virtiofsdBenchFlags(threads),
   ], socket);
-}
-
-function pad(s: string, n: number): string {
-  return s.length >= n ? `${s} ` : s + " ".repeat(n - s.length);
-}
-
-function fmt(n: number, digits = 0): string {
-  return Number.isFinite(n) ? n.toFixed(digits) : "-";
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 /** Runs every row on one backing and prints its table. */
