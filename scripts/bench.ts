@@ -529,7 +529,7 @@ if (import.meta.main) {
     }
     if (only === undefined || only === "fs") {
       await checkInterrupt();
-      await runFsHostBench(fsOptions);
+      await runFsHostBench(fsOptions, checkInterrupt);
       await checkInterrupt();
       await runFsBench();
     }

@@ -545,6 +545,7 @@ async function runBacking(
   virtiofsd: string,
   dir: string,
   opts: FsHostOptions,
+  betweenRows: () => Promise<void>,
 ): Promise<void> {
   console.log(`\n${label}; virtiofsd --thread-pool-size ${threads}`);
   console.log(
@@ -556,6 +557,7 @@ async function runBacking(
   for (const queues of opts.queues) {
     for (const workload of WORKLOADS) {
       if (dataOnly && !workload.dataOnly) continue;
+      await betweenRows();
       const ours: Measured[] = [];
       const theirs: Measured[] = [];
       for (let run = 0; run < opts.runs; run++) {
@@ -599,8 +601,13 @@ async function runBacking(
 /**
  * Runs the host-driven rows on every backing asked for and prints their
  * tables; prints why and returns when no virtiofsd is installed.
+ * `betweenRows` (the runner's Ctrl-C check) is awaited before each row and
+ * may throw to stop; the back-ends and latency_fs are cleaned up anyway.
  */
-export async function runFsHostBench(opts: FsHostOptions): Promise<void> {
+export async function runFsHostBench(
+  opts: FsHostOptions,
+  betweenRows: () => Promise<void> = () => Promise.resolve(),
+): Promise<void> {
   const virtiofsd = benchVirtiofsd();
   console.log(
     `\nvirtio-fs, host-driven: TypeScript front-end, ${opts.depth} operations in flight over ` +
@@ -628,6 +635,7 @@ export async function runFsHostBench(opts: FsHostOptions): Promise<void> {
         virtiofsd,
         dir,
         opts,
+        betweenRows,
       );
       await Deno.remove(shared, { recursive: true });
     }
@@ -652,6 +660,7 @@ export async function runFsHostBench(opts: FsHostOptions): Promise<void> {
           virtiofsd,
           dir,
           opts,
+          betweenRows,
         );
       }
     }
