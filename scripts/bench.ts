@@ -14,8 +14,9 @@
  * with O_DIRECT (vhostd --cache none, qemu-storage-daemon cache.direct=on),
  * the latter only when vhostd has the option.
  *
- * Device state (scripts/bench_state.ts) and virtio-fs through a QEMU guest
- * (scripts/bench_fs.ts) follow.
+ * Device state (scripts/bench_state.ts) and virtio-fs follow: host-driven
+ * rows against vhostd and virtiofsd (scripts/bench_fs_host.ts; virtiofsd from
+ * scripts/setup_virtiofsd.sh), then a QEMU guest's workload (scripts/bench_fs.ts).
  *
  * Options:
  *   --seconds N          per workload and back-end (default 3, plus 0.5 s warm-up)
@@ -28,6 +29,10 @@
  *   --qsd-aio threads|io_uring|native   qemu-storage-daemon's engine (default io_uring)
  *   --vhostd-aio sync|io_uring         passed as vhostd --aio (when vhostd has it)
  *   --vhostd-workers N   passed as vhostd --workers (default: vhostd's own choice)
+ *   --fs-queues N[,N]    fs request queues, one row set each (default 1,4)
+ *   --fs-depth N         fs operations in flight (default 32)
+ *   --fs-runs N          fs: times each row runs, ratios of each shown (default 2)
+ *   --fs-threads T[,T]   virtiofsd --thread-pool-size on tmpfs[,latency_fs] (default 0,32)
  *
  * Ctrl-C (or SIGTERM) stops after the running workload; back-ends are
  * stopped, latency_fs unmounted and the image removed on every way out.
@@ -49,7 +54,9 @@ import {
   eventfdRead,
 } from "../ffi/mod.ts";
 import { parseSize } from "../src/cli/size.ts";
-import { fillRandom, runStateBench } from "./bench_state.ts";
+import { runStateBench } from "./bench_state.ts";
+import { fmt, pad, percentile } from "./bench_stats.ts";
+import { writeRandomFile } from "./random_file.ts";
 import {
   type BlkPeerConfig,
   type Peer,
@@ -59,6 +66,12 @@ import {
   vhostdBlkOptions,
 } from "./bench_peer.ts";
 import { runFsBench } from "./bench_fs.ts";
+import {
+  FS_HOST_ARG_OPTIONS,
+  type FsHostOptions,
+  fsHostOptions,
+  runFsHostBench,
+} from "./bench_fs_host.ts";
 import {
   buildLatencyFs,
   cpuNs,
@@ -125,11 +138,6 @@ class Interrupted extends Error {
 async function checkInterrupt(): Promise<void> {
   await new Promise((r) => setTimeout(r, 0));
   if (interrupted) throw new Interrupted();
-}
-
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
 }
 
 /**
@@ -288,28 +296,6 @@ function runWorkload(
   }
 }
 
-function pad(s: string, n: number): string {
-  return s.length >= n ? s : s + " ".repeat(n - s.length);
-}
-
-function fmt(n: number, digits = 0): string {
-  return Number.isFinite(n) ? n.toFixed(digits) : "-";
-}
-
-/** Writes `size` bytes of random data to `path`: reads of holes would be cheaper than reads of data. */
-async function writeRandomImage(path: string, size: number): Promise<void> {
-  const file = await Deno.open(path, { create: true, write: true });
-  try {
-    const chunk = new Uint8Array(1 << 20);
-    for (let off = 0; off < size; off += chunk.length) {
-      fillRandom(chunk);
-      await file.write(chunk);
-    }
-  } finally {
-    file.close();
-  }
-}
-
 /** Runs every workload on one backing and prints its table. */
 async function runBacking(
   label: string,
@@ -423,7 +409,7 @@ async function runBlkBench(opts: BlkOptions): Promise<void> {
         "cache: default = vhostd's default and qsd cache.direct=off; none = vhostd --cache none " +
         "and qsd cache.direct=on",
     );
-    await writeRandomImage(image, opts.imageSize);
+    await writeRandomFile(image, opts.imageSize);
 
     if (opts.backings.includes("tmpfs")) {
       await runBacking("backing: tmpfs", image, dir, run, undefined);
@@ -484,6 +470,7 @@ if (import.meta.main) {
       "qsd-aio": { type: "string", default: "io_uring" },
       "vhostd-aio": { type: "string" },
       "vhostd-workers": { type: "string" },
+      ...FS_HOST_ARG_OPTIONS,
     },
   });
   const seconds = Number(values.seconds);
@@ -521,6 +508,12 @@ if (import.meta.main) {
   if (qsdAio === "native" && opts.caches.includes("default")) {
     usage("--qsd-aio native needs O_DIRECT: use it with --cache none");
   }
+  let fsOptions: FsHostOptions;
+  try {
+    fsOptions = fsHostOptions(values);
+  } catch (error) {
+    usage(error instanceof Error ? error.message : String(error));
+  }
   const only = values.only;
   if (only !== undefined && !["blk", "state", "fs"].includes(only)) {
     usage("--only must be blk, state or fs");
@@ -547,6 +540,8 @@ if (import.meta.main) {
       await runStateBench(size);
     }
     if (only === undefined || only === "fs") {
+      await checkInterrupt();
+      await runFsHostBench(fsOptions, checkInterrupt);
       await checkInterrupt();
       await runFsBench();
     }

@@ -26,6 +26,7 @@ import {
 } from "../tests/qemu/fs_backend.ts";
 import { BENCH_FILE_MIB, BENCH_FILES, fsBenchScript } from "../tests/qemu/fs_guest_scripts.ts";
 import type { VhostdProcess } from "../tests/qemu/migration_harness.ts";
+import { benchVirtiofsd } from "./bench_fs_host.ts";
 
 /** Seconds each phase of the workload took in one back-end's run. */
 export interface FsBenchTimes {
@@ -167,6 +168,9 @@ export async function runFsBench(): Promise<void> {
     console.log(`fs: skipped: ${error instanceof Error ? error.message : error}`);
     return;
   }
+  // The one scripts/setup_virtiofsd.sh installs, unless $VIRTIOFSD names another.
+  const installed = benchVirtiofsd();
+  if (installed !== undefined) Deno.env.set("VIRTIOFSD", installed);
   const virtiofsd = findVirtiofsd();
   // Like for like: virtiofsd runs with cache=none, vhostd with --cache never; the default
   // (--cache auto, guest page cache on) is shown beside them.
