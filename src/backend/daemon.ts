@@ -294,7 +294,8 @@ export class Daemon {
   async #yieldIfStuck(session: Session): Promise<void> {
     const left = STUCK_YIELD_MS - session.connection.silentForMs();
     if (left > 0) {
-      await delay(left);
+      // Timers round to whole milliseconds (and may fire a fraction early): wait past the mark.
+      await delay(Math.ceil(left) + 1);
       await this.#serve(session);
     }
     const c = session.connection;
