@@ -126,6 +126,34 @@ export const LIBC_SYMBOLS = {
   umask: { parameters: ["u32"], result: "u32", nonblocking: false },
   getuid: { parameters: [], result: "u32", nonblocking: false },
   getgid: { parameters: [], result: "u32", nonblocking: false },
+  // Sandbox (ffi/sandbox.ts). prctl is variadic in C but takes unsigned longs
+  // in registers, so one fixed five-argument signature is sound. glibc has no
+  // seccomp wrapper (syscall_seccomp below).
+  unshare: { parameters: ["i32"], result: "i32", nonblocking: false },
+  setns: { parameters: ["i32", "i32"], result: "i32", nonblocking: false },
+  mount: {
+    parameters: ["buffer", "buffer", "buffer", "u64", "buffer"],
+    result: "i32",
+    nonblocking: false,
+  },
+  umount2: { parameters: ["buffer", "i32"], result: "i32", nonblocking: false },
+  chdir: { parameters: ["buffer"], result: "i32", nonblocking: false },
+  fchdir: { parameters: ["i32"], result: "i32", nonblocking: false },
+  chroot: { parameters: ["buffer"], result: "i32", nonblocking: false },
+  prctl: {
+    parameters: ["i32", "u64", "u64", "u64", "u64"],
+    result: "i32",
+    nonblocking: false,
+  },
+  capget: { parameters: ["buffer", "buffer"], result: "i32", nonblocking: false },
+  capset: { parameters: ["buffer", "buffer"], result: "i32", nonblocking: false },
+  pivot_root: { parameters: ["buffer", "buffer"], result: "i32", nonblocking: false },
+  syscall_seccomp: {
+    name: "syscall",
+    parameters: ["i64", "u32", "u32", "buffer"],
+    result: "i64",
+    nonblocking: false,
+  },
   // syscall(2) is variadic, but glibc implements it in assembly that just
   // moves registers, so one fixed signature per system call is sound. glibc
   // has no openat2 wrapper, and a getdents64 one only since 2.30.

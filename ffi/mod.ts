@@ -13,4 +13,5 @@ export * from "./fs.ts";
 export * from "./io_uring.ts";
 export * from "./iovec.ts";
 export * from "./memory.ts";
+export * from "./sandbox.ts";
 export * from "./socket.ts";

@@ -23,6 +23,9 @@ import {
 } from "./daemon_options.ts";
 import { UsageError } from "./usage_error.ts";
 import { type CachePolicy, isCachePolicy } from "../devices/fs/passthrough/fs_types.ts";
+import { enterSandbox, isSandboxMode, SandboxError, type SandboxMode } from "../sandbox/mod.ts";
+import { ListenError } from "../backend/daemon.ts";
+import { closeQuietly } from "../../ffi/mod.ts";
 
 /** Defaults of `vhostd fs`. */
 export const FS_DEFAULTS = {
@@ -45,6 +48,10 @@ Shared directory:
   --cache MODE           how much the guest may cache, as virtiofsd's --cache:
                          never (direct I/O, no timeouts), auto (default: 1 s
                          timeouts, guest page cache) or always (keep caches)
+  --sandbox MODE         confine the daemon: namespace (its own mount and PID
+                         namespaces, root holding only the share; fewest
+                         capabilities; seccomp), chroot or none; default: the
+                         strongest that works here
 
 ${listeningHelp(FS_DEFAULTS.socketPath)}
 
@@ -84,6 +91,8 @@ export interface FsArgs extends DaemonArgs {
   migrationOnError: MigrationOnError;
   /** Guest caching policy. */
   cache: CachePolicy;
+  /** The sandbox asked for (undefined: the strongest that works). */
+  sandbox?: SandboxMode;
 }
 
 /** Parses `vhostd fs` arguments; throws UsageError with a one-line message. */
@@ -96,6 +105,7 @@ export function parseFsArgs(args: string[]): FsArgs {
     "num-request-queues": { type: "string" },
     "migration-on-error": { type: "string" },
     cache: { type: "string" },
+    sandbox: { type: "string" },
   });
   const common = daemonArgs(values, FS_DEFAULTS.socketPath);
   const tag = values.tag ?? FS_DEFAULTS.tag;
@@ -110,6 +120,10 @@ export function parseFsArgs(args: string[]): FsArgs {
   const cache = values.cache ?? FS_DEFAULTS.cache;
   if (!isCachePolicy(cache)) {
     throw new UsageError(`--cache must be never, auto or always, got "${cache}"`);
+  }
+  const sandbox = values.sandbox;
+  if (sandbox !== undefined && !isSandboxMode(sandbox)) {
+    throw new UsageError(`--sandbox must be namespace, chroot or none, got "${sandbox}"`);
   }
   const sharedDir = values["shared-dir"];
   if (sharedDir === undefined && !common.help && !common.printCapabilities) {
@@ -129,6 +143,7 @@ export function parseFsArgs(args: string[]): FsArgs {
     ) ?? FS_DEFAULTS.numRequestQueues,
     migrationOnError,
     cache,
+    sandbox,
   };
 }
 
@@ -165,15 +180,57 @@ export async function runFs(args: string[]): Promise<number> {
   const answered = answerInfoRequest(opts, FS_HELP, fsCapabilities);
   if (answered !== undefined) return answered;
   applyLogLevel(opts);
+  const sharedDir = checkSharedDir(opts.sharedDir!);
+  const listen = await enterFsSandbox(args, opts, sharedDir);
+  if (typeof listen === "number") return listen;
   const device = new FsDevice({
-    sharedDir: checkSharedDir(opts.sharedDir!),
+    sharedDir,
     tag: opts.tag,
     numRequestQueues: opts.numRequestQueues,
     readOnly: opts.readOnly,
     migrationOnError: opts.migrationOnError,
     cache: opts.cache,
   });
-  return await serveDevice(device, opts, {
+  return await serveDevice(device, { ...opts, ...listen }, {
     qemuDevice: `vhost-user-fs-pci,chardev=vhostd0,tag=${opts.tag}`,
   });
+}
+
+/**
+ * Enters the sandbox (src/sandbox/): resolves with the launcher's exit code
+ * when this process only launched the sandboxed daemon, else with where to
+ * listen.
+ */
+async function enterFsSandbox(
+  args: string[],
+  opts: FsArgs,
+  sharedDir: string,
+): Promise<number | Pick<FsArgs, "socketPath" | "listenFd" | "dumpStateDir">> {
+  const dumpStateDir = opts.dumpStateDir === undefined
+    ? undefined
+    : canonicalDir(opts.dumpStateDir);
+  try {
+    const outcome = await enterSandbox({
+      mode: opts.sandbox,
+      args,
+      sharedDir,
+      readOnly: opts.readOnly,
+      writableDirs: dumpStateDir === undefined ? [] : [dumpStateDir],
+      socketPath: opts.socketPath,
+      listenFd: opts.listenFd,
+    });
+    if (outcome.kind === "launched") return outcome.exitCode;
+    if (outcome.listenFd === undefined) return { ...opts, dumpStateDir };
+    // The launcher sent its own copy of an inherited --fd; this one is a duplicate.
+    if (opts.listenFd !== undefined) closeQuietly(opts.listenFd);
+    return { socketPath: undefined, listenFd: outcome.listenFd, dumpStateDir };
+  } catch (e) {
+    if (e instanceof SandboxError || e instanceof ListenError) throw new UsageError(e.message);
+    throw e;
+  }
+}
+
+/** The canonical path of an existing directory (the sandbox binds it there). */
+function canonicalDir(path: string): string {
+  return Deno.realPathSync(path);
 }
