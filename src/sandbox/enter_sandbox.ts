@@ -91,8 +91,9 @@ export async function enterSandbox(request: SandboxRequest): Promise<SandboxOutc
   const kept = keptCapabilities({ fileHandles: request.fileHandles });
   const channel = sandboxStageChannel();
   if (channel !== undefined) {
-    const listenFd = awaitNewRoot(channel);
+    // Capabilities came with execve and never change: check before the launcher goes on.
     checkCapabilities(kept);
+    const listenFd = awaitNewRoot(channel);
     const filter = buildSeccompFilter({ allowFileHandles: request.fileHandles });
     installSeccompFilter(filter);
     log.info(

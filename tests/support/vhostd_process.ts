@@ -127,19 +127,40 @@ export class VhostdProcess {
     }
   }
 
-  /** Number of entries in /proc/PID/fd right now. */
+  /**
+   * The process that serves: vhostd itself, or, when it launched a sandboxed
+   * daemon (`vhostd fs --sandbox namespace`), the end of its chain of only
+   * children (launcher, unshare, daemon).
+   */
+  daemonPid(): number {
+    let pid = this.pid;
+    for (;;) {
+      let children: string[];
+      try {
+        children = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).split(/\s+/)
+          .filter((child) => child !== "");
+      } catch {
+        return pid;
+      }
+      if (children.length !== 1) return pid;
+      pid = Number(children[0]);
+    }
+  }
+
+  /** Number of entries in /proc/PID/fd of the serving process right now. */
   fdCount(): number {
     let count = 0;
-    for (const _ of Deno.readDirSync(`/proc/${this.pid}/fd`)) count++;
+    for (const _ of Deno.readDirSync(`/proc/${this.daemonPid()}/fd`)) count++;
     return count;
   }
 
-  /** The targets of the process's fds (for a readable failure message). */
+  /** The targets of the serving process's fds (for a readable failure message). */
   fdTargets(): string[] {
     const out: string[] = [];
-    for (const entry of Deno.readDirSync(`/proc/${this.pid}/fd`)) {
+    const pid = this.daemonPid();
+    for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
       try {
-        out.push(`${entry.name} -> ${Deno.readLinkSync(`/proc/${this.pid}/fd/${entry.name}`)}`);
+        out.push(`${entry.name} -> ${Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`)}`);
       } catch {
         out.push(`${entry.name} -> (gone)`);
       }
