@@ -116,6 +116,7 @@ export const LIBC_SYMBOLS = {
   },
   fchmod: { parameters: ["i32", "u32"], result: "i32", nonblocking: false },
   chmod: { parameters: ["buffer", "u32"], result: "i32", nonblocking: false },
+  fchmodat: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32", nonblocking: false },
   fchownat: {
     parameters: ["i32", "buffer", "u32", "u32", "i32"],
     result: "i32",

@@ -196,6 +196,11 @@ Deno.test("fs sandbox: a bad or unavailable --sandbox is one line and exit code 
     const bad = await runVhostdCli([...base, "--sandbox", "jail"]);
     assert.equal(bad.code, 2, bad.stderr);
     assert.match(bad.stderr, /^vhostd: --sandbox must be namespace, chroot or none, got "jail"\n$/);
+    // Under deno run the chroot (the share itself) would hide the Worker modules.
+    const chroot = await runVhostdCli([...base, "--sandbox", "chroot"]);
+    assert.equal(chroot.code, 2, chroot.stderr);
+    assert.match(chroot.stderr, /^vhostd: --sandbox chroot is not available: .*compiled binary/);
+    assert.equal(chroot.stderr.trim().split("\n").length, 1, chroot.stderr);
     assert.equal(exists(`${dirs.root}/never.sock`), false);
   } finally {
     await Deno.remove(dirs.root, { recursive: true });

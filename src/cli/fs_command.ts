@@ -181,17 +181,17 @@ export async function runFs(args: string[]): Promise<number> {
   if (answered !== undefined) return answered;
   applyLogLevel(opts);
   const sharedDir = checkSharedDir(opts.sharedDir!);
-  const listen = await enterFsSandbox(args, opts, sharedDir);
-  if (typeof listen === "number") return listen;
+  const sandboxed = await enterFsSandbox(args, opts, sharedDir);
+  if (typeof sandboxed === "number") return sandboxed;
   const device = new FsDevice({
-    sharedDir,
+    sharedDir: sandboxed.sharedDir!,
     tag: opts.tag,
     numRequestQueues: opts.numRequestQueues,
     readOnly: opts.readOnly,
     migrationOnError: opts.migrationOnError,
     cache: opts.cache,
   });
-  return await serveDevice(device, { ...opts, ...listen }, {
+  return await serveDevice(device, { ...opts, ...sandboxed }, {
     qemuDevice: `vhost-user-fs-pci,chardev=vhostd0,tag=${opts.tag}`,
   });
 }
@@ -205,7 +205,7 @@ async function enterFsSandbox(
   args: string[],
   opts: FsArgs,
   sharedDir: string,
-): Promise<number | Pick<FsArgs, "socketPath" | "listenFd" | "dumpStateDir">> {
+): Promise<number | Pick<FsArgs, "socketPath" | "listenFd" | "sharedDir" | "dumpStateDir">> {
   const dumpStateDir = opts.dumpStateDir === undefined
     ? undefined
     : canonicalDir(opts.dumpStateDir);
@@ -220,10 +220,15 @@ async function enterFsSandbox(
       listenFd: opts.listenFd,
     });
     if (outcome.kind === "launched") return outcome.exitCode;
-    if (outcome.listenFd === undefined) return { ...opts, dumpStateDir };
+    if (outcome.listenFd === undefined) return { ...opts, sharedDir, dumpStateDir };
     // The launcher sent its own copy of an inherited --fd; this one is a duplicate.
     if (opts.listenFd !== undefined) closeQuietly(opts.listenFd);
-    return { socketPath: undefined, listenFd: outcome.listenFd, dumpStateDir };
+    return {
+      socketPath: undefined,
+      listenFd: outcome.listenFd,
+      sharedDir: outcome.sharedDir,
+      dumpStateDir,
+    };
   } catch (e) {
     if (e instanceof SandboxError || e instanceof ListenError) throw new UsageError(e.message);
     throw e;

@@ -6,20 +6,34 @@
  * @module
  */
 
-import { chdir, closeQuietly } from "../../ffi/mod.ts";
+import {
+  capget,
+  capset,
+  chdir,
+  chroot,
+  closeQuietly,
+  O_CLOEXEC,
+  O_DIRECTORY,
+  O_RDONLY,
+  openFile,
+  useProcSelfFdDirectory,
+} from "../../ffi/mod.ts";
+import { CAPABILITY_NUMBERS } from "./capabilities.ts";
 import { receiveStageMessage, sendStageMessage, STAGE_CHANNEL_ENV } from "./stage_channel.ts";
+import { isSandboxMode, type SandboxMode } from "./sandbox_mode.ts";
 
 /** An error of the sandbox set-up (the daemon must not serve). */
 export class SandboxError extends Error {}
 
-/** The daemon's end of the launcher channel when this process is a sandboxed daemon. */
-export function sandboxStageChannel(): number | undefined {
+/** When this process is a sandboxed daemon: its end of the launcher channel and its mode. */
+export function sandboxStage(): { channel: number; mode: SandboxMode } | undefined {
   const value = Deno.env.get(STAGE_CHANNEL_ENV);
   if (value === undefined) return undefined;
-  if (!/^\d+$/.test(value)) {
-    throw new SandboxError(`${STAGE_CHANNEL_ENV} must be an fd, got "${value}"`);
+  const [fd, mode] = value.split(":");
+  if (!/^\d+$/.test(fd) || mode === undefined || !isSandboxMode(mode)) {
+    throw new SandboxError(`${STAGE_CHANNEL_ENV} must be FD:MODE, got "${value}"`);
   }
-  return Number(value);
+  return { channel: Number(fd), mode };
 }
 
 function rootIdentity(): string {
@@ -28,11 +42,13 @@ function rootIdentity(): string {
 }
 
 /**
- * Waits on `channel` until the launcher has switched this process's root;
- * returns the listening socket it sent. Everything this process needs from
- * outside the new root must be open (or loaded) before.
+ * Says `ready` on `channel` and waits for the launcher's `go`; returns the
+ * listening socket it sent. With `expectNewRoot` (namespace mode) the
+ * launcher has switched this process's root by then, which is checked:
+ * everything this process needs from outside the new root must be open (or
+ * loaded) before.
  */
-export function awaitNewRoot(channel: number): number {
+export function awaitLauncher(channel: number, expectNewRoot: boolean): number {
   Deno.env.delete(STAGE_CHANNEL_ENV);
   try {
     // A working directory on the old root would stay a way out of the new one.
@@ -46,7 +62,7 @@ export function awaitNewRoot(channel: number): number {
       throw new SandboxError(`sandbox set-up failed: ${why}`);
     }
     chdir("/");
-    if (rootIdentity() === before) {
+    if (expectNewRoot && rootIdentity() === before) {
       closeQuietly(reply.fds[0]);
       throw new SandboxError("sandbox set-up failed: the root directory did not change");
     }
@@ -54,4 +70,24 @@ export function awaitNewRoot(channel: number): number {
   } finally {
     closeQuietly(channel);
   }
+}
+
+/**
+ * `--sandbox chroot`: makes `sharedDir` this process's root (every thread
+ * shares it), keeping /proc/self/fd reachable through an fd opened before,
+ * and gives up CAP_SYS_CHROOT on this thread. The runtime threads keep it
+ * (capabilities are per thread); the seccomp filter refuses chroot and setns,
+ * the only calls it allows.
+ */
+export function enterChroot(sharedDir: string): void {
+  useProcSelfFdDirectory(openFile("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  chroot(sharedDir);
+  chdir("/");
+  const sets = capget();
+  const chrootBit = ~(1n << BigInt(CAPABILITY_NUMBERS.sys_chroot));
+  capset({
+    effective: sets.effective & chrootBit,
+    permitted: sets.permitted & chrootBit,
+    inheritable: sets.inheritable & chrootBit,
+  });
 }

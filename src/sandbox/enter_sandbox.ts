@@ -16,10 +16,10 @@ import {
   keptCapabilities,
   threadCapabilities,
 } from "./capabilities.ts";
-import { awaitNewRoot, SandboxError, sandboxStageChannel } from "./daemon_stage.ts";
+import { awaitLauncher, enterChroot, SandboxError, sandboxStage } from "./daemon_stage.ts";
 import { runSandboxedDaemon } from "./launcher.ts";
 import type { RootBind } from "./namespace_root.ts";
-import { namespaceUnavailable, type SandboxMode } from "./sandbox_mode.ts";
+import { chrootUnavailable, namespaceUnavailable, type SandboxMode } from "./sandbox_mode.ts";
 import { buildSeccompFilter, DENIED_SYSCALLS, installSeccompFilter } from "./seccomp_filter.ts";
 
 /** What the sandbox needs to know about the daemon. */
@@ -46,29 +46,44 @@ export interface SandboxRequest {
 export type SandboxOutcome =
   /** This process was the launcher: the sandboxed daemon ran and exited with `exitCode`. */
   | { kind: "launched"; exitCode: number }
-  /** Serve in this process, confined by `mode`; listen on `listenFd` when given. */
-  | { kind: "serve"; mode: SandboxMode; listenFd?: number };
+  /**
+   * Serve in this process, confined by `mode`, sharing `sharedDir` (as this
+   * process names it now); listen on `listenFd` when given.
+   */
+  | { kind: "serve"; mode: SandboxMode; sharedDir: string; listenFd?: number };
 
-/** The program's own modules, which `deno run` still loads (Workers) after the switch. */
-function programDirs(): string[] {
-  if (Deno.build.standalone) return []; // embedded in the binary
-  return ["../../src/", "../../ffi/"].map((dir) =>
-    Deno.realPathSync(fileURLToPath(new URL(dir, import.meta.url)))
-  );
+/**
+ * The program's own files, read-only: `deno run` loads Worker modules from
+ * src/ and ffi/ when a Worker starts, also after the switch; a compiled
+ * binary has them embedded, and keeps its own file within reach in case it
+ * reads them from there.
+ */
+function programBinds(): RootBind[] {
+  const paths = Deno.build.standalone
+    ? [Deno.execPath()]
+    : ["../../src/", "../../ffi/"].map((dir) => fileURLToPath(new URL(dir, import.meta.url)));
+  return paths.map((path) => ({ path: Deno.realPathSync(path), readOnly: true }));
 }
 
 function pickMode(requested: SandboxMode | undefined): SandboxMode {
   if (requested === "none") return "none";
-  const namespaceProblem = namespaceUnavailable();
-  if (requested === "namespace" && namespaceProblem) {
-    throw new SandboxError(`--sandbox namespace is not available: ${namespaceProblem}`);
+  const problems: string[] = [];
+  const checks = [["namespace", namespaceUnavailable], ["chroot", chrootUnavailable]] as const;
+  for (const [mode, unavailable] of checks) {
+    if (requested !== undefined && requested !== mode) continue;
+    const problem = unavailable();
+    if (problem === undefined) return mode;
+    if (requested === mode) {
+      throw new SandboxError(`--sandbox ${mode} is not available: ${problem}`);
+    }
+    problems.push(`${mode}: ${problem}`);
   }
-  if (requested === "chroot") {
-    throw new SandboxError("--sandbox chroot is not available: not implemented yet");
-  }
-  if (!namespaceProblem) return "namespace";
-  log.warn(`sandbox: namespace mode is not available (${namespaceProblem})`);
+  log.warn(`sandbox: no confinement is available (${problems.join("; ")})`);
   return "none";
+}
+
+function isWithin(path: string, dir: string): boolean {
+  return path === dir || path.startsWith(dir.endsWith("/") ? dir : `${dir}/`);
 }
 
 /** Checks that no thread of this process holds more than `kept`. */
@@ -86,41 +101,58 @@ function checkCapabilities(kept: CapabilityName[]): void {
   }
 }
 
+/** The sandboxed daemon's part: checks, the new root, the seccomp filter. */
+function enterAsDaemon(
+  request: SandboxRequest,
+  channel: number,
+  mode: SandboxMode,
+): SandboxOutcome {
+  const chroot = mode === "chroot";
+  const kept = keptCapabilities({ fileHandles: request.fileHandles });
+  // Capabilities came with execve and never change: check before the launcher goes on.
+  checkCapabilities(chroot ? [...kept, "sys_chroot"] : kept);
+  const listenFd = awaitLauncher(channel, mode === "namespace");
+  if (chroot) enterChroot(request.sharedDir);
+  installSeccompFilter(buildSeccompFilter({ allowFileHandles: request.fileHandles }));
+  const share = `${request.sharedDir}${request.readOnly ? " (read-only)" : ""}`;
+  const root = chroot
+    ? `root: ${share}, /proc/self/fd through an fd; the runtime threads keep CAP_SYS_CHROOT`
+    : `root: read-only tmpfs with ${share} and /proc of its own PID namespace`;
+  log.info(
+    `sandbox: ${mode} (${root}; capabilities: ${kept.join(", ")}; seccomp: ${
+      Object.keys(DENIED_SYSCALLS).length
+    } system calls refused)`,
+  );
+  return { kind: "serve", mode, sharedDir: chroot ? "/" : request.sharedDir, listenFd };
+}
+
 /** Enters the sandbox; see {@linkcode SandboxOutcome}. Throws SandboxError when it cannot. */
 export async function enterSandbox(request: SandboxRequest): Promise<SandboxOutcome> {
-  const kept = keptCapabilities({ fileHandles: request.fileHandles });
-  const channel = sandboxStageChannel();
-  if (channel !== undefined) {
-    // Capabilities came with execve and never change: check before the launcher goes on.
-    checkCapabilities(kept);
-    const listenFd = awaitNewRoot(channel);
-    const filter = buildSeccompFilter({ allowFileHandles: request.fileHandles });
-    installSeccompFilter(filter);
-    log.info(
-      `sandbox: namespace (root: read-only tmpfs with ${request.sharedDir}${
-        request.readOnly ? " (read-only)" : ""
-      } and /proc of its own PID namespace; capabilities: ${kept.join(", ")}; seccomp: ${
-        Object.keys(DENIED_SYSCALLS).length
-      } system calls refused)`,
-    );
-    return { kind: "serve", mode: "namespace", listenFd };
-  }
+  const stage = sandboxStage();
+  if (stage !== undefined) return enterAsDaemon(request, stage.channel, stage.mode);
   const mode = pickMode(request.mode);
   if (mode === "none") {
     log.warn("sandbox: none (the daemon can reach every file vhostd's user can)");
-    return { kind: "serve", mode };
+    return { kind: "serve", mode, sharedDir: request.sharedDir };
+  }
+  const outside = request.writableDirs.filter((dir) => !isWithin(dir, request.sharedDir));
+  if (mode === "chroot" && outside.length > 0) {
+    throw new SandboxError(
+      `--sandbox chroot cannot reach ${outside[0]} (outside the shared directory)`,
+    );
   }
   const binds: RootBind[] = [
     { path: request.sharedDir, readOnly: request.readOnly },
-    ...programDirs().map((path) => ({ path, readOnly: true })),
+    ...programBinds(),
     ...request.writableDirs.map((path) => ({ path, readOnly: false })),
   ];
   const exitCode = await runSandboxedDaemon({
+    mode,
     args: request.args,
     socketPath: request.socketPath,
     listenFd: request.listenFd,
     layout: { binds },
-    capabilities: kept,
+    capabilities: keptCapabilities({ fileHandles: request.fileHandles, chroot: mode === "chroot" }),
   });
   return { kind: "launched", exitCode };
 }

@@ -1,5 +1,5 @@
 /**
- * The launcher stage of `--sandbox namespace`: the `vhostd fs` process the
+ * The launcher stage of `--sandbox namespace` and `chroot`: the `vhostd fs` process the
  * user started spawns the real daemon in new mount and PID namespaces with
  * only the capabilities it needs, gives it its new root once it is ready,
  * hands it the listening socket, forwards SIGINT/SIGTERM to it and exits
@@ -11,6 +11,7 @@
  * fresh /proc; the daemon is PID 1 of its namespace and dies with unshare)
  * `setpriv --inh-caps ... --bounding-set ...` (capabilities: they can only
  * reach every thread of a Deno process through execve) and then the daemon.
+ * In chroot mode the chain is only the two setpriv steps in one.
  *
  * @module
  */
@@ -36,7 +37,9 @@ export interface SandboxLaunch {
   socketPath?: string;
   /** An inherited listening socket (`--fd`), passed on instead. */
   listenFd?: number;
-  /** The daemon's new root. */
+  /** `namespace` or `chroot`. */
+  mode: "namespace" | "chroot";
+  /** The daemon's new root (namespace mode). */
   layout: RootLayout;
   /** The capabilities the daemon keeps. */
   capabilities: CapabilityName[];
@@ -86,6 +89,18 @@ export function namespaceChain(daemon: string[], capabilities: CapabilityName[])
   ];
 }
 
+/** The chain of `--sandbox chroot`: only capabilities; the daemon chroots itself. */
+export function chrootChain(daemon: string[], capabilities: CapabilityName[]): string[] {
+  return [
+    "setpriv",
+    "--pdeathsig",
+    "KILL",
+    ...setprivCapabilityArgs(capabilities),
+    "--",
+    ...daemon,
+  ];
+}
+
 /** The only child of process `pid` (the daemon `unshare --fork` started). */
 function onlyChild(pid: number): number {
   const children = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/);
@@ -101,15 +116,13 @@ function onlyChild(pid: number): number {
  */
 export async function runSandboxedDaemon(launch: SandboxLaunch): Promise<number> {
   const channel = openStageChannel();
-  const [program, ...programArgs] = namespaceChain(
-    daemonCommandLine(launch.args),
-    launch.capabilities,
-  );
+  const chain = launch.mode === "namespace" ? namespaceChain : chrootChain;
+  const [program, ...programArgs] = chain(daemonCommandLine(launch.args), launch.capabilities);
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(program, {
       args: programArgs,
-      env: { [STAGE_CHANNEL_ENV]: String(channel.daemonEnd) },
+      env: { [STAGE_CHANNEL_ENV]: `${channel.daemonEnd}:${launch.mode}` },
       stdin: "null",
       stdout: "inherit",
       stderr: "inherit",
@@ -137,8 +150,12 @@ export async function runSandboxedDaemon(launch: SandboxLaunch): Promise<number>
     }
     let listenFd = launch.listenFd;
     try {
-      daemonPid = onlyChild(child.pid);
-      switchNamespaceRoot(daemonPid, launch.layout);
+      if (launch.mode === "namespace") {
+        daemonPid = onlyChild(child.pid);
+        switchNamespaceRoot(daemonPid, launch.layout);
+      } else {
+        daemonPid = child.pid; // setpriv exec'd it
+      }
       if (listenFd === undefined) {
         listenFd = listenOnPath(launch.socketPath!);
         createdSocket = true;
@@ -151,7 +168,7 @@ export async function runSandboxedDaemon(launch: SandboxLaunch): Promise<number>
     } finally {
       if (createdSocket) closeQuietly(listenFd!);
     }
-    log.debug(`sandbox: daemon pid ${daemonPid} is running in its new root`);
+    log.debug(`sandbox: daemon pid ${daemonPid} runs in ${launch.mode} mode`);
     return (await child.status).code;
   } finally {
     for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);

@@ -49,7 +49,7 @@ import {
   unshare,
 } from "../../ffi/mod.ts";
 
-/** One directory of the host to show in the new root, at the same path. */
+/** One directory (or file) of the host to show in the new root, at the same path. */
 export interface RootBind {
   /** Absolute, canonical host path. */
   path: string;
@@ -94,7 +94,13 @@ export function switchNamespaceRoot(pid: number, layout: RootLayout): void {
 
 function bindInto(stage: string, source: string, readOnly: boolean, extraFlags = 0): void {
   const target = `${stage}${source}`;
-  Deno.mkdirSync(target, { recursive: true });
+  if (Deno.statSync(source).isDirectory) {
+    Deno.mkdirSync(target, { recursive: true });
+  } else {
+    // A file (the compiled binary) is bound onto an empty file.
+    Deno.mkdirSync(target.slice(0, target.lastIndexOf("/")), { recursive: true });
+    Deno.writeFileSync(target, new Uint8Array());
+  }
   mount(source, target, null, MS_BIND | MS_REC);
   if (readOnly || extraFlags) {
     const flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | extraFlags;

@@ -30,38 +30,52 @@ function notRoot(mode: SandboxMode): string | undefined {
     "namespace, whose root cannot chown files to the guest's users on the host)";
 }
 
-/** Why `--sandbox namespace` cannot work here, or undefined when it can. */
-export function namespaceUnavailable(): string | undefined {
-  const rootReason = notRoot("namespace");
+/** Runs `command` (the launcher's chain with a program that only exits); why it failed. */
+function probeFails(mode: SandboxMode, command: string[]): string | undefined {
+  const rootReason = notRoot(mode);
   if (rootReason) return rootReason;
   if (Deno.permissions.querySync({ name: "run" }).state !== "granted") {
-    return "--sandbox namespace needs --allow-run (it starts util-linux setpriv and unshare)";
+    return `--sandbox ${mode} needs --allow-run (it starts util-linux setpriv${
+      mode === "namespace" ? " and unshare" : ""
+    })`;
   }
-  // The same chain the launcher runs, with a program that only exits.
+  const [program, ...args] = command;
   let probe: Deno.CommandOutput;
   try {
-    probe = new Deno.Command("unshare", {
-      args: [
-        "--mount",
-        "--pid",
-        "--fork",
-        "--kill-child=SIGKILL",
-        "--mount-proc",
-        "--",
-        "setpriv",
-        "--inh-caps=-all",
-        "--bounding-set=-all",
-        "--",
-        "true",
-      ],
+    probe = new Deno.Command(program, {
+      args,
       stdin: "null",
       stdout: "null",
       stderr: "piped",
     }).outputSync();
   } catch (e) {
-    return `cannot run util-linux unshare: ${e instanceof Error ? e.message : e}`;
+    return `cannot run util-linux ${program}: ${e instanceof Error ? e.message : e}`;
   }
   if (probe.success) return undefined;
   const why = new TextDecoder().decode(probe.stderr).trim().split("\n")[0];
-  return `cannot create mount and PID namespaces here: ${why || `exit code ${probe.code}`}`;
+  return `${program} fails here: ${why || `exit code ${probe.code}`}`;
+}
+
+const DROP_ALL = ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--", "true"];
+
+/** Why `--sandbox namespace` cannot work here, or undefined when it can. */
+export function namespaceUnavailable(): string | undefined {
+  const mountProc = ["--mount", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc", "--"];
+  return probeFails("namespace", ["unshare", ...mountProc, ...DROP_ALL]);
+}
+
+/** Why `--sandbox chroot` cannot work here, or undefined when it can. */
+export function chrootUnavailable(): string | undefined {
+  if (!Deno.build.standalone) {
+    // The chroot is the share itself: Worker modules, which `deno run` loads from their
+    // files when a Worker starts (also after the switch), would be out of reach.
+    return "--sandbox chroot needs the compiled binary (deno task compile): under deno run " +
+      "the Workers' module files would be outside the chroot";
+  }
+  const status = Deno.readTextFileSync("/proc/self/status");
+  const effective = BigInt(`0x${status.match(/^CapEff:\s*(\S+)/m)?.[1] ?? "0"}`);
+  if (realUid() === 0 && (effective & (1n << 18n)) === 0n) {
+    return "--sandbox chroot needs CAP_SYS_CHROOT, which vhostd does not have";
+  }
+  return probeFails("chroot", DROP_ALL);
 }
