@@ -136,8 +136,12 @@ export async function runSandboxedDaemon(launch: SandboxLaunch): Promise<number>
   let daemonPid: number | undefined;
   const forward = (signal: Deno.Signal) => () => {
     // Before the daemon is known only the chain can be stopped; it takes the daemon along.
-    if (daemonPid === undefined) child.kill("SIGKILL");
-    else Deno.kill(daemonPid, signal);
+    try {
+      if (daemonPid === undefined) child.kill("SIGKILL");
+      else Deno.kill(daemonPid, signal);
+    } catch {
+      // It has exited already; its status is on the way.
+    }
   };
   const listeners = FORWARDED_SIGNALS.map((signal) => [signal, forward(signal)] as const);
   for (const [signal, listener] of listeners) Deno.addSignalListener(signal, listener);
