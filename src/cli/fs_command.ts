@@ -9,6 +9,7 @@ import { FsDevice } from "../devices/fs/fs_device.ts";
 import { MAX_REQUEST_QUEUES, validateTag } from "../devices/fs/fs_spec.ts";
 import { isMigrationOnError, type MigrationOnError } from "../devices/fs/fs_state.ts";
 import {
+  absolutePath,
   answerInfoRequest,
   applyLogLevel,
   DAEMON_OPTIONS,
@@ -209,6 +210,8 @@ async function enterFsSandbox(
   const dumpStateDir = opts.dumpStateDir === undefined
     ? undefined
     : canonicalDir(opts.dumpStateDir);
+  // Resolved now: the sandboxed daemon's working directory becomes its new root.
+  const socketPath = opts.socketPath === undefined ? undefined : absolutePath(opts.socketPath);
   try {
     const outcome = await enterSandbox({
       mode: opts.sandbox,
@@ -224,7 +227,8 @@ async function enterFsSandbox(
     // The launcher sent its own copy of an inherited --fd; this one is a duplicate.
     if (opts.listenFd !== undefined) closeQuietly(opts.listenFd);
     return {
-      socketPath: undefined,
+      // Still named in the log and the QEMU hint; the launcher created it and removes it.
+      socketPath,
       listenFd: outcome.listenFd,
       sharedDir: outcome.sharedDir,
       dumpStateDir,
