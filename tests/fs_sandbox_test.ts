@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { capabilityMask, keptCapabilities, threadCapabilities } from "../src/sandbox/mod.ts";
 import { FsFixture, makeTestDirs, withVhostdFs } from "./support/fs_fixture.ts";
-import { runVhostdCli } from "./support/state_tools.ts";
+import { runVhostdCli, saveToBytes } from "./support/state_tools.ts";
 import { VhostdProcess } from "./support/vhostd_process.ts";
 
 /** Whether this host can give the sandbox its namespaces (root, util-linux unshare works). */
@@ -171,6 +171,34 @@ Deno.test({
         if (state?.[1] === "Z") break; // dead, only not reaped yet
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
+    } finally {
+      await Deno.remove(dirs.root, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: `fs sandbox: a SAVE inside the sandbox works and --dump-state still reaches its directory${
+    NAMESPACES ? "" : SKIP_REASON
+  }`,
+  ignore: !NAMESPACES,
+  fn: async () => {
+    const dirs = await makeTestDirs();
+    const dumps = `${dirs.root}/dumps`;
+    Deno.mkdirSync(dumps);
+    try {
+      await withVhostdFs(["--dump-state", dumps], (vhostd) => {
+        assert.match(vhostd.log(), /sandbox: namespace/);
+        using fs = FsFixture.open(vhostd.socketPath);
+        fs.driver.mkdir(1n, "made-in-the-sandbox");
+        fs.driver.stopAll();
+        const state = saveToBytes(fs.client);
+        assert.ok(state.length > 0);
+        const copies = [...Deno.readDirSync(dumps)].map((e) => e.name);
+        assert.equal(copies.length, 1, `dumps: ${copies.join(", ")}`);
+        assert.match(copies[0], /^fs-.*-save\.vhostd-state$/);
+        assert.deepEqual(Deno.readFileSync(`${dumps}/${copies[0]}`), state);
+      }, dirs);
     } finally {
       await Deno.remove(dirs.root, { recursive: true });
     }
