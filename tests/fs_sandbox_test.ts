@@ -79,8 +79,9 @@ Deno.test({
       }
       const nspid = Deno.readTextFileSync(`/proc/${pid}/status`).match(/^NSpid:\s*(.*)$/m)![1];
       assert.equal(nspid.split(/\s+/).at(-1), "1");
-      const visible = [...Deno.readDirSync(`${root}/proc`)].filter((e) => /^\d+$/.test(e.name));
-      assert.deepEqual(visible.map((e) => e.name), ["1"]);
+      // Its /proc has only process directories (subset=pid), and only its own.
+      const procEntries = [...Deno.readDirSync(`${root}/proc`)].map((e) => e.name).sort();
+      assert.deepEqual(procEntries, ["1", "self", "thread-self"]);
       // The share is the host's directory; nothing else of the host is there.
       assert.equal(identity(`${root}${share}`), identity(share));
       assert.notEqual(identity(root), identity("/"));
@@ -97,6 +98,7 @@ Deno.test({
       assert.match(mounts.get("/")!, /^ro,/, "the tmpfs root is writable");
       for (const dir of programDirs) assert.match(mounts.get(dir)!, /^ro,/, `${dir} is writable`);
       assert.match(mounts.get(share)!, /^rw,/);
+      assert.match(mounts.get("/proc")!, /^rw,nosuid,nodev,noexec,/);
       // No open directory leads anywhere but into the share.
       for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
         const fdPath = `/proc/${pid}/fd/${entry.name}`;

@@ -117,7 +117,7 @@ function enterAsDaemon(
   const share = `${request.sharedDir}${request.readOnly ? " (read-only)" : ""}`;
   const root = chroot
     ? `root: ${share}, /proc/self/fd through an fd; the runtime threads keep CAP_SYS_CHROOT`
-    : `root: read-only tmpfs with ${share} and /proc of its own PID namespace`;
+    : `root: read-only tmpfs with ${share} and /proc (subset=pid) of its own PID namespace`;
   log.info(
     `sandbox: ${mode} (${root}; capabilities: ${kept.join(", ")}; seccomp: ${
       Object.keys(DENIED_SYSCALLS).length

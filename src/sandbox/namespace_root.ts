@@ -5,7 +5,8 @@
  * The new root is a small read-only tmpfs holding only: the shared
  * directory (bound at its host path, read-write unless `--read-only`),
  * `/proc` (the daemon's own PID namespace's proc, which the passthrough
- * needs for `/proc/self/fd`, and which shows no other process), the program
+ * needs for `/proc/self/fd`, and which shows no other process and only the
+ * process directories, `subset=pid`), the program
  * files read-only when vhostd runs from source (`deno run` loads Worker
  * modules lazily, also after the switch), and any directory an option names
  * (`--dump-state`). The old root is detached.
@@ -92,7 +93,7 @@ export function switchNamespaceRoot(pid: number, layout: RootLayout): void {
   }
 }
 
-function bindInto(stage: string, source: string, readOnly: boolean, extraFlags = 0): void {
+function bindInto(stage: string, source: string, readOnly: boolean): void {
   const target = `${stage}${source}`;
   if (Deno.statSync(source).isDirectory) {
     Deno.mkdirSync(target, { recursive: true });
@@ -102,10 +103,7 @@ function bindInto(stage: string, source: string, readOnly: boolean, extraFlags =
     Deno.writeFileSync(target, new Uint8Array());
   }
   mount(source, target, null, MS_BIND | MS_REC);
-  if (readOnly || extraFlags) {
-    const flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | extraFlags;
-    mount(null, target, null, flags | (readOnly ? MS_RDONLY : 0));
-  }
+  if (readOnly) mount(null, target, null, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV);
 }
 
 function buildAndPivot(stage: string, layout: RootLayout): void {
@@ -113,8 +111,10 @@ function buildAndPivot(stage: string, layout: RootLayout): void {
   // Parents before children, so a bind inside another lands on top of it.
   const binds = [...layout.binds].sort((a, b) => a.path.length - b.path.length);
   for (const bind of binds) bindInto(stage, bind.path, bind.readOnly);
-  // The namespace's /proc is the fresh one `unshare --mount-proc` mounted for its PID namespace.
-  bindInto(stage, "/proc", false, MS_NOEXEC);
+  // The namespace's /proc is the fresh one `unshare --mount-proc` mounted for its PID namespace,
+  // used by nothing else: keep only its process directories (no /proc/sys, kcore, sysrq-trigger).
+  bindInto(stage, "/proc", false);
+  mount(null, `${stage}/proc`, null, MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC, "subset=pid");
   chdir(stage);
   // pivot_root(".", "."): the old root ends up stacked on the new one, then goes.
   pivotRoot(".", ".");
