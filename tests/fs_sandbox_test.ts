@@ -99,9 +99,18 @@ Deno.test({
       for (const dir of programDirs) assert.match(mounts.get(dir)!, /^ro,/, `${dir} is writable`);
       assert.match(mounts.get(share)!, /^rw,/);
       assert.match(mounts.get("/proc")!, /^rw,nosuid,nodev,noexec,/);
-      // No open directory leads anywhere but into the share.
+      // No open directory leads anywhere but into the share, and no open file into the
+      // host's Deno cache (a V8 code cache other Deno programs would trust).
+      const hostDenoDir = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
       for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
         const fdPath = `/proc/${pid}/fd/${entry.name}`;
+        let link: string;
+        try {
+          link = Deno.readLinkSync(fdPath);
+        } catch {
+          continue; // closed meanwhile
+        }
+        assert.ok(!link.startsWith(`${hostDenoDir}/`), `fd ${entry.name}: ${link}`);
         let info: Deno.FileInfo;
         try {
           info = Deno.statSync(fdPath);

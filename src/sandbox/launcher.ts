@@ -115,6 +115,19 @@ function onlyChild(pid: number): number {
  * code. Throws when the sandbox cannot be set up (the daemon is stopped).
  */
 export async function runSandboxedDaemon(launch: SandboxLaunch): Promise<number> {
+  // Deno keeps its cache databases (V8 code cache included) open from start-up: give the daemon
+  // its own, so nothing it can write is read by another Deno program on the host.
+  const denoDir = Deno.build.standalone
+    ? undefined
+    : Deno.makeTempDirSync({ prefix: "vhostd-sandbox-deno-dir-" });
+  try {
+    return await runChain(launch, denoDir);
+  } finally {
+    if (denoDir !== undefined) Deno.removeSync(denoDir, { recursive: true });
+  }
+}
+
+async function runChain(launch: SandboxLaunch, denoDir: string | undefined): Promise<number> {
   const channel = openStageChannel();
   const chain = launch.mode === "namespace" ? namespaceChain : chrootChain;
   const [program, ...programArgs] = chain(daemonCommandLine(launch.args), launch.capabilities);
@@ -122,7 +135,10 @@ export async function runSandboxedDaemon(launch: SandboxLaunch): Promise<number>
   try {
     child = new Deno.Command(program, {
       args: programArgs,
-      env: { [STAGE_CHANNEL_ENV]: `${channel.daemonEnd}:${launch.mode}` },
+      env: {
+        [STAGE_CHANNEL_ENV]: `${channel.daemonEnd}:${launch.mode}`,
+        ...(denoDir === undefined ? {} : { DENO_DIR: denoDir }),
+      },
       stdin: "null",
       stdout: "inherit",
       stderr: "inherit",
