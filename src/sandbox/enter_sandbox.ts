@@ -111,7 +111,8 @@ function enterAsDaemon(
   const kept = keptCapabilities({ fileHandles: request.fileHandles });
   // Capabilities came with execve and never change: check before the launcher goes on.
   checkCapabilities(chroot ? [...kept, "sys_chroot"] : kept);
-  const listenFd = awaitLauncher(channel, mode === "namespace");
+  // A share of "/" is bound on top of the new root, which then looks like the old one.
+  const listenFd = awaitLauncher(channel, mode === "namespace" && request.sharedDir !== "/");
   if (chroot) enterChroot(request.sharedDir);
   installSeccompFilter(buildSeccompFilter({ allowFileHandles: request.fileHandles }));
   const share = `${request.sharedDir}${request.readOnly ? " (read-only)" : ""}`;

@@ -120,5 +120,7 @@ function buildAndPivot(stage: string, layout: RootLayout): void {
   pivotRoot(".", ".");
   umount2(".", MNT_DETACH);
   chdir("/");
+  // Sharing "/" itself puts the share on top of the tmpfs: that root must stay writable.
+  if (binds.some((bind) => bind.path === "/")) return;
   mount(null, "/", null, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
 }
