@@ -9,6 +9,7 @@
  */
 
 import { fileURLToPath } from "node:url";
+import { servingProcess } from "./process_tree.ts";
 
 const MAIN = fileURLToPath(new URL("../../main.ts", import.meta.url));
 /** How long a back-end may take to create its socket. */
@@ -133,18 +134,7 @@ export class VhostdProcess {
    * children (launcher, unshare, daemon).
    */
   daemonPid(): number {
-    let pid = this.pid;
-    for (;;) {
-      let children: string[];
-      try {
-        children = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).split(/\s+/)
-          .filter((child) => child !== "");
-      } catch {
-        return pid;
-      }
-      if (children.length !== 1) return pid;
-      pid = Number(children[0]);
-    }
+    return servingProcess(this.pid);
   }
 
   /** Number of entries in /proc/PID/fd of the serving process right now. */
