@@ -12,16 +12,7 @@ import { capabilityMask, keptCapabilities, threadCapabilities } from "../src/san
 import { FsFixture, makeTestDirs, withVhostdFs } from "./support/fs_fixture.ts";
 import { runVhostdCli, saveToBytes } from "./support/state_tools.ts";
 import { VhostdProcess } from "./support/vhostd_process.ts";
-
-/** Whether this host can give the sandbox its namespaces (root, util-linux unshare works). */
-function namespacesWork(): boolean {
-  const probe = new Deno.Command("unshare", {
-    args: ["--mount", "--pid", "--fork", "--mount-proc", "true"],
-    stdout: "null",
-    stderr: "null",
-  }).outputSync();
-  return probe.success;
-}
+import { namespacesWork } from "./support/namespaces.ts";
 
 const NAMESPACES = namespacesWork();
 const SKIP_REASON = " (skipped: cannot create mount and PID namespaces here)";

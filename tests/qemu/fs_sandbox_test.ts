@@ -12,14 +12,7 @@ import { VhostdProcess } from "./migration_harness.ts";
 import { stopBackend, vhostUserFsArgs } from "./fs_backend.ts";
 import { servingProcess } from "../support/process_tree.ts";
 import { threadCapabilities } from "../../src/sandbox/mod.ts";
-
-function namespacesWork(): boolean {
-  return new Deno.Command("unshare", {
-    args: ["--mount", "--pid", "--fork", "--mount-proc", "true"],
-    stdout: "null",
-    stderr: "null",
-  }).outputSync().success;
-}
+import { namespacesWork } from "../support/namespaces.ts";
 
 const NAMESPACES = namespacesWork();
 
