@@ -42,34 +42,45 @@ function rootIdentity(): string {
 }
 
 /**
- * Says `ready` on `channel` and waits for the launcher's `go`; returns the
- * listening socket it sent. With `expectNewRoot` (namespace mode) the
- * launcher has switched this process's root by then, which is checked:
- * everything this process needs from outside the new root must be open (or
- * loaded) before.
+ * Says `ready` on `channel` and waits for the launcher's `go`. With
+ * `expectNewRoot` (namespace mode) the launcher has switched this process's
+ * root by then, which is checked: everything this process needs from outside
+ * the new root must be open (or loaded) before.
  */
-export function awaitLauncher(channel: number, expectNewRoot: boolean): number {
+export function awaitLauncher(channel: number, expectNewRoot: boolean): void {
   Deno.env.delete(STAGE_CHANNEL_ENV);
+  // A working directory on the old root would stay a way out of the new one.
+  chdir("/");
+  const before = rootIdentity();
+  sendStageMessage(channel, "ready");
+  expectMessage(channel, "go", 0);
+  chdir("/");
+  if (expectNewRoot && rootIdentity() === before) {
+    throw new SandboxError("sandbox set-up failed: the root directory did not change");
+  }
+}
+
+/**
+ * Says `confined` on `channel` (so the socket appears only now) and waits
+ * for the listening socket; closes the channel.
+ */
+export function receiveListener(channel: number): number {
   try {
-    // A working directory on the old root would stay a way out of the new one.
-    chdir("/");
-    const before = rootIdentity();
-    sendStageMessage(channel, "ready");
-    const reply = receiveStageMessage(channel);
-    if (reply.text !== "go" || reply.fds.length !== 1) {
-      for (const fd of reply.fds) closeQuietly(fd);
-      const why = reply.text.startsWith("fail ") ? reply.text.slice(5) : "the launcher went away";
-      throw new SandboxError(`sandbox set-up failed: ${why}`);
-    }
-    chdir("/");
-    if (expectNewRoot && rootIdentity() === before) {
-      closeQuietly(reply.fds[0]);
-      throw new SandboxError("sandbox set-up failed: the root directory did not change");
-    }
-    return reply.fds[0];
+    sendStageMessage(channel, "confined");
+    return expectMessage(channel, "listen", 1)[0];
   } finally {
     closeQuietly(channel);
   }
+}
+
+function expectMessage(channel: number, text: string, fdCount: number): number[] {
+  const reply = receiveStageMessage(channel);
+  if (reply.text !== text || reply.fds.length !== fdCount) {
+    for (const fd of reply.fds) closeQuietly(fd);
+    const why = reply.text.startsWith("fail ") ? reply.text.slice(5) : "the launcher went away";
+    throw new SandboxError(`sandbox set-up failed: ${why}`);
+  }
+  return reply.fds;
 }
 
 /**

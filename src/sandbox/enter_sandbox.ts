@@ -16,7 +16,13 @@ import {
   keptCapabilities,
   threadCapabilities,
 } from "./capabilities.ts";
-import { awaitLauncher, enterChroot, SandboxError, sandboxStage } from "./daemon_stage.ts";
+import {
+  awaitLauncher,
+  enterChroot,
+  receiveListener,
+  SandboxError,
+  sandboxStage,
+} from "./daemon_stage.ts";
 import { runSandboxedDaemon } from "./launcher.ts";
 import type { RootBind } from "./namespace_root.ts";
 import { chrootUnavailable, namespaceUnavailable, type SandboxMode } from "./sandbox_mode.ts";
@@ -112,7 +118,7 @@ function enterAsDaemon(
   // Capabilities came with execve and never change: check before the launcher goes on.
   checkCapabilities(chroot ? [...kept, "sys_chroot"] : kept);
   // A share of "/" is bound on top of the new root, which then looks like the old one.
-  const listenFd = awaitLauncher(channel, mode === "namespace" && request.sharedDir !== "/");
+  awaitLauncher(channel, mode === "namespace" && request.sharedDir !== "/");
   if (chroot) enterChroot(request.sharedDir);
   installSeccompFilter(buildSeccompFilter({ allowFileHandles: request.fileHandles }));
   const share = `${request.sharedDir}${request.readOnly ? " (read-only)" : ""}`;
@@ -124,6 +130,7 @@ function enterAsDaemon(
       Object.keys(DENIED_SYSCALLS).length
     } system calls refused)`,
   );
+  const listenFd = receiveListener(channel);
   return { kind: "serve", mode, sharedDir: chroot ? "/" : request.sharedDir, listenFd };
 }
 

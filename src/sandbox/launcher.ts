@@ -176,11 +176,15 @@ async function runChain(launch: SandboxLaunch, denoDir: string | undefined): Pro
       } else {
         daemonPid = child.pid; // setpriv exec'd it
       }
+      sendStageMessage(channel.launcherEnd, "go");
+      // The socket appears only once the daemon is confined.
+      const confined = await awaitStageMessage(channel.launcherEnd);
+      if (confined.text !== "confined") return (await child.status).code || 1;
       if (listenFd === undefined) {
         listenFd = listenOnPath(launch.socketPath!);
         createdSocket = true;
       }
-      sendStageMessage(channel.launcherEnd, "go", [listenFd]);
+      sendStageMessage(channel.launcherEnd, "listen", [listenFd]);
     } catch (e) {
       sendStageMessage(channel.launcherEnd, `fail ${e instanceof Error ? e.message : e}`);
       await child.status;

@@ -1,8 +1,10 @@
 /**
  * The hand-shake between the launcher (the `vhostd fs` the user started) and
  * the sandboxed daemon it spawned, over a Unix socket pair: the daemon says
- * `ready` once it only waits for its new root, the launcher answers `go`
- * with the listening socket attached, or `fail <why>`.
+ * `ready` once it only waits for its new root; the launcher switches it and
+ * answers `go`; the daemon confines itself the rest of the way and says
+ * `confined`; the launcher creates the socket and sends it with `listen`.
+ * Instead of an answer the launcher may say `fail <why>`.
  *
  * @module
  */
