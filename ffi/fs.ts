@@ -163,6 +163,49 @@ export function procSelfFdPath(fd: number): string {
 }
 
 /**
+ * The environment variable naming an fd of the directory `/proc/self/fd`,
+ * opened before a chroot that leaves no /proc behind (`vhostd fs --sandbox
+ * chroot`). Every isolate of the process (Workers too) reads it.
+ */
+export const PROC_SELF_FD_DIR_ENV = "VHOSTD_PROC_SELF_FD_DIR";
+
+/** This isolate's view of {@linkcode PROC_SELF_FD_DIR_ENV}; null: not read yet. */
+let procSelfFdDir: number | undefined | null = null;
+
+function procSelfFdDirectory(): number | undefined {
+  if (procSelfFdDir === null) {
+    let value: string | undefined;
+    try {
+      value = Deno.env.get(PROC_SELF_FD_DIR_ENV);
+    } catch {
+      value = undefined; // no env permission: nothing was set either
+    }
+    procSelfFdDir = value === undefined || !/^\d+$/.test(value) ? undefined : Number(value);
+  }
+  return procSelfFdDir;
+}
+
+/**
+ * From now on, this process reaches `/proc/self/fd/N` as `N` in `dirfd` (a
+ * directory fd of /proc/self/fd): for this isolate and, through the
+ * environment, for Workers started later.
+ */
+export function useProcSelfFdDirectory(dirfd: number): void {
+  Deno.env.set(PROC_SELF_FD_DIR_ENV, String(dirfd));
+  procSelfFdDir = dirfd;
+}
+
+/**
+ * Where `/proc/self/fd/N` of `fd` is, as the (dirfd, name) pair of an *at
+ * call: `(AT_FDCWD, "/proc/self/fd/N")`, or `(dirfd, "N")` after
+ * {@linkcode useProcSelfFdDirectory}.
+ */
+export function procSelfFdAt(fd: number): [number, string] {
+  const dirfd = procSelfFdDirectory();
+  return dirfd === undefined ? [AT_FDCWD, procSelfFdPath(fd)] : [dirfd, String(fd)];
+}
+
+/**
  * Opens the file an fd refers to anew, with new access flags, through
  * `/proc/self/fd/N` (how virtiofsd turns an O_PATH fd from its inode table
  * into an fd it can read, write or list). This is safe against a guest that
@@ -175,7 +218,8 @@ export function procSelfFdPath(fd: number): string {
  * O_CREAT and O_EXCL (the file exists). Add O_CLOEXEC yourself if wanted.
  */
 export function reopenFd(fd: number, flags: number): number {
-  return openat(AT_FDCWD, procSelfFdPath(fd), flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL), 0);
+  const [dirfd, name] = procSelfFdAt(fd);
+  return openat(dirfd, name, flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL), 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -422,7 +466,7 @@ export function renameat2(
  * Makes a hard link `newname` in `newdirfd` to `oldname` in `olddirfd`
  * (`linkat`). To link the file an O_PATH fd holds: either `linkat(fd, "",
  * dir, name, AT_EMPTY_PATH)`, which needs CAP_DAC_READ_SEARCH, or
- * `linkat(AT_FDCWD, procSelfFdPath(fd), dir, name, AT_SYMLINK_FOLLOW)`.
+ * `linkat(...procSelfFdAt(fd), dir, name, AT_SYMLINK_FOLLOW)`.
  */
 export function linkat(
   olddirfd: number,
@@ -456,8 +500,10 @@ export function fchmod(fd: number, mode: number): void {
  * is how a passthrough server changes modes without following links.)
  */
 export function chmodProcFd(fd: number, mode: number): void {
-  const path = procSelfFdPath(fd);
-  if (libc().chmod(cString("chmod", path), mode) < 0) throwLastError("chmod", path);
+  const [dirfd, name] = procSelfFdAt(fd);
+  if (libc().fchmodat(dirfd, cString("fchmodat", name), mode, 0) < 0) {
+    throwLastError("fchmodat", at(dirfd, name));
+  }
 }
 
 /**

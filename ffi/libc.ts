@@ -116,6 +116,7 @@ export const LIBC_SYMBOLS = {
   },
   fchmod: { parameters: ["i32", "u32"], result: "i32", nonblocking: false },
   chmod: { parameters: ["buffer", "u32"], result: "i32", nonblocking: false },
+  fchmodat: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32", nonblocking: false },
   fchownat: {
     parameters: ["i32", "buffer", "u32", "u32", "i32"],
     result: "i32",
@@ -174,6 +175,32 @@ export const LIBC_SYMBOLS = {
     nonblocking: false,
   },
   open_by_handle_at: { parameters: ["i32", "buffer", "i32"], result: "i32", nonblocking: false },
+  // Sandbox (ffi/sandbox.ts). prctl is variadic in C but takes unsigned longs
+  // in registers, so one fixed five-argument signature is sound. glibc has no
+  // seccomp wrapper (syscall_seccomp below).
+  unshare: { parameters: ["i32"], result: "i32", nonblocking: false },
+  setns: { parameters: ["i32", "i32"], result: "i32", nonblocking: false },
+  mount: {
+    parameters: ["buffer", "buffer", "buffer", "u64", "buffer"],
+    result: "i32",
+    nonblocking: false,
+  },
+  umount2: { parameters: ["buffer", "i32"], result: "i32", nonblocking: false },
+  chdir: { parameters: ["buffer"], result: "i32", nonblocking: false },
+  fchdir: { parameters: ["i32"], result: "i32", nonblocking: false },
+  chroot: { parameters: ["buffer"], result: "i32", nonblocking: false },
+  prctl: {
+    parameters: ["i32", "u64", "u64", "u64", "u64"],
+    result: "i32",
+    nonblocking: false,
+  },
+  pivot_root: { parameters: ["buffer", "buffer"], result: "i32", nonblocking: false },
+  syscall_seccomp: {
+    name: "syscall",
+    parameters: ["i64", "u32", "u32", "buffer"],
+    result: "i64",
+    nonblocking: false,
+  },
   // syscall(2) is variadic, but glibc implements it in assembly that just
   // moves registers, so one fixed signature per system call is sound. glibc
   // has no openat2 wrapper, and a getdents64 one only since 2.30.

@@ -7,8 +7,17 @@
  * @module
  */
 
-/** Permissions of the compiled binary: FFI for libc, files for images and sockets, env for DENO_* knobs. */
-export const COMPILE_PERMISSIONS = ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env"];
+/**
+ * Permissions of the compiled binary: FFI for libc, files for images and sockets, env for DENO_*
+ * knobs, run for the fs sandbox's launcher (util-linux setpriv and unshare).
+ */
+export const COMPILE_PERMISSIONS = [
+  "--allow-ffi",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-run",
+];
 
 /** Worker entry points, relative to the repository root. */
 export const WORKER_MODULES = [

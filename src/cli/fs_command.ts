@@ -10,6 +10,7 @@ import { PassthroughFs } from "../devices/fs/passthrough/passthrough_fs.ts";
 import { MAX_REQUEST_QUEUES, validateTag } from "../devices/fs/fs_spec.ts";
 import { isMigrationOnError, type MigrationOnError } from "../devices/fs/fs_state.ts";
 import {
+  absolutePath,
   answerInfoRequest,
   applyLogLevel,
   DAEMON_OPTIONS,
@@ -28,6 +29,8 @@ import type { FileIoEngineKind } from "../io/file_io_engine.ts";
 import { probeIoUring } from "../io/open_engine.ts";
 import { isOnMemoryFileSystem } from "../io/memory_file_system.ts";
 import { closeQuietly, O_CLOEXEC, O_DIRECTORY, O_RDONLY, openFile } from "../../ffi/mod.ts";
+import { enterSandbox, isSandboxMode, SandboxError, type SandboxMode } from "../sandbox/mod.ts";
+import { ListenError } from "../backend/daemon.ts";
 import {
   type CachePolicy,
   type FsXattrOptions,
@@ -74,6 +77,10 @@ Shared directory:
                          inside its request); default io_uring where it works,
                          sync for a directory in memory (tmpfs, ramfs)
 ${FS_XATTR_HELP}
+  --sandbox MODE         confine the daemon: namespace (its own mount and PID
+                         namespaces, root holding only the share; fewest
+                         capabilities; seccomp), chroot or none; default: the
+                         strongest that works here
 
 ${listeningHelp(FS_DEFAULTS.socketPath)}
 
@@ -126,6 +133,8 @@ export interface FsArgs extends DaemonArgs {
   inodeFileHandles: InodeFileHandleMode;
   /** How a SAVE describes inodes. */
   migrationMode: MigrationMode;
+  /** The sandbox asked for (undefined: the strongest that works). */
+  sandbox?: SandboxMode;
 }
 
 /** Parses `vhostd fs` arguments; throws UsageError with a one-line message. */
@@ -142,6 +151,7 @@ export function parseFsArgs(args: string[]): FsArgs {
     ...FS_XATTR_OPTIONS,
     "inode-file-handles": { type: "string" },
     "migration-mode": { type: "string" },
+    sandbox: { type: "string" },
   });
   const common = daemonArgs(values, FS_DEFAULTS.socketPath);
   const tag = values.tag ?? FS_DEFAULTS.tag;
@@ -173,6 +183,10 @@ export function parseFsArgs(args: string[]): FsArgs {
       `--migration-mode must be find-paths or file-handles, got "${migrationMode}"`,
     );
   }
+  const sandbox = values.sandbox;
+  if (sandbox !== undefined && !isSandboxMode(sandbox)) {
+    throw new UsageError(`--sandbox must be namespace, chroot or none, got "${sandbox}"`);
+  }
   const sharedDir = values["shared-dir"];
   if (sharedDir === undefined && !common.help && !common.printCapabilities) {
     throw new UsageError("--shared-dir is required (the directory to share)");
@@ -195,6 +209,7 @@ export function parseFsArgs(args: string[]): FsArgs {
     xattr: fsXattrArgs(values),
     inodeFileHandles,
     migrationMode,
+    sandbox,
   };
 }
 
@@ -268,10 +283,12 @@ export async function runFs(args: string[]): Promise<number> {
   applyLogLevel(opts);
   const sharedDir = checkSharedDir(opts.sharedDir!);
   checkInodeFileHandles(sharedDir, opts.inodeFileHandles);
-  const engine = chooseEngine(opts.aio, probeIoUring, dirIsInMemory(sharedDir));
+  const sandboxed = await enterFsSandbox(args, opts, sharedDir);
+  if (typeof sandboxed === "number") return sandboxed;
+  const engine = chooseEngine(opts.aio, probeIoUring, dirIsInMemory(sandboxed.sharedDir!));
   logEngineChoice(engine, "the shared directory");
   const device = new FsDevice({
-    sharedDir,
+    sharedDir: sandboxed.sharedDir!,
     tag: opts.tag,
     numRequestQueues: opts.numRequestQueues,
     readOnly: opts.readOnly,
@@ -282,7 +299,56 @@ export async function runFs(args: string[]): Promise<number> {
     inodeFileHandles: opts.inodeFileHandles,
     migrationMode: opts.migrationMode,
   });
-  return await serveDevice(device, opts, {
+  return await serveDevice(device, { ...opts, ...sandboxed }, {
     qemuDevice: `vhost-user-fs-pci,chardev=vhostd0,tag=${opts.tag}`,
   });
+}
+
+/**
+ * Enters the sandbox (src/sandbox/): resolves with the launcher's exit code
+ * when this process only launched the sandboxed daemon, else with where to
+ * listen.
+ */
+async function enterFsSandbox(
+  args: string[],
+  opts: FsArgs,
+  sharedDir: string,
+): Promise<number | Pick<FsArgs, "socketPath" | "listenFd" | "sharedDir" | "dumpStateDir">> {
+  const dumpStateDir = opts.dumpStateDir === undefined
+    ? undefined
+    : canonicalDir(opts.dumpStateDir);
+  // Resolved now: the sandboxed daemon's working directory becomes its new root.
+  const socketPath = opts.socketPath === undefined ? undefined : absolutePath(opts.socketPath);
+  try {
+    const outcome = await enterSandbox({
+      mode: opts.sandbox,
+      args,
+      sharedDir,
+      readOnly: opts.readOnly,
+      // File handles need CAP_DAC_READ_SEARCH and open_by_handle_at.
+      fileHandles: opts.inodeFileHandles !== "never" || opts.migrationMode === "file-handles",
+      writableDirs: dumpStateDir === undefined ? [] : [dumpStateDir],
+      socketPath: opts.socketPath,
+      listenFd: opts.listenFd,
+    });
+    if (outcome.kind === "launched") return outcome.exitCode;
+    if (outcome.listenFd === undefined) return { ...opts, sharedDir, dumpStateDir };
+    // The launcher sent its own copy of an inherited --fd; this one is a duplicate.
+    if (opts.listenFd !== undefined) closeQuietly(opts.listenFd);
+    return {
+      // Still named in the log and the QEMU hint; the launcher created it and removes it.
+      socketPath,
+      listenFd: outcome.listenFd,
+      sharedDir: outcome.sharedDir,
+      dumpStateDir,
+    };
+  } catch (e) {
+    if (e instanceof SandboxError || e instanceof ListenError) throw new UsageError(e.message);
+    throw e;
+  }
+}
+
+/** The canonical path of an existing directory (the sandbox binds it there). */
+function canonicalDir(path: string): string {
+  return Deno.realPathSync(path);
 }

@@ -46,6 +46,11 @@ export class VhostdProcess {
     });
   }
 
+  /** Process id of the program started (for vhostd fs in a sandbox: its launcher). */
+  get pid(): number {
+    return this.#child.pid;
+  }
+
   /**
    * Starts `vhostd blk --file IMAGE --socket-path SOCKET --log-level debug
    * EXTRA_ARGS` and waits until the socket exists.

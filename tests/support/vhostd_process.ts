@@ -9,6 +9,7 @@
  */
 
 import { fileURLToPath } from "node:url";
+import { servingProcess } from "./process_tree.ts";
 
 const MAIN = fileURLToPath(new URL("../../main.ts", import.meta.url));
 /** How long a back-end may take to create its socket. */
@@ -131,19 +132,29 @@ export class VhostdProcess {
     }
   }
 
-  /** Number of entries in /proc/PID/fd right now. */
+  /**
+   * The process that serves: vhostd itself, or, when it launched a sandboxed
+   * daemon (`vhostd fs --sandbox namespace`), the end of its chain of only
+   * children (launcher, unshare, daemon).
+   */
+  daemonPid(): number {
+    return servingProcess(this.pid);
+  }
+
+  /** Number of entries in /proc/PID/fd of the serving process right now. */
   fdCount(): number {
     let count = 0;
-    for (const _ of Deno.readDirSync(`/proc/${this.pid}/fd`)) count++;
+    for (const _ of Deno.readDirSync(`/proc/${this.daemonPid()}/fd`)) count++;
     return count;
   }
 
-  /** The targets of the process's fds (for a readable failure message). */
+  /** The targets of the serving process's fds (for a readable failure message). */
   fdTargets(): string[] {
     const out: string[] = [];
-    for (const entry of Deno.readDirSync(`/proc/${this.pid}/fd`)) {
+    const pid = this.daemonPid();
+    for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
       try {
-        out.push(`${entry.name} -> ${Deno.readLinkSync(`/proc/${this.pid}/fd/${entry.name}`)}`);
+        out.push(`${entry.name} -> ${Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`)}`);
       } catch {
         out.push(`${entry.name} -> (gone)`);
       }

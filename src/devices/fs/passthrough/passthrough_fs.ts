@@ -98,7 +98,7 @@ import {
   O_RDONLY,
   O_WRONLY,
   openat,
-  procSelfFdPath,
+  procSelfFdAt,
   readlinkat,
   RENAME_EXCHANGE,
   RENAME_NOREPLACE,
@@ -603,7 +603,7 @@ export class PassthroughFs {
           linkat(inode.fd, "", dir.fd, newName, AT_EMPTY_PATH);
         } catch (error) {
           if (errnoOf(error) !== ENOENT) throw error;
-          linkat(AT_FDCWD, procSelfFdPath(inode.fd), dir.fd, newName, AT_SYMLINK_FOLLOW);
+          linkat(...procSelfFdAt(inode.fd), dir.fd, newName, AT_SYMLINK_FOLLOW);
         }
       });
       return this.#lookupIn(dir, newName);
