@@ -181,8 +181,10 @@ async function unlinkedOpenFileMoves(mode: string): Promise<boolean> {
     d.unlink(ROOT, "scratch");
     d.stopAll();
     const state = saveToBytes(fx.client);
-    // The source keeps its fd open during the switch-over, as a paused source does.
-    return await withVhostd({ command: "fs", args: ["--shared-dir", dirs.share] }, (target) => {
+    // The source keeps its fd open during the switch-over, as a paused source does. The
+    // destination runs in the same mode: its sandbox opens handles only when told to.
+    const args = ["--shared-dir", dirs.share, "--migration-mode", mode];
+    return await withVhostd({ command: "fs", args }, (target) => {
       const client = destination(target);
       if (!load(client, state)) {
         client.close();
