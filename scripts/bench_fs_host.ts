@@ -522,6 +522,9 @@ export function startBackend(
       String(queues),
       "--cache",
       "never",
+      // Like virtiofsd's --sandbox none here; the CPU column reads this process.
+      "--sandbox",
+      "none",
       "--log-level",
       "warn",
     ], socket);
