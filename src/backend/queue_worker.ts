@@ -115,15 +115,8 @@ class QueueWorker implements QueueContext {
   #log: DirtyLog | undefined;
   #logFd = NO_FD;
   #running = true;
-  /**
-   * Current busy-poll windows in ms (0: sleep at once), one for waits with
-   * requests in flight (for the backing) and one for waits with none (for
-   * the driver). Kept apart because the two waits alternate at low depth:
-   * the driver's next request comes microseconds after the interrupt, the
-   * backing's completion a device latency after the submission. One shared
-   * window would be shrunk by every long I/O wait and never catch the kick.
-   */
-  readonly #pollMs = [0, 0];
+  /** Current busy-poll window in ms (0: sleep at once). */
+  #pollMs = 0;
 
   constructor(init: Extract<WorkerCommand, { type: "init" }>) {
     this.#wakeFd = init.wakeFd;
@@ -181,17 +174,12 @@ class QueueWorker implements QueueContext {
   async #loop(): Promise<void> {
     while (this.#running) {
       let timeout = this.#hasPolledRing() ? POLL_INTERVAL_MS : -1;
-      const window = this.#inflightTotal() > 0 ? 1 : 0;
       // Work a watched fd's `ready` already sees (an I/O engine's SQEs the kernel refused for
       // now) must not wait for an event that may never come.
-      if (
-        timeout === -1 && (this.#pollMs[window] > 0 ? this.#busyPoll(window) : this.#anyReady())
-      ) {
-        timeout = 0;
-      }
+      if (timeout === -1 && (this.#pollMs > 0 ? this.#busyPoll() : this.#anyReady())) timeout = 0;
       const sleptFrom = timeout === -1 ? performance.now() : 0;
       const n = epollWait(this.#epfd, this.#events, timeout);
-      if (timeout === -1) this.#adaptPolling(window, performance.now() - sleptFrom);
+      if (timeout === -1) this.#adaptPolling(performance.now() - sleptFrom);
       let wake = false;
       for (let i = 0; i < n; i++) {
         const token = this.#events.data(i);
@@ -225,19 +213,12 @@ class QueueWorker implements QueueContext {
     }
   }
 
-  /** Requests in flight on every ring of this Worker. */
-  #inflightTotal(): number {
-    let total = 0;
-    for (const ring of this.#rings.values()) total += ring.runner.inflightCount;
-    return total;
-  }
-
   /**
-   * Spins for up to poll window `window` until a ring has chains or a
+   * Spins for up to the current poll window until a ring has chains or a
    * watched fd's `ready` says it has work; true when something turned up.
    */
-  #busyPoll(window: number): boolean {
-    const until = performance.now() + this.#pollMs[window];
+  #busyPoll(): boolean {
+    const until = performance.now() + this.#pollMs;
     do {
       for (const ring of this.#rings.values()) if (ring.runner.hasWork()) return true;
       for (const watch of this.#watches.values()) if (watch.ready?.()) return true;
@@ -251,13 +232,12 @@ class QueueWorker implements QueueContext {
     return false;
   }
 
-  /** Grows poll window `window` after a short sleep, shrinks it after a long one. */
-  #adaptPolling(window: number, sleptMs: number): void {
-    const ms = this.#pollMs[window];
+  /** Grows the poll window after a short sleep, shrinks it after a long one. */
+  #adaptPolling(sleptMs: number): void {
     if (sleptMs > POLL_MAX_MS) {
-      this.#pollMs[window] = ms / 2 < POLL_START_MS ? 0 : ms / 2;
-    } else if (ms < POLL_MAX_MS) {
-      this.#pollMs[window] = ms === 0 ? POLL_START_MS : Math.min(POLL_MAX_MS, ms * 2);
+      this.#pollMs = this.#pollMs / 2 < POLL_START_MS ? 0 : this.#pollMs / 2;
+    } else if (this.#pollMs < POLL_MAX_MS) {
+      this.#pollMs = this.#pollMs === 0 ? POLL_START_MS : Math.min(POLL_MAX_MS, this.#pollMs * 2);
     }
   }
 
