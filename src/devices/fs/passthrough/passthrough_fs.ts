@@ -1140,7 +1140,7 @@ export class PassthroughFs {
     const st = statEntryQuietly(dir.fd, name);
     this.#asCallerClaiming(
       caller,
-      () => [groupOfFd(dir.fd), st?.gid],
+      () => [groupOfFd(dir.fd)], // the entry's own group grants nothing here
       () => unlinkat(dir.fd, name, flags),
     );
     const inode = st && this.#inodes.find(st.dev, st.ino);
