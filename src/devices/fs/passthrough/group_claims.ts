@@ -32,7 +32,7 @@ import { statEntryQuietly, statFd } from "./confined_open.ts";
 import type { Caller } from "./credentials.ts";
 import { errnoOf } from "./fs_errors.ts";
 
-/** The part of {@linkcode ThreadCredentials} a claim needs (tests fake it). */
+/** The part of `ThreadCredentials` (credentials.ts) a claim needs (tests fake it). */
 export interface CallerSwitch {
   /** True when operations run as their caller. */
   readonly switching: boolean;
