@@ -4,8 +4,10 @@
  * name of an unprivileged uid. Files are born owned by that uid, and the
  * host refuses it what it would refuse that user: a root-only file cannot
  * be opened, truncated, chmodded or unlinked, a root directory cannot be
- * created in, vhostd's own groups never leak to it, and the supplementary
- * group of FUSE_CREATE_SUPP_GROUP opens a group-writable directory. With
+ * created in, a group it could only have through an ACL entry is not
+ * given to it, and the supplementary group of FUSE_CREATE_SUPP_GROUP opens
+ * a directory writable for that group. (Access through the group of the
+ * file or directory involved: fs_supplementary_groups_test.ts.) With
  * HANDLE_KILLPRIV_V2 its writes, truncations and O_TRUNC opens clear the
  * setuid and setgid bits and `security.capability`, as the host kernel does
  * for an unprivileged writer.
@@ -14,16 +16,23 @@
  */
 
 import assert from "node:assert/strict";
-import { EACCES, EPERM, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY } from "../ffi/mod.ts";
+import {
+  EACCES,
+  EPERM,
+  O_CREAT,
+  O_EXCL,
+  O_RDONLY,
+  O_RDWR,
+  O_TRUNC,
+  O_WRONLY,
+  setxattr,
+} from "../ffi/mod.ts";
 import type { FsDriver } from "../src/frontend/mod.ts";
 import {
   decodeCreateOut,
-  decodeInitOut,
   decodeOpenOut,
   encodeGroupsExtension,
   encodeRequest,
-  FUSE_KERNEL_MINOR_VERSION,
-  FUSE_KERNEL_VERSION,
   FUSE_OUT_HEADER,
   FuseInitFlag,
   FuseInitFlag2,
@@ -33,6 +42,8 @@ import {
   FuseWriteFlag,
   splitReply,
 } from "../src/devices/fs/fuse/mod.ts";
+import { as, initWith, modeOf, owner, setattrRaw } from "./support/fs_callers.ts";
+import { namedGroupAcl } from "./support/posix_acl.ts";
 import { errnoOf, FsFixture, type FsTestDirs, withVhostdFs } from "./support/fs_fixture.ts";
 
 const ROOT = 1n;
@@ -41,48 +52,16 @@ const TEAM = 2000;
 const isRoot = Deno.uid() === 0;
 const SKIP = isRoot ? "" : " (skipped: vhostd switches ids only as root)";
 
-/** INIT offering what a Linux 6.x guest offers, plus the two flags under test. */
-function initWith(d: FsDriver): { flags: number; flags2: number } {
-  const flags = FuseInitFlag.ASYNC_READ | FuseInitFlag.BIG_WRITES | FuseInitFlag.DO_READDIRPLUS |
-    FuseInitFlag.MAX_PAGES | FuseInitFlag.INIT_EXT | FuseInitFlag.HANDLE_KILLPRIV_V2;
-  const reply = decodeInitOut(d.call(FuseOpcode.INIT, {
-    major: FUSE_KERNEL_VERSION,
-    minor: FUSE_KERNEL_MINOR_VERSION,
-    maxReadahead: 128 * 1024,
-    flags: flags >>> 0,
-    flags2: FuseInitFlag2.CREATE_SUPP_GROUP,
-  }));
-  return { flags: reply.flags, flags2: reply.flags2 };
-}
-
-/** Runs `body` with requests sent as `uid`:`gid`, then back as root. */
-function as<T>(d: FsDriver, uid: number, gid: number, body: () => T): T {
-  d.uid = uid;
-  d.gid = gid;
-  try {
-    return body();
-  } finally {
-    d.uid = 0;
-    d.gid = 0;
-  }
-}
-
-function owner(path: string): [number, number] {
-  const st = Deno.lstatSync(path);
-  return [st.uid!, st.gid!];
-}
-
-function modeOf(path: string): number {
-  return Deno.statSync(path).mode! & 0o7777;
-}
-
 /** The share writable by anyone, plus root-only things inside it. */
 function prepare(dirs: FsTestDirs): void {
   Deno.chmodSync(dirs.share, 0o777);
   Deno.writeTextFileSync(`${dirs.share}/secret`, "root only\n");
   Deno.chmodSync(`${dirs.share}/secret`, 0o600);
+  // Readable for group 0 only through a named ACL entry: the group a refused
+  // caller may claim from it is its owning group, 3000, which grants nothing.
   Deno.writeTextFileSync(`${dirs.share}/group-root`, "root's group only\n");
-  Deno.chmodSync(`${dirs.share}/group-root`, 0o640);
+  Deno.chownSync(`${dirs.share}/group-root`, 0, 3000);
+  setxattr(`${dirs.share}/group-root`, "system.posix_acl_access", namedGroupAcl(0, 4), 0);
   Deno.mkdirSync(`${dirs.share}/locked`);
   Deno.chmodSync(`${dirs.share}/locked`, 0o755);
   Deno.writeTextFileSync(`${dirs.share}/locked/inside`, "");
@@ -151,8 +130,8 @@ Deno.test({
           EPERM,
           "set its times",
         );
-        // vhostd's own supplementary groups (root's) are not the caller's.
-        assert.equal(errnoOf(() => d.open(groupRoot, O_RDONLY)), EACCES, "a root:root 0640");
+        // Only the groups of the inodes involved are claimed, not every group.
+        assert.equal(errnoOf(() => d.open(groupRoot, O_RDONLY)), EACCES, "group 0 by ACL only");
         // A root 0755 directory: no creating, removing or renaming in it.
         const inLocked = [
           () => d.create(locked, "new", O_RDWR | O_CREAT, 0o644),
@@ -187,9 +166,10 @@ Deno.test({
   ignore: !isRoot,
   async fn() {
     await withCredentialsShare((d, dirs) => {
+      // Writable for TEAM through a named ACL entry only: no inode involved
+      // has TEAM as its group, so only the extension can tell vhostd.
       Deno.mkdirSync(`${dirs.share}/team`);
-      Deno.chownSync(`${dirs.share}/team`, 0, TEAM);
-      Deno.chmodSync(`${dirs.share}/team`, 0o775);
+      setxattr(`${dirs.share}/team`, "system.posix_acl_access", namedGroupAcl(TEAM, 7), 0);
       const team = d.lookup(ROOT, "team").nodeid;
       const createIn = (name: string, groups: number[] | null): number => {
         const request = encodeRequest(FuseOpcode.CREATE, {
@@ -232,21 +212,7 @@ function extended(request: Uint8Array, extension: Uint8Array): Uint8Array {
 
 /** SETATTR of the size with FATTR_KILL_SUIDGID, as a guest sends it for a caller without CAP_FSETID. */
 function truncateKilling(d: FsDriver, nodeid: bigint, size: bigint): void {
-  d.call(FuseOpcode.SETATTR, {
-    valid: FuseSetattrValid.SIZE | FuseSetattrValid.KILL_SUIDGID,
-    fh: 0n,
-    size,
-    lockOwner: 0n,
-    atime: 0n,
-    mtime: 0n,
-    ctime: 0n,
-    atimensec: 0,
-    mtimensec: 0,
-    ctimensec: 0,
-    mode: 0,
-    uid: 0,
-    gid: 0,
-  }, { nodeid });
+  setattrRaw(d, nodeid, FuseSetattrValid.SIZE | FuseSetattrValid.KILL_SUIDGID, size);
 }
 
 function hasFileCapability(path: string): boolean {

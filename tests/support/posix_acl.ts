@@ -73,3 +73,17 @@ export function extendedAcl(uid: number): Uint8Array {
     { tag: AclTag.OTHER, perm: 0 },
   ]);
 }
+
+/**
+ * An access ACL granting everything to the owner, `perm` to group `gid`
+ * and nothing to the owning group or others (mode 07x0, mask `perm`).
+ */
+export function namedGroupAcl(gid: number, perm: number): Uint8Array {
+  return encodeAcl([
+    { tag: AclTag.USER_OBJ, perm: 7 },
+    { tag: AclTag.GROUP_OBJ, perm: 0 },
+    { tag: AclTag.GROUP, perm, id: gid },
+    { tag: AclTag.MASK, perm },
+    { tag: AclTag.OTHER, perm: 0 },
+  ]);
+}

@@ -27,6 +27,8 @@ export interface VhostdStartOptions {
   dir?: string;
   /** RLIMIT_NOFILE of the back-end (soft and hard, set by the shell's `ulimit -n`); default inherited. */
   fdLimit?: number;
+  /** Supplementary groups of the back-end (set by `setpriv --groups`, needs root); default inherited. */
+  groups?: readonly number[];
 }
 
 function delay(ms: number): Promise<void> {
@@ -90,6 +92,9 @@ export class VhostdProcess {
         "sh",
         logPath,
         options.fdLimit === undefined ? "" : String(options.fdLimit),
+        ...(options.groups === undefined
+          ? []
+          : ["setpriv", `--groups=${options.groups.join(",")}`, "--"]),
         Deno.execPath(),
         "run",
         "-A",

@@ -10,7 +10,9 @@
  * permission checks it would make for that user. Changing the fsuid away
  * from 0 also clears the filesystem capabilities (CAP_DAC_OVERRIDE,
  * CAP_FOWNER, CAP_FSETID, ...) from the thread's effective set; changing it
- * back to 0 restores them (capabilities(7)).
+ * back to 0 restores them (capabilities(7)). FUSE never sends the caller's
+ * other groups: `group_claims.ts` retries a refused operation with the
+ * groups of the inodes it involves.
  *
  * Everything is per thread (raw system calls, see `ffi/credentials.ts`):
  * the fs device serves its queues from one Worker, one request at a time,

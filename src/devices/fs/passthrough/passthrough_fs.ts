@@ -130,6 +130,13 @@ import {
 import type { FuseInitArgs, FuseSetattrArgs } from "../fuse/fuse_request.ts";
 import { openComponent, statEntryQuietly, statFd } from "./confined_open.ts";
 import { type Caller, ThreadCredentials } from "./credentials.ts";
+import {
+  asCallerClaimingGroups,
+  groupOfEntry,
+  groupOfFd,
+  type InvolvedGids,
+  SETGID_BIT,
+} from "./group_claims.ts";
 import { readDirectoryPage } from "./dir_reader.ts";
 import { attrFromStatx } from "./fs_attr.ts";
 import { errnoOf, FsError, FsRestoreError, toFsError } from "./fs_errors.ts";
@@ -434,38 +441,46 @@ export class PassthroughFs {
         if (handle?.inode !== inode) handle = undefined;
       }
       const killSuidgid = (valid & FuseSetattrValid.KILL_SUIDGID) !== 0;
-      this.#credentials.asCaller(caller, () => {
-        if ((valid & FuseSetattrValid.MODE) !== 0 && inode.type !== S_IFLNK) {
-          const mode = args.mode & PERMISSION_BITS;
+      const newGid = (valid & FuseSetattrValid.GID) !== 0 ? args.gid : undefined;
+      // Each change alone, so a refused one is retried before anything else changes.
+      const change = (operation: () => void, eager = false) =>
+        this.#asCallerClaiming(caller, () => [groupOfFd(inode.fd), newGid], operation, eager);
+      if ((valid & FuseSetattrValid.MODE) !== 0 && inode.type !== S_IFLNK) {
+        const mode = args.mode & PERMISSION_BITS;
+        change(() => {
           if (handle !== undefined) fchmod(handle.fd, mode);
           else chmodProcFd(inode.fd, mode);
-        }
-        if ((valid & (FuseSetattrValid.UID | FuseSetattrValid.GID)) !== 0) {
-          const uid = (valid & FuseSetattrValid.UID) !== 0 ? args.uid : -1;
-          const gid = (valid & FuseSetattrValid.GID) !== 0 ? args.gid : -1;
+        }, (mode & SETGID_BIT) !== 0);
+      }
+      if ((valid & (FuseSetattrValid.UID | FuseSetattrValid.GID)) !== 0) {
+        const uid = (valid & FuseSetattrValid.UID) !== 0 ? args.uid : -1;
+        const gid = newGid ?? -1;
+        change(() =>
           this.#maybeKillingPrivileges(killSuidgid, () => {
             fchownat(inode.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-          });
-        }
-        if ((valid & FuseSetattrValid.SIZE) !== 0) {
-          this.#maybeKillingPrivileges(killSuidgid, () => this.#truncate(inode, handle, args.size));
-        }
-        const times = FuseSetattrValid.ATIME | FuseSetattrValid.MTIME |
-          FuseSetattrValid.ATIME_NOW | FuseSetattrValid.MTIME_NOW;
-        if ((valid & times) !== 0) {
-          const atime: TimeSpec = (valid & FuseSetattrValid.ATIME_NOW) !== 0
-            ? "now"
-            : (valid & FuseSetattrValid.ATIME) !== 0
-            ? { sec: args.atime, nsec: args.atimensec }
-            : "omit";
-          const mtime: TimeSpec = (valid & FuseSetattrValid.MTIME_NOW) !== 0
-            ? "now"
-            : (valid & FuseSetattrValid.MTIME) !== 0
-            ? { sec: args.mtime, nsec: args.mtimensec }
-            : "omit";
-          utimensat(inode.fd, "", atime, mtime, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-        }
-      });
+          })
+        );
+      }
+      if ((valid & FuseSetattrValid.SIZE) !== 0) {
+        change(() =>
+          this.#maybeKillingPrivileges(killSuidgid, () => this.#truncate(inode, handle, args.size))
+        );
+      }
+      const times = FuseSetattrValid.ATIME | FuseSetattrValid.MTIME |
+        FuseSetattrValid.ATIME_NOW | FuseSetattrValid.MTIME_NOW;
+      if ((valid & times) !== 0) {
+        const atime: TimeSpec = (valid & FuseSetattrValid.ATIME_NOW) !== 0
+          ? "now"
+          : (valid & FuseSetattrValid.ATIME) !== 0
+          ? { sec: args.atime, nsec: args.atimensec }
+          : "omit";
+        const mtime: TimeSpec = (valid & FuseSetattrValid.MTIME_NOW) !== 0
+          ? "now"
+          : (valid & FuseSetattrValid.MTIME) !== 0
+          ? { sec: args.mtime, nsec: args.mtimensec }
+          : "omit";
+        change(() => utimensat(inode.fd, "", atime, mtime, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
+      }
       return this.#attrResult(inode.fd);
     });
   }
@@ -575,7 +590,11 @@ export class PassthroughFs {
       if ((flags & ~RENAME_FLAGS) !== 0) throw new FsError(EINVAL, `rename flags ${flags}`);
       const source = statEntryQuietly(dir.fd, name);
       const target = statEntryQuietly(newDir.fd, newName);
-      this.#credentials.asCaller(caller, () => renameat2(dir.fd, name, newDir.fd, newName, flags));
+      this.#asCallerClaiming(
+        caller,
+        () => [groupOfFd(dir.fd), groupOfFd(newDir.fd), source?.gid, target?.gid],
+        () => renameat2(dir.fd, name, newDir.fd, newName, flags),
+      );
       const moved = source && this.#inodes.find(source.dev, source.ino);
       const other = target && this.#inodes.find(target.dev, target.ino);
       if (moved !== undefined && moved === other) return; // two links of one file: no change
@@ -597,7 +616,7 @@ export class PassthroughFs {
       checkEntryName(newName);
       this.#refuseIfReadOnly();
       if (inode.type === S_IFDIR) throw new FsError(EPERM, "hard link to a directory");
-      this.#credentials.asCaller(caller, () => {
+      this.#asCallerClaiming(caller, () => [groupOfFd(inode.fd), groupOfFd(dir.fd)], () => {
         try {
           // Needs CAP_DAC_READ_SEARCH (never a caller other than root); ENOENT without it.
           linkat(inode.fd, "", dir.fd, newName, AT_EMPTY_PATH);
@@ -625,8 +644,9 @@ export class PassthroughFs {
       const inode = this.#inode(nodeid);
       const hostFlags = hostOpenFlags(flags);
       if (this.#readOnly && opensForChange(hostFlags)) throw new FsError(EROFS);
-      const fd = this.#credentials.asCaller(
+      const fd = this.#asCallerClaiming(
         caller,
+        () => [groupOfFd(inode.fd)],
         () =>
           this.#maybeKillingPrivileges(
             killSuidgid,
@@ -665,6 +685,10 @@ export class PassthroughFs {
       let pathFd = -1;
       let created = true;
       const openAsCaller = () => {
+        // Runs again when the host refused it: start from nothing opened.
+        closeQuietly(pathFd);
+        pathFd = -1;
+        created = true;
         try {
           fd = openat(dir.fd, name, hostFlags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, wanted);
         } catch (error) {
@@ -675,9 +699,11 @@ export class PassthroughFs {
         }
       };
       try {
-        this.#credentials.asCaller(
+        this.#asCallerClaiming(
           { uid, gid, groups },
+          () => [groupOfFd(dir.fd), groupOfEntry(dir.fd, name)],
           () => this.#maybeKillingPrivileges(killSuidgid, openAsCaller),
+          (wanted & SETGID_BIT) !== 0,
         );
         if (created) {
           pathFd = reopenFd(fd, O_PATH | O_CLOEXEC);
@@ -951,6 +977,19 @@ export class PassthroughFs {
     }
   }
 
+  /**
+   * Runs `operation` as `caller`, once more with the `involved` inodes'
+   * groups when the host refuses it (see group_claims.ts).
+   */
+  #asCallerClaiming<T>(
+    caller: Caller | undefined,
+    involved: InvolvedGids,
+    operation: () => T,
+    eager = false,
+  ): T {
+    return asCallerClaimingGroups(this.#credentials, caller, involved, operation, eager);
+  }
+
   #refuseIfReadOnly(): void {
     if (this.#readOnly) throw new FsError(EROFS);
   }
@@ -1045,10 +1084,13 @@ export class PassthroughFs {
     const dir = this.#directory(parent);
     checkEntryName(name);
     this.#refuseIfReadOnly();
-    const fd = this.#credentials.asCaller(caller, () => {
-      make(dir.fd);
-      return openComponent(dir.fd, name);
-    });
+    this.#asCallerClaiming(
+      caller,
+      () => [groupOfFd(dir.fd)],
+      () => make(dir.fd),
+      wanted !== null && (wanted & SETGID_BIT) !== 0,
+    );
+    const fd = openComponent(dir.fd, name);
     try {
       if (wanted !== null) this.#settlePermissions(fd, wanted);
     } catch (error) {
@@ -1096,7 +1138,11 @@ export class PassthroughFs {
     checkEntryName(name);
     this.#refuseIfReadOnly();
     const st = statEntryQuietly(dir.fd, name);
-    this.#credentials.asCaller(caller, () => unlinkat(dir.fd, name, flags));
+    this.#asCallerClaiming(
+      caller,
+      () => [groupOfFd(dir.fd)], // the entry's own group grants nothing here
+      () => unlinkat(dir.fd, name, flags),
+    );
     const inode = st && this.#inodes.find(st.dev, st.ino);
     if (inode) this.#inodes.clearLocationIf(inode, dir, name);
   }

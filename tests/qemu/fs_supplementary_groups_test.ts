@@ -1,0 +1,125 @@
+/**
+ * A guest user whose access comes through a supplementary group, against
+ * QEMU 10: a TCG guest (Linux 6.1, so no FUSE_CREATE_SUPP_GROUP) mounts a
+ * directory served by `vhostd fs` (as root) and runs commands as user 1000,
+ * a member of group 2000 in the guest's /etc/group only. Through that group
+ * it writes, truncates and touches root's group-writable file, creates,
+ * removes, renames and hard-links in root's group-writable directory, gives
+ * its own file to the group and sets its setgid bit. FUSE never tells the
+ * back-end about group 2000: vhostd retries the host's refusals with the
+ * groups of the inodes involved. After the guest has powered off the host
+ * checks owners, modes and contents.
+ */
+
+import assert from "node:assert/strict";
+import { requireGuestEnvironment, runGuest } from "./harness.ts";
+import type { GuestRunResult } from "./harness.ts";
+import { fsBackendUnderTest, startFsBackend, stopBackend, vhostUserFsArgs } from "./fs_backend.ts";
+import { PRELUDE } from "./fs_guest_scripts.ts";
+
+const USER = 1000;
+const TEAM = 2000;
+
+/** What the host puts in the shared directory before boot. */
+function prepare(shared: string): void {
+  Deno.chmodSync(shared, 0o755);
+  Deno.mkdirSync(`${shared}/team`);
+  Deno.chownSync(`${shared}/team`, 0, TEAM);
+  Deno.chmodSync(`${shared}/team`, 0o770);
+  for (const name of ["doc", "old", "gone"]) {
+    Deno.writeTextFileSync(`${shared}/team/${name}`, "0123456789\n");
+    Deno.chownSync(`${shared}/team/${name}`, 0, TEAM);
+    Deno.chmodSync(`${shared}/team/${name}`, 0o660);
+  }
+  Deno.utimeSync(`${shared}/team/doc`, 1, 1);
+  Deno.mkdirSync(`${shared}/home`);
+  Deno.chownSync(`${shared}/home`, USER, USER);
+  Deno.writeTextFileSync(`${shared}/home/mine`, "#!/bin/sh\n");
+  Deno.chownSync(`${shared}/home/mine`, USER, USER);
+  Deno.chmodSync(`${shared}/home/mine`, 0o755);
+}
+
+/** The guest side: every check prints OK or FAIL; exits with the failures. */
+const SCRIPT = `${PRELUDE}
+cd /mnt || exit 11
+printf 'root:x:0:0:root:/root:/bin/sh\\nalice:x:${USER}:${USER}:alice:/tmp:/bin/sh\\n' >/etc/passwd
+printf 'root:x:0:\\nalice:x:${USER}:\\nteam:x:${TEAM}:alice\\n' >/etc/group
+alice() { su -s /bin/sh alice -c "$1"; }
+expect alice-groups "$(alice 'id -u; id -G')" "${USER}
+${USER} ${TEAM}"
+
+alice 'echo more >>team/doc' || bad alice-append-group-file
+alice 'touch team/doc' || bad alice-touch-group-file
+alice 'truncate -s 16 team/doc' || bad alice-truncate-group-file
+alice 'echo new >team/new' || bad alice-create-in-group-dir
+alice 'mkdir team/sub && rmdir team/sub' || bad alice-mkdir-rmdir-in-group-dir
+alice 'mv team/old team/renamed' || bad alice-rename-in-group-dir
+alice 'rm team/gone' || bad alice-unlink-in-group-dir
+alice 'ln team/doc team/hard' || bad alice-hardlink-group-file
+alice 'chgrp team home/mine' || bad alice-chgrp-own-file
+alice 'chmod 2755 home/mine' || bad alice-setgid-own-file
+# The guest's cached attributes may lag: ask the back-end again.
+echo 3 >/proc/sys/vm/drop_caches
+expect mine-group "$(stat -c %g home/mine)" ${TEAM}
+expect mine-mode "$(stat -c %a home/mine)" 2755
+fails_with alice-chmod-group-file "Operation not permitted" su -s /bin/sh alice -c 'chmod 666 team/doc'
+
+cd /
+umount /mnt || bad umount
+echo "FAILURES $failures"
+exit $failures
+`;
+
+function ownerOf(path: string): [number | null, number | null] {
+  const st = Deno.lstatSync(path);
+  return [st.uid, st.gid];
+}
+
+Deno.test("virtio-fs as a guest user with a supplementary group: group access on the host", async () => {
+  requireGuestEnvironment();
+  const kind = fsBackendUnderTest();
+  const dir = await Deno.makeTempDir({ prefix: "vhostd-fs-groups-" });
+  const shared = `${dir}/shared`;
+  await Deno.mkdir(shared);
+  prepare(shared);
+  const backend = await startFsBackend(kind, {
+    sharedDir: shared,
+    socket: `${dir}/fs.sock`,
+    logPath: `${dir}/backend.log`,
+  });
+  let result: GuestRunResult | undefined;
+  try {
+    result = await runGuest({
+      script: SCRIPT,
+      chardevs: vhostUserFsArgs(backend.socket),
+      memoryMiB: 256,
+      timeoutMs: 100_000,
+    });
+    assert.equal(result.timedOut, false, "the guest timed out");
+    assert.doesNotMatch(result.scriptOutput, /^FAIL /m);
+    assert.match(result.scriptOutput, /^FAILURES 0$/m, "the script did not run to its end");
+    assert.equal(result.exitCode, 0, "the guest script reported failures");
+    assert.equal((await stopBackend(backend)).code, 0, `${kind} exit status`);
+
+    const names = [...Deno.readDirSync(`${shared}/team`)].map((e) => e.name).sort();
+    assert.deepEqual(names, ["doc", "hard", "new", "renamed"]);
+    assert.equal(Deno.readTextFileSync(`${shared}/team/doc`), "0123456789\nmore\n".slice(0, 16));
+    assert.ok(Deno.statSync(`${shared}/team/doc`).mtime!.getTime() > 1000, "touched");
+    assert.equal(Deno.statSync(`${shared}/team/doc`).nlink, 2);
+    assert.deepEqual(ownerOf(`${shared}/team/doc`), [0, TEAM]);
+    assert.deepEqual(ownerOf(`${shared}/team/new`), [USER, USER]);
+    assert.deepEqual(ownerOf(`${shared}/home/mine`), [USER, TEAM]);
+    assert.equal((Deno.statSync(`${shared}/home/mine`).mode ?? 0) & 0o7777, 0o2755);
+  } catch (error) {
+    backend.kill("SIGKILL");
+    console.error([
+      `--- guest console (tail) ---\n${result?.output.slice(-6000) ?? "(no run)"}`,
+      `--- QEMU stderr ---\n${result?.qemuStderr ?? ""}`,
+      `--- ${kind} log (tail) ---\n${(await backend.log()).slice(-6000)}`,
+    ].join("\n"));
+    throw error;
+  } finally {
+    await backend.dispose();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
