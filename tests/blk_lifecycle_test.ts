@@ -4,6 +4,7 @@
  */
 
 import assert from "node:assert/strict";
+import { assertFdsBackTo } from "./support/fd_checks.ts";
 import { BlkStatus } from "../src/devices/blk/blk_spec.ts";
 import { BackendDisconnected, VhostUserClient } from "../src/frontend/mod.ts";
 import { encodeMessage, FrontendRequest, VHOST_USER_VERSION } from "../src/protocol/mod.ts";
@@ -83,8 +84,8 @@ Deno.test("no fd is leaked over 100 connect/negotiate/IO/disconnect cycles", asy
     const before = await vhostd.settledFdCount();
     const targetsBefore = vhostd.fdTargets();
     for (let i = 1; i <= 100; i++) cycle(i);
-    const after = await vhostd.settledFdCount();
-    assert.equal(
+    const after = await vhostd.fdCountDownTo(before);
+    assertFdsBackTo(
       after,
       before,
       `fds before:\n${targetsBefore.join("\n")}\nafter:\n${vhostd.fdTargets().join("\n")}`,

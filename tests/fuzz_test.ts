@@ -12,6 +12,7 @@
  */
 
 import assert from "node:assert/strict";
+import { assertFdsBackTo } from "./support/fd_checks.ts";
 import {
   closeQuietly,
   eventfd,
@@ -344,12 +345,8 @@ async function assertHealthy(
   }
   // Sessions end asynchronously in the daemon: wait for the count to come back (a leak never
   // does), then make sure it stays there.
-  const deadline = performance.now() + FD_SETTLE_MS;
-  while (vhostd.fdCount() !== baseline && performance.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  const fds = await vhostd.settledFdCount();
-  assert.equal(
+  const fds = await vhostd.fdCountDownTo(baseline, FD_SETTLE_MS);
+  assertFdsBackTo(
     fds,
     baseline,
     `${where}: fds ${baseline} before, ${fds} after:\n${vhostd.fdTargets()}`,

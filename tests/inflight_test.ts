@@ -5,6 +5,7 @@
  */
 
 import assert from "node:assert/strict";
+import { assertFdsBackTo } from "./support/fd_checks.ts";
 import {
   closeQuietly,
   fstat,
@@ -133,7 +134,7 @@ Deno.test("GET_INFLIGHT_FD returns a zeroed memfd of the documented size; SET ta
       client.close();
       closeQuietly(fd);
     }
-    assert.equal(await vhostd.settledFdCount(), baseline, "no fd of the area stays open");
+    assertFdsBackTo(await vhostd.fdCountDownTo(baseline), baseline, "no fd of the area stays open");
   });
 });
 

@@ -9,6 +9,7 @@
  */
 
 import assert from "node:assert/strict";
+import { assertFdsBackTo } from "./support/fd_checks.ts";
 import {
   closeQuietly,
   EFD_CLOEXEC,
@@ -139,8 +140,8 @@ function assertRefused(
 }
 
 async function assertNoFdLeak(vhostd: VhostdProcess, before: number): Promise<void> {
-  const after = await vhostd.settledFdCount();
-  assert.equal(after, before, `fds before ${before}, after ${after}:\n${vhostd.fdTargets()}`);
+  const after = await vhostd.fdCountDownTo(before);
+  assertFdsBackTo(after, before, vhostd.fdTargets().join("\n"));
 }
 
 /** Waits (polling the used ring, not the call fd) until queue 0 has a used element. */

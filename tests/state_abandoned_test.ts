@@ -10,6 +10,7 @@
  */
 
 import assert from "node:assert/strict";
+import { assertFdsBackTo } from "./support/fd_checks.ts";
 import { POLLERR, pollFd, POLLHUP, POLLOUT } from "../ffi/mod.ts";
 import { VhostUserClient } from "../src/frontend/mod.ts";
 import { encodeMessage, FrontendRequest, VHOST_USER_VERSION } from "../src/protocol/mod.ts";
@@ -122,7 +123,7 @@ async function abandonedSave(vhostd: VhostdProcess, ranges: WrittenRange[], how:
   const stream = saveToBytes(s.client);
   assert.ok(stream.length > 6 * MiB, `a whole SAVE after the abandoned one: ${stream.length}`);
   s.close();
-  assert.equal(await vhostd.settledFdCount(), fdsIdle, vhostd.fdTargets().join("\n"));
+  assertFdsBackTo(await vhostd.fdCountDownTo(fdsIdle), fdsIdle, vhostd.fdTargets().join("\n"));
 }
 
 Deno.test("an abandoned SAVE (pipe held open, never read) does not lock out the next front-end", async () => {
@@ -173,7 +174,7 @@ async function abandonedLoad(
   using s = BlkFixture.open(vhostd.socketPath, { protocolFeatures: STATE_PROTOCOL_FEATURES });
   assert.equal(firstMismatch(s.driver, current), undefined, "the abandoned LOAD changed the disk");
   s.close();
-  assert.equal(await vhostd.settledFdCount(), fdsIdle, vhostd.fdTargets().join("\n"));
+  assertFdsBackTo(await vhostd.fdCountDownTo(fdsIdle), fdsIdle, vhostd.fdTargets().join("\n"));
 }
 
 Deno.test("an abandoned LOAD (half a state, write end held open) applies nothing and does not lock out the next front-end", async () => {

@@ -9,6 +9,7 @@
  */
 
 import assert from "node:assert/strict";
+import { assertFdsBackTo } from "./support/fd_checks.ts";
 import { BackendRefused } from "../src/frontend/mod.ts";
 import { BlkFixture } from "./support/blk_fixture.ts";
 import {
@@ -164,7 +165,11 @@ async function refusalsThenGoodLoad(
     if (bad.why.includes("future")) assert.doesNotMatch(line, /checksum/);
     assertMarker(s, marker, bad.why);
   }
-  assert.equal(await dst.settledFdCount(), fdsBefore, "no fd left behind by refused loads");
+  assertFdsBackTo(
+    await dst.fdCountDownTo(fdsBefore),
+    fdsBefore,
+    "no fd left behind by refused loads",
+  );
   // A correct state is still accepted, and replaces everything.
   loadFromBytes(s.client, source.stream);
   s.driver.restartQueue(0);
@@ -233,7 +238,7 @@ async function earlyClose(vhostd: VhostdProcess, source: Source): Promise<void> 
 
   // Still usable: a new transfer sees the same device, I/O works, no fd leaked.
   assert.deepEqual(normalized(saveToBytes(client)), normalized(reference));
-  assert.equal(await vhostd.settledFdCount(), fdsBefore, vhostd.fdTargets().join("\n"));
+  assertFdsBackTo(await vhostd.fdCountDownTo(fdsBefore), fdsBefore, vhostd.fdTargets().join("\n"));
   s.driver.restartQueue(0);
   assert.equal(firstMismatch(s.driver, source.ranges), undefined);
 }
@@ -318,7 +323,11 @@ Deno.test("SET_DEVICE_STATE_FD / CHECK_DEVICE_STATE at the wrong time get an err
     }
     client.checkDeviceState();
 
-    assert.equal(await vhostd.settledFdCount(), fdsBefore, vhostd.fdTargets().join("\n"));
+    assertFdsBackTo(
+      await vhostd.fdCountDownTo(fdsBefore),
+      fdsBefore,
+      vhostd.fdTargets().join("\n"),
+    );
     s.driver.restartQueue(0);
     assert.equal(firstMismatch(s.driver, source.ranges), undefined);
   });

@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { assertFdsBackTo } from "./support/fd_checks.ts";
 import { closeQuietly, eventfd } from "../ffi/mod.ts";
 import { BlkStatus } from "../src/devices/blk/blk_spec.ts";
 import { BackendDisconnected, VhostUserClient } from "../src/frontend/mod.ts";
@@ -215,8 +216,8 @@ function outcome(client: VhostUserClient, request: number): "refused" | "dropped
 }
 
 async function assertNoFdLeak(vhostd: VhostdProcess, before: number): Promise<void> {
-  const after = await vhostd.settledFdCount();
-  assert.equal(after, before, `fds before ${before}, after ${after}:\n${vhostd.fdTargets()}`);
+  const after = await vhostd.fdCountDownTo(before);
+  assertFdsBackTo(after, before, vhostd.fdTargets().join("\n"));
 }
 
 Deno.test("hostile messages are refused or drop the connection; the daemon carries on", async () => {

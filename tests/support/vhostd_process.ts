@@ -189,6 +189,22 @@ export class VhostdProcess {
     return last;
   }
 
+  /**
+   * Waits until the back-end holds at most `limit` fds (what it held before
+   * the test's work: a leak never comes back down) and returns its count,
+   * or the count after `timeoutMs`. Sessions and Workers close their fds
+   * asynchronously, later on a busy machine: no fixed settling time.
+   */
+  async fdCountDownTo(limit: number, timeoutMs = 30_000): Promise<number> {
+    const deadline = performance.now() + timeoutMs;
+    let now = this.fdCount();
+    while (now > limit && performance.now() < deadline) {
+      await delay(20);
+      now = this.fdCount();
+    }
+    return now;
+  }
+
   /** Sends `signal` to the back-end. */
   signal(signal: Deno.Signal): void {
     if (this.#status === undefined) this.#child.kill(signal);
