@@ -137,8 +137,11 @@ export interface FuseAttr {
   flags?: number;
 }
 
-function attrInput(attr: FuseAttr): StructInput<typeof FUSE_ATTR.fields> {
-  return { ...attr, flags: attr.flags ?? 0 };
+type AttrInput = StructInput<typeof FUSE_ATTR.fields>;
+
+/** `attr` with its flags filled in; `attr` itself (no copy per reply) when it has them. */
+function attrInput(attr: FuseAttr): AttrInput {
+  return attr.flags === undefined ? { ...attr, flags: 0 } : attr as AttrInput;
 }
 
 /** Writes a `fuse_attr` (88 bytes). */
@@ -165,7 +168,10 @@ export interface FuseEntryOut {
 }
 
 function entryOutInput(entry: FuseEntryOut): StructInput<typeof FUSE_ENTRY_OUT.fields> {
-  return { ...entry, attr: attrInput(entry.attr) };
+  const attr = attrInput(entry.attr);
+  return attr === entry.attr
+    ? entry as StructInput<typeof FUSE_ENTRY_OUT.fields>
+    : { ...entry, attr };
 }
 
 /** Writes a `fuse_entry_out` (128 bytes). */
@@ -185,7 +191,14 @@ export interface FuseAttrOut {
 
 /** Writes a `fuse_attr_out` (104 bytes). */
 export function encodeAttrOut(out: FuseAttrOut, target?: Uint8Array, offset = 0): Uint8Array {
-  return writeStruct(FUSE_ATTR_OUT, { ...out, attr: attrInput(out.attr) }, target, offset);
+  const attr = attrInput(out.attr);
+  const input = attr === out.attr ? out : { ...out, attr };
+  return writeStruct(
+    FUSE_ATTR_OUT,
+    input as StructInput<typeof FUSE_ATTR_OUT.fields>,
+    target,
+    offset,
+  );
 }
 
 /** `fuse_open_out`: reply to OPEN and OPENDIR (and CREATE's second part). */

@@ -104,6 +104,62 @@ function viewOf(bytes: Uint8Array): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
+const U16 = 0;
+const U32 = 1;
+const I32 = 2;
+const U64 = 3;
+const I64 = 4;
+const NESTED = 5;
+const KIND: Readonly<Record<ScalarType, number>> = {
+  u16: U16,
+  u32: U32,
+  i32: I32,
+  u64: U64,
+  i64: I64,
+};
+const TWO_POW_32 = 0x1_0000_0000;
+
+/**
+ * A layout's value fields flattened into parallel arrays, built once per
+ * layout: the reader and writer run on every request, and looking names up
+ * in `offsets` or building a message per field showed up in profiles.
+ */
+interface FieldPlan {
+  readonly layout: StructLayout;
+  readonly names: readonly string[];
+  readonly kinds: readonly number[];
+  readonly offsets: readonly number[];
+  readonly nested: readonly (FieldPlan | undefined)[];
+}
+
+const plans = new WeakMap<StructLayout, FieldPlan>();
+
+function planOf(layout: StructLayout): FieldPlan {
+  let plan = plans.get(layout);
+  if (plan !== undefined) return plan;
+  const names: string[] = [];
+  const kinds: number[] = [];
+  const fieldOffsets: number[] = [];
+  const nested: (FieldPlan | undefined)[] = [];
+  const offsets = layout.offsets as Record<string, number>;
+  for (const field of layout.fields) {
+    if (field.length === 3) continue;
+    const [name, type] = field;
+    names.push(name);
+    fieldOffsets.push(offsets[name]);
+    if (typeof type === "string") {
+      kinds.push(KIND[type]);
+      nested.push(undefined);
+    } else {
+      kinds.push(NESTED);
+      nested.push(planOf(type));
+    }
+  }
+  plan = { layout, names, kinds, offsets: fieldOffsets, nested };
+  plans.set(layout, plan);
+  return plan;
+}
+
 /**
  * Reads a `layout` struct at `offset` of `bytes`. Throws FuseProtocolError
  * when the struct does not fit: `bytes` usually comes from the guest.
@@ -118,34 +174,32 @@ export function readStruct<F extends readonly FieldSpec[]>(
       `${layout.name}: needs ${layout.size} bytes at offset ${offset}, input has ${bytes.byteLength}`,
     );
   }
-  return readFields(layout, viewOf(bytes), offset) as StructValue<F>;
+  return readFields(planOf(layout), viewOf(bytes), offset) as StructValue<F>;
 }
 
-function readFields(layout: StructLayout, view: DataView, base: number): Record<string, unknown> {
+function readFields(plan: FieldPlan, view: DataView, base: number): Record<string, unknown> {
   const value: Record<string, unknown> = {};
-  const offsets = layout.offsets as Record<string, number>;
-  for (const field of layout.fields) {
-    if (field.length === 3) continue;
-    const [name, type] = field;
-    const at = base + offsets[name];
-    switch (type) {
-      case "u16":
-        value[name] = view.getUint16(at, true);
+  const { names, kinds, offsets, nested } = plan;
+  for (let i = 0; i < names.length; i++) {
+    const at = base + offsets[i];
+    switch (kinds[i]) {
+      case U16:
+        value[names[i]] = view.getUint16(at, true);
         break;
-      case "u32":
-        value[name] = view.getUint32(at, true);
+      case U32:
+        value[names[i]] = view.getUint32(at, true);
         break;
-      case "i32":
-        value[name] = view.getInt32(at, true);
+      case I32:
+        value[names[i]] = view.getInt32(at, true);
         break;
-      case "u64":
-        value[name] = view.getBigUint64(at, true);
+      case U64:
+        value[names[i]] = view.getBigUint64(at, true);
         break;
-      case "i64":
-        value[name] = view.getBigInt64(at, true);
+      case I64:
+        value[names[i]] = view.getBigInt64(at, true);
         break;
       default:
-        value[name] = readFields(type, view, at);
+        value[names[i]] = readFields(nested[i]!, view, at);
     }
   }
   return value;
@@ -172,68 +226,106 @@ export function writeStruct<F extends readonly FieldSpec[]>(
   }
   // Zero first: gaps, tail padding and reserved fields must not leak what the buffer held.
   target.fill(0, offset, offset + layout.size);
-  writeFields(layout, value as Record<string, unknown>, viewOf(target), offset);
+  writeFields(planOf(layout), value as Record<string, unknown>, viewOf(target), offset);
   return target.subarray(offset, offset + layout.size);
 }
 
 function writeFields(
-  layout: StructLayout,
+  plan: FieldPlan,
   value: Record<string, unknown>,
   view: DataView,
   base: number,
 ): void {
-  const offsets = layout.offsets as Record<string, number>;
-  for (const field of layout.fields) {
-    if (field.length === 3) continue;
-    const [name, type] = field;
-    const at = base + offsets[name];
-    const what = `${layout.name}.${name}`;
-    const fieldValue = value[name];
-    switch (type) {
-      case "u16":
-        view.setUint16(at, checkInteger(what, fieldValue, 0, 0xffff), true);
+  const { names, kinds, offsets, nested } = plan;
+  for (let i = 0; i < names.length; i++) {
+    const at = base + offsets[i];
+    const fieldValue = value[names[i]];
+    switch (kinds[i]) {
+      case U16:
+        view.setUint16(at, checkInteger(plan, i, fieldValue, 0, 0xffff), true);
         break;
-      case "u32":
-        view.setUint32(at, checkInteger(what, fieldValue, 0, 0xffff_ffff), true);
+      case U32:
+        view.setUint32(at, checkInteger(plan, i, fieldValue, 0, 0xffff_ffff), true);
         break;
-      case "i32":
-        view.setInt32(at, checkInteger(what, fieldValue, -0x8000_0000, 0x7fff_ffff), true);
+      case I32:
+        view.setInt32(at, checkInteger(plan, i, fieldValue, -0x8000_0000, 0x7fff_ffff), true);
         break;
-      case "u64":
-        view.setBigUint64(at, checkBigInt(what, fieldValue, 0n, 0xffff_ffff_ffff_ffffn), true);
-        break;
-      case "i64":
-        view.setBigInt64(
-          at,
-          checkBigInt(what, fieldValue, -0x8000_0000_0000_0000n, 0x7fff_ffff_ffff_ffffn),
-          true,
-        );
-        break;
-      default:
-        if (typeof fieldValue !== "object" || fieldValue === null) {
-          throw new RangeError(`${what}: expected a ${type.name} object`);
+      case U64:
+        if (typeof fieldValue === "number" && Number.isSafeInteger(fieldValue) && fieldValue >= 0) {
+          // Two halves: no BigInt for the sizes, counts and times that are numbers already.
+          view.setUint32(at, fieldValue >>> 0, true);
+          view.setUint32(at + 4, Math.floor(fieldValue / TWO_POW_32), true);
+        } else {
+          view.setBigUint64(
+            at,
+            checkBigInt(plan, i, fieldValue, 0n, 0xffff_ffff_ffff_ffffn),
+            true,
+          );
         }
-        writeFields(type, fieldValue as Record<string, unknown>, view, at);
+        break;
+      case I64:
+        if (typeof fieldValue === "number" && Number.isSafeInteger(fieldValue)) {
+          // `>>> 0` is the low half modulo 2^32, the floored quotient the signed high half.
+          view.setUint32(at, fieldValue >>> 0, true);
+          view.setInt32(at + 4, Math.floor(fieldValue / TWO_POW_32), true);
+        } else {
+          view.setBigInt64(
+            at,
+            checkBigInt(plan, i, fieldValue, -0x8000_0000_0000_0000n, 0x7fff_ffff_ffff_ffffn),
+            true,
+          );
+        }
+        break;
+      default: {
+        const inner = nested[i]!;
+        if (typeof fieldValue !== "object" || fieldValue === null) {
+          throw new RangeError(`${fieldName(plan, i)}: expected a ${inner.layout.name} object`);
+        }
+        writeFields(inner, fieldValue as Record<string, unknown>, view, at);
+      }
     }
   }
 }
 
-function checkInteger(what: string, value: unknown, min: number, max: number): number {
+/** `struct.field`, for error messages only (built when one is thrown). */
+function fieldName(plan: FieldPlan, index: number): string {
+  return `${plan.layout.name}.${plan.names[index]}`;
+}
+
+function checkInteger(
+  plan: FieldPlan,
+  index: number,
+  value: unknown,
+  min: number,
+  max: number,
+): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-    throw new RangeError(`${what}: ${String(value)} is not an integer in [${min}, ${max}]`);
+    throw new RangeError(
+      `${fieldName(plan, index)}: ${String(value)} is not an integer in [${min}, ${max}]`,
+    );
   }
   return value;
 }
 
-function checkBigInt(what: string, value: unknown, min: bigint, max: bigint): bigint {
+function checkBigInt(
+  plan: FieldPlan,
+  index: number,
+  value: unknown,
+  min: bigint,
+  max: bigint,
+): bigint {
   let big: bigint;
   if (typeof value === "bigint") {
     big = value;
   } else if (typeof value === "number" && Number.isSafeInteger(value)) {
     big = BigInt(value);
   } else {
-    throw new RangeError(`${what}: ${String(value)} is not a bigint or safe integer`);
+    throw new RangeError(
+      `${fieldName(plan, index)}: ${String(value)} is not a bigint or safe integer`,
+    );
   }
-  if (big < min || big > max) throw new RangeError(`${what}: ${big} is out of range`);
+  if (big < min || big > max) {
+    throw new RangeError(`${fieldName(plan, index)}: ${big} is out of range`);
+  }
   return big;
 }

@@ -87,3 +87,17 @@ Deno.test("writeStruct refuses values that do not fit and targets that are too s
     e: -0x8000_0000,
   });
 });
+
+Deno.test("writeStruct writes 64-bit numbers as BigInt would, negative i64 included", () => {
+  const wide = defineStruct("wide", [["u", "u64"], ["s", "i64"]]);
+  for (
+    const [u, s] of [[0, 0], [2 ** 32 + 5, -1], [2 ** 53 - 1, -(2 ** 53 - 1)], [1, -(2 ** 32)]]
+  ) {
+    const fromNumbers = writeStruct(wide, { u, s });
+    const fromBigInts = writeStruct(wide, { u: BigInt(u), s: BigInt(s) });
+    assert.deepEqual([...fromNumbers], [...fromBigInts], `u=${u} s=${s}`);
+    assert.deepEqual(readStruct(wide, fromNumbers), { u: BigInt(u), s: BigInt(s) });
+  }
+  assert.throws(() => writeStruct(wide, { u: -1, s: 0 }), /wide\.u: -1 is out of range/);
+  assert.throws(() => writeStruct(wide, { u: 0, s: 2 ** 53 }), /wide\.s: .* not a bigint/);
+});
