@@ -28,6 +28,11 @@ const encoder = new TextEncoder();
  */
 export function scratchPath(syscall: string, name: string | Uint8Array): Uint8Array<ArrayBuffer> {
   if (typeof name === "string") {
+    if (name.length === 0) {
+      // AT_EMPTY_PATH calls on an fd, the most frequent of all: no encoder call.
+      scratch[0] = 0;
+      return scratch;
+    }
     if (name.includes("\0")) throw new SyscallError(syscall, EINVAL, "string contains a NUL byte");
     // Up to 3 bytes per UTF-16 unit: when that fits, encodeInto cannot stop short.
     if (name.length * 3 < SCRATCH_BYTES) {

@@ -67,7 +67,6 @@ import {
   encodeInitOut,
   encodeLseekOut,
   encodeOpenOut,
-  encodeOutHeader,
   encodeReadlinkReply,
   encodeStatfsOut,
   encodeWriteOut,
@@ -91,8 +90,9 @@ import {
   FuseWriteFlag,
   opcodeName,
   readStruct,
+  requestBody,
   splitExtensions,
-  splitRequest,
+  writeOutHeader,
 } from "./fuse/mod.ts";
 import {
   type AttrResult,
@@ -294,6 +294,7 @@ export class FsRequestHandler implements QueueHandler {
   readonly #head = new Uint8Array(WRITE_HEADER_SIZE);
   readonly #headView = new DataView(this.#head.buffer);
   readonly #outHeader = new Uint8Array(FUSE_OUT_HEADER.size);
+  readonly #outHeaderView = new DataView(this.#outHeader.buffer);
   /**
    * The request being decoded (all of it but WRITE's data), and the reply
    * being assembled: reused by every request, because a fresh ArrayBuffer
@@ -419,7 +420,7 @@ export class FsRequestHandler implements QueueHandler {
       }
       const bytes = this.#request.zeroed(Math.min(header.len, chain.readableLength()));
       chain.readFrom(memory, 0, bytes);
-      const { body } = splitRequest(bytes);
+      const body = requestBody(header, bytes);
       const { args, extensions } = splitExtensions(body, header.totalExtlen);
       const request = decodeArgs(opcode, args, this.#decodeOptions);
       if (request.opcode === FuseOpcode.READ) {
@@ -861,7 +862,7 @@ export class FsRequestHandler implements QueueHandler {
             ) =>
               this.#completeLater(chain, memory, queueIndex, unique, fh, result, (count) => {
                 const len = FUSE_OUT_HEADER.size + count;
-                encodeOutHeader({ len, error: 0, unique }, this.#outHeader);
+                writeOutHeader({ len, error: 0, unique }, this.#outHeaderView);
                 chain.writeTo(memory, 0, this.#outHeader);
                 return len;
               }),
@@ -881,7 +882,7 @@ export class FsRequestHandler implements QueueHandler {
       false,
     );
     const len = FUSE_OUT_HEADER.size + count;
-    encodeOutHeader({ len, error: 0, unique }, this.#outHeader);
+    writeOutHeader({ len, error: 0, unique }, this.#outHeaderView);
     chain.writeTo(memory, 0, this.#outHeader);
     return len;
   }
@@ -953,7 +954,7 @@ export class FsRequestHandler implements QueueHandler {
   /** WRITE's reply: fuse_write_out with the bytes written. */
   #writeReply(chain: DescriptorChain, memory: GuestMemory, unique: bigint, count: number): number {
     const reply = this.#replyScratch.unzeroed(FUSE_OUT_HEADER.size + 8);
-    encodeOutHeader({ len: reply.length, error: 0, unique }, reply);
+    writeOutHeader({ len: reply.length, error: 0, unique }, this.#replyScratch.viewOf(reply));
     encodeWriteOut({ size: count }, reply, FUSE_OUT_HEADER.size);
     chain.writeTo(memory, 0, reply);
     return reply.length;
@@ -1017,7 +1018,7 @@ export class FsRequestHandler implements QueueHandler {
     }
     // Header and parts cover all `len` bytes: nothing of an earlier reply is left in it.
     const reply = this.#replyScratch.unzeroed(len);
-    encodeOutHeader({ len, error: 0, unique }, reply);
+    writeOutHeader({ len, error: 0, unique }, this.#replyScratch.viewOf(reply));
     let at = FUSE_OUT_HEADER.size;
     for (const part of parts) {
       // A body encoded in place (see #dispatch) is where it belongs already.
@@ -1040,10 +1041,7 @@ export class FsRequestHandler implements QueueHandler {
       this.#warn(queueIndex, chain, `no room for a reply (errno ${errno})`);
       return 0;
     }
-    encodeOutHeader(
-      { len: FUSE_OUT_HEADER.size, error: -errno, unique },
-      this.#outHeader,
-    );
+    writeOutHeader({ len: FUSE_OUT_HEADER.size, error: -errno, unique }, this.#outHeaderView);
     return chain.writeTo(memory, 0, this.#outHeader);
   }
 

@@ -10,10 +10,20 @@
 /** One reusable buffer with an off-heap ArrayBuffer allocated once. */
 export class RequestScratch {
   readonly #buffer: Uint8Array<ArrayBuffer>;
+  /** A DataView of the whole buffer, for encoders that take one. */
+  readonly view: DataView;
 
   /** A buffer of `capacity` bytes. */
   constructor(capacity: number) {
     this.#buffer = new Uint8Array(new ArrayBuffer(capacity));
+    this.view = new DataView(this.#buffer.buffer);
+  }
+
+  /** A DataView of `bytes`: the kept one when `bytes` came from this buffer, else a new one. */
+  viewOf(bytes: Uint8Array): DataView {
+    return bytes.buffer === this.#buffer.buffer && bytes.byteOffset === 0
+      ? this.view
+      : new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
   /** Its size in bytes. */

@@ -24,3 +24,14 @@ Deno.test("RequestScratch hands out one buffer, and a new one past its capacity"
   assert.notEqual(big.buffer, first.buffer);
   assert.notEqual(scratch.unzeroed(100).buffer, first.buffer);
 });
+
+Deno.test("RequestScratch.viewOf gives the kept view for its own bytes, a fitting one otherwise", () => {
+  const scratch = new RequestScratch(32);
+  assert.equal(scratch.viewOf(scratch.unzeroed(16)), scratch.view);
+  const other = new Uint8Array(24).subarray(8);
+  const view = scratch.viewOf(other);
+  assert.notEqual(view, scratch.view);
+  assert.equal(view.byteOffset, 8);
+  assert.equal(view.byteLength, 16);
+  assert.notEqual(scratch.viewOf(scratch.unzeroed().subarray(4)), scratch.view, "not at its start");
+});

@@ -34,7 +34,7 @@ import {
   FUSE_WRITE_OUT,
 } from "./fuse_layouts.ts";
 import { fuseStringProblem } from "./fuse_names.ts";
-import { type StructInput, writeStruct } from "./fuse_struct.ts";
+import { type StructInput, writeStruct, writeStructToView } from "./fuse_struct.ts";
 
 /** A u64 field as the encoders accept it. */
 export type U64 = bigint | number;
@@ -55,6 +55,20 @@ export function encodeOutHeader(
   target?: Uint8Array,
   offset = 0,
 ): Uint8Array {
+  checkOutHeader(header);
+  return writeStruct(FUSE_OUT_HEADER, header, target, offset);
+}
+
+/**
+ * {@linkcode encodeOutHeader} through a DataView the caller keeps (the
+ * request handler's reused reply buffer), with the same checks.
+ */
+export function writeOutHeader(header: FuseOutHeader, view: DataView, offset = 0): void {
+  checkOutHeader(header);
+  writeStructToView(FUSE_OUT_HEADER, header, view, offset);
+}
+
+function checkOutHeader(header: FuseOutHeader): void {
   if (!Number.isInteger(header.error) || header.error > 0 || header.error <= -FUSE_MAX_ERRNO) {
     throw new RangeError(
       `fuse_out_header.error must be 0 or a negative errno above -${FUSE_MAX_ERRNO}, got ${header.error}`,
@@ -63,7 +77,6 @@ export function encodeOutHeader(
   if (header.len < FUSE_OUT_HEADER.size) {
     throw new RangeError(`fuse_out_header.len ${header.len} is shorter than the header`);
   }
-  return writeStruct(FUSE_OUT_HEADER, header, target, offset);
 }
 
 /**

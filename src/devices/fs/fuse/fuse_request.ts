@@ -90,6 +90,14 @@ export interface FuseRequestParts {
  */
 export function splitRequest(bytes: Uint8Array): FuseRequestParts {
   const header = decodeInHeader(bytes);
+  return { header, body: requestBody(header, bytes) };
+}
+
+/**
+ * The body of a request whose `header` was decoded from the start of
+ * `bytes` already, with {@linkcode splitRequest}'s checks.
+ */
+export function requestBody(header: FuseInHeader, bytes: Uint8Array): Uint8Array {
   if (header.len < FUSE_IN_HEADER.size) {
     throw new FuseProtocolError(`fuse_in_header.len ${header.len} is shorter than the header`);
   }
@@ -98,7 +106,7 @@ export function splitRequest(bytes: Uint8Array): FuseRequestParts {
       `fuse_in_header.len ${header.len} exceeds the ${bytes.byteLength} bytes of the request`,
     );
   }
-  return { header, body: bytes.subarray(FUSE_IN_HEADER.size, header.len) };
+  return bytes.subarray(FUSE_IN_HEADER.size, header.len);
 }
 
 /** Layout choices that depend on what was accepted at INIT. */
