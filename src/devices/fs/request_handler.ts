@@ -305,7 +305,8 @@ export class FsRequestHandler implements QueueHandler {
   readonly #replyScratch = new RequestScratch(REPLY_SCRATCH_BYTES);
   #fs: FileSystem;
   #session: FuseSessionState = { initialized: false, minor: 0, flags: 0, flags2: 0 };
-  #decodeOptions: FuseDecodeOptions = {};
+  /** Names as views: every request is copied out of guest memory (into #request) first. */
+  #decodeOptions: FuseDecodeOptions = { namesAsViews: true };
   readonly #failures = new RequestFailureLog();
   readonly #ioOptions: FsIoOptions;
   #context: QueueContext | undefined;
@@ -614,6 +615,7 @@ export class FsRequestHandler implements QueueHandler {
   #setSession(session: FuseSessionState): void {
     this.#session = { ...session };
     this.#decodeOptions = {
+      namesAsViews: true,
       setxattrExt: (session.flags & FuseInitFlag.SETXATTR_EXT) !== 0,
       securityContext: (session.flags & FuseInitFlag.INIT_EXT) !== 0 &&
         (session.flags2 & FuseInitFlag2.SECURITY_CTX) !== 0,

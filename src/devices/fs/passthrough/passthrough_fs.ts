@@ -133,7 +133,7 @@ import { type Caller, ThreadCredentials } from "./credentials.ts";
 import { readDirectoryPage } from "./dir_reader.ts";
 import { attrFromStatx } from "./fs_attr.ts";
 import { errnoOf, FsError, FsRestoreError, toFsError } from "./fs_errors.ts";
-import { checkEntryName, classifyComponent } from "./fs_names.ts";
+import { checkEntryName, classifyComponent, sameName } from "./fs_names.ts";
 import { type FsSnapshot, restoreSnapshot, takeSnapshot } from "./fs_snapshot.ts";
 import {
   type AttrResult,
@@ -1023,7 +1023,11 @@ export class PassthroughFs {
     }
     const inode = this.#inodes.adopt(fd, st);
     this.#inodes.addLookups(inode);
-    this.#inodes.setLocation(inode, { parent: dir, name: name.slice() });
+    // Looked up again where it was: nothing to record (and no copy of the name to make).
+    const known = inode.location;
+    if (known === null || known.parent !== dir || !sameName(known.name, name)) {
+      this.#inodes.setLocation(inode, { parent: dir, name: name.slice() });
+    }
     return this.#entry(inode, st);
   }
 
