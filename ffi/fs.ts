@@ -561,7 +561,7 @@ export interface Dirent {
   off: bigint;
   /** File type, DT_* (DT_UNKNOWN when the file system does not say). */
   type: number;
-  /** The name's bytes, without the NUL (a copy, independent of the buffer). */
+  /** The name's bytes, without the NUL (a copy, independent of the buffer, unless asked otherwise). */
   name: Uint8Array<ArrayBuffer>;
 }
 
@@ -571,9 +571,11 @@ const DIRENT_HEADER = 19;
 /**
  * Decodes the first `n` bytes of a buffer filled by {@linkcode getdents64}.
  * Throws a SyscallError with EIO when a record is malformed (a record length
- * that overruns `n` or a name without NUL).
+ * that overruns `n` or a name without NUL). With `namesAsViews` the names
+ * are views of `buf` (no ArrayBuffer, so no malloc, per entry), valid until
+ * `buf` is filled again.
  */
-export function parseDirents(buf: Uint8Array, n: number): Dirent[] {
+export function parseDirents(buf: Uint8Array, n: number, namesAsViews = false): Dirent[] {
   if (!(Number.isInteger(n) && n >= 0 && n <= buf.length)) {
     throw new SyscallError("getdents64", EINVAL, `byte count ${n}, buffer ${buf.length}`);
   }
@@ -597,7 +599,9 @@ export function parseDirents(buf: Uint8Array, n: number): Dirent[] {
       ino: view.getBigUint64(offset, true),
       off: view.getBigInt64(offset + 8, true),
       type: view.getUint8(offset + 18),
-      name: buf.slice(nameStart, nameStart + nameEnd),
+      name: namesAsViews
+        ? buf.subarray(nameStart, nameStart + nameEnd) as Uint8Array<ArrayBuffer>
+        : buf.slice(nameStart, nameStart + nameEnd),
     });
     offset += reclen;
   }

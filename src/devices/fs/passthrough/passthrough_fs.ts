@@ -804,7 +804,8 @@ export class PassthroughFs {
    * READDIR / READDIRPLUS: one reply payload of at most `size` bytes from
    * directory offset `offset` (0 = start; else the `off` of the last entry
    * received). READDIRPLUS adds one lookup reference per entry sent, except
-   * "." and "..", which carry node id 0.
+   * "." and "..", which carry node id 0. The payload is a view of a buffer
+   * the next listing reuses: copy it out first.
    */
   readdir(nodeid: bigint, fh: bigint, offset: bigint, size: number, plus: boolean): Uint8Array {
     return this.#run(() => {
