@@ -34,6 +34,7 @@ import {
 import { EINTR, EINVAL, EIO, ENAMETOOLONG, ENOSYS, EPERM, SyscallError } from "./errno.ts";
 import { lastErrno, libc, throwLastError } from "./libc.ts";
 import { allocateBytes, cString, readU64, writeU64 } from "./struct.ts";
+import { scratchPath } from "./path_scratch.ts";
 
 /** A file name or path: raw bytes (as FUSE sends them) or text, encoded as UTF-8. */
 export type PathArg = string | Uint8Array;
@@ -81,10 +82,10 @@ function integerArg(syscall: string, what: string, value: number | bigint): bigi
  * @param mode permission bits for O_CREAT/O_TMPFILE, before the umask
  */
 export function openat(dirfd: number, name: PathArg, flags: number, mode: number = 0o644): number {
-  const path = pathBytes("openat", name);
   const symbols = libc();
   for (;;) {
-    const fd = symbols.openat(dirfd, path, flags, mode);
+    // The scratch path again on every try: nothing else ran in between.
+    const fd = symbols.openat(dirfd, scratchPath("openat", name), flags, mode);
     if (fd >= 0) return fd;
     if (lastErrno() !== EINTR) throwLastError("openat", at(dirfd, name));
   }
@@ -107,6 +108,10 @@ export interface OpenHow {
 const OPEN_HOW_SIZE = 24;
 const SYS_OPENAT2 = BigInt(SYS_openat2);
 const SYS_GETDENTS64 = BigInt(SYS_getdents64);
+const OPEN_HOW_BYTES = BigInt(OPEN_HOW_SIZE);
+/** open_how of the call in progress, reused: one malloc less per open. */
+const openHowBuffer = allocateBytes(OPEN_HOW_SIZE);
+const openHowView = new DataView(openHowBuffer.buffer);
 
 /**
  * Opens `path` relative to `dirfd` with resolution restrictions (`openat2`,
@@ -118,15 +123,13 @@ const SYS_GETDENTS64 = BigInt(SYS_getdents64);
  * {@linkcode openat2Supported} and fall back yourself.
  */
 export function openat2(dirfd: number, path: PathArg, how: OpenHow): number {
-  const name = pathBytes("openat2", path);
-  const openHow = allocateBytes(OPEN_HOW_SIZE);
-  const view = new DataView(openHow.buffer);
-  writeU64(view, 0, how.flags >>> 0);
-  writeU64(view, 8, (how.mode ?? 0) >>> 0);
-  writeU64(view, 16, how.resolve >>> 0);
   const symbols = libc();
   for (;;) {
-    const fd = symbols.syscall_openat2(SYS_OPENAT2, dirfd, name, openHow, BigInt(OPEN_HOW_SIZE));
+    const name = scratchPath("openat2", path);
+    writeU64(openHowView, 0, how.flags >>> 0);
+    writeU64(openHowView, 8, (how.mode ?? 0) >>> 0);
+    writeU64(openHowView, 16, how.resolve >>> 0);
+    const fd = symbols.syscall_openat2(SYS_OPENAT2, dirfd, name, openHowBuffer, OPEN_HOW_BYTES);
     if (fd >= 0n) return Number(fd);
     if (lastErrno() !== EINTR) throwLastError("openat2", at(dirfd, path));
   }
@@ -265,6 +268,15 @@ export interface StatxResult {
 
 /** Size of `struct statx`. */
 const STATX_SIZE = 256;
+/** The statx result of the call in progress, reused: read out before the next call. */
+const statxBuffer = allocateBytes(STATX_SIZE);
+const statxView = new DataView(statxBuffer.buffer);
+const TWO_POW_32 = 0x1_0000_0000;
+
+/** A little-endian i64 as a number (exact below 2^53; rounded once above, as Number(bigint)). */
+function readI64(view: DataView, offset: number): number {
+  return view.getInt32(offset + 4, true) * TWO_POW_32 + view.getUint32(offset, true);
+}
 
 /**
  * A device number from its major and minor parts, encoded as glibc's
@@ -282,12 +294,11 @@ export function makedev(major: number, minor: number): number {
  * stat `dirfd` itself, O_PATH fds included), and AT_NO_AUTOMOUNT.
  */
 export function fstatat(dirfd: number, name: PathArg, flags: number): StatxResult {
-  const path = pathBytes("statx", name);
-  const bytes = allocateBytes(STATX_SIZE);
-  if (libc().statx(dirfd, path, flags, STATX_BASIC_STATS | STATX_MNT_ID, bytes) < 0) {
+  const path = scratchPath("statx", name);
+  if (libc().statx(dirfd, path, flags, STATX_BASIC_STATS | STATX_MNT_ID, statxBuffer) < 0) {
     throwLastError("statx", at(dirfd, name));
   }
-  const view = new DataView(bytes.buffer);
+  const view = statxView;
   // Offsets of the kernel's struct statx (include/uapi/linux/stat.h).
   const mask = view.getUint32(0, true);
   const result: StatxResult = {
@@ -299,11 +310,11 @@ export function fstatat(dirfd: number, name: PathArg, flags: number): StatxResul
     ino: view.getBigUint64(32, true),
     size: readU64(view, 40),
     blocks: readU64(view, 48),
-    atimeSec: Number(view.getBigInt64(64, true)),
+    atimeSec: readI64(view, 64),
     atimeNsec: view.getUint32(72, true),
-    ctimeSec: Number(view.getBigInt64(96, true)),
+    ctimeSec: readI64(view, 96),
     ctimeNsec: view.getUint32(104, true),
-    mtimeSec: Number(view.getBigInt64(112, true)),
+    mtimeSec: readI64(view, 112),
     mtimeNsec: view.getUint32(120, true),
     rdev: makedev(view.getUint32(128, true), view.getUint32(132, true)),
     dev: makedev(view.getUint32(136, true), view.getUint32(140, true)),
@@ -389,7 +400,7 @@ export function fstatfs(fd: number): StatfsResult {
 
 /** Creates directory `name` in `dirfd` (`mkdirat`); `mode` is reduced by the umask. */
 export function mkdirat(dirfd: number, name: PathArg, mode: number): void {
-  if (libc().mkdirat(dirfd, pathBytes("mkdirat", name), mode) < 0) {
+  if (libc().mkdirat(dirfd, scratchPath("mkdirat", name), mode) < 0) {
     throwLastError("mkdirat", at(dirfd, name));
   }
 }
@@ -401,7 +412,7 @@ export function mkdirat(dirfd: number, name: PathArg, mode: number): void {
  */
 export function mknodat(dirfd: number, name: PathArg, mode: number, dev: number | bigint): void {
   const device = integerArg("mknodat", "dev", dev);
-  if (libc().mknodat(dirfd, pathBytes("mknodat", name), mode, device) < 0) {
+  if (libc().mknodat(dirfd, scratchPath("mknodat", name), mode, device) < 0) {
     throwLastError("mknodat", at(dirfd, name));
   }
 }
@@ -438,7 +449,7 @@ export function readlinkat(dirfd: number, name: PathArg): Uint8Array<ArrayBuffer
 
 /** Removes `name` from `dirfd` (`unlinkat`); with AT_REMOVEDIR it removes an empty directory. */
 export function unlinkat(dirfd: number, name: PathArg, flags: number = 0): void {
-  if (libc().unlinkat(dirfd, pathBytes("unlinkat", name), flags) < 0) {
+  if (libc().unlinkat(dirfd, scratchPath("unlinkat", name), flags) < 0) {
     throwLastError("unlinkat", at(dirfd, name));
   }
 }
@@ -518,7 +529,7 @@ export function fchownat(
   gid: number,
   flags: number,
 ): void {
-  if (libc().fchownat(dirfd, pathBytes("fchownat", name), uid >>> 0, gid >>> 0, flags) < 0) {
+  if (libc().fchownat(dirfd, scratchPath("fchownat", name), uid >>> 0, gid >>> 0, flags) < 0) {
     throwLastError("fchownat", at(dirfd, name));
   }
 }
@@ -556,7 +567,7 @@ export function utimensat(
   const view = new DataView(times.buffer);
   writeTimespec(view, 0, atime);
   writeTimespec(view, 16, mtime);
-  if (libc().utimensat(dirfd, pathBytes("utimensat", name), times, flags) < 0) {
+  if (libc().utimensat(dirfd, scratchPath("utimensat", name), times, flags) < 0) {
     throwLastError("utimensat", at(dirfd, name));
   }
 }
@@ -567,7 +578,7 @@ export function utimensat(
  * AT_EMPTY_PATH. Throws (EACCES, ENOENT, ...) when access is denied.
  */
 export function faccessat(dirfd: number, name: PathArg, mode: number, flags: number = 0): void {
-  if (libc().faccessat(dirfd, pathBytes("faccessat", name), mode, flags) < 0) {
+  if (libc().faccessat(dirfd, scratchPath("faccessat", name), mode, flags) < 0) {
     throwLastError("faccessat", at(dirfd, name));
   }
 }
@@ -596,7 +607,7 @@ export interface Dirent {
   off: bigint;
   /** File type, DT_* (DT_UNKNOWN when the file system does not say). */
   type: number;
-  /** The name's bytes, without the NUL (a copy, independent of the buffer). */
+  /** The name's bytes, without the NUL (a copy, independent of the buffer, unless asked otherwise). */
   name: Uint8Array<ArrayBuffer>;
 }
 
@@ -606,9 +617,11 @@ const DIRENT_HEADER = 19;
 /**
  * Decodes the first `n` bytes of a buffer filled by {@linkcode getdents64}.
  * Throws a SyscallError with EIO when a record is malformed (a record length
- * that overruns `n` or a name without NUL).
+ * that overruns `n` or a name without NUL). With `namesAsViews` the names
+ * are views of `buf` (no ArrayBuffer, so no malloc, per entry), valid until
+ * `buf` is filled again.
  */
-export function parseDirents(buf: Uint8Array, n: number): Dirent[] {
+export function parseDirents(buf: Uint8Array, n: number, namesAsViews = false): Dirent[] {
   if (!(Number.isInteger(n) && n >= 0 && n <= buf.length)) {
     throw new SyscallError("getdents64", EINVAL, `byte count ${n}, buffer ${buf.length}`);
   }
@@ -632,7 +645,9 @@ export function parseDirents(buf: Uint8Array, n: number): Dirent[] {
       ino: view.getBigUint64(offset, true),
       off: view.getBigInt64(offset + 8, true),
       type: view.getUint8(offset + 18),
-      name: buf.slice(nameStart, nameStart + nameEnd),
+      name: namesAsViews
+        ? buf.subarray(nameStart, nameStart + nameEnd) as Uint8Array<ArrayBuffer>
+        : buf.slice(nameStart, nameStart + nameEnd),
     });
     offset += reclen;
   }

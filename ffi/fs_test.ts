@@ -555,6 +555,11 @@ Deno.test("parseDirents rejects malformed records", () => {
     type: DT_REG,
     name: new Uint8Array([0x61, 0x62]),
   }]);
+  const copied = parseDirents(record, 24)[0].name;
+  const viewed = parseDirents(record, 24, true)[0].name;
+  assert.deepEqual(viewed, copied);
+  assert.notEqual(copied.buffer, record.buffer, "a copy by default");
+  assert.equal(viewed.buffer, record.buffer, "a view when asked");
   assertErrno(() => parseDirents(record, 20), "EIO");
   assertErrno(() => parseDirents(record, 25), "EINVAL");
   view.setUint16(16, 0, true);

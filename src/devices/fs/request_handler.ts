@@ -38,6 +38,7 @@ import type { FileIoEngine, FileIoEngineKind } from "../../io/file_io_engine.ts"
 import { openFileIoEngine } from "../../io/open_engine.ts";
 import { GuestBufferError, GuestFileIo } from "../guest_file_io.ts";
 import { DeferredFileIo } from "./deferred_file_io.ts";
+import { RequestScratch } from "./request_scratch.ts";
 import { RequestFailureLog } from "../request_failure_log.ts";
 import { log } from "../../log.ts";
 import type { GuestMemory } from "../../memory/guest_memory.ts";
@@ -66,7 +67,6 @@ import {
   encodeInitOut,
   encodeLseekOut,
   encodeOpenOut,
-  encodeOutHeader,
   encodeReadlinkReply,
   encodeStatfsOut,
   encodeWriteOut,
@@ -90,13 +90,15 @@ import {
   FuseWriteFlag,
   opcodeName,
   readStruct,
+  requestBody,
   splitExtensions,
-  splitRequest,
+  writeOutHeader,
 } from "./fuse/mod.ts";
 import {
   type AttrResult,
   type Caller,
   entryOut,
+  type EntryResult,
   FsError,
   type FsOptions,
   type FsSnapshot,
@@ -218,6 +220,8 @@ export const SUPPORTED_OPCODES: ReadonlySet<number> = new Set<number>([
 
 /** Requests other than WRITE are small: the longest is SYMLINK (two names, ~4.4 KiB). */
 export const MAX_REQUEST_BYTES = 64 * 1024;
+/** Replies up to this size are assembled in the reused reply buffer; longer ones get their own. */
+const REPLY_SCRATCH_BYTES = 64 * 1024 + FUSE_OUT_HEADER.size;
 /** SETXATTR carries a value of up to XATTR_SIZE_MAX after its name; a longer one is E2BIG. */
 const MAX_SETXATTR_REQUEST_BYTES = FUSE_IN_HEADER.size + FUSE_SETXATTR_IN.size + XATTR_NAME_MAX +
   1 + XATTR_SIZE_MAX;
@@ -256,9 +260,19 @@ function hasNoReply(opcode: number): boolean {
     opcode === FuseOpcode.INTERRUPT;
 }
 
-function attrOut(result: AttrResult): Uint8Array {
+/** fuse_attr_out of `result`, encoded in place after the out header of `reply`. */
+function attrOut(result: AttrResult, reply: Uint8Array): Uint8Array {
   const valid = splitTimeout(result.attrTimeoutSec);
-  return encodeAttrOut({ attrValid: valid.sec, attrValidNsec: valid.nsec, attr: result.attr });
+  return encodeAttrOut(
+    { attrValid: valid.sec, attrValidNsec: valid.nsec, attr: result.attr },
+    reply,
+    FUSE_OUT_HEADER.size,
+  );
+}
+
+/** fuse_entry_out of `entry`, encoded in place after the out header of `reply`. */
+function entryReply(entry: EntryResult, reply: Uint8Array): Uint8Array {
+  return encodeEntryOut(entryOut(entry), reply, FUSE_OUT_HEADER.size);
 }
 
 function openOut(opened: OpenResult): Uint8Array {
@@ -280,9 +294,19 @@ export class FsRequestHandler implements QueueHandler {
   readonly #head = new Uint8Array(WRITE_HEADER_SIZE);
   readonly #headView = new DataView(this.#head.buffer);
   readonly #outHeader = new Uint8Array(FUSE_OUT_HEADER.size);
+  readonly #outHeaderView = new DataView(this.#outHeader.buffer);
+  /**
+   * The request being decoded (all of it but WRITE's data), and the reply
+   * being assembled: reused by every request, because a fresh ArrayBuffer
+   * each time was a malloc and a free per request. Nothing may keep a view
+   * of either past its request (the core copies the names it keeps).
+   */
+  readonly #request = new RequestScratch(MAX_REQUEST_BYTES);
+  readonly #replyScratch = new RequestScratch(REPLY_SCRATCH_BYTES);
   #fs: FileSystem;
   #session: FuseSessionState = { initialized: false, minor: 0, flags: 0, flags2: 0 };
-  #decodeOptions: FuseDecodeOptions = {};
+  /** Names as views: every request is copied out of guest memory (into #request) first. */
+  #decodeOptions: FuseDecodeOptions = { namesAsViews: true };
   readonly #failures = new RequestFailureLog();
   readonly #ioOptions: FsIoOptions;
   #context: QueueContext | undefined;
@@ -395,9 +419,9 @@ export class FsRequestHandler implements QueueHandler {
       if (header.len > MAX_REQUEST_BYTES && opcode !== FuseOpcode.SETXATTR) {
         throw new FuseProtocolError(`${opcodeName(opcode)} request of ${header.len} bytes`);
       }
-      const bytes = new Uint8Array(Math.min(header.len, chain.readableLength()));
+      const bytes = this.#request.zeroed(Math.min(header.len, chain.readableLength()));
       chain.readFrom(memory, 0, bytes);
-      const { body } = splitRequest(bytes);
+      const body = requestBody(header, bytes);
       const { args, extensions } = splitExtensions(body, header.totalExtlen);
       const request = decodeArgs(opcode, args, this.#decodeOptions);
       if (request.opcode === FuseOpcode.READ) {
@@ -425,6 +449,8 @@ export class FsRequestHandler implements QueueHandler {
       }
       if (this.#pins.size > 0 && closesEveryHandle(request.opcode)) {
         // Every handle is about to close: not under an operation still in flight.
+        // INIT's and DESTROY's arguments are numbers; the body is copied out of the scratch anyway.
+        const kept = body.slice();
         this.#whenIdle.push(() => {
           this.#context!.complete(
             queueIndex,
@@ -438,7 +464,7 @@ export class FsRequestHandler implements QueueHandler {
               request,
               header.nodeid,
               caller,
-              body,
+              kept,
             ),
           );
         });
@@ -589,6 +615,7 @@ export class FsRequestHandler implements QueueHandler {
   #setSession(session: FuseSessionState): void {
     this.#session = { ...session };
     this.#decodeOptions = {
+      namesAsViews: true,
       setxattrExt: (session.flags & FuseInitFlag.SETXATTR_EXT) !== 0,
       securityContext: (session.flags & FuseInitFlag.INIT_EXT) !== 0 &&
         (session.flags2 & FuseInitFlag2.SECURITY_CTX) !== 0,
@@ -605,6 +632,8 @@ export class FsRequestHandler implements QueueHandler {
   ): ReplyBody {
     const { uid, gid, groups } = caller;
     const fs = this.#fs;
+    // Fixed-size replies are encoded straight into the reply buffer, after its header.
+    const reply = this.#replyScratch.unzeroed();
     // Payloads that grow with the request (READDIR) are capped by the room for them.
     const room = Math.max(0, chain.writableLength() - FUSE_OUT_HEADER.size);
     switch (request.opcode) {
@@ -615,7 +644,7 @@ export class FsRequestHandler implements QueueHandler {
         this.#setSession({ initialized: false, minor: 0, flags: 0, flags2: 0 });
         return EMPTY;
       case FuseOpcode.LOOKUP:
-        return encodeEntryOut(entryOut(fs.lookup(nodeid, request.args.name)));
+        return entryReply(fs.lookup(nodeid, request.args.name), reply);
       case FuseOpcode.FORGET:
         fs.forget(nodeid, request.args.nlookup);
         return NO_REPLY;
@@ -628,25 +657,26 @@ export class FsRequestHandler implements QueueHandler {
         return NO_REPLY;
       case FuseOpcode.GETATTR: {
         const { getattrFlags, fh } = request.args;
-        return attrOut(fs.getattr(nodeid, (getattrFlags & FuseGetattrFlag.FH) ? fh : undefined));
+        return attrOut(
+          fs.getattr(nodeid, (getattrFlags & FuseGetattrFlag.FH) ? fh : undefined),
+          reply,
+        );
       }
       case FuseOpcode.SETATTR:
-        return attrOut(fs.setattr(nodeid, request.args, caller));
+        return attrOut(fs.setattr(nodeid, request.args, caller), reply);
       case FuseOpcode.READLINK:
         return encodeReadlinkReply(0n, fs.readlink(nodeid)).subarray(FUSE_OUT_HEADER.size);
       case FuseOpcode.SYMLINK: {
         const { name, target } = request.args;
-        return encodeEntryOut(entryOut(fs.symlink(nodeid, name, target, uid, gid, groups)));
+        return entryReply(fs.symlink(nodeid, name, target, uid, gid, groups), reply);
       }
       case FuseOpcode.MKNOD: {
         const { name, mode, rdev, umask } = request.args;
-        return encodeEntryOut(
-          entryOut(fs.mknod(nodeid, name, mode, rdev, umask, uid, gid, groups)),
-        );
+        return entryReply(fs.mknod(nodeid, name, mode, rdev, umask, uid, gid, groups), reply);
       }
       case FuseOpcode.MKDIR: {
         const { name, mode, umask } = request.args;
-        return encodeEntryOut(entryOut(fs.mkdir(nodeid, name, mode, umask, uid, gid, groups)));
+        return entryReply(fs.mkdir(nodeid, name, mode, umask, uid, gid, groups), reply);
       }
       case FuseOpcode.UNLINK:
         fs.unlink(nodeid, request.args.name, caller);
@@ -665,8 +695,9 @@ export class FsRequestHandler implements QueueHandler {
         return EMPTY;
       }
       case FuseOpcode.LINK:
-        return encodeEntryOut(
-          entryOut(fs.link(request.args.oldnodeid, nodeid, request.args.name, caller)),
+        return entryReply(
+          fs.link(request.args.oldnodeid, nodeid, request.args.name, caller),
+          reply,
         );
       case FuseOpcode.OPEN: {
         const { flags, openFlags } = request.args;
@@ -716,7 +747,12 @@ export class FsRequestHandler implements QueueHandler {
         const { name, flags, mode, umask, openFlags } = request.args;
         const kill = (openFlags & FuseOpenInFlag.KILL_SUIDGID) !== 0;
         const created = fs.create(nodeid, name, flags, mode, umask, uid, gid, groups, kill);
-        return encodeCreateOut(entryOut(created.entry), created.open);
+        return encodeCreateOut(
+          entryOut(created.entry),
+          created.open,
+          reply,
+          FUSE_OUT_HEADER.size,
+        );
       }
       case FuseOpcode.FALLOCATE: {
         const { fh, mode, offset, length } = request.args;
@@ -828,7 +864,7 @@ export class FsRequestHandler implements QueueHandler {
             ) =>
               this.#completeLater(chain, memory, queueIndex, unique, fh, result, (count) => {
                 const len = FUSE_OUT_HEADER.size + count;
-                encodeOutHeader({ len, error: 0, unique }, this.#outHeader);
+                writeOutHeader({ len, error: 0, unique }, this.#outHeaderView);
                 chain.writeTo(memory, 0, this.#outHeader);
                 return len;
               }),
@@ -848,7 +884,7 @@ export class FsRequestHandler implements QueueHandler {
       false,
     );
     const len = FUSE_OUT_HEADER.size + count;
-    encodeOutHeader({ len, error: 0, unique }, this.#outHeader);
+    writeOutHeader({ len, error: 0, unique }, this.#outHeaderView);
     chain.writeTo(memory, 0, this.#outHeader);
     return len;
   }
@@ -919,8 +955,8 @@ export class FsRequestHandler implements QueueHandler {
 
   /** WRITE's reply: fuse_write_out with the bytes written. */
   #writeReply(chain: DescriptorChain, memory: GuestMemory, unique: bigint, count: number): number {
-    const reply = new Uint8Array(FUSE_OUT_HEADER.size + 8);
-    encodeOutHeader({ len: reply.length, error: 0, unique }, reply);
+    const reply = this.#replyScratch.unzeroed(FUSE_OUT_HEADER.size + 8);
+    writeOutHeader({ len: reply.length, error: 0, unique }, this.#replyScratch.viewOf(reply));
     encodeWriteOut({ size: count }, reply, FUSE_OUT_HEADER.size);
     chain.writeTo(memory, 0, reply);
     return reply.length;
@@ -982,11 +1018,15 @@ export class FsRequestHandler implements QueueHandler {
       );
       return this.#replyError(chain, memory, queueIndex, unique, EIO);
     }
-    const reply = new Uint8Array(len);
-    encodeOutHeader({ len, error: 0, unique }, reply);
+    // Header and parts cover all `len` bytes: nothing of an earlier reply is left in it.
+    const reply = this.#replyScratch.unzeroed(len);
+    writeOutHeader({ len, error: 0, unique }, this.#replyScratch.viewOf(reply));
     let at = FUSE_OUT_HEADER.size;
     for (const part of parts) {
-      reply.set(part, at);
+      // A body encoded in place (see #dispatch) is where it belongs already.
+      if (part.buffer !== reply.buffer || part.byteOffset !== reply.byteOffset + at) {
+        reply.set(part, at);
+      }
       at += part.byteLength;
     }
     return chain.writeTo(memory, 0, reply);
@@ -1003,10 +1043,7 @@ export class FsRequestHandler implements QueueHandler {
       this.#warn(queueIndex, chain, `no room for a reply (errno ${errno})`);
       return 0;
     }
-    encodeOutHeader(
-      { len: FUSE_OUT_HEADER.size, error: -errno, unique },
-      this.#outHeader,
-    );
+    writeOutHeader({ len: FUSE_OUT_HEADER.size, error: -errno, unique }, this.#outHeaderView);
     return chain.writeTo(memory, 0, this.#outHeader);
   }
 

@@ -26,6 +26,9 @@ import {
   decodeOutHeader,
   decodeStatfsOut,
   decodeWriteOut,
+  encodeAttrOut,
+  encodeCreateOut,
+  encodeEntryOut,
   encodeGroupsExtension,
   encodeInHeader,
   encodeRequest,
@@ -46,6 +49,7 @@ import { type FileSystem, FsRequestHandler, MAX_REQUEST_BYTES } from "./request_
 import {
   type AttrResult as FsAttr,
   type Caller,
+  entryOut,
   type EntryResult as FsEntry,
   FsError,
   type FsInitResult,
@@ -1135,4 +1139,42 @@ Deno.test("malformed commands and states are refused without touching the core",
     assert.throws(() => h.handler.command(bad), Error, JSON.stringify(bad));
   }
   assert.equal(h.created.length, 1);
+});
+
+Deno.test("replies assembled in the reused buffer carry exactly their own bytes, in turn", () => {
+  using h = initedHarness();
+  const expectReply = (sent: Sent & { unique: bigint }, body: Uint8Array) => {
+    const len = 16 + body.byteLength;
+    assert.equal(sent.used, len);
+    assert.deepEqual(splitReply(sent.reply.subarray(0, len)).header, {
+      len,
+      error: 0,
+      unique: sent.unique,
+    });
+    assert.deepEqual([...sent.reply.subarray(16, len)], [...body], "the body, byte for byte");
+    assert.ok(sent.reply.subarray(len).every((b) => b === 0xee), "nothing written past the reply");
+  };
+  // Largest first: a long CREATE reply, then shorter ones that must not show its tail.
+  const created = h.send(FuseOpcode.CREATE, {
+    flags: 0o2,
+    mode: 0o644,
+    umask: 0,
+    openFlags: 0,
+    name: enc.encode("a-rather-long-name-for-the-reused-request-buffer"),
+  });
+  const createdEntry = entry(h.fs.names.get("a-rather-long-name-for-the-reused-request-buffer")!);
+  expectReply(
+    created,
+    encodeCreateOut(entryOut(createdEntry), { fh: h.fs.nextFh - 1n, openFlags: 2 }),
+  );
+  h.fs.names.set("b", 9n);
+  const looked = h.send(FuseOpcode.LOOKUP, { name: enc.encode("b") });
+  assert.deepEqual(h.fs.last("lookup"), [1n, enc.encode("b")], "the short name alone");
+  expectReply(looked, encodeEntryOut(entryOut(entry(9n))));
+  const attr = h.send(FuseOpcode.GETATTR, { getattrFlags: 0, fh: 0n });
+  expectReply(attr, encodeAttrOut({ attrValid: 0, attrValidNsec: 250_000_000, attr: ATTR }));
+  expectReply(h.send(FuseOpcode.UNLINK, { name: enc.encode("b") }), new Uint8Array(0));
+  const failed = h.send(FuseOpcode.LOOKUP, { name: enc.encode("missing") });
+  assert.equal(failed.used, 16);
+  assert.ok(failed.reply.subarray(16).every((b) => b === 0xee));
 });

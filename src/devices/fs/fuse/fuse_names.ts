@@ -52,7 +52,11 @@ export function fuseStringProblem(
 
 /** A string taken out of a request, and where the bytes after its NUL start. */
 export interface FuseStringSpan {
-  /** The string's bytes without the NUL: a copy, so the guest cannot change it after the checks. */
+  /**
+   * The string's bytes without the NUL: a copy, so the guest cannot change
+   * it after the checks; with `view`, a view of the body (for a caller that
+   * copied the request out of guest memory already).
+   */
   bytes: Uint8Array;
   /** Index just past the terminating NUL. */
   end: number;
@@ -61,19 +65,21 @@ export interface FuseStringSpan {
 /**
  * Reads the NUL-terminated string that starts at `start` of `body` and
  * checks it. A missing NUL is a framing fault (FuseProtocolError); a bad
- * string is a FuseNameError.
+ * string is a FuseNameError. With `view` the bytes are a view of `body`
+ * rather than a copy.
  */
 export function readFuseString(
   body: Uint8Array,
   start: number,
   kind: FuseStringKind,
   what: string,
+  view = false,
 ): FuseStringSpan {
   const nul = start <= body.byteLength ? body.indexOf(0, start) : -1;
   if (nul === -1) {
     throw new FuseProtocolError(`${what}: no terminating NUL in the request`);
   }
-  // Check before copying so an over-long name costs no more than the limit.
+  // Check the length first so an over-long name costs no more than the limit.
   const limit = LIMITS[kind];
   if (nul - start > limit.max) {
     throw new FuseNameError(
@@ -81,7 +87,8 @@ export function readFuseString(
       limit.errno,
     );
   }
-  const bytes = body.slice(start, nul);
+  // A copy is an ArrayBuffer, so a malloc and a free, per name: skipped when asked.
+  const bytes = view ? body.subarray(start, nul) : body.slice(start, nul);
   const problem = fuseStringProblem(bytes, kind, what);
   if (problem) throw problem;
   return { bytes, end: nul + 1 };
@@ -96,8 +103,9 @@ export function readLastFuseString(
   start: number,
   kind: FuseStringKind,
   what: string,
+  view = false,
 ): Uint8Array {
-  const span = readFuseString(body, start, kind, what);
+  const span = readFuseString(body, start, kind, what, view);
   if (span.end !== body.byteLength) {
     throw new FuseNameError(
       `${what} contains a NUL byte (${body.byteLength - span.end} bytes follow its first NUL)`,

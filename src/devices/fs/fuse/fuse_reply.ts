@@ -34,7 +34,7 @@ import {
   FUSE_WRITE_OUT,
 } from "./fuse_layouts.ts";
 import { fuseStringProblem } from "./fuse_names.ts";
-import { type StructInput, writeStruct } from "./fuse_struct.ts";
+import { type StructInput, writeStruct, writeStructToView } from "./fuse_struct.ts";
 
 /** A u64 field as the encoders accept it. */
 export type U64 = bigint | number;
@@ -55,6 +55,20 @@ export function encodeOutHeader(
   target?: Uint8Array,
   offset = 0,
 ): Uint8Array {
+  checkOutHeader(header);
+  return writeStruct(FUSE_OUT_HEADER, header, target, offset);
+}
+
+/**
+ * {@linkcode encodeOutHeader} through a DataView the caller keeps (the
+ * request handler's reused reply buffer), with the same checks.
+ */
+export function writeOutHeader(header: FuseOutHeader, view: DataView, offset = 0): void {
+  checkOutHeader(header);
+  writeStructToView(FUSE_OUT_HEADER, header, view, offset);
+}
+
+function checkOutHeader(header: FuseOutHeader): void {
   if (!Number.isInteger(header.error) || header.error > 0 || header.error <= -FUSE_MAX_ERRNO) {
     throw new RangeError(
       `fuse_out_header.error must be 0 or a negative errno above -${FUSE_MAX_ERRNO}, got ${header.error}`,
@@ -63,7 +77,6 @@ export function encodeOutHeader(
   if (header.len < FUSE_OUT_HEADER.size) {
     throw new RangeError(`fuse_out_header.len ${header.len} is shorter than the header`);
   }
-  return writeStruct(FUSE_OUT_HEADER, header, target, offset);
 }
 
 /**
@@ -137,8 +150,11 @@ export interface FuseAttr {
   flags?: number;
 }
 
-function attrInput(attr: FuseAttr): StructInput<typeof FUSE_ATTR.fields> {
-  return { ...attr, flags: attr.flags ?? 0 };
+type AttrInput = StructInput<typeof FUSE_ATTR.fields>;
+
+/** `attr` with its flags filled in; `attr` itself (no copy per reply) when it has them. */
+function attrInput(attr: FuseAttr): AttrInput {
+  return attr.flags === undefined ? { ...attr, flags: 0 } : attr as AttrInput;
 }
 
 /** Writes a `fuse_attr` (88 bytes). */
@@ -165,7 +181,10 @@ export interface FuseEntryOut {
 }
 
 function entryOutInput(entry: FuseEntryOut): StructInput<typeof FUSE_ENTRY_OUT.fields> {
-  return { ...entry, attr: attrInput(entry.attr) };
+  const attr = attrInput(entry.attr);
+  return attr === entry.attr
+    ? entry as StructInput<typeof FUSE_ENTRY_OUT.fields>
+    : { ...entry, attr };
 }
 
 /** Writes a `fuse_entry_out` (128 bytes). */
@@ -185,7 +204,14 @@ export interface FuseAttrOut {
 
 /** Writes a `fuse_attr_out` (104 bytes). */
 export function encodeAttrOut(out: FuseAttrOut, target?: Uint8Array, offset = 0): Uint8Array {
-  return writeStruct(FUSE_ATTR_OUT, { ...out, attr: attrInput(out.attr) }, target, offset);
+  const attr = attrInput(out.attr);
+  const input = attr === out.attr ? out : { ...out, attr };
+  return writeStruct(
+    FUSE_ATTR_OUT,
+    input as StructInput<typeof FUSE_ATTR_OUT.fields>,
+    target,
+    offset,
+  );
 }
 
 /** `fuse_open_out`: reply to OPEN and OPENDIR (and CREATE's second part). */

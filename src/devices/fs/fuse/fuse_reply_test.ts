@@ -23,6 +23,7 @@ import {
   encodeWriteOut,
   type FuseAttr,
   type FuseEntryOut,
+  writeOutHeader,
 } from "./fuse_reply.ts";
 import {
   decodeAttr,
@@ -148,6 +149,20 @@ Deno.test("encodeOutHeader refuses positive errors, errors at or below -512 and 
     error: -511,
     unique: 3n,
   });
+});
+
+Deno.test("writeOutHeader writes what encodeOutHeader does, at an offset of a kept view", () => {
+  const buffer = new Uint8Array(40).fill(0xee);
+  const view = new DataView(buffer.buffer);
+  writeOutHeader({ len: 120, error: -2, unique: 0xffff_ffff_ffff_fff0n }, view, 8);
+  assert.deepEqual(
+    [...buffer.subarray(8, 24)],
+    [...encodeOutHeader({ len: 120, error: -2, unique: 0xffff_ffff_ffff_fff0n })],
+  );
+  assert.equal(buffer[7], 0xee, "nothing before it");
+  assert.equal(buffer[24], 0xee, "nothing after it");
+  assert.throws(() => writeOutHeader({ len: 16, error: 2, unique: 1n }, view), RangeError);
+  assert.throws(() => writeOutHeader({ len: 16, error: 0, unique: 1n }, view, 25), RangeError);
 });
 
 Deno.test("encodeReply concatenates parts after a header whose len covers them all", () => {

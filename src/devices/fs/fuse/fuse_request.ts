@@ -3,7 +3,8 @@
  * input that follows it. Input is guest-controlled: every length is checked
  * and every fault is a FuseProtocolError (or its subclasses) carrying the
  * errno the caller answers with. Nothing here copies bulk data: WRITE and
- * SETXATTR payloads are returned as offsets into the body.
+ * SETXATTR payloads are returned as offsets into the body. Names are copies
+ * unless the options say `namesAsViews`.
  *
  * Usage: `const { header, body } = splitRequest(bytes);` then
  * `decodeArgs(header.opcode, body, options)` and switch on `opcode`.
@@ -90,6 +91,14 @@ export interface FuseRequestParts {
  */
 export function splitRequest(bytes: Uint8Array): FuseRequestParts {
   const header = decodeInHeader(bytes);
+  return { header, body: requestBody(header, bytes) };
+}
+
+/**
+ * The body of a request whose `header` was decoded from the start of
+ * `bytes` already, with {@linkcode splitRequest}'s checks.
+ */
+export function requestBody(header: FuseInHeader, bytes: Uint8Array): Uint8Array {
   if (header.len < FUSE_IN_HEADER.size) {
     throw new FuseProtocolError(`fuse_in_header.len ${header.len} is shorter than the header`);
   }
@@ -98,7 +107,7 @@ export function splitRequest(bytes: Uint8Array): FuseRequestParts {
       `fuse_in_header.len ${header.len} exceeds the ${bytes.byteLength} bytes of the request`,
     );
   }
-  return { header, body: bytes.subarray(FUSE_IN_HEADER.size, header.len) };
+  return bytes.subarray(FUSE_IN_HEADER.size, header.len);
 }
 
 /** Layout choices that depend on what was accepted at INIT. */
@@ -110,6 +119,12 @@ export interface FuseDecodeOptions {
    * security context after their names (returned raw as `securityContext`).
    */
   securityContext?: boolean;
+  /**
+   * Names are views of the body instead of copies: for a caller that copied
+   * the request out of guest memory itself (so the guest cannot change a
+   * name after its checks) and copies what it keeps past the request.
+   */
+  namesAsViews?: boolean;
 }
 
 /** Input of LOOKUP, UNLINK and RMDIR: one entry name. */
@@ -425,8 +440,8 @@ function securityContextAfter(
 }
 
 /** LOOKUP, UNLINK, RMDIR: the body is one entry name and its NUL. */
-export function decodeNameArgs(body: Uint8Array): FuseNameArgs {
-  return { name: readLastFuseString(body, 0, "entry", "name") };
+export function decodeNameArgs(body: Uint8Array, options: FuseDecodeOptions = {}): FuseNameArgs {
+  return { name: readLastFuseString(body, 0, "entry", "name", options.namesAsViews) };
 }
 
 /** READLINK, STATFS, DESTROY: the body must be empty. */
@@ -469,8 +484,8 @@ export function decodeSetattr(body: Uint8Array): FuseSetattrArgs {
 
 /** SYMLINK: name, NUL, target, NUL (then a security context if negotiated). */
 export function decodeSymlink(body: Uint8Array, options: FuseDecodeOptions = {}): FuseSymlinkArgs {
-  const name = readFuseString(body, 0, "entry", "symlink name");
-  const target = readFuseString(body, name.end, "symlink", "symlink target");
+  const name = readFuseString(body, 0, "entry", "symlink name", options.namesAsViews);
+  const target = readFuseString(body, name.end, "symlink", "symlink target", options.namesAsViews);
   return {
     name: name.bytes,
     target: target.bytes,
@@ -481,7 +496,7 @@ export function decodeSymlink(body: Uint8Array, options: FuseDecodeOptions = {})
 /** MKNOD: fuse_mknod_in then the name. */
 export function decodeMknod(body: Uint8Array, options: FuseDecodeOptions = {}): FuseMknodArgs {
   const { mode, rdev, umask } = readStruct(FUSE_MKNOD_IN, body);
-  const name = readFuseString(body, FUSE_MKNOD_IN.size, "entry", "name");
+  const name = readFuseString(body, FUSE_MKNOD_IN.size, "entry", "name", options.namesAsViews);
   return {
     mode,
     rdev,
@@ -494,7 +509,7 @@ export function decodeMknod(body: Uint8Array, options: FuseDecodeOptions = {}): 
 /** MKDIR: fuse_mkdir_in then the name. */
 export function decodeMkdir(body: Uint8Array, options: FuseDecodeOptions = {}): FuseMkdirArgs {
   const { mode, umask } = readStruct(FUSE_MKDIR_IN, body);
-  const name = readFuseString(body, FUSE_MKDIR_IN.size, "entry", "name");
+  const name = readFuseString(body, FUSE_MKDIR_IN.size, "entry", "name", options.namesAsViews);
   return {
     mode,
     umask,
@@ -504,25 +519,40 @@ export function decodeMkdir(body: Uint8Array, options: FuseDecodeOptions = {}): 
 }
 
 /** RENAME: fuse_rename_in, old name, new name. */
-export function decodeRename(body: Uint8Array): FuseRenameArgs {
+export function decodeRename(body: Uint8Array, options: FuseDecodeOptions = {}): FuseRenameArgs {
   const { newdir } = readStruct(FUSE_RENAME_IN, body);
-  const oldname = readFuseString(body, FUSE_RENAME_IN.size, "entry", "old name");
-  const newname = readLastFuseString(body, oldname.end, "entry", "new name");
+  const oldname = readFuseString(
+    body,
+    FUSE_RENAME_IN.size,
+    "entry",
+    "old name",
+    options.namesAsViews,
+  );
+  const newname = readLastFuseString(body, oldname.end, "entry", "new name", options.namesAsViews);
   return { newdir, oldname: oldname.bytes, newname };
 }
 
 /** RENAME2: fuse_rename2_in, old name, new name. */
-export function decodeRename2(body: Uint8Array): FuseRename2Args {
+export function decodeRename2(body: Uint8Array, options: FuseDecodeOptions = {}): FuseRename2Args {
   const { newdir, flags } = readStruct(FUSE_RENAME2_IN, body);
-  const oldname = readFuseString(body, FUSE_RENAME2_IN.size, "entry", "old name");
-  const newname = readLastFuseString(body, oldname.end, "entry", "new name");
+  const oldname = readFuseString(
+    body,
+    FUSE_RENAME2_IN.size,
+    "entry",
+    "old name",
+    options.namesAsViews,
+  );
+  const newname = readLastFuseString(body, oldname.end, "entry", "new name", options.namesAsViews);
   return { newdir, flags, oldname: oldname.bytes, newname };
 }
 
 /** LINK: fuse_link_in then the new name. */
-export function decodeLink(body: Uint8Array): FuseLinkArgs {
+export function decodeLink(body: Uint8Array, options: FuseDecodeOptions = {}): FuseLinkArgs {
   const { oldnodeid } = readStruct(FUSE_LINK_IN, body);
-  return { oldnodeid, name: readLastFuseString(body, FUSE_LINK_IN.size, "entry", "name") };
+  return {
+    oldnodeid,
+    name: readLastFuseString(body, FUSE_LINK_IN.size, "entry", "name", options.namesAsViews),
+  };
 }
 
 /** OPEN and OPENDIR. */
@@ -533,7 +563,7 @@ export function decodeOpen(body: Uint8Array): FuseOpenArgs {
 /** CREATE: fuse_create_in then the name. */
 export function decodeCreate(body: Uint8Array, options: FuseDecodeOptions = {}): FuseCreateArgs {
   const { flags, mode, umask, openFlags } = readStruct(FUSE_CREATE_IN, body);
-  const name = readFuseString(body, FUSE_CREATE_IN.size, "entry", "name");
+  const name = readFuseString(body, FUSE_CREATE_IN.size, "entry", "name", options.namesAsViews);
   return {
     flags,
     mode,
@@ -589,15 +619,27 @@ export function decodeSetxattr(
     head = { ...readStruct(FUSE_SETXATTR_IN_COMPAT, body), setxattrFlags: 0 };
     nameStart = FUSE_SETXATTR_IN_COMPAT.size;
   }
-  const name = readFuseString(body, nameStart, "xattr", "xattr name");
+  const name = readFuseString(body, nameStart, "xattr", "xattr name", options.namesAsViews);
   expectLength(`fuse_setxattr_in with size ${head.size}`, body, name.end + head.size);
   return { ...head, name: name.bytes, valueOffset: name.end, valueLength: head.size };
 }
 
 /** GETXATTR: fuse_getxattr_in then the name. */
-export function decodeGetxattr(body: Uint8Array): FuseGetxattrArgs {
+export function decodeGetxattr(
+  body: Uint8Array,
+  options: FuseDecodeOptions = {},
+): FuseGetxattrArgs {
   const { size } = readStruct(FUSE_GETXATTR_IN, body);
-  return { size, name: readLastFuseString(body, FUSE_GETXATTR_IN.size, "xattr", "xattr name") };
+  return {
+    size,
+    name: readLastFuseString(
+      body,
+      FUSE_GETXATTR_IN.size,
+      "xattr",
+      "xattr name",
+      options.namesAsViews,
+    ),
+  };
 }
 
 /** LISTXATTR: fuse_getxattr_in only. */
@@ -606,8 +648,11 @@ export function decodeListxattr(body: Uint8Array): FuseListxattrArgs {
 }
 
 /** REMOVEXATTR: the name only. */
-export function decodeRemovexattr(body: Uint8Array): FuseRemovexattrArgs {
-  return { name: readLastFuseString(body, 0, "xattr", "xattr name") };
+export function decodeRemovexattr(
+  body: Uint8Array,
+  options: FuseDecodeOptions = {},
+): FuseRemovexattrArgs {
+  return { name: readLastFuseString(body, 0, "xattr", "xattr name", options.namesAsViews) };
 }
 
 /** GETLK, SETLK, SETLKW. */

@@ -553,3 +553,25 @@ Deno.test("errnoOfDecodeError maps our errors to their errno and anything else t
   assert.equal(errnoOfDecodeError(new FuseUnsupportedOpcodeError(99, "UNKNOWN(99)")), 38);
   assert.equal(errnoOfDecodeError(new TypeError("bug")), 5);
 });
+
+Deno.test("with namesAsViews decoded names are views of the body, checked as before", () => {
+  const body = new Uint8Array([...text("abc"), 0]);
+  const { args } = decodeArgs(FuseOpcode.LOOKUP, body, { namesAsViews: true }) as {
+    args: { name: Uint8Array };
+  };
+  assert.deepEqual(args.name, text("abc"));
+  assert.equal(args.name.buffer, body.buffer, "no copy");
+  body[0] = 0x78;
+  assert.equal(args.name[0], 0x78);
+  const rename = decodeArgs(
+    FuseOpcode.RENAME,
+    new Uint8Array([9, 0, 0, 0, 0, 0, 0, 0, ...text("a"), 0, ...text("b"), 0]),
+    { namesAsViews: true },
+  ) as { args: { oldname: Uint8Array; newname: Uint8Array } };
+  assert.deepEqual([rename.args.oldname, rename.args.newname], [text("a"), text("b")]);
+  assert.throws(
+    () =>
+      decodeArgs(FuseOpcode.LOOKUP, new Uint8Array([...text("a/b"), 0]), { namesAsViews: true }),
+    FuseNameError,
+  );
+});

@@ -104,6 +104,151 @@ function viewOf(bytes: Uint8Array): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
+const TWO_POW_32 = 0x1_0000_0000;
+
+type Reader = (view: DataView, base: number) => Record<string, unknown>;
+type Writer = (value: Record<string, unknown>, view: DataView, base: number) => void;
+
+/**
+ * A layout's reader and writer, generated once per layout as straight-line
+ * code (one DataView call per field at a constant offset, an object literal
+ * of fixed shape): they run several times per request, and the generic
+ * loop (a property lookup per field name, keyed stores) showed up in
+ * profiles. Only field names and offsets of our own layouts go into the
+ * code, never guest data.
+ */
+interface Codec {
+  readonly read: Reader;
+  readonly write: Writer;
+}
+
+const codecs = new WeakMap<StructLayout, Codec>();
+
+/** The integer range of each 32-bit-or-smaller scalar type. */
+const INTEGER_RANGE: Readonly<Record<"u16" | "u32" | "i32", readonly [number, number]>> = {
+  u16: [0, 0xffff],
+  u32: [0, 0xffff_ffff],
+  i32: [-0x8000_0000, 0x7fff_ffff],
+};
+const SETTER = { u16: "setUint16", u32: "setUint32", i32: "setInt32" } as const;
+const GETTER = {
+  u16: "getUint16",
+  u32: "getUint32",
+  i32: "getInt32",
+  u64: "getBigUint64",
+  i64: "getBigInt64",
+} as const;
+
+function codecOf(layout: StructLayout): Codec {
+  const known = codecs.get(layout);
+  if (known !== undefined) return known;
+  const offsets = layout.offsets as Record<string, number>;
+  const nested: Codec[] = [];
+  const names: string[] = [];
+  const readParts: string[] = [];
+  const writeParts: string[] = [];
+  /** Bytes a value field covers: the rest (gaps, tail padding, reserved fields) is zeroed. */
+  const covered = new Uint8Array(layout.size);
+  for (const field of layout.fields) {
+    if (field.length === 3) continue;
+    const [name, type] = field;
+    const fieldSize = typeof type === "string" ? SCALAR_SIZE[type] : type.size;
+    covered.fill(1, offsets[name], offsets[name] + fieldSize);
+    const index = names.length;
+    names.push(name);
+    const key = JSON.stringify(name);
+    const at = `base + ${offsets[name]}`;
+    writeParts.push(`v = value[${key}];`);
+    if (typeof type !== "string") {
+      nested[index] = codecOf(type);
+      readParts.push(`${key}: nested[${index}].read(view, ${at})`);
+      writeParts.push(
+        `if (typeof v !== "object" || v === null) notObject(${index});`,
+        `nested[${index}].write(v, view, ${at});`,
+      );
+      continue;
+    }
+    readParts.push(`${key}: view.${GETTER[type]}(${at}, true)`);
+    if (type === "u64" || type === "i64") {
+      // Safe-integer numbers as two halves, no BigInt: `>>> 0` is the low half
+      // modulo 2^32, the floored quotient the (signed, for i64) high half.
+      const high = type === "u64" ? "setUint32" : "setInt32";
+      const numberOk = type === "u64"
+        ? "Number.isSafeInteger(v) && v >= 0"
+        : "Number.isSafeInteger(v)";
+      const setter = type === "u64" ? "setBigUint64" : "setBigInt64";
+      const range = type === "u64"
+        ? "0n, 0xffffffffffffffffn"
+        : "-0x8000000000000000n, 0x7fffffffffffffffn";
+      writeParts.push(
+        `if (typeof v === "number" && ${numberOk}) {`,
+        `  view.setUint32(${at}, v >>> 0, true);`,
+        `  view.${high}(${at} + 4, Math.floor(v / ${TWO_POW_32}), true);`,
+        `} else {`,
+        `  view.${setter}(${at}, checkBigInt(${index}, v, ${range}), true);`,
+        `}`,
+      );
+    } else {
+      const [min, max] = INTEGER_RANGE[type];
+      writeParts.push(
+        `if (typeof v !== "number" || !Number.isInteger(v) || v < ${min} || v > ${max}) {`,
+        `  notInteger(${index}, v, ${min}, ${max});`,
+        `}`,
+        `view.${SETTER[type]}(${at}, v, true);`,
+      );
+    }
+  }
+  // Zeroed first, so that the buffer's earlier contents never show through.
+  const zeroing: string[] = [];
+  for (let at = 0; at < layout.size;) {
+    if (covered[at]) {
+      at++;
+    } else if (
+      at % 4 === 0 && at + 4 <= layout.size && !covered.subarray(at, at + 4).some(Boolean)
+    ) {
+      zeroing.push(`view.setUint32(base + ${at}, 0);`);
+      at += 4;
+    } else {
+      zeroing.push(`view.setUint8(base + ${at}, 0);`);
+      at++;
+    }
+  }
+  const what = (index: number) => `${layout.name}.${names[index]}`;
+  const notInteger = (index: number, value: unknown, min: number, max: number): never => {
+    throw new RangeError(`${what(index)}: ${String(value)} is not an integer in [${min}, ${max}]`);
+  };
+  const notObject = (index: number): never => {
+    const type = layout.fields.find((f) => f[0] === names[index])![1] as StructLayout;
+    throw new RangeError(`${what(index)}: expected a ${type.name} object`);
+  };
+  const checkBigInt = (index: number, value: unknown, min: bigint, max: bigint): bigint => {
+    let big: bigint;
+    if (typeof value === "bigint") {
+      big = value;
+    } else if (typeof value === "number" && Number.isSafeInteger(value)) {
+      big = BigInt(value);
+    } else {
+      throw new RangeError(`${what(index)}: ${String(value)} is not a bigint or safe integer`);
+    }
+    if (big < min || big > max) throw new RangeError(`${what(index)}: ${big} is out of range`);
+    return big;
+  };
+  const make = new Function(
+    "nested",
+    "notInteger",
+    "notObject",
+    "checkBigInt",
+    `"use strict";
+    return {
+      read(view, base) { return { ${readParts.join(", ")} }; },
+      write(value, view, base) { let v; ${zeroing.join(" ")} ${writeParts.join("\n")} },
+    };`,
+  );
+  const codec = make(nested, notInteger, notObject, checkBigInt) as Codec;
+  codecs.set(layout, codec);
+  return codec;
+}
+
 /**
  * Reads a `layout` struct at `offset` of `bytes`. Throws FuseProtocolError
  * when the struct does not fit: `bytes` usually comes from the guest.
@@ -118,37 +263,7 @@ export function readStruct<F extends readonly FieldSpec[]>(
       `${layout.name}: needs ${layout.size} bytes at offset ${offset}, input has ${bytes.byteLength}`,
     );
   }
-  return readFields(layout, viewOf(bytes), offset) as StructValue<F>;
-}
-
-function readFields(layout: StructLayout, view: DataView, base: number): Record<string, unknown> {
-  const value: Record<string, unknown> = {};
-  const offsets = layout.offsets as Record<string, number>;
-  for (const field of layout.fields) {
-    if (field.length === 3) continue;
-    const [name, type] = field;
-    const at = base + offsets[name];
-    switch (type) {
-      case "u16":
-        value[name] = view.getUint16(at, true);
-        break;
-      case "u32":
-        value[name] = view.getUint32(at, true);
-        break;
-      case "i32":
-        value[name] = view.getInt32(at, true);
-        break;
-      case "u64":
-        value[name] = view.getBigUint64(at, true);
-        break;
-      case "i64":
-        value[name] = view.getBigInt64(at, true);
-        break;
-      default:
-        value[name] = readFields(type, view, at);
-    }
-  }
-  return value;
+  return codecOf(layout).read(viewOf(bytes), offset) as StructValue<F>;
 }
 
 /**
@@ -170,70 +285,26 @@ export function writeStruct<F extends readonly FieldSpec[]>(
       `${layout.name}: needs ${layout.size} bytes at offset ${offset}, target has ${target.byteLength}`,
     );
   }
-  // Zero first: gaps, tail padding and reserved fields must not leak what the buffer held.
-  target.fill(0, offset, offset + layout.size);
-  writeFields(layout, value as Record<string, unknown>, viewOf(target), offset);
+  // The codec zeroes gaps, tail padding and reserved fields: nothing the buffer held leaks.
+  codecOf(layout).write(value as Record<string, unknown>, viewOf(target), offset);
   return target.subarray(offset, offset + layout.size);
 }
 
-function writeFields(
-  layout: StructLayout,
-  value: Record<string, unknown>,
+/**
+ * {@linkcode writeStruct} through a DataView the caller keeps (a reused
+ * reply buffer's): no view or result array is made per call. `offset` is
+ * relative to the view.
+ */
+export function writeStructToView<F extends readonly FieldSpec[]>(
+  layout: StructLayout<F>,
+  value: StructInput<F>,
   view: DataView,
-  base: number,
+  offset = 0,
 ): void {
-  const offsets = layout.offsets as Record<string, number>;
-  for (const field of layout.fields) {
-    if (field.length === 3) continue;
-    const [name, type] = field;
-    const at = base + offsets[name];
-    const what = `${layout.name}.${name}`;
-    const fieldValue = value[name];
-    switch (type) {
-      case "u16":
-        view.setUint16(at, checkInteger(what, fieldValue, 0, 0xffff), true);
-        break;
-      case "u32":
-        view.setUint32(at, checkInteger(what, fieldValue, 0, 0xffff_ffff), true);
-        break;
-      case "i32":
-        view.setInt32(at, checkInteger(what, fieldValue, -0x8000_0000, 0x7fff_ffff), true);
-        break;
-      case "u64":
-        view.setBigUint64(at, checkBigInt(what, fieldValue, 0n, 0xffff_ffff_ffff_ffffn), true);
-        break;
-      case "i64":
-        view.setBigInt64(
-          at,
-          checkBigInt(what, fieldValue, -0x8000_0000_0000_0000n, 0x7fff_ffff_ffff_ffffn),
-          true,
-        );
-        break;
-      default:
-        if (typeof fieldValue !== "object" || fieldValue === null) {
-          throw new RangeError(`${what}: expected a ${type.name} object`);
-        }
-        writeFields(type, fieldValue as Record<string, unknown>, view, at);
-    }
+  if (!Number.isInteger(offset) || offset < 0 || offset + layout.size > view.byteLength) {
+    throw new RangeError(
+      `${layout.name}: needs ${layout.size} bytes at offset ${offset}, target has ${view.byteLength}`,
+    );
   }
-}
-
-function checkInteger(what: string, value: unknown, min: number, max: number): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-    throw new RangeError(`${what}: ${String(value)} is not an integer in [${min}, ${max}]`);
-  }
-  return value;
-}
-
-function checkBigInt(what: string, value: unknown, min: bigint, max: bigint): bigint {
-  let big: bigint;
-  if (typeof value === "bigint") {
-    big = value;
-  } else if (typeof value === "number" && Number.isSafeInteger(value)) {
-    big = BigInt(value);
-  } else {
-    throw new RangeError(`${what}: ${String(value)} is not a bigint or safe integer`);
-  }
-  if (big < min || big > max) throw new RangeError(`${what}: ${big} is out of range`);
-  return big;
+  codecOf(layout).write(value as Record<string, unknown>, view, offset);
 }

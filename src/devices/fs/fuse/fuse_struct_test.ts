@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { FuseProtocolError } from "./fuse_errors.ts";
-import { defineStruct, readStruct, writeStruct } from "./fuse_struct.ts";
+import { defineStruct, readStruct, writeStruct, writeStructToView } from "./fuse_struct.ts";
 
 const INNER = defineStruct("inner", [["a", "u16"], ["b", "u64"]]);
 const OUTER = defineStruct("outer", [
@@ -86,4 +86,30 @@ Deno.test("writeStruct refuses values that do not fit and targets that are too s
     t: -(1n << 63n),
     e: -0x8000_0000,
   });
+});
+
+Deno.test("writeStruct writes 64-bit numbers as BigInt would, negative i64 included", () => {
+  const wide = defineStruct("wide", [["u", "u64"], ["s", "i64"]]);
+  for (
+    const [u, s] of [[0, 0], [2 ** 32 + 5, -1], [2 ** 53 - 1, -(2 ** 53 - 1)], [1, -(2 ** 32)]]
+  ) {
+    const fromNumbers = writeStruct(wide, { u, s });
+    const fromBigInts = writeStruct(wide, { u: BigInt(u), s: BigInt(s) });
+    assert.deepEqual([...fromNumbers], [...fromBigInts], `u=${u} s=${s}`);
+    assert.deepEqual(readStruct(wide, fromNumbers), { u: BigInt(u), s: BigInt(s) });
+  }
+  assert.throws(() => writeStruct(wide, { u: -1, s: 0 }), /wide\.u: -1 is out of range/);
+  assert.throws(() => writeStruct(wide, { u: 0, s: 2 ** 53 }), /wide\.s: .* not a bigint/);
+});
+
+Deno.test("writeStructToView zeroes gaps and reserved fields of a reused buffer, nothing outside", () => {
+  const buffer = new Uint8Array(72).fill(0xff);
+  const view = new DataView(buffer.buffer);
+  const value = { tag: 1, inner: { a: 2, b: 3n }, count: 4, signed: -5, delta: 6 };
+  writeStructToView(OUTER, value, view, 8);
+  assert.deepEqual([...buffer.subarray(8, 64)], [...writeStruct(OUTER, value)]);
+  assert.equal(buffer[7], 0xff);
+  assert.equal(buffer[64], 0xff);
+  assert.deepEqual(readStruct(OUTER, buffer, 8), { ...value, signed: -5n });
+  assert.throws(() => writeStructToView(OUTER, value, view, 17), RangeError);
 });

@@ -31,6 +31,19 @@ const GETDENTS_BUFFER_SIZE = 32 * 1024;
 /** The largest reply page built, whatever `size` the guest asks for. */
 const MAX_PAGE_SIZE = 1024 * 1024;
 
+/**
+ * Where pages are built, reused (grown to the largest page asked for so
+ * far): a fresh buffer per page, and a copy of it, were two ArrayBuffers
+ * per request. The writers zero every record they add, and only the bytes
+ * written are handed on.
+ */
+let pageBuffer = new Uint8Array(0);
+
+function pageOf(capacity: number): Uint8Array {
+  if (pageBuffer.byteLength < capacity) pageBuffer = new Uint8Array(capacity);
+  return pageBuffer.subarray(0, capacity);
+}
+
 /** How READDIRPLUS looks entries up (adding one guest lookup reference) and takes one back. */
 export interface EntryLookup {
   /** Looks `name` up in the directory being listed; adds one lookup reference. */
@@ -48,6 +61,8 @@ type AddOutcome = "added" | "full" | "skipped";
  * `plus`, every entry sent except "." and ".." carries one new lookup
  * reference; those two are sent with node id 0 (the guest skips them), and
  * an entry that vanished before it could be looked up is left out.
+ * The payload is a view of a buffer the next call reuses: copy it out (the
+ * request handler does, into the reply) before listing again.
  */
 export function readDirectoryPage(
   fd: number,
@@ -63,14 +78,16 @@ export function readDirectoryPage(
     cursor.index = 0;
   }
   const capacity = Math.max(0, Math.min(size, MAX_PAGE_SIZE));
-  const writer = plus ? new DirentPlusWriter(capacity) : new DirentWriter(capacity);
+  const page = pageOf(capacity);
+  const writer = plus ? new DirentPlusWriter(page) : new DirentWriter(page);
   for (;;) {
     if (cursor.index >= cursor.entries.length) {
       let entries: Dirent[];
       try {
         cursor.buffer ??= new Uint8Array(GETDENTS_BUFFER_SIZE);
         const n = getdents64(fd, cursor.buffer);
-        entries = parseDirents(cursor.buffer, n);
+        // Views of the cursor's buffer: it is filled again only once every entry was used.
+        entries = parseDirents(cursor.buffer, n, true);
       } catch (error) {
         // Send what we have; the next request (from the same position) reports the failure.
         if (writer.count > 0) break;
@@ -88,7 +105,7 @@ export function readDirectoryPage(
     cursor.index++;
     cursor.position = entry.off;
   }
-  return writer.bytes().slice();
+  return writer.bytes();
 }
 
 function addEntry(writer: DirentWriter, entry: Dirent): AddOutcome {

@@ -35,6 +35,8 @@ export function attrFromStatx(st: StatxResult): FuseAttr {
     // glibc's makedev for every device number that fits in 32 bits.
     rdev: st.rdev % U32,
     blksize: st.blksize,
+    // Present (not left to the encoder's default): the encoder then takes this object as is.
+    flags: 0,
   };
 }
 
@@ -56,6 +58,7 @@ export function placeholderAttr(ino: bigint, type: number): FuseAttr {
     gid: 0,
     rdev: 0,
     blksize: 0,
+    flags: 0,
   };
 }
 

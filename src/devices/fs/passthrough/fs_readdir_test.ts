@@ -203,3 +203,27 @@ Deno.test("readdir refuses file handles and unknown handles", () => {
   fs.releasedir(dir.fh);
   assertFsErrno(() => fs.readdir(ROOT, dir.fh, 0n, 4096, false), EBADF, "released");
 });
+
+Deno.test("a page built in the reused page buffer holds only its own records", () => {
+  using share = makeShare();
+  const { fs } = share;
+  fill(share, 50);
+  Deno.mkdirSync(`${share.path}/small`);
+  Deno.writeTextFileSync(`${share.path}/small/a`, "");
+  const big = fs.opendir(ROOT, O_RDONLY);
+  const full = fs.readdir(ROOT, big.fh, 0n, 8192, true).slice();
+  assert.ok(decodeDirentsPlus(full).length > 10);
+  const small = fs.lookup(ROOT, bytes("small")).nodeid;
+  const { fh } = fs.opendir(small, O_RDONLY);
+  const page = fs.readdir(small, fh, 0n, 8192, true);
+  const records = decodeDirentsPlus(page);
+  assert.deepEqual(records.map((r) => text(r.dirent.name)).sort(), [".", "..", "a"]);
+  // Three records and nothing else: no tail of the bigger page before it.
+  const length = records.reduce(
+    (sum, r) => sum + Math.ceil((152 + r.dirent.name.length) / 8) * 8,
+    0,
+  );
+  assert.equal(page.length, length);
+  const plain = fs.readdir(small, fh, 0n, 8192, false);
+  assert.deepEqual(decodeDirents(plain).map((r) => text(r.name)).sort(), [".", "..", "a"]);
+});

@@ -140,7 +140,7 @@ import {
 import { readDirectoryPage } from "./dir_reader.ts";
 import { attrFromStatx } from "./fs_attr.ts";
 import { errnoOf, FsError, FsRestoreError, toFsError } from "./fs_errors.ts";
-import { checkEntryName, classifyComponent } from "./fs_names.ts";
+import { checkEntryName, classifyComponent, sameName } from "./fs_names.ts";
 import { type FsSnapshot, restoreSnapshot, takeSnapshot } from "./fs_snapshot.ts";
 import {
   type AttrResult,
@@ -830,7 +830,8 @@ export class PassthroughFs {
    * READDIR / READDIRPLUS: one reply payload of at most `size` bytes from
    * directory offset `offset` (0 = start; else the `off` of the last entry
    * received). READDIRPLUS adds one lookup reference per entry sent, except
-   * "." and "..", which carry node id 0.
+   * "." and "..", which carry node id 0. The payload is a view of a buffer
+   * the next listing reuses: copy it out first.
    */
   readdir(nodeid: bigint, fh: bigint, offset: bigint, size: number, plus: boolean): Uint8Array {
     return this.#run(() => {
@@ -1062,7 +1063,11 @@ export class PassthroughFs {
     }
     const inode = this.#inodes.adopt(fd, st);
     this.#inodes.addLookups(inode);
-    this.#inodes.setLocation(inode, { parent: dir, name: name.slice() });
+    // Looked up again where it was: nothing to record (and no copy of the name to make).
+    const known = inode.location;
+    if (known === null || known.parent !== dir || !sameName(known.name, name)) {
+      this.#inodes.setLocation(inode, { parent: dir, name: name.slice() });
+    }
     return this.#entry(inode, st);
   }
 
