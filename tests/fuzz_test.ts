@@ -392,8 +392,8 @@ async function fuzz(
   console.log(`fuzz: ${ran} batches in ${Math.round(performance.now() - started)} ms`);
 }
 
-Deno.test("fuzz: vhostd blk survives random control messages and rings", async () => {
-  await withVhostd({ args: ["--ram", "1M"] }, async (vhostd) => {
+async function fuzzBlk(args: string[]): Promise<void> {
+  await withVhostd({ args }, async (vhostd) => {
     const data = pattern(4096, 5);
     const verify = () => {
       using s = BlkFixture.open(vhostd.socketPath, { queueSize: 64 });
@@ -409,10 +409,25 @@ Deno.test("fuzz: vhostd blk survives random control messages and rings", async (
       verify,
     );
   });
+}
+
+Deno.test("fuzz: vhostd blk survives random control messages and rings", async () => {
+  await fuzzBlk(["--ram", "1M"]);
 });
 
-Deno.test("fuzz: vhostd fs survives random control messages and FUSE requests", async () => {
-  await withVhostdFs([], async (vhostd, dirs) => {
+Deno.test("fuzz: vhostd blk on io_uring (requests complete later) survives the same", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vhostd-fuzz-" });
+  try {
+    const image = `${dir}/disk.img`;
+    await Deno.writeFile(image, new Uint8Array(1 << 20));
+    await fuzzBlk(["--file", image, "--aio", "io_uring"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+async function fuzzFs(args: string[]): Promise<void> {
+  await withVhostdFs(args, async (vhostd, dirs) => {
     Deno.writeTextFileSync(`${dirs.share}/present`, "fuzz");
     const verify = () => {
       using s = FsFixture.open(vhostd.socketPath);
@@ -426,4 +441,12 @@ Deno.test("fuzz: vhostd fs survives random control messages and FUSE requests", 
       verify,
     );
   });
+}
+
+Deno.test("fuzz: vhostd fs survives random control messages and FUSE requests", async () => {
+  await fuzzFs([]);
+});
+
+Deno.test("fuzz: vhostd fs with READ/WRITE/FSYNC on io_uring survives the same", async () => {
+  await fuzzFs(["--aio", "io_uring"]);
 });
