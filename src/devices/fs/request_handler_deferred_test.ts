@@ -136,6 +136,16 @@ class DeferredHarness implements Disposable {
     return decodeOpenOut(opened.payload).fh;
   }
 
+  /** READ of `size` bytes at `offset` of handle `fh`. */
+  read(fh: bigint, offset: bigint, size: number) {
+    return this.send(FuseOpcode.READ, { fh, offset, size, readFlags: 0, lockOwner: 0n, flags: 0 });
+  }
+
+  /** WRITE of `data` at `offset` of handle `fh`. */
+  write(fh: bigint, offset: bigint, data: Uint8Array, writeFlags = 0) {
+    return this.send(FuseOpcode.WRITE, { fh, offset, writeFlags, lockOwner: 0n, flags: 0, data });
+  }
+
   completed(head: number): number | undefined {
     return this.context.completions.find((c) => c.head === head)?.written;
   }
@@ -155,14 +165,7 @@ Deno.test("READ completes later; other requests are answered meanwhile; pages ar
   using h = new DeferredHarness();
   Deno.writeTextFileSync(`${h.dir}/a`, "hello, deferred world");
   const fh = h.open("a");
-  const read = h.send(FuseOpcode.READ, {
-    fh,
-    offset: 7n,
-    size: 8,
-    readFlags: 0,
-    lockOwner: 0n,
-    flags: 0,
-  });
+  const read = h.read(fh, 7n, 8);
   assert.equal(read.result, DEFERRED);
   assert.equal(h.engine.held.length + h.engine.log.length > 0, true);
   assert.equal(h.completed(read.chain.head), undefined, "nothing completed before the engine");
@@ -186,14 +189,7 @@ Deno.test("WRITE and FSYNC complete later with their replies; a failed one gets 
   using h = new DeferredHarness();
   Deno.writeTextFileSync(`${h.dir}/b`, "");
   const fh = h.open("b");
-  const write = h.send(FuseOpcode.WRITE, {
-    fh,
-    offset: 0n,
-    writeFlags: 0,
-    lockOwner: 0n,
-    flags: 0,
-    data: enc.encode("async bytes"),
-  });
+  const write = h.write(fh, 0n, enc.encode("async bytes"));
   const fsync = h.send(FuseOpcode.FSYNC, { fh, fsyncFlags: FuseFsyncFlag.FDATASYNC });
   assert.equal(write.result, DEFERRED);
   assert.equal(fsync.result, DEFERRED);
@@ -216,14 +212,7 @@ Deno.test("a WRITE that must clear setuid/setgid runs at once", () => {
   using h = new DeferredHarness();
   Deno.writeTextFileSync(`${h.dir}/c`, "");
   const fh = h.open("c");
-  const write = h.send(FuseOpcode.WRITE, {
-    fh,
-    offset: 0n,
-    writeFlags: FuseWriteFlag.KILL_SUIDGID,
-    lockOwner: 0n,
-    flags: 0,
-    data: enc.encode("now"),
-  });
+  const write = h.write(fh, 0n, enc.encode("now"), FuseWriteFlag.KILL_SUIDGID);
   assert.equal(write.result, 16 + 8);
   assert.equal(h.engine.log.length, 0);
   assert.equal(Deno.readTextFileSync(`${h.dir}/c`), "now");
@@ -233,14 +222,7 @@ Deno.test("RELEASE of a handle with a READ in flight closes its fd only after th
   using h = new DeferredHarness();
   Deno.writeTextFileSync(`${h.dir}/d`, "0123456789");
   const fh = h.open("d");
-  const read = h.send(FuseOpcode.READ, {
-    fh,
-    offset: 0n,
-    size: 10,
-    readFlags: 0,
-    lockOwner: 0n,
-    flags: 0,
-  });
+  const read = h.read(fh, 0n, 10);
   assert.equal(read.result, DEFERRED);
   h.handler.submitQueued();
   const fd = h.engine.held[0].fd;
@@ -254,14 +236,7 @@ Deno.test("RELEASE of a handle with a READ in flight closes its fd only after th
   assert.equal(new TextDecoder().decode(h.replyAt(read.reply).payload), "0123456789");
   assert.ok(!isOpen(fd), "closed once the READ completed");
   // The handle is gone for the guest.
-  const again = h.send(FuseOpcode.READ, {
-    fh,
-    offset: 0n,
-    size: 1,
-    readFlags: 0,
-    lockOwner: 0n,
-    flags: 0,
-  });
+  const again = h.read(fh, 0n, 1);
   assert.equal(typeof again.result, "number");
   assert.equal(h.replyAt(again.reply).error, 9 /* EBADF */);
 });
@@ -270,14 +245,7 @@ Deno.test("DESTROY waits for the I/O in flight before it closes every handle", (
   using h = new DeferredHarness();
   Deno.writeTextFileSync(`${h.dir}/e`, "");
   const fh = h.open("e");
-  const write = h.send(FuseOpcode.WRITE, {
-    fh,
-    offset: 0n,
-    writeFlags: 0,
-    lockOwner: 0n,
-    flags: 0,
-    data: enc.encode("before destroy"),
-  });
+  const write = h.write(fh, 0n, enc.encode("before destroy"));
   assert.equal(write.result, DEFERRED);
   const destroy = h.send(
     FuseOpcode.DESTROY,
