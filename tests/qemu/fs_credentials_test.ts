@@ -11,9 +11,7 @@
  */
 
 import assert from "node:assert/strict";
-import { requireGuestEnvironment, runGuest } from "./harness.ts";
-import type { GuestRunResult } from "./harness.ts";
-import { fsBackendUnderTest, startFsBackend, stopBackend, vhostUserFsArgs } from "./fs_backend.ts";
+import { runGuestOnShare } from "./fs_guest_on_share.ts";
 import { PRELUDE } from "./fs_guest_scripts.ts";
 
 const USER = 1000;
@@ -118,31 +116,11 @@ function ownerOf(path: string): [number | null, number | null] {
 }
 
 Deno.test("virtio-fs as a guest user: owners, permission checks and setuid bits, guest and host", async () => {
-  requireGuestEnvironment();
-  const kind = fsBackendUnderTest();
-  const dir = await Deno.makeTempDir({ prefix: "vhostd-fs-creds-" });
-  const shared = `${dir}/shared`;
-  await Deno.mkdir(shared);
-  prepare(shared);
-  const backend = await startFsBackend(kind, {
-    sharedDir: shared,
-    socket: `${dir}/fs.sock`,
-    logPath: `${dir}/backend.log`,
-  });
-  let result: GuestRunResult | undefined;
-  try {
-    result = await runGuest({
-      script: script(hostProtectsHardlinks),
-      chardevs: vhostUserFsArgs(backend.socket),
-      memoryMiB: 256,
-      timeoutMs: 100_000,
-    });
-    assert.equal(result.timedOut, false, "the guest timed out");
-    assert.doesNotMatch(result.scriptOutput, /^FAIL /m);
-    assert.match(result.scriptOutput, /^FAILURES 0$/m, "the script did not run to its end");
-    assert.equal(result.exitCode, 0, "the guest script reported failures");
-    assert.equal((await stopBackend(backend)).code, 0, `${kind} exit status`);
-
+  await runGuestOnShare({
+    prefix: "vhostd-fs-creds-",
+    prepare,
+    script: script(hostProtectsHardlinks),
+  }, (shared) => {
     for (const name of ["made.txt", "made-dir", "made-link", "renamed"]) {
       assert.deepEqual(ownerOf(`${shared}/home/${name}`), [USER, USER], `owner of ${name}`);
     }
@@ -161,16 +139,5 @@ Deno.test("virtio-fs as a guest user: owners, permission checks and setuid bits,
     }
     assert.equal(modeOf(`${shared}/home/own-suid`), 0o755);
     assert.equal(Deno.readTextFileSync(`${shared}/suid-overwrite`), "new\n");
-  } catch (error) {
-    backend.kill("SIGKILL");
-    console.error([
-      `--- guest console (tail) ---\n${result?.output.slice(-6000) ?? "(no run)"}`,
-      `--- QEMU stderr ---\n${result?.qemuStderr ?? ""}`,
-      `--- ${kind} log (tail) ---\n${(await backend.log()).slice(-6000)}`,
-    ].join("\n"));
-    throw error;
-  } finally {
-    await backend.dispose();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

@@ -12,9 +12,7 @@
  */
 
 import assert from "node:assert/strict";
-import { requireGuestEnvironment, runGuest } from "./harness.ts";
-import type { GuestRunResult } from "./harness.ts";
-import { fsBackendUnderTest, startFsBackend, stopBackend, vhostUserFsArgs } from "./fs_backend.ts";
+import { runGuestOnShare } from "./fs_guest_on_share.ts";
 import { PRELUDE } from "./fs_guest_scripts.ts";
 
 const USER = 1000;
@@ -76,31 +74,7 @@ function ownerOf(path: string): [number | null, number | null] {
 }
 
 Deno.test("virtio-fs as a guest user with a supplementary group: group access on the host", async () => {
-  requireGuestEnvironment();
-  const kind = fsBackendUnderTest();
-  const dir = await Deno.makeTempDir({ prefix: "vhostd-fs-groups-" });
-  const shared = `${dir}/shared`;
-  await Deno.mkdir(shared);
-  prepare(shared);
-  const backend = await startFsBackend(kind, {
-    sharedDir: shared,
-    socket: `${dir}/fs.sock`,
-    logPath: `${dir}/backend.log`,
-  });
-  let result: GuestRunResult | undefined;
-  try {
-    result = await runGuest({
-      script: SCRIPT,
-      chardevs: vhostUserFsArgs(backend.socket),
-      memoryMiB: 256,
-      timeoutMs: 100_000,
-    });
-    assert.equal(result.timedOut, false, "the guest timed out");
-    assert.doesNotMatch(result.scriptOutput, /^FAIL /m);
-    assert.match(result.scriptOutput, /^FAILURES 0$/m, "the script did not run to its end");
-    assert.equal(result.exitCode, 0, "the guest script reported failures");
-    assert.equal((await stopBackend(backend)).code, 0, `${kind} exit status`);
-
+  await runGuestOnShare({ prefix: "vhostd-fs-groups-", prepare, script: SCRIPT }, (shared) => {
     const names = [...Deno.readDirSync(`${shared}/team`)].map((e) => e.name).sort();
     assert.deepEqual(names, ["doc", "hard", "new", "renamed"]);
     assert.equal(Deno.readTextFileSync(`${shared}/team/doc`), "0123456789\nmore\n".slice(0, 16));
@@ -110,16 +84,5 @@ Deno.test("virtio-fs as a guest user with a supplementary group: group access on
     assert.deepEqual(ownerOf(`${shared}/team/new`), [USER, USER]);
     assert.deepEqual(ownerOf(`${shared}/home/mine`), [USER, TEAM]);
     assert.equal((Deno.statSync(`${shared}/home/mine`).mode ?? 0) & 0o7777, 0o2755);
-  } catch (error) {
-    backend.kill("SIGKILL");
-    console.error([
-      `--- guest console (tail) ---\n${result?.output.slice(-6000) ?? "(no run)"}`,
-      `--- QEMU stderr ---\n${result?.qemuStderr ?? ""}`,
-      `--- ${kind} log (tail) ---\n${(await backend.log()).slice(-6000)}`,
-    ].join("\n"));
-    throw error;
-  } finally {
-    await backend.dispose();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
