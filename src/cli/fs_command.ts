@@ -27,8 +27,8 @@ import { UsageError } from "./usage_error.ts";
 import { chooseEngine, logEngineChoice } from "./engine_choice.ts";
 import type { FileIoEngineKind } from "../io/file_io_engine.ts";
 import { probeIoUring } from "../io/open_engine.ts";
-import { isOnMemoryFileSystem } from "../io/memory_file_system.ts";
-import { closeQuietly, O_CLOEXEC, O_DIRECTORY, O_RDONLY, openFile } from "../../ffi/mod.ts";
+import { pathIsOnMemoryFileSystem } from "../io/memory_file_system.ts";
+import { closeQuietly } from "../../ffi/mod.ts";
 import { enterSandbox, isSandboxMode, SandboxError, type SandboxMode } from "../sandbox/mod.ts";
 import { ListenError } from "../backend/daemon.ts";
 import {
@@ -213,21 +213,6 @@ export function parseFsArgs(args: string[]): FsArgs {
   };
 }
 
-/** True when the directory at `path` is on tmpfs or ramfs (false when it cannot be opened). */
-function dirIsInMemory(path: string): boolean {
-  let fd: number;
-  try {
-    fd = openFile(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  } catch {
-    return false;
-  }
-  try {
-    return isOnMemoryFileSystem(fd);
-  } finally {
-    closeQuietly(fd);
-  }
-}
-
 /**
  * The shared directory's canonical path; UsageError when it is missing,
  * not a directory, or not readable.
@@ -285,7 +270,11 @@ export async function runFs(args: string[]): Promise<number> {
   checkInodeFileHandles(sharedDir, opts.inodeFileHandles);
   const sandboxed = await enterFsSandbox(args, opts, sharedDir);
   if (typeof sandboxed === "number") return sandboxed;
-  const engine = chooseEngine(opts.aio, probeIoUring, dirIsInMemory(sandboxed.sharedDir!));
+  const engine = chooseEngine(
+    opts.aio,
+    probeIoUring,
+    pathIsOnMemoryFileSystem(sandboxed.sharedDir!),
+  );
   logEngineChoice(engine, "the shared directory");
   const device = new FsDevice({
     sharedDir: sandboxed.sharedDir!,

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { fstatfs } from "../../ffi/mod.ts";
+import { closeQuietly, fstatfs, O_CLOEXEC, O_PATH, openFile } from "../../ffi/mod.ts";
 
 /** statfs f_type of tmpfs (memfds live there too). */
 const TMPFS_MAGIC = 0x01021994;
@@ -22,5 +22,20 @@ export function isOnMemoryFileSystem(fd: number): boolean {
     return type === TMPFS_MAGIC || type === RAMFS_MAGIC;
   } catch {
     return false;
+  }
+}
+
+/** {@linkcode isOnMemoryFileSystem} for a path (false when it cannot be opened). */
+export function pathIsOnMemoryFileSystem(path: string): boolean {
+  let fd: number;
+  try {
+    fd = openFile(path, O_PATH | O_CLOEXEC);
+  } catch {
+    return false;
+  }
+  try {
+    return isOnMemoryFileSystem(fd);
+  } finally {
+    closeQuietly(fd);
   }
 }

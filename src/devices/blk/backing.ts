@@ -41,7 +41,7 @@ import {
   SyscallError,
 } from "../../../ffi/mod.ts";
 import { SECTOR_SIZE } from "./blk_spec.ts";
-import { isOnMemoryFileSystem } from "../../io/memory_file_system.ts";
+import { isOnMemoryFileSystem, pathIsOnMemoryFileSystem } from "../../io/memory_file_system.ts";
 
 /** Host page cache use: `writeback` (buffered I/O) or `none` (O_DIRECT). */
 export type CacheMode = "writeback" | "none";
@@ -98,18 +98,7 @@ export function isMemoryBacked(backing: Backing): boolean {
 
 /** {@linkcode isMemoryBacked} for a backing not opened yet (false when it cannot be opened). */
 export function specIsMemoryBacked(spec: BackingSpec): boolean {
-  if (spec.kind === "ram") return true;
-  let fd: number;
-  try {
-    fd = openFile(spec.path, O_RDONLY | O_CLOEXEC);
-  } catch {
-    return false;
-  }
-  try {
-    return isMemoryBacked({ fd, size: 0, readOnly: true, kind: "file", path: spec.path });
-  } finally {
-    closeQuietly(fd);
-  }
+  return spec.kind === "ram" || pathIsOnMemoryFileSystem(spec.path);
 }
 
 /** A backing that cannot be used, with a message for the user. */
