@@ -41,7 +41,7 @@ import { SplitQueue } from "../virtqueue/split_queue.ts";
 import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
 import { log, setLogLevel, setLogTag } from "../log.ts";
 import type { FdReadyCallback, QueueContext, QueueHandler } from "../devices/device.ts";
-import { queueHandlerFactory } from "../devices/worker_registry.ts";
+import { deviceModule } from "../devices/device_list.ts";
 import { NO_FD, type WorkerCommand, type WorkerEvent } from "./worker_protocol.ts";
 import { RingRunner } from "./ring_runner.ts";
 import { InflightQueue } from "../virtqueue/inflight_region.ts";
@@ -120,7 +120,7 @@ class QueueWorker implements QueueContext {
 
   constructor(init: Extract<WorkerCommand, { type: "init" }>) {
     this.#wakeFd = init.wakeFd;
-    const factory = queueHandlerFactory(init.setup.kind);
+    const factory = deviceModule(init.setup.kind)?.createQueueHandler;
     if (!factory) throw new Error(`no queue handler for device kind "${init.setup.kind}"`);
     this.#handler = factory(init.setup);
     epollCtl(this.#epfd, EPOLL_CTL_ADD, this.#wakeFd, EPOLLIN, WAKE_TOKEN);

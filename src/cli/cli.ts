@@ -1,32 +1,32 @@
 /**
- * Top-level command dispatch: `vhostd blk ...`, `vhostd fs ...`, `--help`, `--version`.
+ * Top-level command dispatch: `vhostd <device kind> ...`, `vhostd state ...`, `--help`,
+ * `--version`.
  *
  * @module
  */
 
 import { log } from "../log.ts";
-import { runBlk } from "./blk_command.ts";
-import { runFs } from "./fs_command.ts";
+import { DEVICE_MODULES, deviceModule } from "../devices/device_list.ts";
 import { runState } from "./state_command.ts";
 import { USAGE_EXIT_CODE, UsageError } from "./usage_error.ts";
 import { VERSION } from "../version.ts";
 
-/** Help text of `vhostd`. */
+function deviceLines(): string {
+  return DEVICE_MODULES.map((m) => {
+    const command = `vhostd ${m.kind} [OPTIONS]`.padEnd(25);
+    return `  ${command}${m.summary} (see vhostd ${m.kind} --help)`;
+  }).join("\n");
+}
+
+/** Help text of `vhostd`: one line per device of `device_list.ts`. */
 export const MAIN_HELP = `vhostd ${VERSION} — vhost-user device back-end
 
 Usage:
-  vhostd blk [OPTIONS]     serve a virtio-blk disk (see vhostd blk --help)
-  vhostd fs [OPTIONS]      share a directory as a virtio-fs device (see vhostd fs --help)
+${deviceLines()}
   vhostd state ACTION      save, load or inspect device state (see vhostd state --help)
   vhostd --version         print the version
   vhostd --help            show this help
 `;
-
-const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
-  blk: runBlk,
-  fs: runFs,
-  state: runState,
-};
 
 /** Runs the command line; resolves with the process exit code. */
 export async function runCli(args: string[]): Promise<number> {
@@ -40,7 +40,7 @@ export async function runCli(args: string[]): Promise<number> {
       console.log(`vhostd ${VERSION}`);
       return 0;
     }
-    const run = COMMANDS[command];
+    const run = command === "state" ? runState : deviceModule(command)?.run;
     if (!run) throw new UsageError(`unknown command "${command}" (try vhostd --help)`);
     return await run(rest);
   } catch (e) {

@@ -30,7 +30,7 @@ import {
 } from "../frontend/mod.ts";
 import { UsageError } from "./usage_error.ts";
 import { Progress } from "./progress.ts";
-import { describeDeviceState } from "../devices/state_views.ts";
+import { deviceModule } from "../devices/device_list.ts";
 
 /** Help text of `vhostd state`. */
 export const STATE_HELP = `Usage:
@@ -158,7 +158,8 @@ function inspect(path: string, json: boolean): number {
     } else {
       console.log(formatSummary(summary));
       const meta = summary.metadata as { state?: unknown } | undefined;
-      for (const line of describeDeviceState(summary.header.kind, meta?.state)) console.log(line);
+      const lines = deviceModule(summary.header.kind)?.describeState?.(meta?.state) ?? [];
+      for (const line of lines) console.log(line);
     }
     return summary.error ? 2 : 0;
   } finally {

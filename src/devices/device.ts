@@ -16,7 +16,7 @@ import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
 
 /** Everything a queue Worker needs to build the device's request handler. */
 export interface WorkerSetup {
-  /** Device kind, the key of the handler factory in `worker_registry.ts`. */
+  /** Device kind: selects the device module in `device_list.ts`. */
   kind: string;
   /** Device-specific parameters (plain data). */
   params: Record<string, unknown>;

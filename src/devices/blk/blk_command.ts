@@ -15,13 +15,13 @@ import {
   isMemoryBacked,
   openBacking,
   specIsMemoryBacked,
-} from "../devices/blk/backing.ts";
-import { BlkDevice, validateSerial } from "../devices/blk/blk_device.ts";
-import type { FileIoEngineKind } from "../io/file_io_engine.ts";
-import { probeIoUring } from "../io/open_engine.ts";
-import { chooseEngine, type EngineChoice, logEngineChoice } from "./engine_choice.ts";
-import { log } from "../log.ts";
-import { MAX_QUEUE_SIZE } from "../virtqueue/layout.ts";
+} from "./backing.ts";
+import { BlkDevice, validateSerial } from "./blk_device.ts";
+import type { FileIoEngineKind } from "../../io/file_io_engine.ts";
+import { probeIoUring } from "../../io/open_engine.ts";
+import { chooseEngine, type EngineChoice, logEngineChoice } from "../../cli/engine_choice.ts";
+import { log } from "../../log.ts";
+import { MAX_QUEUE_SIZE } from "../../virtqueue/layout.ts";
 import {
   answerInfoRequest,
   applyLogLevel,
@@ -34,9 +34,9 @@ import {
   parseOptions,
   serveDevice,
   wholeNumberOption,
-} from "./daemon_options.ts";
-import { formatSize, parseSize } from "./size.ts";
-import { UsageError } from "./usage_error.ts";
+} from "../../cli/daemon_options.ts";
+import { formatSize, parseSize } from "../../cli/size.ts";
+import { UsageError } from "../../cli/usage_error.ts";
 
 /** Defaults that make `deno task start` useful with no arguments. */
 export const BLK_DEFAULTS = {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { fsXattrArgs } from "./fs_xattr_options.ts";
-import { UsageError } from "./usage_error.ts";
+import { UsageError } from "../../cli/usage_error.ts";
 
 Deno.test("fsXattrArgs: off by default; --posix-acl and --xattr-mapping imply --xattr", () => {
   assert.deepEqual(fsXattrArgs({}), { xattr: false, posixAcl: false });

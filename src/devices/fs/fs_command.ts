@@ -5,10 +5,10 @@
  * @module
  */
 
-import { FsDevice } from "../devices/fs/fs_device.ts";
-import { PassthroughFs } from "../devices/fs/passthrough/passthrough_fs.ts";
-import { MAX_REQUEST_QUEUES, validateTag } from "../devices/fs/fs_spec.ts";
-import { isMigrationOnError, type MigrationOnError } from "../devices/fs/fs_state.ts";
+import { FsDevice } from "./fs_device.ts";
+import { PassthroughFs } from "./passthrough/passthrough_fs.ts";
+import { MAX_REQUEST_QUEUES, validateTag } from "./fs_spec.ts";
+import { isMigrationOnError, type MigrationOnError } from "./fs_state.ts";
 import {
   absolutePath,
   answerInfoRequest,
@@ -22,15 +22,15 @@ import {
   parseOptions,
   serveDevice,
   wholeNumberOption,
-} from "./daemon_options.ts";
-import { UsageError } from "./usage_error.ts";
-import { chooseEngine, logEngineChoice } from "./engine_choice.ts";
-import type { FileIoEngineKind } from "../io/file_io_engine.ts";
-import { probeIoUring } from "../io/open_engine.ts";
-import { pathIsOnMemoryFileSystem } from "../io/memory_file_system.ts";
-import { closeQuietly } from "../../ffi/mod.ts";
-import { enterSandbox, isSandboxMode, SandboxError, type SandboxMode } from "../sandbox/mod.ts";
-import { ListenError } from "../backend/daemon.ts";
+} from "../../cli/daemon_options.ts";
+import { UsageError } from "../../cli/usage_error.ts";
+import { chooseEngine, logEngineChoice } from "../../cli/engine_choice.ts";
+import type { FileIoEngineKind } from "../../io/file_io_engine.ts";
+import { probeIoUring } from "../../io/open_engine.ts";
+import { pathIsOnMemoryFileSystem } from "../../io/memory_file_system.ts";
+import { closeQuietly } from "../../../ffi/mod.ts";
+import { enterSandbox, isSandboxMode, SandboxError, type SandboxMode } from "../../sandbox/mod.ts";
+import { ListenError } from "../../backend/daemon.ts";
 import {
   type CachePolicy,
   type FsXattrOptions,
@@ -39,7 +39,7 @@ import {
   isInodeFileHandleMode,
   isMigrationMode,
   type MigrationMode,
-} from "../devices/fs/passthrough/fs_types.ts";
+} from "./passthrough/fs_types.ts";
 import { FS_XATTR_HELP, FS_XATTR_OPTIONS, fsXattrArgs } from "./fs_xattr_options.ts";
 
 /** Defaults of `vhostd fs`. */

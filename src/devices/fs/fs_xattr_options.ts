@@ -5,9 +5,9 @@
  * @module
  */
 
-import type { FsXattrOptions } from "../devices/fs/passthrough/fs_types.ts";
-import { parseXattrMapping, XattrMappingError } from "../devices/fs/passthrough/xattr_mapping.ts";
-import { UsageError } from "./usage_error.ts";
+import type { FsXattrOptions } from "./passthrough/fs_types.ts";
+import { parseXattrMapping, XattrMappingError } from "./passthrough/xattr_mapping.ts";
+import { UsageError } from "../../cli/usage_error.ts";
 
 /** parseArgs specifications of the extended attribute options. */
 export const FS_XATTR_OPTIONS = {

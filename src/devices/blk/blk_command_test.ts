@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { blkCapabilities, parseBlkArgs } from "./blk_command.ts";
-import { UsageError } from "./usage_error.ts";
+import { UsageError } from "../../cli/usage_error.ts";
 
 Deno.test("blk --aio and --cache: parsed, checked, defaults", () => {
   const defaults = parseBlkArgs([]);
@@ -29,7 +29,7 @@ Deno.test("--print-capabilities names the engine", () => {
 
 async function vhostd(args: string[], env: Record<string, string> = {}) {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", new URL("../../main.ts", import.meta.url).pathname, ...args],
+    args: ["run", "--allow-all", new URL("../../../main.ts", import.meta.url).pathname, ...args],
     env,
     stdout: "piped",
     stderr: "piped",
