@@ -36,6 +36,7 @@ export const LIBC_SYMBOLS = {
     nonblocking: false,
   },
   fsync: { parameters: ["i32"], result: "i32", nonblocking: false },
+  getrandom: { parameters: ["buffer", "usize", "u32"], result: "isize", nonblocking: false },
   fdatasync: { parameters: ["i32"], result: "i32", nonblocking: false },
   fstat: { parameters: ["i32", "buffer"], result: "i32", nonblocking: false },
   fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32", nonblocking: false },

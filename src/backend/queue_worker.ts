@@ -70,6 +70,11 @@ interface ActiveRing {
   errFd: number;
 }
 
+interface Timer {
+  due: number;
+  onFire: () => void;
+}
+
 interface Watch {
   events: number;
   onReady: FdReadyCallback;
@@ -117,6 +122,9 @@ class QueueWorker implements QueueContext {
   #running = true;
   /** Current busy-poll window in ms (0: sleep at once). */
   #pollMs = 0;
+  /** The device's timers by id (`setTimer`). */
+  readonly #timers = new Map<number, Timer>();
+  #nextTimerId = 1;
 
   constructor(init: Extract<WorkerCommand, { type: "init" }>) {
     this.#wakeFd = init.wakeFd;
@@ -153,6 +161,48 @@ class QueueWorker implements QueueContext {
     return this.#rings.get(queueIndex)?.runner.inflightCount ?? 0;
   }
 
+  pop(queueIndex: number): DescriptorChain | undefined {
+    return this.#rings.get(queueIndex)?.runner.pop();
+  }
+
+  get memory(): GuestMemory {
+    return this.#memory;
+  }
+
+  setTimer(delayMs: number, onFire: () => void): number {
+    const id = this.#nextTimerId++;
+    const delay = Number.isFinite(delayMs) && delayMs > 0 ? delayMs : 0;
+    this.#timers.set(id, { due: performance.now() + delay, onFire });
+    return id;
+  }
+
+  clearTimer(id: number): void {
+    this.#timers.delete(id);
+  }
+
+  /** Milliseconds until the nearest timer (0 when one is due), -1 without timers. */
+  #timerTimeout(): number {
+    let nearest = Infinity;
+    for (const timer of this.#timers.values()) nearest = Math.min(nearest, timer.due);
+    if (nearest === Infinity) return -1;
+    return Math.max(0, Math.ceil(nearest - performance.now()));
+  }
+
+  /** Runs the timers that are due, each once. */
+  #fireTimers(): void {
+    if (this.#timers.size === 0) return;
+    const now = performance.now();
+    for (const [id, timer] of this.#timers) {
+      if (timer.due > now) continue;
+      this.#timers.delete(id);
+      try {
+        timer.onFire();
+      } catch (e) {
+        log.error(`device timer failed: ${message(e)}`);
+      }
+    }
+  }
+
   // ---- event loop -------------------------------------------------------
 
   /** Serves until "exit"; a failure of the loop itself is reported as fatal, never thrown. */
@@ -178,8 +228,18 @@ class QueueWorker implements QueueContext {
       // now) must not wait for an event that may never come.
       if (timeout === -1 && (this.#pollMs > 0 ? this.#busyPoll() : this.#anyReady())) timeout = 0;
       const sleptFrom = timeout === -1 ? performance.now() : 0;
-      const n = epollWait(this.#epfd, this.#events, timeout);
+      const timerTimeout = this.#timerTimeout();
+      const n = epollWait(
+        this.#epfd,
+        this.#events,
+        timerTimeout === -1
+          ? timeout
+          : timeout === -1
+          ? timerTimeout
+          : Math.min(timeout, timerTimeout),
+      );
       if (timeout === -1) this.#adaptPolling(performance.now() - sleptFrom);
+      this.#fireTimers();
       let wake = false;
       for (let i = 0; i < n; i++) {
         const token = this.#events.data(i);

@@ -58,6 +58,8 @@ export class RingRunner {
   #missedKick = false;
   /** Called once when the ring breaks. */
   onBroken: (reason: string) => void = () => {};
+  /** The device takes this ring's chains itself (`QueueHandler.pullsQueue`). */
+  readonly #pulled: boolean;
 
   /** A runner for `queue`, already attached to `memory`. */
   constructor(
@@ -73,6 +75,7 @@ export class RingRunner {
     this.#memory = memory;
     this.#recorder = recorder;
     this.#inflight = new Array(queue.size).fill(undefined);
+    this.#pulled = handler.pullsQueue?.(index) ?? false;
   }
 
   /** Requests popped and not completed. */
@@ -92,7 +95,9 @@ export class RingRunner {
 
   /** True when `process()` would find chains to take (polling instead of waiting for a kick). */
   hasWork(): boolean {
-    return this.#broken === undefined && !this.#paused && this.queue.hasAvailable();
+    // A pulled ring's chains wait until the device wants them: they are no work to poll for.
+    return this.#broken === undefined && !this.#paused && !this.#pulled &&
+      this.queue.hasAvailable();
   }
 
   /** Stops taking new chains; requests in flight still complete. */
@@ -130,6 +135,10 @@ export class RingRunner {
       this.#missedKick = true;
       return;
     }
+    if (this.#pulled) {
+      this.#handler.queueReady?.(this.index);
+      return;
+    }
     const queue = this.queue;
     for (;;) {
       queue.disableNotifications();
@@ -153,6 +162,34 @@ export class RingRunner {
   }
 
   /**
+   * Takes the next available chain for a device that pulls its chains
+   * (`QueueContext.pop`); it stays in flight until completed. Undefined when
+   * none is available (notifications are then on, so the driver kicks when
+   * it adds one), or while the ring is paused or broken (the device is told
+   * through `queueReady` when it may pop again).
+   */
+  pop(): DescriptorChain | undefined {
+    if (this.#broken !== undefined) return undefined;
+    if (this.#paused) {
+      this.#missedKick = true;
+      return undefined;
+    }
+    const queue = this.queue;
+    for (;;) {
+      queue.disableNotifications();
+      const chain = queue.popAvail();
+      if (chain !== undefined) {
+        if ("ringError" in chain) {
+          this.breakRing(chain.ringError);
+          return undefined;
+        }
+        return this.#track(chain, true) ? chain : undefined;
+      }
+      if (!queue.enableNotifications()) return undefined;
+    }
+  }
+
+  /**
    * Hands a chain that was in flight under a previous back-end to the device
    * again (inflight recovery); the available ring is not read.
    */
@@ -161,12 +198,13 @@ export class RingRunner {
     this.#start(this.queue.chainAt(head), false);
   }
 
-  #start(chain: DescriptorChain, record = true): void {
+  /** Puts `chain` in flight; false (the ring broke) when its head already is. */
+  #track(chain: DescriptorChain, record: boolean): boolean {
     const head = chain.head;
     if (head >= 0 && head < this.#inflight.length) {
       if (this.#inflight[head] !== undefined) {
         this.breakRing(`descriptor ${head} was made available again while still in flight`);
-        return;
+        return false;
       }
       this.#inflight[head] = chain;
       this.#inflightCount++;
@@ -175,6 +213,12 @@ export class RingRunner {
       // A head outside the table is a malformed chain; the device fails it at once.
       this.#inflightCount++;
     }
+    return true;
+  }
+
+  #start(chain: DescriptorChain, record = true): void {
+    if (!this.#track(chain, record)) return;
+    const head = chain.head;
     let result: number | typeof DEFERRED;
     try {
       result = this.#handler.handle(chain, this.#memory, this.index);

@@ -187,3 +187,84 @@ Deno.test("resubmit hands a head to the device without reading the avail ring", 
   assert.equal(handler.held[0].head, head);
   assert.equal(queue.state().nextAvail, 0);
 });
+
+/** A data half that pulls its chains: pops only as many as it has data for. */
+class PullingHandler implements QueueHandler {
+  readonly ready: number[] = [];
+  readonly popped: DescriptorChain[] = [];
+  /** Chains the device has data for. */
+  wanted = 0;
+  pop: () => DescriptorChain | undefined = () => undefined;
+
+  handle(): HandleResult {
+    throw new Error("handle must not be called for a pulled queue");
+  }
+
+  pullsQueue(): boolean {
+    return true;
+  }
+
+  queueReady(queueIndex: number): void {
+    this.ready.push(queueIndex);
+    while (this.wanted > 0) {
+      const chain = this.pop();
+      if (!chain) return;
+      this.popped.push(chain);
+      this.wanted--;
+    }
+  }
+}
+
+function pullSetup() {
+  const base = setup();
+  const handler = new PullingHandler();
+  const runner = new RingRunner(0, base.queue, handler, base.memory);
+  handler.pop = () => runner.pop();
+  return { ...base, handler, runner };
+}
+
+Deno.test("a pulled ring: chains stay available until the device pops them", () => {
+  const { handler, runner, add, takeAll, queue } = pullSetup();
+  add(3);
+  runner.process();
+  assert.deepEqual(handler.ready, [0]);
+  assert.equal(handler.popped.length, 0);
+  assert.equal(runner.inflightCount, 0);
+  // Chains the device does not want yet are no work for busy polling.
+  assert.equal(runner.hasWork(), false);
+  assert.equal(queue.hasAvailable(), true);
+  handler.wanted = 2;
+  runner.process();
+  assert.equal(handler.popped.length, 2);
+  assert.equal(runner.inflightCount, 2);
+  assert.ok(runner.complete(handler.popped[1], 5));
+  assert.ok(runner.complete(handler.popped[0], 6));
+  assert.deepEqual(takeAll().map((u) => u.len), [5, 6]);
+  // The third chain is still there for a later pop; a fourth pop finds nothing.
+  assert.ok(runner.pop());
+  assert.equal(runner.pop(), undefined);
+});
+
+Deno.test("a pulled ring: an empty pop asks the driver to kick", () => {
+  const { handler, runner, driver, add } = pullSetup();
+  handler.wanted = 1;
+  runner.process();
+  assert.equal(handler.popped.length, 0);
+  add(1);
+  // Notifications are on after the empty pop, so the driver's new chain needs a kick.
+  assert.equal(driver.needsKick(), true);
+  runner.process();
+  assert.equal(handler.popped.length, 1);
+});
+
+Deno.test("a pulled ring: pop while paused returns nothing and the device is told on resume", () => {
+  const { handler, runner, memory, add } = pullSetup();
+  add(2);
+  runner.pause();
+  assert.equal(runner.pop(), undefined);
+  assert.equal(runner.inflightCount, 0);
+  handler.wanted = 2;
+  runner.resume(memory);
+  assert.deepEqual(handler.ready, [0]);
+  assert.equal(handler.popped.length, 2);
+});

@@ -70,11 +70,31 @@ export interface QueueContext {
   unwatchFd(fd: number): void;
   /** Requests of `queueIndex` popped and not completed yet. */
   inflightCount(queueIndex: number): number;
+  /**
+   * Takes the next available chain of a queue the device pulls
+   * (`QueueHandler.pullsQueue`); it is in flight until `complete`. Undefined
+   * when the driver has made none available (the driver is then asked to
+   * kick, and `queueReady` runs when it does) or while the queue is stopped.
+   * A chain may carry `error` (malformed): complete it without using it.
+   */
+  pop(queueIndex: number): DescriptorChain | undefined;
+  /** The guest memory chains are read through; replaced only while no request is in flight. */
+  readonly memory: GuestMemory;
+  /**
+   * Runs `onFire` once, in the Worker, after `delayMs` milliseconds (the
+   * event loop sleeps no longer than the nearest timer). Returns an id for
+   * `clearTimer`. Queue Workers block in epoll, so `setTimeout` would not fire.
+   */
+  setTimer(delayMs: number, onFire: () => void): number;
+  /** Cancels a timer that has not fired; unknown ids are ignored. */
+  clearTimer(id: number): void;
 }
 
 /**
  * Data half of a device: runs in a queue Worker, one `handle` call per
- * descriptor chain.
+ * descriptor chain, or, for the queues it pulls, chains taken with
+ * `QueueContext.pop` when the device can use them (a receive queue whose
+ * buffers wait for data from the host).
  *
  * Simple devices complete every request inside `handle` and return the
  * number of bytes written. Devices that wait (storage with latency, a host
@@ -93,6 +113,17 @@ export interface QueueHandler {
   handle(chain: DescriptorChain, memory: GuestMemory, queueIndex: number): HandleResult;
   /** Optional: receives the Worker's services once, before the first request. */
   attach?(context: QueueContext): void;
+  /**
+   * Optional: true for a queue whose chains the device takes itself with
+   * `QueueContext.pop` instead of one `handle` call per chain. Asked once
+   * per ring start.
+   */
+  pullsQueue?(queueIndex: number): boolean;
+  /**
+   * Optional, for pulled queues: the queue started, was kicked, or resumed
+   * after a pause in which `pop` returned nothing; the device may pop now.
+   */
+  queueReady?(queueIndex: number): void;
   /**
    * Optional: called after the Worker handled a batch of chains and before it
    * waits for events again, so that I/O queued by several `handle` calls is

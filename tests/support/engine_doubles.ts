@@ -18,6 +18,7 @@ import type { FileIoEngine, FileIoEngineKind, IoCompletion } from "../../src/io/
 import { SyncFileIoEngine } from "../../src/io/sync_engine.ts";
 import type { DescriptorChain } from "../../src/virtqueue/descriptor_chain.ts";
 import type { FdReadyCallback, QueueContext } from "../../src/devices/device.ts";
+import { GuestMemory } from "../../src/memory/guest_memory.ts";
 
 /** One `complete` call. */
 export interface RecordedCompletion {
@@ -60,6 +61,24 @@ export class RecordingContext implements QueueContext {
   inflightCount(_queueIndex: number): number {
     return 0;
   }
+
+  /** blk and fs pull no queues. */
+  pop(_queueIndex: number): DescriptorChain | undefined {
+    return undefined;
+  }
+
+  /** No memory: blk and fs read chains through the memory `handle` gets. */
+  readonly memory: GuestMemory = new GuestMemory([]);
+
+  /** Timers are recorded and never fire (blk and fs set none). */
+  readonly timers: number[] = [];
+
+  setTimer(delayMs: number, _onFire: () => void): number {
+    this.timers.push(delayMs);
+    return this.timers.length;
+  }
+
+  clearTimer(_id: number): void {}
 
   /** The completion of `head`, taken out of the record (so a head can be reused). */
   take(head: number, queueIndex = 0): RecordedCompletion | undefined {
