@@ -24,7 +24,7 @@ import {
   RingDriver,
   SharedGuestMemory,
   withBlkBackend,
-} from "./backend_test_support.ts";
+} from "../../tests/support/backend_doubles.ts";
 import { NO_FD } from "./worker_protocol.ts";
 
 // Refused requests and broken rings are expected here: keep their warnings out of the output.

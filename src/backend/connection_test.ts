@@ -22,9 +22,9 @@ import {
   HEADER_SIZE,
   MAX_PAYLOAD_SIZE,
 } from "../protocol/mod.ts";
-import { copiesOf } from "./backend_test_support.ts";
+import { copiesOf } from "../../tests/support/backend_doubles.ts";
 import { Connection, type ReadResult } from "./connection.ts";
-import type { SlowSend } from "./connection_test_support.ts";
+import type { SlowSend } from "../../tests/support/slow_frontend_worker.ts";
 
 /**
  * Reads the next message, waiting (blocking this thread) up to `timeoutMs`
@@ -91,9 +91,12 @@ function expectBroken(result: ReadResult, reason: RegExp): void {
 async function withSlowPeer(
   body: (send: (s: SlowSend) => Promise<void>) => Promise<void>,
 ): Promise<void> {
-  const worker = new Worker(new URL("./connection_test_support.ts", import.meta.url), {
-    type: "module",
-  });
+  const worker = new Worker(
+    new URL("../../tests/support/slow_frontend_worker.ts", import.meta.url),
+    {
+      type: "module",
+    },
+  );
   const messages: string[] = [];
   let wake: (() => void) | undefined;
   worker.onmessage = (e: MessageEvent<string>) => {

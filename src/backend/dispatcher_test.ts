@@ -27,7 +27,7 @@ import {
   copiesOf,
   SharedGuestMemory,
   withBlkBackend,
-} from "./backend_test_support.ts";
+} from "../../tests/support/backend_doubles.ts";
 import { Dispatcher, type DispatchResult, type IncomingMessage } from "./dispatcher.ts";
 import { NO_FD } from "./worker_protocol.ts";
 

@@ -23,7 +23,12 @@ import {
 } from "../virtqueue/inflight_region.ts";
 import type { SplitQueueState } from "../virtqueue/split_queue.ts";
 import { RequestError, VhostUserBackend } from "./backend.ts";
-import { copiesOf, guestView, RingDriver, SharedGuestMemory } from "./backend_test_support.ts";
+import {
+  copiesOf,
+  guestView,
+  RingDriver,
+  SharedGuestMemory,
+} from "../../tests/support/backend_doubles.ts";
 import { InflightTracking } from "./inflight_tracking.ts";
 import type { WorkerPool } from "./worker_pool.ts";
 import type { InflightMapping } from "./worker_protocol.ts";

@@ -14,7 +14,13 @@ import {
   S_IFREG,
 } from "../../../../ffi/mod.ts";
 import { FuseSetattrValid } from "../fuse/fuse_abi.ts";
-import { assertFsErrno, bytes, makeShare, readAll, setattrArgs } from "./fs_test_support.ts";
+import {
+  assertFsErrno,
+  bytes,
+  makeShare,
+  readAll,
+  setattrArgs,
+} from "../../../../tests/support/passthrough_fixture.ts";
 
 const ROOT = 1n;
 

@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { EOPNOTSUPP, ESTALE, O_RDONLY, S_IFDIR } from "../../../../ffi/mod.ts";
-import { assertFsErrno, bytes, makeShare, readAll, rootTest, text } from "./fs_test_support.ts";
+import {
+  assertFsErrno,
+  bytes,
+  makeShare,
+  readAll,
+  rootTest,
+  text,
+} from "../../../../tests/support/passthrough_fixture.ts";
 import { PassthroughFs } from "./passthrough_fs.ts";
 
 const ROOT = 1n;

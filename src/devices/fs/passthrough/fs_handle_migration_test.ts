@@ -8,7 +8,7 @@ import {
   readAll,
   rootTest,
   type Share,
-} from "./fs_test_support.ts";
+} from "../../../../tests/support/passthrough_fixture.ts";
 import { FsRestoreError, type FsSnapshot, PassthroughFs } from "./passthrough_fs.ts";
 
 const ROOT = 1n;

@@ -7,7 +7,13 @@ import {
   type FuseDirentPlusValue,
   type FuseDirentValue,
 } from "../fuse/fuse_reply_decode.ts";
-import { assertFsErrno, bytes, makeShare, type Share, text } from "./fs_test_support.ts";
+import {
+  assertFsErrno,
+  bytes,
+  makeShare,
+  type Share,
+  text,
+} from "../../../../tests/support/passthrough_fixture.ts";
 import type { PassthroughFs } from "./passthrough_fs.ts";
 
 const ROOT = 1n;

@@ -11,7 +11,7 @@ import {
   type Share,
   text,
   writeAt,
-} from "./fs_test_support.ts";
+} from "../../../../tests/support/passthrough_fixture.ts";
 import {
   FsRestoreError,
   type FsSnapshot,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { S_IFDIR, S_IFREG, type StatxResult } from "../../../../ffi/mod.ts";
-import { bytes } from "./fs_test_support.ts";
+import { bytes } from "../../../../tests/support/passthrough_fixture.ts";
 import { InodeTable } from "./inode_table.ts";
 
 /** A status for a made-up file; fds are -1 so nothing real is closed. */

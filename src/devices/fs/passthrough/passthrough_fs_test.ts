@@ -49,7 +49,7 @@ import {
   setattrArgs,
   text,
   writeAt,
-} from "./fs_test_support.ts";
+} from "../../../../tests/support/passthrough_fixture.ts";
 import { PassthroughFs } from "./passthrough_fs.ts";
 
 const ROOT = 1n;

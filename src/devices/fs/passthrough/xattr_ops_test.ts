@@ -20,7 +20,12 @@ import {
 import { FuseInitFlag, FuseSetxattrFlag } from "../fuse/fuse_abi.ts";
 import type { FuseInitArgs } from "../fuse/fuse_request.ts";
 import { FsRestoreError, PassthroughFs, type XattrReply } from "./passthrough_fs.ts";
-import { assertFsErrno, bytes, makeShare, text } from "./fs_test_support.ts";
+import {
+  assertFsErrno,
+  bytes,
+  makeShare,
+  text,
+} from "../../../../tests/support/passthrough_fixture.ts";
 import { POSIX_ACL_INIT_FLAGS } from "./xattr_ops.ts";
 import { extendedAcl } from "../../../../tests/support/posix_acl.ts";
 

@@ -26,14 +26,14 @@ import {
   PROT_READ,
   PROT_WRITE,
 } from "../../ffi/mod.ts";
-import { openBacking } from "../devices/blk/backing.ts";
-import { BlkDevice } from "../devices/blk/blk_device.ts";
-import { BlkRequestType, REQUEST_HEADER_SIZE } from "../devices/blk/blk_spec.ts";
-import { GuestMemory, type GuestRegion } from "../memory/guest_memory.ts";
-import type { MemoryRegionDesc, VringAddress } from "../protocol/mod.ts";
-import { DriverQueue, type Segment } from "../virtqueue/mod.ts";
-import { VhostUserBackend } from "./backend.ts";
-import { WorkerPool } from "./worker_pool.ts";
+import { openBacking } from "../../src/devices/blk/backing.ts";
+import { BlkDevice } from "../../src/devices/blk/blk_device.ts";
+import { BlkRequestType, REQUEST_HEADER_SIZE } from "../../src/devices/blk/blk_spec.ts";
+import { GuestMemory, type GuestRegion } from "../../src/memory/guest_memory.ts";
+import type { MemoryRegionDesc, VringAddress } from "../../src/protocol/mod.ts";
+import { DriverQueue, type Segment } from "../../src/virtqueue/mod.ts";
+import { VhostUserBackend } from "../../src/backend/backend.ts";
+import { WorkerPool } from "../../src/backend/worker_pool.ts";
 
 let memfdSerial = 0;
 

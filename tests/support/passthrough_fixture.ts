@@ -7,9 +7,13 @@
  */
 
 import assert from "node:assert/strict";
-import { errnoName, pread, pwrite } from "../../../../ffi/mod.ts";
-import type { FuseSetattrArgs } from "../fuse/fuse_request.ts";
-import { FsError, type FsOptions, PassthroughFs } from "./passthrough_fs.ts";
+import { errnoName, pread, pwrite } from "../../ffi/mod.ts";
+import type { FuseSetattrArgs } from "../../src/devices/fs/fuse/fuse_request.ts";
+import {
+  FsError,
+  type FsOptions,
+  PassthroughFs,
+} from "../../src/devices/fs/passthrough/passthrough_fs.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
