@@ -20,7 +20,7 @@
  *
  * Options:
  *   --seconds N          per workload and back-end (default 3, plus 0.5 s warm-up)
- *   --only blk|state|fs  run one part
+ *   --only blk|state|fs|rng  run one part
  *   --size SIZE          image (default 256M)
  *   --backing tmpfs|latency|both   (default both)
  *   --queues 1|4|both    (default both)
@@ -41,6 +41,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { runRngBench } from "./bench_rng.ts";
 import { fileURLToPath } from "node:url";
 import { BlkDriver, SharedGuestMemory, VhostUserClient } from "../src/frontend/mod.ts";
 import {
@@ -515,8 +516,8 @@ if (import.meta.main) {
     usage(error instanceof Error ? error.message : String(error));
   }
   const only = values.only;
-  if (only !== undefined && !["blk", "state", "fs"].includes(only)) {
-    usage("--only must be blk, state or fs");
+  if (only !== undefined && !["blk", "state", "fs", "rng"].includes(only)) {
+    usage("--only must be blk, state, fs or rng");
   }
 
   // A workload runs synchronously, so the listener runs between workloads;
@@ -544,6 +545,10 @@ if (import.meta.main) {
       await runFsHostBench(fsOptions, checkInterrupt);
       await checkInterrupt();
       await runFsBench();
+    }
+    if (only === undefined || only === "rng") {
+      await checkInterrupt();
+      await runRngBench(seconds);
     }
   } catch (error) {
     // After Ctrl-C in a terminal the back-ends got SIGINT too, so the running
