@@ -16,7 +16,7 @@ import {
   openBacking,
   specIsMemoryBacked,
 } from "./backing.ts";
-import { BlkDevice, validateSerial } from "./blk_device.ts";
+import { BlkDevice, MAX_BLK_QUEUES, validateSerial } from "./blk_device.ts";
 import type { FileIoEngineKind } from "../../io/file_io_engine.ts";
 import { probeIoUring } from "../../io/open_engine.ts";
 import { chooseEngine, type EngineChoice, logEngineChoice } from "../../cli/engine_choice.ts";
@@ -42,7 +42,13 @@ import { UsageError } from "../../cli/usage_error.ts";
 export const BLK_DEFAULTS = {
   socketPath: "vhostd-blk.sock",
   ramSize: 64 * 2 ** 20,
-  numQueues: 1,
+  /**
+   * Request queues offered. QEMU's vhost-user-blk-pci asks for one per vCPU
+   * unless told otherwise and refuses a back-end that offers fewer, so the
+   * default covers guests of up to 64 vCPUs; the guest uses the queues it
+   * enables, and rings it never starts cost no Worker and no I/O memory.
+   */
+  numQueues: 64,
   queueSize: 256,
   serial: "vhostd",
 } as const;
@@ -62,11 +68,13 @@ ${listeningHelp(BLK_DEFAULTS.socketPath)}
 
 Device:
   --read-only            refuse writes, discards and write-zeroes
-  --num-queues N         request queues (1-64); default ${BLK_DEFAULTS.numQueues}
+  --num-queues N         most request queues offered (1-${MAX_BLK_QUEUES}); default ${BLK_DEFAULTS.numQueues}:
+                         QEMU's default (one per vCPU) works up to that many vCPUs,
+                         and the queues the guest enables are served
   --queue-size N         largest queue size, power of two up to 32768; default ${BLK_DEFAULTS.queueSize}
   --serial TEXT          GET_ID answer, up to 20 bytes; default "${BLK_DEFAULTS.serial}"
   --workers N            queue worker threads; default one with io_uring (it serves every
-                         queue), else one per queue, at most the CPU count
+                         queue), else one per CPU, at most --num-queues
 
 I/O:
   --aio io_uring|sync    file I/O engine of the queue workers; default io_uring where it
@@ -155,7 +163,7 @@ export function parseBlkArgs(args: string[]): BlkArgs {
   return {
     ...common,
     backing,
-    numQueues: wholeNumberOption("num-queues", values["num-queues"], 1, 64) ??
+    numQueues: wholeNumberOption("num-queues", values["num-queues"], 1, MAX_BLK_QUEUES) ??
       BLK_DEFAULTS.numQueues,
     queueSize,
     serial,
@@ -204,6 +212,6 @@ export async function runBlk(args: string[]): Promise<number> {
   });
   return await serveDevice(device, opts, {
     workers: opts.workers,
-    qemuDevice: `vhost-user-blk-pci,chardev=vhostd0,num-queues=${opts.numQueues}`,
+    qemuDevice: "vhost-user-blk-pci,chardev=vhostd0",
   });
 }

@@ -21,9 +21,15 @@ import {
 import { type BlkCounter, BlkSharedState } from "./blk_shared_state.ts";
 import { type BlkState, BlkStateSupport, type BlkStateTarget } from "./blk_state.ts";
 
+/**
+ * Most request queues a device offers: QEMU's limit on a virtio device's
+ * queues (VIRTIO_QUEUE_MAX), so any count QEMU accepts can be offered.
+ */
+export const MAX_BLK_QUEUES = 1024;
+
 /** Options of a virtio-blk device besides its backing. */
 export interface BlkOptions {
-  /** Number of request queues (1..64). */
+  /** Number of request queues offered (1..MAX_BLK_QUEUES); the front-end starts as many as it uses. */
   numQueues: number;
   /** Largest virtqueue size (power of two, up to 32768). */
   queueSize: number;
@@ -99,6 +105,11 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
 
   /** Builds a device; the backing is owned by the device from now on. */
   constructor(backing: Backing, options: BlkOptions) {
+    const q = options.numQueues;
+    if (!Number.isInteger(q) || q < 1 || q > MAX_BLK_QUEUES) {
+      closeBacking(backing);
+      throw new RangeError(`number of request queues ${q} is outside 1..${MAX_BLK_QUEUES}`);
+    }
     this.backing = backing;
     this.numQueues = options.numQueues;
     this.maxQueueSize = options.queueSize;

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { getStatusFlags } from "../../../ffi/mod.ts";
 import { bit, hasBit, VirtioFeature } from "../../protocol/mod.ts";
 import { openBacking } from "./backing.ts";
-import { BlkDevice, validateSerial } from "./blk_device.ts";
+import { BlkDevice, MAX_BLK_QUEUES, validateSerial } from "./blk_device.ts";
 import { BLK_CONFIG_SIZE, BlkConfigOffset, BlkFeature, SECTOR_SIZE } from "./blk_spec.ts";
 import { BlkSharedState } from "./blk_shared_state.ts";
 
@@ -274,5 +274,18 @@ Deno.test("with io_uring one Worker serves every queue; the sync engine leaves i
     } finally {
       device.close();
     }
+  }
+});
+
+Deno.test("a device offers 1 to MAX_BLK_QUEUES request queues and says so in its config", () => {
+  const device = makeDevice(false, MAX_BLK_QUEUES);
+  try {
+    assert.equal(device.numQueues, MAX_BLK_QUEUES);
+    assert.equal(configView(device).getUint16(BlkConfigOffset.numQueues, true), MAX_BLK_QUEUES);
+  } finally {
+    device.close();
+  }
+  for (const bad of [0, MAX_BLK_QUEUES + 1, 1.5]) {
+    assert.throws(() => makeDevice(false, bad), RangeError);
   }
 });
