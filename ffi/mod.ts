@@ -17,4 +17,5 @@ export * from "./iovec.ts";
 export * from "./memory.ts";
 export * from "./sandbox.ts";
 export * from "./socket.ts";
+export * from "./socket_options.ts";
 export * from "./xattr.ts";
