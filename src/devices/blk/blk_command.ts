@@ -59,7 +59,8 @@ export const BLK_HELP = `Usage: vhostd blk [OPTIONS]
 Serve a virtio-blk disk to a vhost-user front-end (QEMU's vhost-user-blk-pci).
 
 Backing (one of):
-  --file PATH            raw disk image (its size is the disk size)
+  --file PATH            raw disk image (its size is the disk size); also
+                         --blk-file PATH (QEMU's back-end program conventions)
   --ram SIZE             RAM disk of SIZE bytes (K, M, G suffixes); default ${
   formatSize(BLK_DEFAULTS.ramSize)
 }
@@ -93,7 +94,9 @@ the socket is removed.
 
 /**
  * What `--print-capabilities` prints (vhost-user.rst, "Backend program
- * conventions"), with the file I/O engine the daemon would use.
+ * conventions"): every block feature docs/interop/vhost-user.json defines
+ * (`--read-only`, `--blk-file`), both supported, and the file I/O engine the
+ * daemon would use (an addition the schema leaves to the back-end).
  */
 export function blkCapabilities(aio: FileIoEngineKind): Record<string, unknown> {
   return { type: "block", features: ["read-only", "blk-file"], aio };
@@ -117,6 +120,7 @@ export function parseBlkArgs(args: string[]): BlkArgs {
   const values = parseOptions(args, {
     ...DAEMON_OPTIONS,
     file: { type: "string" },
+    "blk-file": { type: "string" },
     ram: { type: "string" },
     "read-only": { type: "boolean", default: false },
     "num-queues": { type: "string" },
@@ -126,7 +130,11 @@ export function parseBlkArgs(args: string[]): BlkArgs {
     aio: { type: "string" },
     cache: { type: "string" },
   });
-  if (values.file !== undefined && values.ram !== undefined) {
+  if (values.file !== undefined && values["blk-file"] !== undefined) {
+    throw new UsageError("--file and --blk-file cannot be used together (they are one option)");
+  }
+  const file = values.file ?? values["blk-file"];
+  if (file !== undefined && values.ram !== undefined) {
     throw new UsageError("--file and --ram cannot be used together");
   }
   const common = daemonArgs(values, BLK_DEFAULTS.socketPath);
@@ -140,9 +148,9 @@ export function parseBlkArgs(args: string[]): BlkArgs {
   }
   const readOnly = values["read-only"] ?? false;
   let backing: BackingSpec;
-  if (values.file !== undefined) {
-    if (values.file === "") throw new UsageError("--file needs a path");
-    backing = { kind: "file", path: values.file, readOnly, cache };
+  if (file !== undefined) {
+    if (file === "") throw new UsageError("--file needs a path");
+    backing = { kind: "file", path: file, readOnly, cache };
   } else {
     const size = values.ram === undefined ? BLK_DEFAULTS.ramSize : parseSize(values.ram);
     if (size === undefined || size <= 0 || size % 512 !== 0) {

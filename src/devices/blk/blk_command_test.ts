@@ -80,3 +80,14 @@ Deno.test("blk --num-queues: offers 64 by default, up to MAX_BLK_QUEUES when ask
     );
   }
 });
+
+Deno.test("blk --blk-file (QEMU's back-end convention) is --file", () => {
+  assert.deepEqual(parseBlkArgs(["--blk-file", "d.img", "--read-only"]).backing, {
+    kind: "file",
+    path: "d.img",
+    readOnly: true,
+    cache: "writeback",
+  });
+  assert.throws(() => parseBlkArgs(["--blk-file", "a", "--file", "b"]), /one option/);
+  assert.throws(() => parseBlkArgs(["--blk-file", "a", "--ram", "1M"]), /cannot be used together/);
+});
