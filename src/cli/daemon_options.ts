@@ -98,8 +98,6 @@ export interface DaemonArgs {
   printCapabilities: boolean;
   /** Print the help and exit. */
   help: boolean;
-  /** The listener came from systemd socket activation (fd 3, or the launcher's copy of it). */
-  socketActivated?: boolean;
   /** systemd's notification socket, connected (NOTIFY_SOCKET was set). */
   notifier?: ServiceNotifier;
   /**
@@ -127,7 +125,12 @@ export interface DaemonOptionValues {
   help?: boolean;
 }
 
-/** Checks the shared options; UsageError with a one-line message for a mistake. */
+/**
+ * Checks the shared options; UsageError with a one-line message for a
+ * mistake. Unless only help or capabilities are asked for, it also takes
+ * what systemd passed: the socket-activated listener (fd 3, its variables
+ * removed) and a connection to NOTIFY_SOCKET.
+ */
 export function daemonArgs(values: DaemonOptionValues, defaultSocketPath: string): DaemonArgs {
   if (values["socket-path"] !== undefined && values.fd !== undefined) {
     throw new UsageError("--socket-path and --fd cannot be used together");
@@ -175,7 +178,6 @@ export function daemonArgs(values: DaemonOptionValues, defaultSocketPath: string
     ownStatePipe: values["own-state-pipe"] ?? false,
     printCapabilities,
     help,
-    socketActivated,
     notifier,
     launchedBySandbox,
   };

@@ -75,7 +75,7 @@ Device:
   --queue-size N         largest queue size, power of two up to 32768; default ${BLK_DEFAULTS.queueSize}
   --serial TEXT          GET_ID answer, up to 20 bytes; default "${BLK_DEFAULTS.serial}"
   --workers N            queue worker threads; default one with io_uring (it serves every
-                         queue), else one per CPU, at most --num-queues
+                         queue), else one per queue, at most one per CPU and 4
 
 I/O:
   --aio io_uring|sync    file I/O engine of the queue workers; default io_uring where it

@@ -27,6 +27,9 @@ import { type BlkState, BlkStateSupport, type BlkStateTarget } from "./blk_state
  */
 export const MAX_BLK_QUEUES = 1024;
 
+/** Most queue Workers the sync engine gets unless `--workers` says otherwise. */
+export const SYNC_DEFAULT_MAX_WORKERS = 4;
+
 /** Options of a virtio-blk device besides its backing. */
 export interface BlkOptions {
   /** Number of request queues offered (1..MAX_BLK_QUEUES); the front-end starts as many as it uses. */
@@ -94,7 +97,9 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
    * that is already awake (polling) picks up the next request of any queue,
    * where Workers per queue would each be woken cold at low depth (README
    * "Benchmark": four queues at depth 1). The sync engine's Worker is the
-   * I/O, so it keeps one Worker per queue.
+   * I/O, so it has one Worker per queue, at most one per CPU and at most
+   * SYNC_DEFAULT_MAX_WORKERS: the 64 queues offered by default must not
+   * mean 64 Workers (`--workers` asks for more).
    */
   readonly preferredWorkers: number | undefined;
   #acked = 0n;
@@ -115,7 +120,10 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
     this.maxQueueSize = options.queueSize;
     this.serial = options.serial;
     this.aio = options.aio ?? "sync";
-    this.preferredWorkers = this.aio === "io_uring" ? 1 : undefined;
+    this.preferredWorkers = this.aio === "io_uring" ? 1 : Math.max(
+      1,
+      Math.min(q, navigator.hardwareConcurrency || 1, SYNC_DEFAULT_MAX_WORKERS),
+    );
     this.shared.writeback = true;
     this.shared.backingFd = backing.fd;
   }
