@@ -4,8 +4,10 @@
  * @module
  */
 
+import process from "node:process";
 import { runCli } from "./src/cli/cli.ts";
+import { multiCallArgs } from "./src/cli/multi_call.ts";
 
 if (import.meta.main) {
-  Deno.exit(await runCli(Deno.args));
+  Deno.exit(await runCli(multiCallArgs(process.argv0, Deno.args)));
 }

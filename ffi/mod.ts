@@ -18,4 +18,5 @@ export * from "./memory.ts";
 export * from "./random.ts";
 export * from "./sandbox.ts";
 export * from "./socket.ts";
+export * from "./socket_options.ts";
 export * from "./xattr.ts";

@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { FS_CONFIG_SIZE, FsConfigOffset } from "../src/devices/fs/fs_spec.ts";
+import { FuseOpcode } from "../src/devices/fs/fuse/mod.ts";
 import { BackendRefused, VhostUserClient } from "../src/frontend/mod.ts";
 import { FsFixture, makeTestDirs, withVhostdFs } from "./support/fs_fixture.ts";
 import { runVhostdCli } from "./support/state_tools.ts";
@@ -99,12 +100,27 @@ Deno.test("fs CLI: the device has 1 + N queues, the tag, and a read-only configu
     assert.equal(fx.driver.getattr(1n).attr.mode & 0o170000, 0o040000);
   });
   // A front-end may ask for more request queues than the device has: refused at set-up.
-  await withVhostdFs([], (vhostd) => {
+  await withVhostdFs(["--num-request-queues", "1"], (vhostd) => {
     const client = VhostUserClient.connect(vhostd.socketPath);
     try {
       assert.throws(() => FsFixture.open(vhostd.socketPath, { client, numRequestQueues: 2 }));
     } finally {
       client.close();
+    }
+  });
+});
+
+Deno.test("fs CLI: with no queue option the device offers 64 request queues; four in use serve", async () => {
+  await withVhostdFs([], (vhostd) => {
+    using fx = FsFixture.open(vhostd.socketPath, { numRequestQueues: 4 });
+    assert.equal(fx.client.getQueueNum(), 1 + 64);
+    assert.deepEqual(fx.driver.config, { tag: "vhostd", numRequestQueues: 64 });
+    for (let queue = 1; queue <= 4; queue++) {
+      assert.equal(
+        fx.driver.request(FuseOpcode.GETATTR, { fh: 0n, getattrFlags: 0 }, { queue }).error,
+        0,
+        `queue ${queue}`,
+      );
     }
   });
 });

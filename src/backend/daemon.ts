@@ -53,6 +53,8 @@ export interface DaemonOptions {
   workers?: number;
   /** Device-state options (dump directory, own pipe). */
   backend?: BackendOptions;
+  /** Called once when shutdown begins (systemd's STOPPING=1). */
+  onStopping?: () => void;
 }
 
 /** How long a connected front-end may take to hang up when a new one arrives. */
@@ -146,6 +148,7 @@ export class Daemon {
   #stopping = false;
   #done: PromiseWithResolvers<number> = Promise.withResolvers<number>();
   readonly #signalHandler = () => this.shutdown("signal");
+  readonly #onStopping: (() => void) | undefined;
 
   private constructor(opts: DaemonOptions, pool: WorkerPool, listenFd: number) {
     this.#device = opts.device;
@@ -154,6 +157,7 @@ export class Daemon {
     this.#pool = pool;
     this.#listenFd = listenFd;
     this.#socketPath = opts.socketPath;
+    this.#onStopping = opts.onStopping;
     this.#listenToken = this.#poller.watch(listenFd, () => this.#accept());
   }
 
@@ -414,6 +418,7 @@ export class Daemon {
     if (this.#stopping) return this.#done.promise;
     this.#stopping = true;
     log.info(`shutting down (${reason})`);
+    this.#onStopping?.();
     // A request waiting on a state transfer must not hold the shutdown up.
     this.#session?.gone.abort();
     this.#serialize(async () => {

@@ -8,6 +8,8 @@
 import { log } from "../log.ts";
 import { DEVICE_MODULES, deviceModule } from "../devices/device_list.ts";
 import { runState } from "./state_command.ts";
+import { runDescriptor } from "./descriptor_command.ts";
+import { multiCallName } from "./multi_call.ts";
 import { USAGE_EXIT_CODE, UsageError } from "./usage_error.ts";
 import { VERSION } from "../version.ts";
 
@@ -24,6 +26,10 @@ export const MAIN_HELP = `vhostd ${VERSION} — vhost-user device back-end
 Usage:
 ${deviceLines()}
   vhostd state ACTION      save, load or inspect device state (see vhostd state --help)
+  vhostd descriptor KIND   print QEMU's vhost-user back-end descriptor of a device
+  ${`${multiCallName("KIND")} ARGS`.padEnd(25)}vhostd KIND ARGS, run through a link named ${
+  multiCallName("KIND")
+}
   vhostd --version         print the version
   vhostd --help            show this help
 `;
@@ -40,7 +46,11 @@ export async function runCli(args: string[]): Promise<number> {
       console.log(`vhostd ${VERSION}`);
       return 0;
     }
-    const run = command === "state" ? runState : deviceModule(command)?.run;
+    const run = command === "state"
+      ? runState
+      : command === "descriptor"
+      ? runDescriptor
+      : deviceModule(command)?.run;
     if (!run) throw new UsageError(`unknown command "${command}" (try vhostd --help)`);
     return await run(rest);
   } catch (e) {

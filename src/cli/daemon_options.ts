@@ -10,6 +10,14 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { Daemon, ListenError } from "../backend/daemon.ts";
 import type { VirtioDevice } from "../devices/device.ts";
 import { isLogLevel, log, type LogLevel, setLogLevel } from "../log.ts";
+import { STAGE_CHANNEL_ENV } from "../sandbox/stage_channel.ts";
+import { NOTIFY_SOCKET_ENV, ServiceNotifier } from "../systemd/service_notifier.ts";
+import {
+  ACTIVATED_LISTENER_ENV,
+  SocketActivationError,
+  socketActivationRequested,
+  takeActivatedSocket,
+} from "../systemd/socket_activation.ts";
 import { UsageError } from "./usage_error.ts";
 
 /** parseArgs specifications of the options every device command takes. */
@@ -34,7 +42,10 @@ export const DEVICE_STATE_HELP = `Device state (live migration, vhostd state sav
 export function listeningHelp(defaultSocketPath: string): string {
   return `Listening (one of):
   --socket-path PATH     Unix socket to create; default ./${defaultSocketPath}
-  --fd N                 an already bound and listening Unix socket`;
+  --fd N                 an already bound and listening Unix socket
+  (neither)              under systemd socket activation (LISTEN_FDS=1, LISTEN_PID):
+                         the socket at fd 3; with NOTIFY_SOCKET set, READY=1 is sent
+                         once serving and STOPPING=1 at shutdown`;
 }
 
 /** Help text of the options every command ends with. */
@@ -87,6 +98,13 @@ export interface DaemonArgs {
   printCapabilities: boolean;
   /** Print the help and exit. */
   help: boolean;
+  /** systemd's notification socket, connected (NOTIFY_SOCKET was set). */
+  notifier?: ServiceNotifier;
+  /**
+   * This process is a sandboxed daemon started by vhostd's launcher: systemd
+   * watches the launcher, so notifications carry no MAINPID of this one.
+   */
+  launchedBySandbox?: boolean;
 }
 
 /** The values parseArgs gives for {@linkcode DAEMON_OPTIONS}. */
@@ -107,12 +125,17 @@ export interface DaemonOptionValues {
   help?: boolean;
 }
 
-/** Checks the shared options; UsageError with a one-line message for a mistake. */
+/**
+ * Checks the shared options; UsageError with a one-line message for a
+ * mistake. Unless only help or capabilities are asked for, it also takes
+ * what systemd passed: the socket-activated listener (fd 3, its variables
+ * removed) and a connection to NOTIFY_SOCKET.
+ */
 export function daemonArgs(values: DaemonOptionValues, defaultSocketPath: string): DaemonArgs {
   if (values["socket-path"] !== undefined && values.fd !== undefined) {
     throw new UsageError("--socket-path and --fd cannot be used together");
   }
-  const listenFd = wholeNumberOption("fd", values.fd, 0, 2 ** 31 - 1);
+  let listenFd = wholeNumberOption("fd", values.fd, 0, 2 ** 31 - 1);
   const logLevel = values["log-level"];
   if (logLevel !== undefined && !isLogLevel(logLevel)) {
     throw new UsageError(`--log-level must be error, warn, info or debug, got "${logLevel}"`);
@@ -121,15 +144,52 @@ export function daemonArgs(values: DaemonOptionValues, defaultSocketPath: string
   if (dumpStateDir !== undefined && !isDirectory(dumpStateDir)) {
     throw new UsageError(`--dump-state: ${dumpStateDir} is not a directory`);
   }
+  const printCapabilities = values["print-capabilities"] ?? false;
+  const help = values.help ?? false;
+  const launchedBySandbox = Deno.env.get(STAGE_CHANNEL_ENV) !== undefined;
+  let socketActivated = false;
+  let notifier: ServiceNotifier | undefined;
+  if (!help && !printCapabilities) {
+    const explicit = values["socket-path"] !== undefined || values.fd !== undefined;
+    if (socketActivationRequested()) {
+      if (explicit) {
+        throw new UsageError(
+          "--socket-path and --fd cannot be used under socket activation (LISTEN_FDS is set)",
+        );
+      }
+      listenFd = takeActivated();
+      Deno.env.set(ACTIVATED_LISTENER_ENV, "1");
+      socketActivated = true;
+    } else if (launchedBySandbox && Deno.env.get(ACTIVATED_LISTENER_ENV) === "1") {
+      // The launcher took the activated socket and hands this daemon its copy.
+      Deno.env.delete(ACTIVATED_LISTENER_ENV);
+      socketActivated = true;
+    }
+    // Connected now: a sandboxed daemon no longer sees the socket's path once confined.
+    notifier = ServiceNotifier.fromEnvironment(false);
+  }
   return {
-    socketPath: listenFd === undefined ? values["socket-path"] ?? defaultSocketPath : undefined,
+    socketPath: listenFd === undefined && !socketActivated
+      ? values["socket-path"] ?? defaultSocketPath
+      : undefined,
     listenFd,
     logLevel,
     dumpStateDir,
     ownStatePipe: values["own-state-pipe"] ?? false,
-    printCapabilities: values["print-capabilities"] ?? false,
-    help: values.help ?? false,
+    printCapabilities,
+    help,
+    notifier,
+    launchedBySandbox,
   };
+}
+
+function takeActivated(): number {
+  try {
+    return takeActivatedSocket().fd;
+  } catch (e) {
+    if (e instanceof SocketActivationError) throw new UsageError(e.message);
+    throw e;
+  }
 }
 
 function isDirectory(path: string): boolean {
@@ -162,6 +222,9 @@ export async function serveDevice(
   args: DaemonArgs,
   options: ServeOptions = {},
 ): Promise<number> {
+  // The programs this daemon may start (none so far) must not notify in its name.
+  Deno.env.delete(NOTIFY_SOCKET_ENV);
+  const notifier = args.notifier;
   let daemon: Daemon;
   try {
     daemon = await Daemon.start({
@@ -170,16 +233,23 @@ export async function serveDevice(
       device,
       workers: options.workers,
       backend: { dumpDir: args.dumpStateDir, ownPipe: args.ownStatePipe },
+      onStopping: notifier && (() => notifier.stopping()),
     });
   } catch (e) {
     device.close();
+    notifier?.close();
     if (e instanceof ListenError) throw new UsageError(e.message);
     throw e;
   }
+  notifier?.ready(args.launchedBySandbox ? undefined : Deno.pid);
   if (args.socketPath && options.qemuDevice) {
     log.info(`attach it to QEMU with:\n${qemuCommandLine(args.socketPath, options.qemuDevice)}`);
   }
-  return await daemon.finished();
+  try {
+    return await daemon.finished();
+  } finally {
+    notifier?.close();
+  }
 }
 
 /** `path` as an absolute path (QEMU runs elsewhere). */

@@ -27,4 +27,11 @@ export interface DeviceModule {
   readonly createQueueHandler: QueueHandlerFactory;
   /** Optional: readable lines about a saved device state, for `vhostd state inspect`. */
   describeState?(state: unknown): string[];
+  /**
+   * Optional: how QEMU's back-end descriptors (docs/interop/vhost-user.json)
+   * name the device, for `vhostd descriptor <kind>`: its VHostUserBackendType
+   * ("block", "fs", "rng", "vsock"...) and a description for management
+   * software. The command's `--print-capabilities` must answer with the same type.
+   */
+  readonly descriptor?: { readonly type: string; readonly description: string };
 }

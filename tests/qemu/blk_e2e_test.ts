@@ -2,7 +2,9 @@
  * End to end against QEMU 10: a TCG guest with `vhost-user-blk-pci` served by
  * a vhostd process writes a known pattern to /dev/vda, reads it back, powers
  * off, and the host then checks the image bytes. Once with one queue, once
- * with two (two vCPUs writing at the same time, so both rings carry I/O).
+ * with two (two vCPUs writing at the same time, so both rings carry I/O), and
+ * once with four vCPUs and no queue count given to either side: QEMU then asks
+ * for one queue per vCPU and vhostd's default must cover it.
  */
 
 import assert from "node:assert/strict";
@@ -26,7 +28,11 @@ function seqPattern(size: number, start = 1): Uint8Array {
   return new TextEncoder().encode(parts.join("")).subarray(0, size);
 }
 
-async function runBlkGuest(numQueues: number): Promise<void> {
+/**
+ * Runs the guest with `numQueues` vCPUs. With `queueOptions` false neither
+ * vhostd nor QEMU is told a queue count (both defaults).
+ */
+async function runBlkGuest(numQueues: number, queueOptions = true): Promise<void> {
   requireGuestEnvironment();
   const dir = await Deno.makeTempDir({ prefix: "vhostd-e2e-" });
   const image = `${dir}/disk.img`;
@@ -40,7 +46,7 @@ async function runBlkGuest(numQueues: number): Promise<void> {
       image,
       socket,
       logPath: `${dir}/vhostd.log`,
-      extraArgs: ["--num-queues", String(numQueues)],
+      extraArgs: queueOptions ? ["--num-queues", String(numQueues)] : [],
     });
     // Writer k writes PATTERN_SIZE bytes at (1 + 8k) MiB from vCPU k.
     const writers = Array.from({ length: numQueues }, (_, k) => {
@@ -74,7 +80,7 @@ cmp /tmp/p${k} /tmp/q${k} && echo "READBACK-OK ${k}"`;
         "-chardev",
         `socket,id=vhostd0,path=${socket}`,
         "-device",
-        `vhost-user-blk-pci,chardev=vhostd0,num-queues=${numQueues}`,
+        `vhost-user-blk-pci,chardev=vhostd0${queueOptions ? `,num-queues=${numQueues}` : ""}`,
       ],
       extraArgs: ["-smp", String(numQueues)],
       timeoutMs: 120_000,
@@ -118,3 +124,6 @@ Deno.test("QEMU guest writes and reads /dev/vda through vhostd (1 queue)", () =>
 
 Deno.test("QEMU guest writes and reads /dev/vda through vhostd (2 queues, 2 vCPUs)", () =>
   runBlkGuest(2));
+
+Deno.test("QEMU -smp 4 with default queue counts on both sides: four queues carry I/O", () =>
+  runBlkGuest(4, false));

@@ -174,6 +174,10 @@ export class VhostdProcess {
    */
   async settledFdCount(stableMs = 150, timeoutMs = 5000): Promise<number> {
     const deadline = performance.now() + timeoutMs;
+    // The socket exists before the queue Workers do: a count taken while they start is too low.
+    while (!this.log().includes(" queue worker(s)") && performance.now() < deadline) {
+      await delay(15);
+    }
     let last = this.fdCount();
     let since = performance.now();
     while (performance.now() < deadline) {

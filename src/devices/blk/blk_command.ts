@@ -16,7 +16,7 @@ import {
   openBacking,
   specIsMemoryBacked,
 } from "./backing.ts";
-import { BlkDevice, validateSerial } from "./blk_device.ts";
+import { BlkDevice, MAX_BLK_QUEUES, validateSerial } from "./blk_device.ts";
 import type { FileIoEngineKind } from "../../io/file_io_engine.ts";
 import { probeIoUring } from "../../io/open_engine.ts";
 import { chooseEngine, type EngineChoice, logEngineChoice } from "../../cli/engine_choice.ts";
@@ -42,7 +42,13 @@ import { UsageError } from "../../cli/usage_error.ts";
 export const BLK_DEFAULTS = {
   socketPath: "vhostd-blk.sock",
   ramSize: 64 * 2 ** 20,
-  numQueues: 1,
+  /**
+   * Request queues offered. QEMU's vhost-user-blk-pci asks for one per vCPU
+   * unless told otherwise and refuses a back-end that offers fewer, so the
+   * default covers guests of up to 64 vCPUs; the guest uses the queues it
+   * enables, and rings it never starts cost no Worker and no I/O memory.
+   */
+  numQueues: 64,
   queueSize: 256,
   serial: "vhostd",
 } as const;
@@ -53,7 +59,8 @@ export const BLK_HELP = `Usage: vhostd blk [OPTIONS]
 Serve a virtio-blk disk to a vhost-user front-end (QEMU's vhost-user-blk-pci).
 
 Backing (one of):
-  --file PATH            raw disk image (its size is the disk size)
+  --file PATH            raw disk image (its size is the disk size); also
+                         --blk-file PATH (QEMU's back-end program conventions)
   --ram SIZE             RAM disk of SIZE bytes (K, M, G suffixes); default ${
   formatSize(BLK_DEFAULTS.ramSize)
 }
@@ -62,11 +69,13 @@ ${listeningHelp(BLK_DEFAULTS.socketPath)}
 
 Device:
   --read-only            refuse writes, discards and write-zeroes
-  --num-queues N         request queues (1-64); default ${BLK_DEFAULTS.numQueues}
+  --num-queues N         most request queues offered (1-${MAX_BLK_QUEUES}); default ${BLK_DEFAULTS.numQueues}:
+                         QEMU's default (one per vCPU) works up to that many vCPUs,
+                         and the queues the guest enables are served
   --queue-size N         largest queue size, power of two up to 32768; default ${BLK_DEFAULTS.queueSize}
   --serial TEXT          GET_ID answer, up to 20 bytes; default "${BLK_DEFAULTS.serial}"
   --workers N            queue worker threads; default one with io_uring (it serves every
-                         queue), else one per queue, at most the CPU count
+                         queue), else one per queue, at most one per CPU and 4
 
 I/O:
   --aio io_uring|sync    file I/O engine of the queue workers; default io_uring where it
@@ -85,7 +94,9 @@ the socket is removed.
 
 /**
  * What `--print-capabilities` prints (vhost-user.rst, "Backend program
- * conventions"), with the file I/O engine the daemon would use.
+ * conventions"): every block feature docs/interop/vhost-user.json defines
+ * (`--read-only`, `--blk-file`), both supported, and the file I/O engine the
+ * daemon would use (an addition the schema leaves to the back-end).
  */
 export function blkCapabilities(aio: FileIoEngineKind): Record<string, unknown> {
   return { type: "block", features: ["read-only", "blk-file"], aio };
@@ -109,6 +120,7 @@ export function parseBlkArgs(args: string[]): BlkArgs {
   const values = parseOptions(args, {
     ...DAEMON_OPTIONS,
     file: { type: "string" },
+    "blk-file": { type: "string" },
     ram: { type: "string" },
     "read-only": { type: "boolean", default: false },
     "num-queues": { type: "string" },
@@ -118,7 +130,11 @@ export function parseBlkArgs(args: string[]): BlkArgs {
     aio: { type: "string" },
     cache: { type: "string" },
   });
-  if (values.file !== undefined && values.ram !== undefined) {
+  if (values.file !== undefined && values["blk-file"] !== undefined) {
+    throw new UsageError("--file and --blk-file cannot be used together (they are one option)");
+  }
+  const file = values.file ?? values["blk-file"];
+  if (file !== undefined && values.ram !== undefined) {
     throw new UsageError("--file and --ram cannot be used together");
   }
   const common = daemonArgs(values, BLK_DEFAULTS.socketPath);
@@ -132,9 +148,9 @@ export function parseBlkArgs(args: string[]): BlkArgs {
   }
   const readOnly = values["read-only"] ?? false;
   let backing: BackingSpec;
-  if (values.file !== undefined) {
-    if (values.file === "") throw new UsageError("--file needs a path");
-    backing = { kind: "file", path: values.file, readOnly, cache };
+  if (file !== undefined) {
+    if (file === "") throw new UsageError("--file needs a path");
+    backing = { kind: "file", path: file, readOnly, cache };
   } else {
     const size = values.ram === undefined ? BLK_DEFAULTS.ramSize : parseSize(values.ram);
     if (size === undefined || size <= 0 || size % 512 !== 0) {
@@ -155,7 +171,7 @@ export function parseBlkArgs(args: string[]): BlkArgs {
   return {
     ...common,
     backing,
-    numQueues: wholeNumberOption("num-queues", values["num-queues"], 1, 64) ??
+    numQueues: wholeNumberOption("num-queues", values["num-queues"], 1, MAX_BLK_QUEUES) ??
       BLK_DEFAULTS.numQueues,
     queueSize,
     serial,
@@ -204,6 +220,6 @@ export async function runBlk(args: string[]): Promise<number> {
   });
   return await serveDevice(device, opts, {
     workers: opts.workers,
-    qemuDevice: `vhost-user-blk-pci,chardev=vhostd0,num-queues=${opts.numQueues}`,
+    qemuDevice: "vhost-user-blk-pci,chardev=vhostd0",
   });
 }

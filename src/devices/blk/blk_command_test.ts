@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { blkCapabilities, parseBlkArgs } from "./blk_command.ts";
 import { UsageError } from "../../cli/usage_error.ts";
+import { MAX_BLK_QUEUES } from "./blk_device.ts";
 
 Deno.test("blk --aio and --cache: parsed, checked, defaults", () => {
   const defaults = parseBlkArgs([]);
@@ -66,4 +67,27 @@ Deno.test("vhostd blk: --cache none on a file system that refuses O_DIRECT exits
     /^vhostd: cannot use --cache none on .*: its file system \(sysfs\) refuses O_DIRECT/,
   );
   assert.equal(run.stderr.trim().split("\n").length, 1);
+});
+
+Deno.test("blk --num-queues: offers 64 by default, up to MAX_BLK_QUEUES when asked", () => {
+  assert.equal(parseBlkArgs([]).numQueues, 64);
+  assert.equal(parseBlkArgs(["--num-queues", "1"]).numQueues, 1);
+  assert.equal(parseBlkArgs(["--num-queues", `${MAX_BLK_QUEUES}`]).numQueues, MAX_BLK_QUEUES);
+  for (const bad of ["0", `${MAX_BLK_QUEUES + 1}`, "4x"]) {
+    assert.throws(
+      () => parseBlkArgs(["--num-queues", bad]),
+      (e) => e instanceof UsageError && e.message.startsWith("--num-queues must be"),
+    );
+  }
+});
+
+Deno.test("blk --blk-file (QEMU's back-end convention) is --file", () => {
+  assert.deepEqual(parseBlkArgs(["--blk-file", "d.img", "--read-only"]).backing, {
+    kind: "file",
+    path: "d.img",
+    readOnly: true,
+    cache: "writeback",
+  });
+  assert.throws(() => parseBlkArgs(["--blk-file", "a", "--file", "b"]), /one option/);
+  assert.throws(() => parseBlkArgs(["--blk-file", "a", "--ram", "1M"]), /cannot be used together/);
 });

@@ -21,9 +21,18 @@ import {
 import { type BlkCounter, BlkSharedState } from "./blk_shared_state.ts";
 import { type BlkState, BlkStateSupport, type BlkStateTarget } from "./blk_state.ts";
 
+/**
+ * Most request queues a device offers: QEMU's limit on a virtio device's
+ * queues (VIRTIO_QUEUE_MAX), so any count QEMU accepts can be offered.
+ */
+export const MAX_BLK_QUEUES = 1024;
+
+/** Most queue Workers the sync engine gets unless `--workers` says otherwise. */
+export const SYNC_DEFAULT_MAX_WORKERS = 4;
+
 /** Options of a virtio-blk device besides its backing. */
 export interface BlkOptions {
-  /** Number of request queues (1..64). */
+  /** Number of request queues offered (1..MAX_BLK_QUEUES); the front-end starts as many as it uses. */
   numQueues: number;
   /** Largest virtqueue size (power of two, up to 32768). */
   queueSize: number;
@@ -88,7 +97,9 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
    * that is already awake (polling) picks up the next request of any queue,
    * where Workers per queue would each be woken cold at low depth (README
    * "Benchmark": four queues at depth 1). The sync engine's Worker is the
-   * I/O, so it keeps one Worker per queue.
+   * I/O, so it has one Worker per queue, at most one per CPU and at most
+   * SYNC_DEFAULT_MAX_WORKERS: the 64 queues offered by default must not
+   * mean 64 Workers (`--workers` asks for more).
    */
   readonly preferredWorkers: number | undefined;
   #acked = 0n;
@@ -99,12 +110,20 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
 
   /** Builds a device; the backing is owned by the device from now on. */
   constructor(backing: Backing, options: BlkOptions) {
+    const q = options.numQueues;
+    if (!Number.isInteger(q) || q < 1 || q > MAX_BLK_QUEUES) {
+      closeBacking(backing);
+      throw new RangeError(`number of request queues ${q} is outside 1..${MAX_BLK_QUEUES}`);
+    }
     this.backing = backing;
     this.numQueues = options.numQueues;
     this.maxQueueSize = options.queueSize;
     this.serial = options.serial;
     this.aio = options.aio ?? "sync";
-    this.preferredWorkers = this.aio === "io_uring" ? 1 : undefined;
+    this.preferredWorkers = this.aio === "io_uring" ? 1 : Math.max(
+      1,
+      Math.min(q, navigator.hardwareConcurrency || 1, SYNC_DEFAULT_MAX_WORKERS),
+    );
     this.shared.writeback = true;
     this.shared.backingFd = backing.fd;
   }

@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { getStatusFlags } from "../../../ffi/mod.ts";
 import { bit, hasBit, VirtioFeature } from "../../protocol/mod.ts";
 import { openBacking } from "./backing.ts";
-import { BlkDevice, validateSerial } from "./blk_device.ts";
+import {
+  BlkDevice,
+  MAX_BLK_QUEUES,
+  SYNC_DEFAULT_MAX_WORKERS,
+  validateSerial,
+} from "./blk_device.ts";
 import { BLK_CONFIG_SIZE, BlkConfigOffset, BlkFeature, SECTOR_SIZE } from "./blk_spec.ts";
 import { BlkSharedState } from "./blk_shared_state.ts";
 
@@ -265,14 +270,34 @@ Deno.test("validateSerial accepts up to 20 printable ASCII bytes", () => {
   assert.match(validateSerial("nul\0")!, /ASCII/);
 });
 
-Deno.test("with io_uring one Worker serves every queue; the sync engine leaves it to the daemon", () => {
-  for (const [aio, workers] of [["io_uring", 1], ["sync", undefined]] as const) {
+Deno.test("with io_uring one Worker serves every queue; sync: one per queue up to CPUs and a cap", () => {
+  const cpus = navigator.hardwareConcurrency || 1;
+  const cases = [
+    ["io_uring", 64, 1],
+    ["sync", 1, 1],
+    ["sync", 64, Math.min(cpus, SYNC_DEFAULT_MAX_WORKERS)],
+    ["sync", MAX_BLK_QUEUES, Math.min(cpus, SYNC_DEFAULT_MAX_WORKERS)],
+  ] as const;
+  for (const [aio, numQueues, workers] of cases) {
     const backing = openBacking({ kind: "ram", size: SECTORS * SECTOR_SIZE, readOnly: false });
-    const device = new BlkDevice(backing, { numQueues: 4, queueSize: 256, serial: "d", aio });
+    const device = new BlkDevice(backing, { numQueues, queueSize: 256, serial: "d", aio });
     try {
-      assert.equal(device.preferredWorkers, workers);
+      assert.equal(device.preferredWorkers, workers, `${aio}, ${numQueues} queues`);
     } finally {
       device.close();
     }
+  }
+});
+
+Deno.test("a device offers 1 to MAX_BLK_QUEUES request queues and says so in its config", () => {
+  const device = makeDevice(false, MAX_BLK_QUEUES);
+  try {
+    assert.equal(device.numQueues, MAX_BLK_QUEUES);
+    assert.equal(configView(device).getUint16(BlkConfigOffset.numQueues, true), MAX_BLK_QUEUES);
+  } finally {
+    device.close();
+  }
+  for (const bad of [0, MAX_BLK_QUEUES + 1, 1.5]) {
+    assert.throws(() => makeDevice(false, bad), RangeError);
   }
 });

@@ -13,4 +13,5 @@ export const blkModule: DeviceModule = {
   summary: "serve a virtio-blk disk",
   run: async (args) => (await import("./blk_command.ts")).runBlk(args),
   createQueueHandler: createBlkRequestHandler,
+  descriptor: { type: "block", description: "vhostd virtio-blk back-end" },
 };

@@ -46,7 +46,12 @@ import { FS_XATTR_HELP, FS_XATTR_OPTIONS, fsXattrArgs } from "./fs_xattr_options
 export const FS_DEFAULTS = {
   socketPath: "vhostd-fs.sock",
   tag: "vhostd",
-  numRequestQueues: 1,
+  /**
+   * Request queues offered: the most vhostd serves, so whatever
+   * num-request-queues QEMU is given works; QEMU builds the guest's config
+   * itself, and rings the guest never starts cost nothing (one Worker serves all).
+   */
+  numRequestQueues: MAX_REQUEST_QUEUES,
   migrationOnError: "abort",
   cache: "auto",
   inodeFileHandles: "never",
@@ -86,8 +91,9 @@ ${listeningHelp(FS_DEFAULTS.socketPath)}
 
 Device:
   --tag TAG              mount tag, 1 to 36 bytes of UTF-8; default "${FS_DEFAULTS.tag}"
-  --num-request-queues N request queues (1-${MAX_REQUEST_QUEUES}), besides the high-priority queue;
-                         default ${FS_DEFAULTS.numRequestQueues}
+  --num-request-queues N most request queues offered (1-${MAX_REQUEST_QUEUES}), besides the
+                         high-priority queue; default ${FS_DEFAULTS.numRequestQueues}, so any
+                         num-request-queues given to QEMU up to that works
 
 ${DEVICE_STATE_HELP}
   --migration-on-error MODE

@@ -15,4 +15,5 @@ export const fsModule: DeviceModule = {
   run: async (args) => (await import("./fs_command.ts")).runFs(args),
   createQueueHandler: createFsRequestHandler,
   describeState: describeFsState,
+  descriptor: { type: "fs", description: "vhostd virtio-fs back-end" },
 };
