@@ -15,4 +15,5 @@ export const rngModule: DeviceModule = {
   run: async (args) => (await import("./rng_command.ts")).runRng(args),
   createQueueHandler: createRngRequestHandler,
   describeState: describeRngState,
+  descriptor: { type: "rng", description: "vhostd virtio-rng back-end" },
 };
