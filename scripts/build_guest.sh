@@ -163,8 +163,10 @@ done
   done
 [[ -L "$rootfs/lib64/ld-linux-x86-64.so.2" && -f "$rootfs/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" ]] || die "the dynamic loader is missing from libc6"
 
-# socat and the libraries of its packages (glibc and the loader are in already).
+# socat and the libraries of its packages, and glibc's libresolv, which it links too.
 vsock_root="$work/vsock"
+(cd "$xattr_root" && find lib usr/lib -maxdepth 2 -name 'libresolv.so*' \( -type f -o -type l \)) |
+  while read -r lib; do cp -P "$xattr_root/$lib" "$rootfs/$lib"; done
 for deb in "${vsock_debs[@]}"; do dpkg-deb -x "$deb" "$vsock_root"; done
 [[ -x "$vsock_root/usr/bin/socat" ]] || die "socat missing from its package"
 install -m 0755 "$vsock_root/usr/bin/socat" "$rootfs/usr/bin/socat"
