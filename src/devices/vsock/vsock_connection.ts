@@ -167,6 +167,14 @@ export class VsockConnection {
     if (this.ourShutdown === VsockShutdown.BOTH) this.state = "closing";
   }
 
+  /**
+   * An RST, RESPONSE or REQUEST is owed: these go before any connection's
+   * data (a guest's connect() waits for the RESPONSE with a timeout).
+   */
+  get owesUrgent(): boolean {
+    return (this.#owed & (Owed.RST | Owed.RESPONSE | Owed.REQUEST)) !== 0;
+  }
+
   /** Control packets are owed. */
   get owesControl(): boolean {
     return this.#owed !== 0;

@@ -131,6 +131,8 @@ export class VsockHandler implements QueueHandler {
   readonly #links = new Map<string, Link>();
   /** Connections with a packet for the guest, in turn order. */
   readonly #ready = new Set<Link>();
+  /** Connections owing an RST, RESPONSE or REQUEST: served before #ready. */
+  readonly #urgent = new Set<Link>();
   /** RST answers to packets of no connection. */
   readonly #orphanResets: VsockHeader[] = [];
   readonly #handshakes = new Map<number, Handshake>();
@@ -565,6 +567,7 @@ export class VsockHandler implements QueueHandler {
     this.#closeHostSocket(link);
     this.#links.delete(link.key);
     this.#ready.delete(link);
+    this.#urgent.delete(link);
     if (link.hostChosenPort) this.#usedHostPorts.delete(link.conn.hostPort);
   }
 
@@ -589,6 +592,8 @@ export class VsockHandler implements QueueHandler {
   /** Puts the link in the send turn or takes it out, and watches what it waits for. */
   #update(link: Link): void {
     if (!this.#links.has(link.key)) return;
+    if (link.conn.owesUrgent) this.#urgent.add(link);
+    else this.#urgent.delete(link);
     if (link.conn.owesControl || this.#dataReady(link)) this.#ready.add(link);
     else this.#ready.delete(link);
     this.#syncWatch(link);
@@ -619,7 +624,7 @@ export class VsockHandler implements QueueHandler {
     if (!ctx || this.#pumping) return;
     this.#pumping = true;
     try {
-      while (this.#orphanResets.length > 0 || this.#ready.size > 0) {
+      while (this.#orphanResets.length > 0 || this.#urgent.size > 0 || this.#ready.size > 0) {
         const chain = this.#spareRx ?? ctx.pop(VsockQueue.RX);
         this.#spareRx = undefined;
         if (!chain) return; // queueReady comes when the guest adds buffers
@@ -634,7 +639,9 @@ export class VsockHandler implements QueueHandler {
           ctx.complete(VsockQueue.RX, chain, VSOCK_HEADER_SIZE);
           continue;
         }
-        const link: Link = this.#ready.values().next().value!;
+        const turn = this.#urgent.size > 0 ? this.#urgent : this.#ready;
+        const link: Link = turn.values().next().value!;
+        this.#urgent.delete(link);
         this.#ready.delete(link);
         const used = this.#fill(link, chain);
         // 0: nothing to send after all (keep the buffer); -1: the buffer has no room for data.

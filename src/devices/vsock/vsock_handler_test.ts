@@ -509,3 +509,18 @@ Deno.test("reset command drops every connection; quiesce gives back the RX buffe
   assert.equal(drain(a.host).closed, true);
   assert.equal(r.handler.connectionCount, 0);
 });
+
+Deno.test("a RESPONSE goes before other connections' waiting data", () => {
+  using r = rig();
+  const a = guestConnects(r, 1, 5000);
+  const b = guestConnects(r, 2, 5001);
+  writeAllNow(a.host, pattern(4 * 4096, 1));
+  writeAllNow(b.host, pattern(4 * 4096, 2));
+  r.h.fireFd(a.link, EPOLLIN);
+  r.h.fireFd(b.link, EPOLLIN);
+  r.fds.push(listenAt(`${r.uds}_5002`));
+  guestSends(r.h, guestHeader({ op: VsockOp.REQUEST, srcPort: 3, dstPort: 5002 }));
+  guestOffersRx(r.h, 3);
+  const ops = guestReceives(r.h).map((p) => [p.header.op, p.header.dstPort]);
+  assert.deepEqual(ops[0], [VsockOp.RESPONSE, 3]);
+});
