@@ -19,8 +19,8 @@ const STOP_TIMEOUT_MS = 10_000;
 
 /** Options of {@linkcode VhostdProcess.start}. */
 export interface VhostdStartOptions {
-  /** The device command. Default "blk". */
-  command?: "blk" | "fs";
+  /** The device command (a kind of the device list: "blk", "fs", "vsock"...). Default "blk". */
+  command?: string;
   /** Extra arguments of the command (`--ram 1M`, `--file PATH`, `--shared-dir DIR`, ...). */
   args: string[];
   /** Directory for the socket and the log; default: a new temporary directory, removed on stop. */

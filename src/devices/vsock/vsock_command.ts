@@ -148,7 +148,6 @@ export async function runVsock(args: string[]): Promise<number> {
     listenFd,
     queueSize: opts.queueSize,
   });
-  log.info(device.describe());
   return await serveDevice(device, opts, {
     qemuDevice: `vhost-user-vsock-pci,chardev=vhostd0`,
   });
