@@ -431,6 +431,7 @@ export class VsockHandler implements QueueHandler {
       const timer = ctx.setTimer(this.#params.connectTimeoutMs, () => {
         log.debug(`vsock: host connection fd ${fd} sent no CONNECT line in time`);
         this.#endHandshake(fd);
+        closeQuietly(fd);
       });
       this.#handshakes.set(fd, { fd, timer });
       ctx.watchFd(fd, EPOLLIN, () => this.#handshakeReadable(fd));

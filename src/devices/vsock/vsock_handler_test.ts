@@ -524,3 +524,58 @@ Deno.test("a RESPONSE goes before other connections' waiting data", () => {
   const ops = guestReceives(r.h).map((p) => [p.header.op, p.header.dstPort]);
   assert.deepEqual(ops[0], [VsockOp.RESPONSE, 3]);
 });
+
+Deno.test("guest SHUTDOWN(SEND) behind data the host has not taken yet: EOF only after all of it", () => {
+  using r = rig(1024 * 1024);
+  const slow = guestConnects(r, 1, 5000);
+  const big = pattern(1024 * 1024, 13);
+  for (let at = 0; at < big.length; at += 65536) {
+    guestSends(r.h, ...rw(1, 5000, big.subarray(at, at + 65536)));
+  }
+  guestSends(
+    r.h,
+    guestHeader({ op: VsockOp.SHUTDOWN, flags: VsockShutdown.SEND, srcPort: 1, dstPort: 5000 }),
+  );
+  const got: Uint8Array[] = [];
+  let eof = false;
+  for (;;) {
+    const d = drain(slow.host);
+    got.push(d.data);
+    eof = d.eof;
+    // Done at the host's EOF, or once vhostd has nothing more to write (then EOF must be there).
+    if (d.closed) break;
+    if ((r.h.watched.get(slow.link)?.events ?? 0) & EPOLLOUT) r.h.fireFd(slow.link, EPOLLOUT);
+    else {
+      const last = drain(slow.host);
+      got.push(last.data);
+      eof = last.eof;
+      break;
+    }
+  }
+  const all = concat(got);
+  assert.equal(all.length, big.length, "every byte before the EOF");
+  assert.ok(all.every((b, i) => b === big[i]), "the bytes in order");
+  assert.equal(eof, true, "EOF after the data");
+});
+
+Deno.test("a REQUEST on an open connection resets it (the guest lost its state)", () => {
+  using r = rig();
+  const { host } = guestConnects(r, 1, 5000);
+  guestSends(r.h, guestHeader({ op: VsockOp.REQUEST, srcPort: 1, dstPort: 5000 }));
+  guestOffersRx(r.h, 1);
+  assert.equal(guestReceives(r.h)[0].header.op, VsockOp.RST);
+  assert.equal(drain(host).closed, true);
+  assert.equal(r.handler.connectionCount, 0);
+});
+
+Deno.test("a host program that never sends its CONNECT line is closed after the timeout", () => {
+  using r = rig();
+  const host = connectTo(r.uds);
+  r.fds.push(host);
+  r.h.fireFd(r.mainFd, EPOLLIN);
+  assert.equal(linkFds(r).length, 1);
+  assert.equal(drain(host).closed, false);
+  r.h.advance(CONNECT_TIMEOUT);
+  assert.equal(linkFds(r).length, 0);
+  assert.equal(drain(host).closed, true, "closed, not only forgotten");
+});
