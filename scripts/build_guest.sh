@@ -107,6 +107,22 @@ for pkg in "${xattr_packages[@]}"; do
   xattr_debs+=("$deb")
 done
 
+# busybox has no vsock applet: the vsock end-to-end test runs Debian's socat
+# (VSOCK-LISTEN/VSOCK-CONNECT) with every shared library its packages bring.
+vsock_packages=(socat libssl3 libwrap0 libnsl2 libtirpc3 libgssapi-krb5-2 libkrb5-3
+  libk5crypto3 libcom-err2 libkrb5support0 libkeyutils1)
+vsock_debs=()
+for pkg in "${vsock_packages[@]}"; do
+  deb=$(newest "${pkg}_*.deb")
+  if [[ -z "$deb" ]]; then
+    log "downloading $pkg"
+    apt_download "$pkg"
+    deb=$(newest "${pkg}_*.deb")
+  fi
+  [[ -f "$deb" ]] || die "download of $pkg missing in $debs"
+  vsock_debs+=("$deb")
+done
+
 # --- assemble ------------------------------------------------------------------
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -146,6 +162,19 @@ done
     cp -P "$xattr_root/$lib" "$rootfs/$lib"
   done
 [[ -L "$rootfs/lib64/ld-linux-x86-64.so.2" && -f "$rootfs/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" ]] || die "the dynamic loader is missing from libc6"
+
+# socat and the libraries of its packages, and glibc's libresolv, which it links too.
+vsock_root="$work/vsock"
+(cd "$xattr_root" && find lib usr/lib -maxdepth 2 -name 'libresolv.so*' \( -type f -o -type l \)) |
+  while read -r lib; do cp -P "$xattr_root/$lib" "$rootfs/$lib"; done
+for deb in "${vsock_debs[@]}"; do dpkg-deb -x "$deb" "$vsock_root"; done
+[[ -x "$vsock_root/usr/bin/socat" ]] || die "socat missing from its package"
+install -m 0755 "$vsock_root/usr/bin/socat" "$rootfs/usr/bin/socat"
+(cd "$vsock_root" && find lib usr/lib -maxdepth 2 -name 'lib*.so*' \( -type f -o -type l \) 2>/dev/null || true) |
+  while read -r lib; do
+    mkdir -p "$rootfs/$(dirname "$lib")"
+    cp -P "$vsock_root/$lib" "$rootfs/$lib"
+  done
 
 is_builtin() { grep -qE "/$1\.ko(\.[a-z]+)?$" "$module_dir/modules.builtin" 2>/dev/null; }
 

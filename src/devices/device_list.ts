@@ -10,12 +10,14 @@ import type { DeviceModule } from "./device_module.ts";
 import { blkModule } from "./blk/blk_module.ts";
 import { fsModule } from "./fs/fs_module.ts";
 import { rngModule } from "./rng/rng_module.ts";
+import { vsockModule } from "./vsock/vsock_module.ts";
 
 /** Every device kind, in the order `vhostd --help` lists them. */
 export const DEVICE_MODULES: readonly DeviceModule[] = [
   blkModule,
   fsModule,
   rngModule,
+  vsockModule,
 ];
 
 /** The module of device `kind`, or `undefined` for an unknown kind. */
