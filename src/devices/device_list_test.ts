@@ -32,7 +32,8 @@ Deno.test("every listed device has vhostd <kind> --help, --print-capabilities an
   const main = await vhostd("--help");
   assert.equal(main.code, 0);
   for (const m of DEVICE_MODULES) {
-    assert.match(main.stdout, new RegExp(`vhostd ${m.kind} \\[OPTIONS\\]\\s+${m.summary}`));
+    const summary = m.summary.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    assert.match(main.stdout, new RegExp(`vhostd ${m.kind} \\[OPTIONS\\]\\s+${summary}`));
     const help = await vhostd(m.kind, "--help");
     assert.equal(help.code, 0, `${m.kind} --help: ${help.stderr}`);
     assert.match(help.stdout, new RegExp(`^Usage: vhostd ${m.kind}`), m.kind);

@@ -11,7 +11,7 @@ import { describeVsockState } from "./vsock_state.ts";
 /** `vhostd vsock`: host Unix sockets to guest vsock streams and back. */
 export const vsockModule: DeviceModule = {
   kind: "vsock",
-  summary: "serve a virtio-vsock device (hybrid Unix-socket convention)",
+  summary: "connect guest vsock streams with host Unix sockets",
   run: async (args) => (await import("./vsock_command.ts")).runVsock(args),
   createQueueHandler: createVsockHandler,
   describeState: describeVsockState,
