@@ -20,7 +20,7 @@
  *
  * Options:
  *   --seconds N          per workload and back-end (default 3, plus 0.5 s warm-up)
- *   --only blk|state|fs|rng  run one part
+ *   --only blk|state|fs|rng|vsock  run one part
  *   --size SIZE          image (default 256M)
  *   --backing tmpfs|latency|both   (default both)
  *   --queues 1|4|both    (default both)
@@ -42,6 +42,7 @@
 
 import { parseArgs } from "node:util";
 import { runRngBench } from "./bench_rng.ts";
+import { benchVsock, formatVsockBench } from "./bench_vsock.ts";
 import { fileURLToPath } from "node:url";
 import { BlkDriver, SharedGuestMemory, VhostUserClient } from "../src/frontend/mod.ts";
 import {
@@ -516,8 +517,8 @@ if (import.meta.main) {
     usage(error instanceof Error ? error.message : String(error));
   }
   const only = values.only;
-  if (only !== undefined && !["blk", "state", "fs", "rng"].includes(only)) {
-    usage("--only must be blk, state, fs or rng");
+  if (only !== undefined && !["blk", "state", "fs", "rng", "vsock"].includes(only)) {
+    usage("--only must be blk, state, fs, rng or vsock");
   }
 
   // A workload runs synchronously, so the listener runs between workloads;
@@ -549,6 +550,10 @@ if (import.meta.main) {
     if (only === undefined || only === "rng") {
       await checkInterrupt();
       await runRngBench(seconds);
+    }
+    if (only === undefined || only === "vsock") {
+      await checkInterrupt();
+      console.log(formatVsockBench(await benchVsock({ singleMiB: 128, eightMiB: 32, pings: 500 })));
     }
   } catch (error) {
     // After Ctrl-C in a terminal the back-ends got SIGINT too, so the running
