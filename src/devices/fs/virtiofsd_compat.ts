@@ -29,6 +29,7 @@
 import { UsageError } from "../../cli/usage_error.ts";
 import { wholeNumberOption } from "../../cli/daemon_options.ts";
 import { openFileLimit, setOpenFileLimit, SyscallError } from "../../../ffi/mod.ts";
+import { log } from "../../log.ts";
 
 /** Help text of the virtiofsd options `vhostd fs` takes (its drop-in use under libvirt). */
 export const VIRTIOFSD_HELP = `virtiofsd compatibility (what libvirt passes to its <binary>):
@@ -319,4 +320,5 @@ export function applyOpenFileLimit(limit: number): void {
         "raising it needs CAP_SYS_RESOURCE and at most fs.nr_open)",
     );
   }
+  log.info(`open file limit set to ${limit} (--rlimit-nofile)`);
 }
