@@ -12,8 +12,6 @@
 set -euo pipefail
 
 want_major=11
-backports_line="deb http://deb.debian.org/debian bookworm-backports main"
-backports_list=/etc/apt/sources.list.d/bookworm-backports.list
 packages=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
 
 log() { printf 'setup_libvirt: %s\n' "$*"; }
@@ -42,10 +40,8 @@ if [[ "$(id -u)" != 0 ]]; then
   exit 1
 fi
 
-if ! grep -rqsE '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-  log "adding $backports_line"
-  printf '%s\n' "$backports_line" >"$backports_list"
-fi
+# QEMU 10, and the bookworm-backports apt source libvirt comes from too.
+bash "$(dirname "${BASH_SOURCE[0]}")/setup_qemu.sh"
 
 # Keep the packages' maintainer scripts from starting libvirtd or virtlogd
 # (Debian's policy-rc.d convention: 101 = action forbidden), unless the

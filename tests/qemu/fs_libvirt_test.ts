@@ -6,6 +6,9 @@
  * socket of its own (`--fd=N`), and starts QEMU on it. The TCG guest mounts
  * the share, reads a file the host wrote, writes one the host checks and
  * powers off; libvirt then stops vhostd with SIGTERM, and it exits 0.
+ * Twice: once with vhostd's own capabilities (libvirt then uses the Rust
+ * virtiofsd's separate options), once with the wrapper answering the probe
+ * as the C virtiofsd did (libvirt then uses `-o source=...`).
  *
  * The `<binary>` is a wrapper script that records its argv and vhostd's
  * exit status: the status goes into a FIFO, and reading it is how the test
@@ -81,12 +84,23 @@ function domainXml(dir: string, binary: string, share: string): string {
 }
 
 /**
+ * The two command lines libvirt builds: with `separate-options` among the
+ * binary's capabilities (vhostd's answer, and the Rust virtiofsd's), and
+ * without (the C virtiofsd's `-o` form).
+ */
+type CommandLineForm = "separate-options" | "-o";
+
+/** What the C virtiofsd answered to `--print-capabilities`. */
+const C_VIRTIOFSD_CAPABILITIES = '{"type":"fs","features":["migrate-precopy"]}';
+
+/**
  * The `<binary>`: records the probe and the argv, runs vhostd, and writes
  * its exit status into the FIFO. SIGTERM reaches vhostd from libvirt (which
  * signals the whole process group); the trap only keeps the shell alive
- * until vhostd has exited.
+ * until vhostd has exited. For the `-o` form it answers the probe as the C
+ * virtiofsd did.
  */
-function wrapperScript(dir: string): string {
+function wrapperScript(dir: string, form: CommandLineForm): string {
   const deno = `'${Deno.execPath()}' run --allow-all '${MAIN_TS}' fs`;
   const denoDir = Deno.env.get("DENO_DIR");
   return `#!/bin/sh
@@ -98,7 +112,7 @@ ${
       : `export DENO_DIR='${denoDir}'\n`
   }if [ "$1" = --print-capabilities ]; then
   : > '${dir}/capabilities-probed'
-  exec ${deno} "$@"
+  ${form === "-o" ? `echo '${C_VIRTIOFSD_CAPABILITIES}'; exit 0` : `exec ${deno} "$@"`}
 fi
 printf '%s\\n' "$@" > '${dir}/argv'
 trap : TERM INT
@@ -170,23 +184,39 @@ function readOr(path: string, fallback: string): string {
   }
 }
 
+/** The argv libvirt gives the binary after `--fd=N`, for the test's `<filesystem>`. */
+function expectedArgv(form: CommandLineForm, share: string): string[] {
+  const rest = ["--thread-pool-size=2", `--rlimit-nofile=${OPEN_FILE_LIMIT}`];
+  if (form === "-o") {
+    // libvirt doubles a comma in the path (virQEMUBuildBufferEscapeComma).
+    const source = share.replaceAll(",", ",,");
+    return ["-o", `source=${source},cache=none,sandbox=namespace,xattr`, ...rest];
+  }
+  return ["--shared-dir", share, "--cache", "never", "--sandbox", "namespace", "--xattr", ...rest];
+}
+
 const unavailable = libvirtUnavailable();
 
-Deno.test({
-  name: `libvirt 11 runs vhostd as a domain's virtiofsd${
-    unavailable ? ` (skipped: ${unavailable})` : ""
-  }`,
-  ignore: unavailable !== undefined,
-}, async () => {
+for (const form of ["separate-options", "-o"] as const) {
+  Deno.test({
+    name: `libvirt 11 runs vhostd as a domain's virtiofsd, ${form} form${
+      unavailable ? ` (skipped: ${unavailable})` : ""
+    }`,
+    ignore: unavailable !== undefined,
+  }, () => runDomain(form));
+}
+
+async function runDomain(form: CommandLineForm): Promise<void> {
   requireGuestEnvironment();
   const dir = await Deno.makeTempDir({ prefix: "vhostd-libvirt-" });
-  const share = `${dir}/share`;
+  // A comma, which the -o form has to escape.
+  const share = `${dir}/share,1`;
   const binary = `${dir}/vhostd-virtiofsd`;
   const fifo = `${dir}/vhostd-exit`;
   await Deno.mkdir(share);
   await Deno.writeTextFile(`${share}/from-host.txt`, HOST_TEXT);
   await writeTestInitrd(`${dir}/initrd`, GUEST_SCRIPT);
-  await Deno.writeTextFile(binary, wrapperScript(dir), { mode: 0o755 });
+  await Deno.writeTextFile(binary, wrapperScript(dir, form), { mode: 0o755 });
   const mkfifo = await new Deno.Command("mkfifo", { args: [fifo] }).output();
   assert.ok(mkfifo.success, "mkfifo");
   await Deno.writeTextFile(`${dir}/domain.xml`, domainXml(dir, binary, share));
@@ -217,21 +247,11 @@ Deno.test({
     assert.equal(state, "shut off (shutdown)");
     assert.equal(exitStatus, "0", `vhostd's log:\n${log}`);
 
-    // libvirt asked vhostd for its capabilities, saw separate-options and used the Rust form.
+    // libvirt probed the binary and chose the command line form from its features.
     assert.equal(readOr(`${dir}/capabilities-probed`, "missing"), "", "--print-capabilities probe");
     const argv = (await Deno.readTextFile(`${dir}/argv`)).trimEnd().split("\n");
     assert.match(argv[0], /^--fd=\d+$/);
-    assert.deepEqual(argv.slice(1), [
-      "--shared-dir",
-      share,
-      "--cache",
-      "never",
-      "--sandbox",
-      "namespace",
-      "--xattr",
-      "--thread-pool-size=2",
-      `--rlimit-nofile=${OPEN_FILE_LIMIT}`,
-    ]);
+    assert.deepEqual(argv.slice(1), expectedArgv(form, share));
     // Each option honoured, or said not to be.
     assert.match(log, /warn: --thread-pool-size 2 is ignored/);
     assert.match(log, new RegExp(`open file limit set to ${OPEN_FILE_LIMIT}`));
@@ -248,4 +268,4 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   }
   assert.equal(libvirtdExit.code, 0, `libvirtd's exit status; its stderr:\n${libvirtdExit.stderr}`);
-});
+}
