@@ -59,19 +59,12 @@ export interface VirtiofsdTranslation {
   openFileLimit?: number;
 }
 
-/** Where a translation collects its output. */
-interface Translation {
-  args: string[];
-  warnings: string[];
-  openFileLimit?: number;
-}
-
 /** How one virtiofsd-only option becomes vhostd options. */
 interface VirtiofsdOption {
   /** Whether it takes a value (`--name VALUE` or `--name=VALUE`). */
   takesValue: boolean;
   /** Adds what it means to `out`; `value` is undefined for a flag. */
-  translate(out: Translation, value: string | undefined): void;
+  translate(out: VirtiofsdTranslation, value: string | undefined): void;
 }
 
 const LOCKS_WARNING = "vhostd serves no file locks (GETLK, SETLK, SETLKW): " +
@@ -94,6 +87,11 @@ const ID_MAP_ERROR = "vhostd maps no user or group ids (it does not run in a use
   "--gid-map only for unprivileged (qemu:///session) domains: start the domain through " +
   "qemu:///system, where vhostd runs as root";
 
+/** `table[key]` when it is the table's own entry (never Object.prototype's, for `--constructor`). */
+function entry<T>(table: Record<string, T>, key: string): T | undefined {
+  return Object.hasOwn(table, key) ? table[key] : undefined;
+}
+
 /** virtiofsd's log levels that vhostd lacks, as its nearest own level. */
 const LOG_LEVEL_ALIASES: Record<string, { level: string; warning?: string }> = {
   trace: { level: "debug" },
@@ -103,8 +101,8 @@ const LOG_LEVEL_ALIASES: Record<string, { level: string; warning?: string }> = {
   },
 };
 
-function logLevel(out: Translation, level: string): void {
-  const alias = LOG_LEVEL_ALIASES[level];
+function logLevel(out: VirtiofsdTranslation, level: string): void {
+  const alias = entry(LOG_LEVEL_ALIASES, level);
   if (alias?.warning) out.warnings.push(alias.warning);
   out.args.push("--log-level", alias?.level ?? level);
 }
@@ -179,7 +177,7 @@ const OLD_CACHE_MODES: Record<string, string> = {
 };
 
 /** The C virtiofsd's `-o` sub-options that are plain flags. */
-const OLD_FLAGS: Record<string, (out: Translation) => void> = {
+const OLD_FLAGS: Record<string, (out: VirtiofsdTranslation) => void> = {
   xattr: (out) => out.args.push("--xattr"),
   // Off is vhostd's default for each of these.
   no_xattr: () => {},
@@ -193,10 +191,10 @@ const OLD_FLAGS: Record<string, (out: Translation) => void> = {
 };
 
 /** The C virtiofsd's `-o` sub-options that take a value. */
-const OLD_VALUES: Record<string, (out: Translation, value: string) => void> = {
+const OLD_VALUES: Record<string, (out: VirtiofsdTranslation, value: string) => void> = {
   source: (out, dir) => out.args.push("--shared-dir", dir),
   cache: (out, mode) => {
-    const cache = OLD_CACHE_MODES[mode];
+    const cache = entry(OLD_CACHE_MODES, mode);
     if (cache === undefined) {
       throw new UsageError(`-o cache must be none, auto or always, got "${mode}"`);
     }
@@ -229,19 +227,19 @@ export function splitOptionList(list: string): string[] {
   return items;
 }
 
-function translateOptionList(out: Translation, list: string): void {
+function translateOptionList(out: VirtiofsdTranslation, list: string): void {
   for (const item of splitOptionList(list)) {
     if (item === "") continue;
     const equals = item.indexOf("=");
     if (equals < 0) {
-      const flag = OLD_FLAGS[item];
+      const flag = entry(OLD_FLAGS, item);
       if (flag === undefined) throw new UsageError(`-o: unknown option "${item}"`);
       flag(out);
       continue;
     }
     const name = item.slice(0, equals);
     const value = item.slice(equals + 1);
-    const translate = OLD_VALUES[name];
+    const translate = entry(OLD_VALUES, name);
     if (translate === undefined) throw new UsageError(`-o: unknown option "${name}"`);
     if (value === "") throw new UsageError(`-o ${name} needs a value`);
     translate(out, value);
@@ -258,7 +256,7 @@ export function translateVirtiofsdArgs(
   args: readonly string[],
   vhostdOptions: Readonly<Record<string, OptionShape>>,
 ): VirtiofsdTranslation {
-  const out: Translation = { args: [], warnings: [] };
+  const out: VirtiofsdTranslation = { args: [], warnings: [] };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === "--") {
@@ -278,7 +276,7 @@ export function translateVirtiofsdArgs(
       const equals = arg.indexOf("=");
       const name = arg.slice(2, equals < 0 ? undefined : equals);
       const inline = equals < 0 ? undefined : arg.slice(equals + 1);
-      const option = VIRTIOFSD_OPTIONS[name];
+      const option = entry(VIRTIOFSD_OPTIONS, name);
       if (option !== undefined) {
         let value = inline;
         if (option.takesValue && value === undefined) {
@@ -291,7 +289,10 @@ export function translateVirtiofsdArgs(
       } else {
         out.args.push(arg);
         // The value of one of vhostd's own options is not an option, whatever it looks like.
-        if (inline === undefined && vhostdOptions[name]?.type === "string" && i + 1 < args.length) {
+        if (
+          inline === undefined && entry(vhostdOptions, name)?.type === "string" &&
+          i + 1 < args.length
+        ) {
           out.args.push(args[++i]);
         }
       }
@@ -299,9 +300,7 @@ export function translateVirtiofsdArgs(
       out.args.push(arg);
     }
   }
-  return out.openFileLimit === undefined
-    ? { args: out.args, warnings: out.warnings }
-    : { args: out.args, warnings: out.warnings, openFileLimit: out.openFileLimit };
+  return out;
 }
 
 /**

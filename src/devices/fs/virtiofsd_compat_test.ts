@@ -115,6 +115,14 @@ Deno.test("virtiofsd-only options: renamed, warned about, or refused", () => {
   refused(["-o", "source="], /-o source needs a value/);
   refused(["-o", "writeback"], /-o: unknown option "writeback"/);
   refused(["-o", "timeout=5"], /-o: unknown option "timeout"/);
+  // Names of Object.prototype's members are options like any other unknown one.
+  refused(["-o", "toString"], /-o: unknown option "toString"/);
+  refused(["-o", "constructor=1"], /-o: unknown option "constructor"/);
+  refused(["-o", "source=/x,cache=constructor"], /-o cache must be/);
+  assert.deepEqual(translate(["--constructor", "--toString=1"]).args, [
+    "--constructor",
+    "--toString=1",
+  ]);
 });
 
 Deno.test("the values of vhostd's own options and everything after -- are left alone", () => {
