@@ -37,6 +37,8 @@ export const LIBC_SYMBOLS = {
   },
   fsync: { parameters: ["i32"], result: "i32", nonblocking: false },
   getrandom: { parameters: ["buffer", "usize", "u32"], result: "isize", nonblocking: false },
+  getrlimit: { parameters: ["i32", "buffer"], result: "i32", nonblocking: false },
+  setrlimit: { parameters: ["i32", "buffer"], result: "i32", nonblocking: false },
   fdatasync: { parameters: ["i32"], result: "i32", nonblocking: false },
   fstat: { parameters: ["i32", "buffer"], result: "i32", nonblocking: false },
   fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32", nonblocking: false },

@@ -16,6 +16,7 @@ export * from "./io_uring.ts";
 export * from "./iovec.ts";
 export * from "./memory.ts";
 export * from "./random.ts";
+export * from "./rlimit.ts";
 export * from "./sandbox.ts";
 export * from "./socket.ts";
 export * from "./socket_options.ts";

@@ -41,6 +41,8 @@ import {
   type MigrationMode,
 } from "./passthrough/fs_types.ts";
 import { FS_XATTR_HELP, FS_XATTR_OPTIONS, fsXattrArgs } from "./fs_xattr_options.ts";
+import { applyOpenFileLimit, translateVirtiofsdArgs, VIRTIOFSD_HELP } from "./virtiofsd_compat.ts";
+import { log } from "../../log.ts";
 
 /** Defaults of `vhostd fs`. */
 export const FS_DEFAULTS = {
@@ -68,8 +70,10 @@ Shared directory:
   --shared-dir DIR       the directory the guest sees as its root (required)
   --read-only            refuse every change with EROFS; reads still work
   --cache MODE           how much the guest may cache, as virtiofsd's --cache:
-                         never (direct I/O, no timeouts), auto (default: 1 s
-                         timeouts, guest page cache) or always (keep caches)
+                         never (direct I/O, no timeouts), metadata (direct I/O,
+                         1 day timeouts, directory listings kept), auto
+                         (default: 1 s timeouts, guest page cache) or always
+                         (keep caches)
   --inode-file-handles MODE
                          never (default: every known file holds an fd), prefer
                          (known files hold a file handle, fds are opened on
@@ -109,6 +113,8 @@ ${DEVICE_STATE_HELP}
 
 ${OTHER_HELP}
 
+${VIRTIOFSD_HELP}
+
 Stop with SIGINT or SIGTERM: in-flight requests finish, the socket is removed.
 `;
 
@@ -141,11 +147,17 @@ export interface FsArgs extends DaemonArgs {
   migrationMode: MigrationMode;
   /** The sandbox asked for (undefined: the strongest that works). */
   sandbox?: SandboxMode;
+  /** The arguments in vhostd's own options (virtiofsd's translated; the sandboxed daemon gets these). */
+  vhostdArgs: string[];
+  /** virtiofsd options accepted but not honoured, one log line each. */
+  virtiofsdWarnings: string[];
+  /** `--rlimit-nofile`: the open file limit to set. */
+  openFileLimit?: number;
 }
 
 /** Parses `vhostd fs` arguments; throws UsageError with a one-line message. */
 export function parseFsArgs(args: string[]): FsArgs {
-  const values = parseOptions(args, {
+  const options = {
     ...DAEMON_OPTIONS,
     "shared-dir": { type: "string" },
     tag: { type: "string" },
@@ -158,7 +170,9 @@ export function parseFsArgs(args: string[]): FsArgs {
     "inode-file-handles": { type: "string" },
     "migration-mode": { type: "string" },
     sandbox: { type: "string" },
-  });
+  } as const;
+  const virtiofsd = translateVirtiofsdArgs(args, options);
+  const values = parseOptions(virtiofsd.args, options);
   const common = daemonArgs(values, FS_DEFAULTS.socketPath);
   const tag = values.tag ?? FS_DEFAULTS.tag;
   const tagError = validateTag(tag);
@@ -171,7 +185,7 @@ export function parseFsArgs(args: string[]): FsArgs {
   }
   const cache = values.cache ?? FS_DEFAULTS.cache;
   if (!isCachePolicy(cache)) {
-    throw new UsageError(`--cache must be never, auto or always, got "${cache}"`);
+    throw new UsageError(`--cache must be never, metadata, auto or always, got "${cache}"`);
   }
   const aio = values.aio;
   if (aio !== undefined && aio !== "io_uring" && aio !== "sync") {
@@ -216,6 +230,9 @@ export function parseFsArgs(args: string[]): FsArgs {
     inodeFileHandles,
     migrationMode,
     sandbox,
+    vhostdArgs: virtiofsd.args,
+    virtiofsdWarnings: virtiofsd.warnings,
+    openFileLimit: virtiofsd.openFileLimit,
   };
 }
 
@@ -272,9 +289,12 @@ export async function runFs(args: string[]): Promise<number> {
   const answered = answerInfoRequest(opts, FS_HELP, fsCapabilities);
   if (answered !== undefined) return answered;
   applyLogLevel(opts);
+  for (const warning of opts.virtiofsdWarnings) log.warn(warning);
+  // Before the sandbox: raising the hard limit needs CAP_SYS_RESOURCE, and the daemon inherits it.
+  if (opts.openFileLimit !== undefined) applyOpenFileLimit(opts.openFileLimit);
   const sharedDir = checkSharedDir(opts.sharedDir!);
   checkInodeFileHandles(sharedDir, opts.inodeFileHandles);
-  const sandboxed = await enterFsSandbox(args, opts, sharedDir);
+  const sandboxed = await enterFsSandbox(opts.vhostdArgs, opts, sharedDir);
   if (typeof sandboxed === "number") return sandboxed;
   const engine = chooseEngine(
     opts.aio,

@@ -25,7 +25,9 @@ export interface FsOptions {
   /**
    * How much the guest may cache (virtiofsd's `--cache`): "never" opens files
    * with FOPEN_DIRECT_IO and gives zero timeouts (every access reaches the
-   * host); "auto" (default) keeps 1 s timeouts and lets the guest page cache
+   * host); "metadata" opens files with FOPEN_DIRECT_IO too but keeps names,
+   * attributes (one-day timeouts) and directory listings (KEEP_CACHE,
+   * CACHE_DIR) cached; "auto" (default) keeps 1 s timeouts and lets the guest page cache
    * work; "always" keeps file and directory contents cached across opens
    * (KEEP_CACHE, CACHE_DIR) with one-day timeouts.
    */
@@ -81,11 +83,11 @@ export function isInodeFileHandleMode(value: unknown): value is InodeFileHandleM
 export type FsXattrOptions = Pick<FsOptions, "xattr" | "posixAcl" | "xattrMapping">;
 
 /** Guest caching policy of a share. */
-export type CachePolicy = "never" | "auto" | "always";
+export type CachePolicy = "never" | "metadata" | "auto" | "always";
 
 /** True when `value` names a cache policy. */
 export function isCachePolicy(value: string): value is CachePolicy {
-  return value === "never" || value === "auto" || value === "always";
+  return value === "never" || value === "metadata" || value === "auto" || value === "always";
 }
 
 /** An inode the guest now holds one more lookup reference on (LOOKUP, MKDIR, CREATE...). */

@@ -261,16 +261,16 @@ export class PassthroughFs {
     }
     this.#migrationMode = migrationMode;
     const cache = opts.cache ?? "auto";
-    if (!isCachePolicy(cache)) throw new Error(`cache must be never, auto or always`);
+    if (!isCachePolicy(cache)) throw new Error(`cache must be never, metadata, auto or always`);
     const timeout = CACHE_TIMEOUT_SEC[cache];
     this.#entryTimeoutSec = checkTimeout(opts.entryTimeoutSec ?? timeout, "entryTimeoutSec");
     this.#attrTimeoutSec = checkTimeout(opts.attrTimeoutSec ?? timeout, "attrTimeoutSec");
-    this.#fileOpenFlags = cache === "never"
+    this.#fileOpenFlags = cache === "never" || cache === "metadata"
       ? FuseOpenOutFlag.DIRECT_IO
       : cache === "always"
       ? FuseOpenOutFlag.KEEP_CACHE
       : 0;
-    this.#dirOpenFlags = cache === "always"
+    this.#dirOpenFlags = cache === "always" || cache === "metadata"
       ? FuseOpenOutFlag.KEEP_CACHE | FuseOpenOutFlag.CACHE_DIR
       : 0;
     this.#credentials = new ThreadCredentials();
@@ -1214,6 +1214,7 @@ function fileOffset(value: bigint): number {
 /** Entry and attribute timeouts of each cache policy (virtiofsd's values). */
 const CACHE_TIMEOUT_SEC: Record<CachePolicy, number> = {
   never: 0,
+  metadata: 86400,
   auto: DEFAULT_TIMEOUT_SEC,
   always: 86400,
 };

@@ -637,10 +637,11 @@ Deno.test("no fd is left open: successes, failures, forget, release, close", () 
 
 Deno.test("the cache policy sets open flags and timeouts", () => {
   for (
-    const [cache, fileFlags, timeout] of [
-      ["never", FuseOpenOutFlag.DIRECT_IO, 0],
-      ["auto", 0, 1],
-      ["always", FuseOpenOutFlag.KEEP_CACHE, 86400],
+    const [cache, fileFlags, timeout, dirCached] of [
+      ["never", FuseOpenOutFlag.DIRECT_IO, 0, false],
+      ["metadata", FuseOpenOutFlag.DIRECT_IO, 86400, true],
+      ["auto", 0, 1, false],
+      ["always", FuseOpenOutFlag.KEEP_CACHE, 86400, true],
     ] as const
   ) {
     using share = makeShare({ cache });
@@ -650,7 +651,8 @@ Deno.test("the cache policy sets open flags and timeouts", () => {
     assert.equal(share.fs.getattr(entry.nodeid).attrTimeoutSec, timeout, cache);
     assert.equal(share.fs.open(entry.nodeid, O_RDONLY).openFlags, fileFlags, cache);
     const dirFlags = share.fs.opendir(ROOT, 0).openFlags;
-    assert.equal((dirFlags & FuseOpenOutFlag.CACHE_DIR) !== 0, cache === "always", cache);
+    assert.equal((dirFlags & FuseOpenOutFlag.CACHE_DIR) !== 0, dirCached, cache);
+    assert.equal((dirFlags & FuseOpenOutFlag.KEEP_CACHE) !== 0, dirCached, cache);
   }
 });
 
