@@ -17,4 +17,5 @@ export * from "./iovec.ts";
 export * from "./memory.ts";
 export * from "./sandbox.ts";
 export * from "./socket.ts";
+export * from "./splice.ts";
 export * from "./xattr.ts";

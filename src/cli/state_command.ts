@@ -10,15 +10,21 @@
 import { parseArgs } from "node:util";
 import {
   closeQuietly,
+  fstat,
+  lseek,
   O_CLOEXEC,
   O_CREAT,
   O_RDONLY,
   O_TRUNC,
   O_WRONLY,
   openFile,
+  S_IFMT,
+  S_IFREG,
+  SEEK_SET,
   SyscallError,
 } from "../../ffi/mod.ts";
 import { FdSink, FdSource } from "../migration/byte_stream.ts";
+import { StateStreamError } from "../migration/errors.ts";
 import { formatSummary, inspectState, summaryToJson } from "../migration/inspect.ts";
 import {
   BackendRefused,
@@ -37,13 +43,22 @@ export const STATE_HELP = `Usage:
   vhostd state save --socket-path PATH -o FILE   save a back-end's device state to FILE
   vhostd state load --socket-path PATH -i FILE   load FILE into a back-end
   vhostd state inspect FILE [--json]             show a state file
+  vhostd state diff A B [--json]                 show what differs between two state files
+
+-o - writes the stream to stdout and -i - reads it from stdin, for pipes:
+  vhostd state save --socket-path a.sock -o - | ssh host vhostd state load --socket-path b.sock -i -
 
 save and load connect to a back-end that has no VMM attached, as its
 front-end, and use the vhost-user DEVICE_STATE interface. A load is
 all-or-nothing: the back-end keeps what it had unless the whole file is
-valid and fits its configuration (the back-end's log says why not).
-Exit codes: 0 done, 1 transfer failed, 2 bad arguments or bad input.
+valid and fits its configuration (the back-end's log says why not); a
+truncated or corrupt stream on stdin is refused like a bad file.
+Exit codes: 0 done, 1 transfer failed, 2 bad arguments or bad input;
+diff: 0 identical, 1 different, 2 bad input.
 `;
+
+const STDIN_FD = 0;
+const STDOUT_FD = 1;
 
 /** How long to keep trying to reach the back-end. */
 const CONNECT_TIMEOUT_MS = 2_000;
@@ -68,17 +83,15 @@ function openInput(path: string): number {
   }
 }
 
-/** Checks a file completely before anything is sent: a bad file is the user's input error. */
-function checkStateFile(path: string): string {
-  const fd = openInput(path);
-  try {
-    const summary = inspectState(new FdSource(fd));
-    if (!summary.header) throw new UsageError(`${path} is not a vhostd state file`);
-    if (summary.error) throw new UsageError(`${path}: ${summary.error}`);
-    return summary.header.kind;
-  } finally {
-    closeQuietly(fd);
-  }
+/**
+ * Checks a regular file completely before anything is sent (a bad file is
+ * the user's input error), then rewinds it for the transfer.
+ */
+function checkStateFile(fd: number, name: string): void {
+  const summary = inspectState(new FdSource(fd));
+  if (!summary.header) throw new UsageError(`${name} is not a vhostd state file`);
+  if (summary.error) throw new UsageError(`${name}: ${summary.error}`);
+  lseek(fd, 0, SEEK_SET);
 }
 
 function transferError(e: unknown, what: string): never {
@@ -89,7 +102,58 @@ function transferError(e: unknown, what: string): never {
   throw e;
 }
 
+/** `-o -` / `-i -`: standard output or input. */
+const STANDARD_STREAM = "-";
+
+/** "1024.0 MiB of device state in 480 ms (2133 MiB/s)"; the benchmark reads these figures. */
+function describeTransfer(bytes: number, ms: number): string {
+  const mib = bytes / 2 ** 20;
+  const amount = bytes < 2 ** 20 ? `${bytes} bytes` : `${mib.toFixed(1)} MiB`;
+  const rate = ms > 0 ? ` (${(mib / (ms / 1000)).toFixed(0)} MiB/s)` : "";
+  return `${amount} of device state in ${ms.toFixed(0)} ms${rate}`;
+}
+
+/** Runs `transfer` with progress on stderr; returns its result and how long it took. */
+function timedTransfer<T>(
+  label: string,
+  transfer: (onProgress: (bytes: number) => void) => T,
+): [T, number] {
+  const progress = new Progress(label);
+  const started = performance.now();
+  try {
+    return [transfer((b) => progress.update(b)), performance.now() - started];
+  } finally {
+    progress.done();
+  }
+}
+
+/** Saves to stdout: no temporary file; a failed save leaves the reader a truncated stream. */
+function saveToStdout(socketPath: string): number {
+  if (Deno.stdout.isTerminal()) {
+    throw new UsageError("refusing to write a binary state stream to a terminal (-o -)");
+  }
+  const client = connect(socketPath);
+  try {
+    negotiateDeviceState(client);
+    const [result, ms] = timedTransfer(
+      "saving",
+      (onProgress) => saveDeviceState(client, new FdSink(STDOUT_FD), { onProgress }),
+    );
+    console.error(`saved ${describeTransfer(result.bytes, ms)} to stdout`);
+    return 0;
+  } catch (e) {
+    if (e instanceof StateStreamError) {
+      // Exit code 1: the transfer failed; whoever reads stdout got a truncated stream.
+      throw new Error(`writing the state to stdout failed: ${e.message}`);
+    }
+    transferError(e, "save");
+  } finally {
+    client.close();
+  }
+}
+
 async function save(socketPath: string, output: string): Promise<number> {
+  if (output === STANDARD_STREAM) return saveToStdout(socketPath);
   const client = connect(socketPath);
   // Write to a temporary name first: a failed save never leaves a truncated file behind.
   const temp = `${output}.partial-${Deno.pid}`;
@@ -100,20 +164,18 @@ async function save(socketPath: string, output: string): Promise<number> {
     client.close();
     throw new UsageError(`cannot create ${output}: ${e instanceof SyscallError ? e.code : e}`);
   }
-  const progress = new Progress("saving");
   try {
     negotiateDeviceState(client);
-    const result = saveDeviceState(client, new FdSink(fd), {
-      onProgress: (b) => progress.update(b),
-    });
+    const [result, ms] = timedTransfer(
+      "saving",
+      (onProgress) => saveDeviceState(client, new FdSink(fd), { onProgress }),
+    );
     closeQuietly(fd);
     fd = -1;
     await Deno.rename(temp, output);
-    progress.done();
-    console.error(`saved ${(result.bytes / 2 ** 20).toFixed(1)} MiB of device state to ${output}`);
+    console.error(`saved ${describeTransfer(result.bytes, ms)} to ${output}`);
     return 0;
   } catch (e) {
-    progress.done();
     await Deno.remove(temp).catch(() => {});
     transferError(e, "save");
   } finally {
@@ -122,26 +184,42 @@ async function save(socketPath: string, output: string): Promise<number> {
   }
 }
 
+/** True when `fd` is a regular file (it can be checked completely before it is sent). */
+function isRegularFile(fd: number): boolean {
+  return (fstat(fd).mode & S_IFMT) === S_IFREG;
+}
+
+/**
+ * Loads FILE, or stdin for `-i -`. A regular file is checked completely
+ * first; a stream (stdin, a FIFO) cannot be read twice, so there the
+ * back-end's all-or-nothing LOAD is the check: it verifies the whole stream
+ * before applying anything and keeps its state when the stream is
+ * truncated or corrupt.
+ */
 function load(socketPath: string, input: string): number {
-  checkStateFile(input);
-  const fd = openInput(input);
+  const name = input === STANDARD_STREAM ? "stdin" : input;
+  const fd = input === STANDARD_STREAM ? STDIN_FD : openInput(input);
+  try {
+    if (isRegularFile(fd)) checkStateFile(fd, name);
+    return loadFrom(socketPath, fd, name);
+  } finally {
+    if (fd !== STDIN_FD) closeQuietly(fd);
+  }
+}
+
+function loadFrom(socketPath: string, fd: number, name: string): number {
   const client = connect(socketPath);
-  const progress = new Progress("loading");
   try {
     negotiateDeviceState(client);
-    const result = loadDeviceState(client, new FdSource(fd), {
-      onProgress: (b) => progress.update(b),
-    });
-    progress.done();
-    console.error(
-      `loaded ${(result.bytes / 2 ** 20).toFixed(1)} MiB of device state from ${input}`,
+    const [result, ms] = timedTransfer(
+      "loading",
+      (onProgress) => loadDeviceState(client, new FdSource(fd), { onProgress }),
     );
+    console.error(`loaded ${describeTransfer(result.bytes, ms)} from ${name}`);
     return 0;
   } catch (e) {
-    progress.done();
     transferError(e, "state");
   } finally {
-    closeQuietly(fd);
     client.close();
   }
 }
