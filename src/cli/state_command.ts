@@ -35,6 +35,7 @@ import {
   VhostUserClient,
 } from "../frontend/mod.ts";
 import { UsageError } from "./usage_error.ts";
+import { runStateDiff } from "./state_diff.ts";
 import { Progress } from "./progress.ts";
 import { deviceModule } from "../devices/device_list.ts";
 
@@ -258,7 +259,7 @@ export async function runState(args: string[]): Promise<number> {
     ({ values, positionals } = parseArgs({
       args: rest,
       strict: true,
-      allowPositionals: action === "inspect",
+      allowPositionals: action === "inspect" || action === "diff",
       options: {
         "socket-path": { type: "string" },
         output: { type: "string", short: "o" },
@@ -289,7 +290,10 @@ export async function runState(args: string[]): Promise<number> {
     case "inspect":
       if (positionals.length !== 1) throw new UsageError("state inspect needs exactly one FILE");
       return inspect(positionals[0], values.json ?? false);
+    case "diff":
+      if (positionals.length !== 2) throw new UsageError("state diff needs two files: A B");
+      return runStateDiff(positionals[0], positionals[1], values.json ?? false);
     default:
-      throw new UsageError(`unknown state action "${action}" (save, load or inspect)`);
+      throw new UsageError(`unknown state action "${action}" (save, load, inspect or diff)`);
   }
 }
