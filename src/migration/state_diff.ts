@@ -10,7 +10,14 @@
 
 import { Buffer } from "node:buffer";
 import { createHash, type Hash } from "node:crypto";
-import { closeQuietly, O_CLOEXEC, O_RDONLY, openFile, pread } from "../../ffi/mod.ts";
+import {
+  closeQuietly,
+  O_CLOEXEC,
+  O_RDONLY,
+  openFile,
+  pread,
+  SyscallError,
+} from "../../ffi/mod.ts";
 import { FdSource } from "./byte_stream.ts";
 import { canonicalJson, toHex } from "./fingerprint.ts";
 import { inspectState, type StateSummary } from "./inspect.ts";
@@ -56,7 +63,8 @@ export function indexStateFile(path: string): IndexedState {
   try {
     fd = openFile(path, O_RDONLY | O_CLOEXEC);
   } catch (e) {
-    throw new StateDiffInputError(`cannot open ${path}: ${e instanceof Error ? e.message : e}`);
+    const why = e instanceof SyscallError ? e.code : e instanceof Error ? e.message : e;
+    throw new StateDiffInputError(`cannot open ${path}: ${why}`);
   }
   try {
     const pieces: DataPiece[] = [];
