@@ -10,14 +10,7 @@
 
 import { Buffer } from "node:buffer";
 import { createHash, type Hash } from "node:crypto";
-import {
-  closeQuietly,
-  O_CLOEXEC,
-  O_RDONLY,
-  openFile,
-  pread,
-  SyscallError,
-} from "../../ffi/mod.ts";
+import { closeQuietly, O_CLOEXEC, O_RDONLY, openFile, pread, SyscallError } from "../../ffi/mod.ts";
 import { FdSource } from "./byte_stream.ts";
 import { canonicalJson, toHex } from "./fingerprint.ts";
 import { inspectState, type StateSummary } from "./inspect.ts";
