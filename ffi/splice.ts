@@ -40,3 +40,17 @@ export function splice(
     if (lastErrno() !== EINTR) throwLastError("splice", `fd ${fdIn} to fd ${fdOut}`);
   }
 }
+
+/** ioctl request: bytes waiting to be read (on a pipe, from either end). */
+const FIONREAD = 0x541b;
+
+/**
+ * Bytes in a pipe not read yet (`ioctl` FIONREAD; works on either end).
+ * After splicing file pages into a pipe, the pipe still refers to those
+ * pages until this is 0: a later write to the file shows in the pipe.
+ */
+export function pipeBytesQueued(fd: number): number {
+  const count = new Int32Array(1);
+  if (libc().ioctl(fd, BigInt(FIONREAD), count) < 0) throwLastError("ioctl", `FIONREAD fd ${fd}`);
+  return count[0];
+}

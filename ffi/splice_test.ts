@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { closeQuietly, pipe2, pread, pwrite, readFd, writeAll } from "./fd.ts";
 import { EINVAL, SyscallError } from "./errno.ts";
 import { ftruncate, memfdCreate } from "./memory.ts";
-import { splice } from "./splice.ts";
+import { pipeBytesQueued, splice } from "./splice.ts";
 
 Deno.test("splice: from a memfd at an offset into a pipe, and from the pipe into a memfd at an offset", () => {
   const source = memfdCreate("splice-source");
@@ -46,5 +46,20 @@ Deno.test("splice: two files (no pipe) is EINVAL, for the caller's read-and-writ
   } finally {
     closeQuietly(a);
     closeQuietly(b);
+  }
+});
+
+Deno.test("pipeBytesQueued: what is in a pipe, seen from either end", () => {
+  const [r, w] = pipe2();
+  try {
+    assert.equal(pipeBytesQueued(w), 0);
+    writeAll(w, new Uint8Array(1000));
+    assert.equal(pipeBytesQueued(w), 1000);
+    assert.equal(pipeBytesQueued(r), 1000);
+    readFd(r, new Uint8Array(600));
+    assert.equal(pipeBytesQueued(w), 400);
+  } finally {
+    closeQuietly(r);
+    closeQuietly(w);
   }
 });

@@ -51,14 +51,14 @@ export function fillRandom(bytes: Uint8Array): void {
   }
 }
 
-function startVhostd(dir: string, name: string, size: number): Promise<Peer> {
+export function startVhostd(dir: string, name: string, size: number): Promise<Peer> {
   const socket = `${dir}/${name}.sock`;
   const args = ["run", "-A", MAIN, "blk", "--ram", String(size), "--socket-path", socket];
   return startPeer(`vhostd ${name}`, Deno.execPath(), [...args, "--log-level", "warn"], socket);
 }
 
 /** Writes random data over the whole disk through the front-end (1 MiB requests). */
-function fillDisk(socket: string, size: number): void {
+export function fillDisk(socket: string, size: number): void {
   const client = VhostUserClient.connect(socket);
   const memory = SharedGuestMemory.create({ size: 8 << 20 });
   try {
@@ -88,6 +88,21 @@ function timed<T>(f: () => T): [T, number] {
   const t0 = performance.now();
   const result = f();
   return [result, (performance.now() - t0) / 1000];
+}
+
+/** CPU time (user + system, every thread) a process has used so far, in ms. */
+function cpuMs(pid: number): number {
+  const fields = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ");
+  const ticksPerSecond = 100; // USER_HZ on Linux
+  return (Number(fields[11]) + Number(fields[12])) * (1000 / ticksPerSecond);
+}
+
+/** Runs `transfer` and adds the CPU time `peer` spent meanwhile to `into`. */
+async function withCpu<T>(peer: Peer, into: number[], transfer: () => Promise<T> | T): Promise<T> {
+  const before = cpuMs(peer.child.pid);
+  const result = await transfer();
+  into.push(cpuMs(peer.child.pid) - before);
+  return result;
 }
 
 /** Rate in MiB/s of `bytes` moved in `seconds`. */
@@ -246,12 +261,15 @@ export async function runStateBench(size: number, runs = 3): Promise<void> {
       bothSave: [],
       bothLoad: [],
     };
+    const [source, target] = peers;
+    const saveCpu: number[] = [];
+    const loadCpu: number[] = [];
     for (let run = 0; run < runs; run++) {
       const [s, l] = inProcessRun(dir, file);
       results.inSave.push(s);
       results.inLoad.push(l);
-      results.pipeSave.push(await saveIntoPipe(dir));
-      results.pipeLoad.push(await loadFromPipe(dir, file));
+      results.pipeSave.push(await withCpu(source, saveCpu, () => saveIntoPipe(dir)));
+      results.pipeLoad.push(await withCpu(target, loadCpu, () => loadFromPipe(dir, file)));
       const [bs, bl] = await pipeline(dir);
       results.bothSave.push(bs);
       results.bothLoad.push(bl);
@@ -268,6 +286,13 @@ export async function runStateBench(size: number, runs = 3): Promise<void> {
     row("LOAD `state load -i -` from a pipe", results.pipeLoad);
     row("SAVE in `save -o - | load -i -`", results.bothSave);
     row("LOAD in `save -o - | load -i -`", results.bothLoad);
+    // CPU time does not depend on what else the machine runs: it says what
+    // one free core per back-end would allow.
+    const perGib = (values: number[]) => median(values) / (size / 2 ** 30);
+    console.log(
+      `  back-end CPU per GiB through a pipe (all its threads, the kernel's io_uring workers ` +
+        `included): SAVE ${perGib(saveCpu).toFixed(0)} ms, LOAD ${perGib(loadCpu).toFixed(0)} ms`,
+    );
   } finally {
     for (const peer of peers) await stopPeer(peer);
     await Deno.remove(dir, { recursive: true });

@@ -18,9 +18,14 @@ import {
   O_TRUNC,
   O_WRONLY,
   openFile,
+  pipeBytesQueued,
+  POLLERR,
+  pollFd,
+  POLLOUT,
   S_IFMT,
   S_IFREG,
   SEEK_SET,
+  setPipeSize,
   SyscallError,
 } from "../../ffi/mod.ts";
 import { FdSink, FdSource } from "../migration/byte_stream.ts";
@@ -128,18 +133,44 @@ function timedTransfer<T>(
   }
 }
 
+/** How often to look whether stdout's reader has taken the last bytes. */
+const DRAIN_POLL_MS = 2;
+
+/**
+ * Waits until the pipe on stdout is empty, or its reader is gone. The
+ * back-end spliced its RAM disk's pages into the stream, and so did this
+ * tool into stdout: until they are read, the pipe refers to the disk's
+ * pages, and a write to the disk (by a VMM attaching once this tool lets
+ * the back-end go) would change bytes already "saved". Nothing for a file.
+ */
+async function drainStdout(): Promise<void> {
+  for (;;) {
+    let queued: number;
+    try {
+      queued = pipeBytesQueued(STDOUT_FD);
+    } catch {
+      return; // not a pipe
+    }
+    if (queued === 0 || (pollFd(STDOUT_FD, POLLOUT, 0) & POLLERR) !== 0) return;
+    await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
+  }
+}
+
 /** Saves to stdout: no temporary file; a failed save leaves the reader a truncated stream. */
-function saveToStdout(socketPath: string): number {
+async function saveToStdout(socketPath: string): Promise<number> {
   if (Deno.stdout.isTerminal()) {
     throw new UsageError("refusing to write a binary state stream to a terminal (-o -)");
   }
   const client = connect(socketPath);
+  growPipe(STDOUT_FD);
   try {
     negotiateDeviceState(client);
     const [result, ms] = timedTransfer(
       "saving",
       (onProgress) => saveDeviceState(client, new FdSink(STDOUT_FD), { onProgress }),
     );
+    // Only then let the back-end go (see drainStdout).
+    await drainStdout();
     console.error(`saved ${describeTransfer(result.bytes, ms)} to stdout`);
     return 0;
   } catch (e) {
@@ -154,7 +185,7 @@ function saveToStdout(socketPath: string): number {
 }
 
 async function save(socketPath: string, output: string): Promise<number> {
-  if (output === STANDARD_STREAM) return saveToStdout(socketPath);
+  if (output === STANDARD_STREAM) return await saveToStdout(socketPath);
   const client = connect(socketPath);
   // Write to a temporary name first: a failed save never leaves a truncated file behind.
   const temp = `${output}.partial-${Deno.pid}`;
@@ -185,6 +216,22 @@ async function save(socketPath: string, output: string): Promise<number> {
   }
 }
 
+/** Capacity asked for a pipe on stdin or stdout: as large as the state pipe's. */
+const STREAM_PIPE_SIZE = 1 << 20;
+
+/**
+ * Grows a pipe on stdin or stdout to 1 MiB (a shell pipe has 64 KiB):
+ * each splice then moves 16 times more. Not a pipe, or over the limit of
+ * /proc/sys/fs/pipe-max-size: left as it is.
+ */
+function growPipe(fd: number): void {
+  try {
+    setPipeSize(fd, STREAM_PIPE_SIZE);
+  } catch {
+    // not a pipe, or not allowed: the default capacity works too
+  }
+}
+
 /** True when `fd` is a regular file (it can be checked completely before it is sent). */
 function isRegularFile(fd: number): boolean {
   return (fstat(fd).mode & S_IFMT) === S_IFREG;
@@ -202,6 +249,7 @@ function load(socketPath: string, input: string): number {
   const fd = input === STANDARD_STREAM ? STDIN_FD : openInput(input);
   try {
     if (isRegularFile(fd)) checkStateFile(fd, name);
+    else growPipe(fd);
     return loadFrom(socketPath, fd, name);
   } finally {
     if (fd !== STDIN_FD) closeQuietly(fd);
