@@ -227,6 +227,22 @@ Deno.test({
         () => loadInto(new MemorySource(stream.subarray(0, 10 * MiB + 77)), size),
         (e) => e instanceof StateFormatError && /truncated/.test(e.message),
       );
+      // Small extents (a sparse disk: 8 KiB of data every 64 KiB) go the ordinary way.
+      const sparseSize = 16 * MiB;
+      const extents: [number, number, number][] = [];
+      for (let at = 0; at < sparseSize; at += 65536) extents.push([at, 8192, at / 65536 + 1]);
+      const sparseDisk = makeDisk(sparseSize, extents);
+      const staged = memfdCreate("staging");
+      try {
+        ftruncate(staged, sparseSize);
+        const sparse = streamOf(sparseDisk, sparseSize);
+        const moved = loadIntoFd(new MemorySource(sparse, 50_000), staged, sparseSize, true);
+        assert.equal(moved, 0, "no small extent went through the stager");
+        assert.equal(crcOf(staged, sparseSize), crcOf(sparseDisk, sparseSize));
+      } finally {
+        closeFd(staged);
+        closeFd(sparseDisk);
+      }
       // Corrupt data still fails the checksum, though it went straight to staging.
       const flipped = stream.slice();
       flipped[5 * MiB] ^= 0x40;

@@ -32,6 +32,8 @@ import {
 export type { StateHeader } from "./state_header.ts";
 
 const INPUT_BUFFER_LENGTH = 1024 * 1024;
+/** Extents shorter than this skip a direct data path: per-extent reads and writes would cost more. */
+const DIRECT_MIN_EXTENT = 64 * 1024;
 
 /** Options of a {@linkcode StateReader}. */
 export interface StateReaderOptions {
@@ -332,6 +334,8 @@ export class StateReader {
     const hook: DirectHook | undefined = direct &&
       ((left) => {
         if (parser.dataLeft === 0) return Math.min(left, parser.recordBytesLeft);
+        // Small extents (a sparse disk) are cheaper read with the rest of their chunk at once.
+        if (parser.dataLeft < DIRECT_MIN_EXTENT) return left;
         const moved = direct.move(parser.dataOffset, Math.min(left, parser.dataLeft));
         parser.skipData(moved.length);
         return moved;
