@@ -49,6 +49,11 @@ export const LIBC_SYMBOLS = {
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32", nonblocking: false },
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32", nonblocking: false },
   pipe2: { parameters: ["buffer", "i32"], result: "i32", nonblocking: false },
+  splice: {
+    parameters: ["i32", "buffer", "i32", "buffer", "usize", "u32"],
+    result: "isize",
+    nonblocking: false,
+  },
 
   // Memory.
   memfd_create: { parameters: ["buffer", "u32"], result: "i32", nonblocking: false },

@@ -20,4 +20,5 @@ export * from "./rlimit.ts";
 export * from "./sandbox.ts";
 export * from "./socket.ts";
 export * from "./socket_options.ts";
+export * from "./splice.ts";
 export * from "./xattr.ts";

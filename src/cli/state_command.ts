@@ -10,15 +10,26 @@
 import { parseArgs } from "node:util";
 import {
   closeQuietly,
+  fstat,
+  lseek,
   O_CLOEXEC,
   O_CREAT,
   O_RDONLY,
   O_TRUNC,
   O_WRONLY,
   openFile,
+  pipeBytesQueued,
+  POLLERR,
+  pollFd,
+  POLLOUT,
+  S_IFMT,
+  S_IFREG,
+  SEEK_SET,
+  setPipeSize,
   SyscallError,
 } from "../../ffi/mod.ts";
 import { FdSink, FdSource } from "../migration/byte_stream.ts";
+import { StateStreamError } from "../migration/errors.ts";
 import { formatSummary, inspectState, summaryToJson } from "../migration/inspect.ts";
 import {
   BackendRefused,
@@ -29,6 +40,7 @@ import {
   VhostUserClient,
 } from "../frontend/mod.ts";
 import { UsageError } from "./usage_error.ts";
+import { runStateDiff } from "./state_diff.ts";
 import { Progress } from "./progress.ts";
 import { deviceModule } from "../devices/device_list.ts";
 
@@ -37,13 +49,22 @@ export const STATE_HELP = `Usage:
   vhostd state save --socket-path PATH -o FILE   save a back-end's device state to FILE
   vhostd state load --socket-path PATH -i FILE   load FILE into a back-end
   vhostd state inspect FILE [--json]             show a state file
+  vhostd state diff A B [--json]                 show what differs between two state files
+
+-o - writes the stream to stdout and -i - reads it from stdin, for pipes:
+  vhostd state save --socket-path a.sock -o - | ssh host vhostd state load --socket-path b.sock -i -
 
 save and load connect to a back-end that has no VMM attached, as its
 front-end, and use the vhost-user DEVICE_STATE interface. A load is
 all-or-nothing: the back-end keeps what it had unless the whole file is
-valid and fits its configuration (the back-end's log says why not).
-Exit codes: 0 done, 1 transfer failed, 2 bad arguments or bad input.
+valid and fits its configuration (the back-end's log says why not); a
+truncated or corrupt stream on stdin is refused like a bad file.
+Exit codes: 0 done, 1 transfer failed, 2 bad arguments or bad input;
+diff: 0 identical, 1 different, 2 bad input.
 `;
+
+const STDIN_FD = 0;
+const STDOUT_FD = 1;
 
 /** How long to keep trying to reach the back-end. */
 const CONNECT_TIMEOUT_MS = 2_000;
@@ -68,17 +89,15 @@ function openInput(path: string): number {
   }
 }
 
-/** Checks a file completely before anything is sent: a bad file is the user's input error. */
-function checkStateFile(path: string): string {
-  const fd = openInput(path);
-  try {
-    const summary = inspectState(new FdSource(fd));
-    if (!summary.header) throw new UsageError(`${path} is not a vhostd state file`);
-    if (summary.error) throw new UsageError(`${path}: ${summary.error}`);
-    return summary.header.kind;
-  } finally {
-    closeQuietly(fd);
-  }
+/**
+ * Checks a regular file completely before anything is sent (a bad file is
+ * the user's input error), then rewinds it for the transfer.
+ */
+function checkStateFile(fd: number, name: string): void {
+  const summary = inspectState(new FdSource(fd));
+  if (!summary.header) throw new UsageError(`${name} is not a vhostd state file`);
+  if (summary.error) throw new UsageError(`${name}: ${summary.error}`);
+  lseek(fd, 0, SEEK_SET);
 }
 
 function transferError(e: unknown, what: string): never {
@@ -89,7 +108,84 @@ function transferError(e: unknown, what: string): never {
   throw e;
 }
 
+/** `-o -` / `-i -`: standard output or input. */
+const STANDARD_STREAM = "-";
+
+/** "1024.0 MiB of device state in 480 ms (2133 MiB/s)"; the benchmark reads these figures. */
+function describeTransfer(bytes: number, ms: number): string {
+  const mib = bytes / 2 ** 20;
+  const amount = bytes < 2 ** 20 ? `${bytes} bytes` : `${mib.toFixed(1)} MiB`;
+  const rate = ms > 0 ? ` (${(mib / (ms / 1000)).toFixed(0)} MiB/s)` : "";
+  return `${amount} of device state in ${ms.toFixed(0)} ms${rate}`;
+}
+
+/** Runs `transfer` with progress on stderr; returns its result and how long it took. */
+function timedTransfer<T>(
+  label: string,
+  transfer: (onProgress: (bytes: number) => void) => T,
+): [T, number] {
+  const progress = new Progress(label);
+  const started = performance.now();
+  try {
+    return [transfer((b) => progress.update(b)), performance.now() - started];
+  } finally {
+    progress.done();
+  }
+}
+
+/** How often to look whether stdout's reader has taken the last bytes. */
+const DRAIN_POLL_MS = 2;
+
+/**
+ * Waits until the pipe on stdout is empty, or its reader is gone. The
+ * back-end spliced its RAM disk's pages into the stream, and so did this
+ * tool into stdout: until they are read, the pipe refers to the disk's
+ * pages, and a write to the disk (by a VMM attaching once this tool lets
+ * the back-end go) would change bytes already "saved". Nothing for a file.
+ */
+async function drainStdout(): Promise<void> {
+  for (;;) {
+    let queued: number;
+    try {
+      queued = pipeBytesQueued(STDOUT_FD);
+    } catch {
+      return; // not a pipe
+    }
+    if (queued === 0 || (pollFd(STDOUT_FD, POLLOUT, 0) & POLLERR) !== 0) return;
+    await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
+  }
+}
+
+/** Saves to stdout: no temporary file; a failed save leaves the reader a truncated stream. */
+async function saveToStdout(socketPath: string): Promise<number> {
+  if (Deno.stdout.isTerminal()) {
+    throw new UsageError("refusing to write a binary state stream to a terminal (-o -)");
+  }
+  const client = connect(socketPath);
+  growPipe(STDOUT_FD);
+  try {
+    negotiateDeviceState(client);
+    const [result, ms] = timedTransfer(
+      "saving",
+      (onProgress) => saveDeviceState(client, new FdSink(STDOUT_FD), { onProgress }),
+    );
+    // Only then let the back-end go (see drainStdout).
+    await drainStdout();
+    console.error(`saved ${describeTransfer(result.bytes, ms)} to stdout`);
+    return 0;
+  } catch (e) {
+    if (e instanceof StateStreamError) {
+      // Exit code 1: the transfer failed; whoever reads stdout got a truncated stream.
+      throw new Error(`writing the state to stdout failed: ${e.message}`);
+    }
+    transferError(e, "save");
+  } finally {
+    client.close();
+  }
+}
+
 async function save(socketPath: string, output: string): Promise<number> {
+  if (output === STANDARD_STREAM) return await saveToStdout(socketPath);
   const client = connect(socketPath);
   // Write to a temporary name first: a failed save never leaves a truncated file behind.
   const temp = `${output}.partial-${Deno.pid}`;
@@ -100,20 +196,18 @@ async function save(socketPath: string, output: string): Promise<number> {
     client.close();
     throw new UsageError(`cannot create ${output}: ${e instanceof SyscallError ? e.code : e}`);
   }
-  const progress = new Progress("saving");
   try {
     negotiateDeviceState(client);
-    const result = saveDeviceState(client, new FdSink(fd), {
-      onProgress: (b) => progress.update(b),
-    });
+    const [result, ms] = timedTransfer(
+      "saving",
+      (onProgress) => saveDeviceState(client, new FdSink(fd), { onProgress }),
+    );
     closeQuietly(fd);
     fd = -1;
     await Deno.rename(temp, output);
-    progress.done();
-    console.error(`saved ${(result.bytes / 2 ** 20).toFixed(1)} MiB of device state to ${output}`);
+    console.error(`saved ${describeTransfer(result.bytes, ms)} to ${output}`);
     return 0;
   } catch (e) {
-    progress.done();
     await Deno.remove(temp).catch(() => {});
     transferError(e, "save");
   } finally {
@@ -122,26 +216,59 @@ async function save(socketPath: string, output: string): Promise<number> {
   }
 }
 
+/** Capacity asked for a pipe on stdin or stdout: as large as the state pipe's. */
+const STREAM_PIPE_SIZE = 1 << 20;
+
+/**
+ * Grows a pipe on stdin or stdout to 1 MiB (a shell pipe has 64 KiB):
+ * each splice then moves 16 times more. Not a pipe, or over the limit of
+ * /proc/sys/fs/pipe-max-size: left as it is.
+ */
+function growPipe(fd: number): void {
+  try {
+    setPipeSize(fd, STREAM_PIPE_SIZE);
+  } catch {
+    // not a pipe, or not allowed: the default capacity works too
+  }
+}
+
+/** True when `fd` is a regular file (it can be checked completely before it is sent). */
+function isRegularFile(fd: number): boolean {
+  return (fstat(fd).mode & S_IFMT) === S_IFREG;
+}
+
+/**
+ * Loads FILE, or stdin for `-i -`. A regular file is checked completely
+ * first; a stream (stdin, a FIFO) cannot be read twice, so there the
+ * back-end's all-or-nothing LOAD is the check: it verifies the whole stream
+ * before applying anything and keeps its state when the stream is
+ * truncated or corrupt.
+ */
 function load(socketPath: string, input: string): number {
-  checkStateFile(input);
-  const fd = openInput(input);
+  const name = input === STANDARD_STREAM ? "stdin" : input;
+  const fd = input === STANDARD_STREAM ? STDIN_FD : openInput(input);
+  try {
+    if (isRegularFile(fd)) checkStateFile(fd, name);
+    else growPipe(fd);
+    return loadFrom(socketPath, fd, name);
+  } finally {
+    if (fd !== STDIN_FD) closeQuietly(fd);
+  }
+}
+
+function loadFrom(socketPath: string, fd: number, name: string): number {
   const client = connect(socketPath);
-  const progress = new Progress("loading");
   try {
     negotiateDeviceState(client);
-    const result = loadDeviceState(client, new FdSource(fd), {
-      onProgress: (b) => progress.update(b),
-    });
-    progress.done();
-    console.error(
-      `loaded ${(result.bytes / 2 ** 20).toFixed(1)} MiB of device state from ${input}`,
+    const [result, ms] = timedTransfer(
+      "loading",
+      (onProgress) => loadDeviceState(client, new FdSource(fd), { onProgress }),
     );
+    console.error(`loaded ${describeTransfer(result.bytes, ms)} from ${name}`);
     return 0;
   } catch (e) {
-    progress.done();
     transferError(e, "state");
   } finally {
-    closeQuietly(fd);
     client.close();
   }
 }
@@ -180,7 +307,7 @@ export async function runState(args: string[]): Promise<number> {
     ({ values, positionals } = parseArgs({
       args: rest,
       strict: true,
-      allowPositionals: action === "inspect",
+      allowPositionals: action === "inspect" || action === "diff",
       options: {
         "socket-path": { type: "string" },
         output: { type: "string", short: "o" },
@@ -211,7 +338,10 @@ export async function runState(args: string[]): Promise<number> {
     case "inspect":
       if (positionals.length !== 1) throw new UsageError("state inspect needs exactly one FILE");
       return inspect(positionals[0], values.json ?? false);
+    case "diff":
+      if (positionals.length !== 2) throw new UsageError("state diff needs two files: A B");
+      return runStateDiff(positionals[0], positionals[1], values.json ?? false);
     default:
-      throw new UsageError(`unknown state action "${action}" (save, load or inspect)`);
+      throw new UsageError(`unknown state action "${action}" (save, load, inspect or diff)`);
   }
 }

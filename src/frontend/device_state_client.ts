@@ -8,7 +8,7 @@
  * @module
  */
 
-import { closeQuietly, pipe2, readFd, setPipeSize, SyscallError, writeFd } from "../../ffi/mod.ts";
+import { closeQuietly, pipe2, setPipeSize } from "../../ffi/mod.ts";
 import {
   bit,
   DeviceStateDirection,
@@ -19,9 +19,7 @@ import {
 } from "../protocol/mod.ts";
 import type { ByteSink, ByteSource } from "../migration/byte_stream.ts";
 import type { VhostUserClient } from "./vhost_user_client.ts";
-
-/** Size of each read or write on the state pipe, and the pipe's capacity. */
-const CHUNK = 1 << 20;
+import { PUMP_CHUNK as CHUNK, pumpFromPipe, pumpIntoPipe } from "./state_pump.ts";
 
 /** A pipe with a 1 MiB buffer: 16 times fewer wake-ups than the default 64 KiB. */
 function statePipe(): [number, number] {
@@ -96,15 +94,7 @@ export function saveDeviceState(
       // The back-end has its own copy; ours must go, or the stream never ends.
       closeQuietly(writeEnd);
     }
-    const buffer = new Uint8Array(CHUNK);
-    let bytes = 0;
-    for (;;) {
-      const n = readFd(source, buffer);
-      if (n === 0) break;
-      out.write(buffer.subarray(0, n));
-      bytes += n;
-      opts.onProgress?.(bytes);
-    }
+    const bytes = pumpFromPipe(source, out, opts.onProgress);
     closeQuietly(source);
     source = -1;
     client.checkDeviceState();
@@ -142,22 +132,7 @@ export function loadDeviceState(
     } finally {
       closeQuietly(readEnd);
     }
-    const buffer = new Uint8Array(CHUNK);
-    let bytes = 0;
-    pump: for (;;) {
-      const n = input.read(buffer);
-      if (n === 0) break;
-      for (let off = 0; off < n;) {
-        try {
-          off += writeFd(sink, buffer.subarray(off, n));
-        } catch (e) {
-          if (e instanceof SyscallError && e.code === "EPIPE") break pump;
-          throw e;
-        }
-      }
-      bytes += n;
-      opts.onProgress?.(bytes);
-    }
+    const bytes = pumpIntoPipe(input, sink, opts.onProgress);
     closeQuietly(sink);
     sink = -1;
     client.checkDeviceState();

@@ -13,6 +13,7 @@
 
 import {
   EAGAIN,
+  EINVAL,
   EPIPE,
   isErrno,
   pollFd,
@@ -20,6 +21,7 @@ import {
   POLLIN,
   POLLOUT,
   readFd,
+  splice,
   writeFd,
 } from "../../ffi/mod.ts";
 import { StateStreamError } from "./errors.ts";
@@ -45,6 +47,13 @@ export interface ByteSink {
    * keep a reference: the caller reuses the buffer afterwards.
    */
   write(bytes: Uint8Array): void;
+  /**
+   * Optional: moves `length` bytes of file `fd` from `offset` to the sink
+   * inside the kernel (splice), as `write` would have written them. Returns
+   * false, having moved nothing, when this sink and `fd` cannot do that;
+   * then the caller writes the bytes.
+   */
+  spliceFrom?(fd: number, offset: number, length: number): boolean;
 }
 
 /** Where a stream's bytes come from. */
@@ -151,6 +160,37 @@ export class FdSink implements ByteSink {
       if (n === 0) throw ioFailure("writing to", this.fd, "0 bytes accepted");
       done += n;
     }
+  }
+
+  /**
+   * Splices `length` bytes of `fd` from `offset` into this fd (one of them
+   * must be a pipe): the bytes do not pass through this process, and from
+   * a shmem or page-cache file the pipe takes references to its pages.
+   * Waits and fails as {@linkcode write} does; false when splice is not
+   * supported here (EINVAL before any byte moved).
+   */
+  spliceFrom(fd: number, offset: number, length: number): boolean {
+    let done = 0;
+    while (done < length) {
+      this.#waiter.checkCancel();
+      let n: number;
+      try {
+        n = splice(fd, offset + done, this.fd, undefined, length - done);
+      } catch (error) {
+        if (isErrno(error, EAGAIN)) {
+          this.#waiter.wait(POLLOUT);
+          continue;
+        }
+        if (done === 0 && isErrno(error, EINVAL)) return false;
+        if (isErrno(error, EPIPE)) {
+          throw new StateStreamError("peer closed the stream", { cause: error });
+        }
+        throw ioFailure("splicing to", this.fd, error);
+      }
+      if (n === 0) throw ioFailure("splicing to", this.fd, `fd ${fd} ended at ${offset + done}`);
+      done += n;
+    }
+    return true;
   }
 }
 

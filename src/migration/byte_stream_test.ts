@@ -147,3 +147,42 @@ Deno.test("a source that never has to wait still sees the cancel fd", () => {
     closeFd(cancel);
   }
 });
+
+Deno.test("FdSink.spliceFrom moves file bytes into a pipe; false where splice cannot; a closed peer", () => {
+  const file = memfdCreate("splice-from");
+  const [readEnd, writeEnd] = pipe2();
+  let readOpen = true;
+  try {
+    const data = new Uint8Array(100_000).map((_, i) => (i * 13) & 0xff);
+    new FdSink(file).write(data);
+    assert.equal(new FdSink(writeEnd).spliceFrom(file, 1000, 30_000), true);
+    const got = new Uint8Array(30_000);
+    const source = new FdSource(readEnd);
+    for (let length = 0; length < got.length;) length += source.read(got.subarray(length));
+    assert.deepEqual(got, data.subarray(1000, 31_000));
+
+    // File to file: no pipe, so splice cannot; nothing was moved.
+    const other = memfdCreate("splice-to");
+    try {
+      assert.equal(new FdSink(other).spliceFrom(file, 0, 100), false);
+    } finally {
+      closeFd(other);
+    }
+    // More than the 64 KiB pipe holds, on a non-blocking fd: it waits (here until the stall limit).
+    setNonBlocking(writeEnd, true);
+    assert.throws(
+      () => new FdSink(writeEnd, { stallMs: 20 }).spliceFrom(file, 0, 100_000),
+      (e) => e instanceof StateStreamError && /no progress/.test(e.message),
+    );
+    closeFd(readEnd);
+    readOpen = false;
+    assert.throws(
+      () => new FdSink(writeEnd).spliceFrom(file, 0, 10),
+      (e) => e instanceof StateStreamError && e.message === "peer closed the stream",
+    );
+  } finally {
+    closeFd(file);
+    closeFd(writeEnd);
+    if (readOpen) closeFd(readEnd);
+  }
+});

@@ -61,12 +61,27 @@ function declaredDiskSize(metadata: unknown): number {
 }
 
 /**
+ * Optional observers of {@linkcode inspectState}'s pass over a stream (for
+ * `state diff`, which indexes a file in the same pass). Nothing they are
+ * given is trustworthy until the summary says `checksumOk`.
+ */
+export interface InspectObservers {
+  /**
+   * RAM disk data: `length` bytes for disk `diskOffset` lie, contiguous, at
+   * `streamOffset` of the stream (a piece never spans two chunks).
+   */
+  onRamDiskData?: (diskOffset: number, length: number, streamOffset: number) => void;
+  /** Payload of a section other than METADATA and RAM_DISK, in order, in pieces. */
+  onOtherPayload?: (sectionIndex: number, piece: Uint8Array) => void;
+}
+
+/**
  * Reads `source` to its end and describes it. Never throws for bad data or
  * a failing fd: the problem is in `error`, and reading continues past content
  * problems (bad JSON, bad extents, unknown mandatory sections) so that the
  * checksum is still verified.
  */
-export function inspectState(source: ByteSource): StateSummary {
+export function inspectState(source: ByteSource, observers: InspectObservers = {}): StateSummary {
   const reader = new StateReader(source, { refuseUnknownMandatory: false });
   const summary: StateSummary = { sections: [], checksumOk: false, totalBytes: 0 };
   let contentError: string | undefined;
@@ -97,13 +112,21 @@ export function inspectState(source: ByteSource): StateSummary {
             }
           }
         } else if (section.type === SectionType.RAM_DISK) {
-          const totals = readExtents(reader, declaredDiskSize(summary.metadata), noteProblem);
+          const totals = readExtents(
+            reader,
+            declaredDiskSize(summary.metadata),
+            noteProblem,
+            observers.onRamDiskData,
+          );
           if (totals !== undefined) summary.ramDisk = totals;
         } else {
           if (section.mandatory && !KNOWN_SECTION_TYPES.has(section.type)) {
             noteProblem(`unknown mandatory section type ${section.type}`);
           }
-          reader.skipSection();
+          const onPayload = observers.onOtherPayload;
+          const index = summary.sections.length - 1;
+          if (onPayload) reader.readChunks((piece) => onPayload(index, piece));
+          else reader.skipSection();
         }
       } finally {
         const { bytes, chunks } = reader.sectionProgress;
@@ -144,18 +167,29 @@ function readExtents(
   reader: StateReader,
   size: number,
   noteProblem: (message: string) => void,
+  onData: InspectObservers["onRamDiskData"],
 ): ExtentTotals | undefined {
-  const parser = new ExtentParser(size);
+  // Where the piece being parsed starts in the stream: data views are subarrays of it.
+  let piece: Uint8Array | undefined;
+  let pieceAt = 0;
+  const parser = new ExtentParser(
+    size,
+    onData &&
+      ((offset, bytes) =>
+        onData(offset, bytes.length, pieceAt + bytes.byteOffset - piece!.byteOffset)),
+  );
   let valid = true;
   const fail = (error: unknown) => {
     if (!(error instanceof StateFormatError)) throw error;
     valid = false;
     noteProblem(error.message);
   };
-  reader.readChunks((piece) => {
+  reader.readChunks((chunkPiece) => {
     if (!valid) return;
+    piece = chunkPiece;
+    pieceAt = reader.bytesConsumed - chunkPiece.length;
     try {
-      parser.push(piece);
+      parser.push(chunkPiece);
     } catch (error) {
       fail(error);
     }
@@ -222,10 +256,18 @@ export function formatSummary(summary: StateSummary): string {
   return lines.join("\n");
 }
 
-/** The summary as plain JSON data (fingerprint in hex, creation time in ISO 8601). */
+/** Version of the `state inspect --json` document; raised when a field changes meaning or goes. */
+export const INSPECT_JSON_SCHEMA_VERSION = 1;
+
+/**
+ * The summary as plain JSON data (fingerprint in hex, creation time in ISO
+ * 8601): the `state inspect --json` document, whose fields README
+ * "JSON output" documents.
+ */
 export function summaryToJson(summary: StateSummary): Record<string, unknown> {
   const header = summary.header;
   return {
+    schemaVersion: INSPECT_JSON_SCHEMA_VERSION,
     header: header === undefined ? null : {
       formatVersion: header.formatVersion,
       kind: header.kind,

@@ -18,8 +18,17 @@ import {
   pipe2,
   pread,
 } from "../../ffi/mod.ts";
-import { CountingSink, FdSink, FdSource } from "./byte_stream.ts";
-import { StateFormatError } from "./errors.ts";
+import {
+  type ByteSource,
+  CountingSink,
+  FdSink,
+  FdSource,
+  MemorySink,
+  MemorySource,
+} from "./byte_stream.ts";
+import { StateFormatError, StateStreamError } from "./errors.ts";
+import { probeIoUring } from "../io/open_engine.ts";
+import { UringStager } from "./ram_disk_stager.ts";
 import { SectionType } from "./state_format.ts";
 import { StateReader } from "./state_reader.ts";
 import { StateWriter } from "./state_writer.ts";
@@ -140,18 +149,137 @@ function rate(bytes: number, ms: number): string {
   return `${(bytes / MiB / (ms / 1000)).toFixed(0)} MiB/s`;
 }
 
-/** Loads a RAM-disk stream from `source` into a fresh memfd; returns it. */
-function loadInto(source: FdSource, size: number): number {
+const uringReason = probeIoUring();
+
+/**
+ * Loads a RAM-disk stream from `source` into a fresh memfd (through the
+ * io_uring stager, as LOAD does, unless `stager` is false); returns it.
+ */
+function loadInto(source: ByteSource, size: number, stager = true): number {
   const staging = memfdCreate("staging");
   ftruncate(staging, size);
-  const reader = new StateReader(source);
-  reader.readHeader();
-  for (let section = reader.nextSection(); section; section = reader.nextSection()) {
-    if (section.type === SectionType.RAM_DISK) reader.readRamDiskInto(staging, size);
-    else reader.skipSection();
+  try {
+    const moved = loadIntoFd(source, staging, size, stager);
+    if (stager && uringReason === undefined) {
+      assert.ok(moved > size / 2, `most data went through the stager (${moved} bytes)`);
+    }
+  } catch (error) {
+    closeFd(staging);
+    throw error;
   }
   return staging;
 }
+
+/** Loads into `staging`; returns the bytes the stager moved. */
+function loadIntoFd(source: ByteSource, staging: number, size: number, stager: boolean): number {
+  let moved = 0;
+  const reader = new StateReader(source);
+  reader.readHeader();
+  for (let section = reader.nextSection(); section; section = reader.nextSection()) {
+    if (section.type !== SectionType.RAM_DISK) {
+      reader.skipSection();
+      continue;
+    }
+    const direct = stager ? UringStager.tryCreate(source, staging) : undefined;
+    try {
+      reader.readRamDiskInto(staging, size, direct);
+    } finally {
+      moved += direct?.bytesMoved ?? 0;
+      direct?.close();
+    }
+  }
+  return moved;
+}
+
+/** A whole stream of `disk` in memory. */
+function streamOf(disk: number, size: number): Uint8Array {
+  const sink = new MemorySink();
+  const writer = new StateWriter(sink, { kind: "blk", identity: { size } });
+  writer.writeRamDiskFromFd(disk, size);
+  writer.finish();
+  return sink.bytes().slice();
+}
+
+Deno.test({
+  name:
+    "the io_uring stager: slots reused many times, short reads, the same disk; a truncated stream still fails",
+  ignore: uringReason !== undefined,
+  fn: async () => {
+    const size = 24 * MiB + 4096 * 3; // the last extent is not a whole slot
+    const disk = randomDisk(size);
+    const [readEnd, writeEnd] = pipe2();
+    const worker = await startSaver();
+    try {
+      const expected = crcOf(disk, size);
+      // Through a pipe from a Worker, as a LOAD gets it.
+      const report = save(worker, { pipeFd: writeEnd, diskFd: disk, size, identity: { size } });
+      const piped = loadInto(new FdSource(readEnd), size);
+      assert.equal((await report).error, undefined);
+      assert.equal(crcOf(piped, size), expected);
+      closeFd(piped);
+      // Reads of a few thousand bytes at a time: a slot takes several.
+      const stream = streamOf(disk, size);
+      const small = loadInto(new MemorySource(stream, 3000), size);
+      assert.equal(crcOf(small, size), expected);
+      closeFd(small);
+      // Cut in the middle of the data: the reader notices, the stager's writes are waited for.
+      assert.throws(
+        () => loadInto(new MemorySource(stream.subarray(0, 10 * MiB + 77)), size),
+        (e) => e instanceof StateFormatError && /truncated/.test(e.message),
+      );
+      // Small extents (a sparse disk: 8 KiB of data every 64 KiB) go the ordinary way.
+      const sparseSize = 16 * MiB;
+      const extents: [number, number, number][] = [];
+      for (let at = 0; at < sparseSize; at += 65536) extents.push([at, 8192, at / 65536 + 1]);
+      const sparseDisk = makeDisk(sparseSize, extents);
+      const staged = memfdCreate("staging");
+      try {
+        ftruncate(staged, sparseSize);
+        const sparse = streamOf(sparseDisk, sparseSize);
+        const moved = loadIntoFd(new MemorySource(sparse, 50_000), staged, sparseSize, true);
+        assert.equal(moved, 0, "no small extent went through the stager");
+        assert.equal(crcOf(staged, sparseSize), crcOf(sparseDisk, sparseSize));
+      } finally {
+        closeFd(staged);
+        closeFd(sparseDisk);
+      }
+      // Corrupt data still fails the checksum, though it went straight to staging.
+      const flipped = stream.slice();
+      flipped[5 * MiB] ^= 0x40;
+      assert.throws(
+        () => loadInto(new MemorySource(flipped), size),
+        (e) => e instanceof StateFormatError && /checksum mismatch/.test(e.message),
+      );
+    } finally {
+      worker.terminate();
+      closeFd(readEnd);
+      closeFd(disk);
+    }
+  },
+});
+
+Deno.test({
+  name: "the io_uring stager: a staging write that fails is a StateStreamError with its errno",
+  ignore: uringReason !== undefined,
+  fn: () => {
+    const size = 4 * MiB;
+    const disk = randomDisk(size);
+    const staging = memfdCreate("staging");
+    ftruncate(staging, size);
+    const readOnly = openFile(`/proc/self/fd/${staging}`, O_RDONLY | O_CLOEXEC);
+    try {
+      const stream = streamOf(disk, size);
+      assert.throws(
+        () => loadIntoFd(new MemorySource(stream, 200_000), readOnly, size, true),
+        (e) => e instanceof StateStreamError && /EBADF/.test(e.message),
+      );
+    } finally {
+      closeFd(readOnly);
+      closeFd(staging);
+      closeFd(disk);
+    }
+  },
+});
 
 Deno.test("throughput of a 256 MiB random RAM disk (printed, not asserted)", async () => {
   const size = 256 * MiB;

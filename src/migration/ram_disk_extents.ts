@@ -71,6 +71,33 @@ export class ExtentParser {
     }
   }
 
+  /** Data bytes the current extent still expects (0 while a record is expected). */
+  get dataLeft(): number {
+    return this.#dataLeft;
+  }
+
+  /** Disk offset of the next data byte (meaningful while {@linkcode dataLeft} > 0). */
+  get dataOffset(): number {
+    return this.#dataOffset;
+  }
+
+  /** Bytes still missing of the record being read (while {@linkcode dataLeft} is 0). */
+  get recordBytesLeft(): number {
+    return EXTENT_RECORD_LENGTH - this.#recordFill;
+  }
+
+  /**
+   * Accounts for `n` data bytes (at most {@linkcode dataLeft}) that the
+   * caller placed itself, as {@linkcode push} would have passed them on.
+   */
+  skipData(n: number): void {
+    if (!(n >= 0 && n <= this.#dataLeft)) {
+      throw new RangeError(`skipData(${n}) with ${this.#dataLeft} data bytes expected`);
+    }
+    this.#dataOffset += n;
+    this.#dataLeft -= n;
+  }
+
   /** Checks that the section did not end inside an extent; returns the totals. */
   finish(): ExtentTotals {
     if (this.#recordFill !== 0 || this.#dataLeft !== 0) {

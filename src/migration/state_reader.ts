@@ -32,6 +32,8 @@ import {
 export type { StateHeader } from "./state_header.ts";
 
 const INPUT_BUFFER_LENGTH = 1024 * 1024;
+/** Extents shorter than this skip a direct data path: per-extent reads and writes would cost more. */
+const DIRECT_MIN_EXTENT = 64 * 1024;
 
 /** Options of a {@linkcode StateReader}. */
 export interface StateReaderOptions {
@@ -71,6 +73,29 @@ export interface SectionProgress {
 type ReaderState = "header" | "between" | "section" | "done";
 
 /**
+ * A way for RAM disk data to reach the staging fd without passing through
+ * the reader's buffer (and, for an asynchronous one, while the reader goes
+ * on reading). See {@linkcode StateReader.readRamDiskInto}.
+ */
+export interface DirectDataPath {
+  /**
+   * Takes up to `length` next bytes of the stream (all of them data for
+   * disk `offset` on), places them there, and returns them for the checksum
+   * (a view valid until the next call); empty at end of stream.
+   */
+  move(offset: number, length: number): Uint8Array;
+  /** Waits until every byte moved is in place; throws StateStreamError when one is not. */
+  finish(): void;
+}
+
+/**
+ * The reader's side of a direct path, given the payload bytes left in the
+ * chunk: data moved directly, or how many bytes at most to read the
+ * ordinary way (while the parser wants an extent record).
+ */
+type DirectHook = (left: number) => Uint8Array | number;
+
+/**
  * Reads one state stream from `source`, in order: {@linkcode readHeader},
  * then {@linkcode nextSection} repeatedly, consuming each section it returns
  * with {@linkcode readChunks}, {@linkcode readWhole}, {@linkcode skipSection}
@@ -108,6 +133,8 @@ export class StateReader {
   #sectionChunks = 0;
   #sections = 0;
   #failure: unknown;
+  /** Set while readRamDiskInto has a direct data path. */
+  #direct: DirectHook | undefined;
 
   /** Reads from `source`; the caller keeps ownership of it. */
   constructor(source: ByteSource, opts: StateReaderOptions = {}) {
@@ -298,14 +325,31 @@ export class StateReader {
    * undefined. Refuses extents beyond `size`, overlapping or out of order.
    * A failing pwrite throws StateStreamError.
    */
-  readRamDiskInto(fd: number, size: number): ExtentTotals {
+  readRamDiskInto(fd: number, size: number, direct?: DirectDataPath): ExtentTotals {
     this.#checkNotFailed();
     if (this.#currentSection().type !== SectionType.RAM_DISK) {
       throw new Error("the current section is not RAM_DISK");
     }
     const parser = new ExtentParser(size, (offset, bytes) => writeFully(fd, bytes, offset));
-    this.readChunks((piece) => parser.push(piece));
-    return this.#guard(() => parser.finish());
+    const hook: DirectHook | undefined = direct &&
+      ((left) => {
+        if (parser.dataLeft === 0) return Math.min(left, parser.recordBytesLeft);
+        // Small extents (a sparse disk) are cheaper read with the rest of their chunk at once.
+        if (parser.dataLeft < DIRECT_MIN_EXTENT) return left;
+        const moved = direct.move(parser.dataOffset, Math.min(left, parser.dataLeft));
+        parser.skipData(moved.length);
+        return moved;
+      });
+    this.#direct = hook;
+    try {
+      this.readChunks((piece) => parser.push(piece));
+    } finally {
+      this.#direct = undefined;
+    }
+    return this.#guard(() => {
+      direct?.finish();
+      return parser.finish();
+    });
   }
 
   #currentSection(): SectionInfo {
@@ -363,18 +407,32 @@ export class StateReader {
     }
   }
 
-  /** Reads what the source has into the free end of the buffer; returns the count. */
-  #readMore(): number {
-    const n = this.#source.read(this.#buffer.subarray(this.#end));
+  /**
+   * Reads what the source has (at most `limit` bytes) into the free end of
+   * the buffer; returns the count.
+   */
+  #readMore(limit = Number.POSITIVE_INFINITY): number {
+    const free = this.#buffer.length - this.#end;
+    const n = this.#source.read(
+      this.#buffer.subarray(this.#end, this.#end + Math.min(free, limit)),
+    );
     if (n > 0) {
       this.#end += n;
-      this.#bytesRead += n;
-      this.#onProgress?.(this.#bytesRead);
+      this.#counted(n);
     }
     return n;
   }
 
-  /** Makes at least `n` (≤ buffer length) bytes available; false at end of stream. */
+  #counted(n: number): void {
+    this.#bytesRead += n;
+    this.#onProgress?.(this.#bytesRead);
+  }
+
+  /**
+   * Makes at least `n` (≤ buffer length) bytes available; false at end of
+   * stream. While a direct data path is set, it reads no more than needed,
+   * so that RAM disk data stays in the source for the direct path.
+   */
   #fillAtLeast(n: number): boolean {
     while (this.#end - this.#start < n) {
       if (this.#start + n > this.#buffer.length) {
@@ -382,7 +440,8 @@ export class StateReader {
         this.#end -= this.#start;
         this.#start = 0;
       }
-      if (this.#readMore() === 0) return false;
+      const limit = this.#direct ? n - (this.#end - this.#start) : undefined;
+      if (this.#readMore(limit) === 0) return false;
     }
     return true;
   }
@@ -406,7 +465,20 @@ export class StateReader {
     while (left > 0) {
       if (this.#start === this.#end) {
         this.#start = this.#end = 0;
-        if (this.#readMore() === 0) throw new StateFormatError(`stream truncated in ${context}`);
+        const direct = this.#direct?.(left);
+        if (direct instanceof Uint8Array) {
+          // Already in place: only the checksum and the counts are left to do.
+          if (direct.length === 0) throw new StateFormatError(`stream truncated in ${context}`);
+          this.#crc = crc32(direct, this.#crc);
+          this.#consumed += direct.length;
+          this.#sectionBytes += direct.length;
+          this.#counted(direct.length);
+          left -= direct.length;
+          continue;
+        }
+        if (this.#readMore(direct) === 0) {
+          throw new StateFormatError(`stream truncated in ${context}`);
+        }
       }
       const n = Math.min(left, this.#end - this.#start);
       const piece = this.#buffer.subarray(this.#start, this.#start + n);
@@ -420,8 +492,8 @@ export class StateReader {
   }
 }
 
-/** pwrites all of `bytes` at `offset` of the staging fd. */
-function writeFully(fd: number, bytes: Uint8Array, offset: number): void {
+/** pwrites all of `bytes` at `offset` of the staging fd; a failure is a StateStreamError. */
+export function writeFully(fd: number, bytes: Uint8Array, offset: number): void {
   let done = 0;
   while (done < bytes.length) {
     let n: number;

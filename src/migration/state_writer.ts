@@ -97,6 +97,8 @@ export class StateWriter {
   #finished = false;
   #failure: unknown;
   #readBuffer: Uint8Array | undefined;
+  /** Cleared when the sink said it cannot splice from the RAM disk. */
+  #spliceWorks = true;
   readonly #runs: number[] = [];
 
   /** Starts a stream for the device described by `header`. */
@@ -212,7 +214,7 @@ export class StateWriter {
             const end = runs[2 * i + 1];
             this.#putU64(position + start);
             this.#putU64(end - start);
-            this.#put(window.subarray(start, end));
+            this.#putFileData(window.subarray(start, end), fd, position + start);
             dataBytes += end - start;
           }
           extents += count;
@@ -304,6 +306,24 @@ export class StateWriter {
     }
   }
 
+  /**
+   * Sends `bytes`, which are also at `offset` of `fd`: large pieces go from
+   * the file with splice when the sink can, so they are not copied again.
+   */
+  #putFileData(bytes: Uint8Array, fd: number, offset: number): void {
+    if (bytes.length <= SMALL_PIECE || !this.#spliceWorks || !this.#sink.spliceFrom) {
+      this.#put(bytes);
+      return;
+    }
+    this.#flush();
+    if (!this.#sink.spliceFrom(fd, offset, bytes.length)) {
+      this.#spliceWorks = false;
+      this.#send(bytes);
+      return;
+    }
+    this.#counted(bytes);
+  }
+
   #flush(): void {
     if (this.#stagingLength === 0) return;
     const pending = this.#staging.subarray(0, this.#stagingLength);
@@ -312,8 +332,13 @@ export class StateWriter {
   }
 
   #send(bytes: Uint8Array): void {
-    this.#crc = crc32(bytes, this.#crc);
     this.#sink.write(bytes);
+    this.#counted(bytes);
+  }
+
+  /** Accounts for `bytes`, which reached the sink. */
+  #counted(bytes: Uint8Array): void {
+    this.#crc = crc32(bytes, this.#crc);
     this.#bytes += bytes.length;
     this.#onProgress?.(this.#bytes);
   }

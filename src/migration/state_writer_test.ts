@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { crc32 } from "node:zlib";
-import { closeFd, ftruncate, memfdCreate } from "../../ffi/mod.ts";
-import { type ByteSink, MemorySink, MemorySource } from "./byte_stream.ts";
+import { closeFd, ftruncate, memfdCreate, pipe2, setPipeSize } from "../../ffi/mod.ts";
+import { type ByteSink, FdSink, FdSource, MemorySink, MemorySource } from "./byte_stream.ts";
 import { MAX_CHUNK_LENGTH, SectionType } from "./state_format.ts";
 import { StateReader } from "./state_reader.ts";
 import { StateWriter } from "./state_writer.ts";
@@ -101,6 +101,45 @@ Deno.test("RAM disk: an all-zero disk has an empty section; a short file counts 
     assert.equal(short.subarray(offset + length).some((b) => b !== 0), false);
   } finally {
     closeFd(fd);
+  }
+});
+
+Deno.test("RAM disk data goes by splice into a pipe and by write into a file: the same stream", () => {
+  const disk = makeDisk();
+  const file = memfdCreate("stream-file");
+  const [readEnd, writeEnd] = pipe2();
+  try {
+    const write = (sink: ByteSink) => {
+      const writer = new StateWriter(sink, header);
+      writer.writeMetadata({ vhostd: "t", kind: "blk", identity: SAMPLE_IDENTITY, state: {} });
+      writer.writeRamDiskFromFd(disk, SAMPLE_SIZE);
+      return writer.finish();
+    };
+    const memory = new MemorySink();
+    const expected = write(memory);
+    assert.ok(expected.bytes < 1024 * 1024, "the stream fits the pipe: no reader needed");
+    setPipeSize(writeEnd, 1024 * 1024);
+    const spliced: { n: number }[] = [];
+    const pipeSink = new FdSink(writeEnd);
+    const spliceFrom = pipeSink.spliceFrom.bind(pipeSink);
+    pipeSink.spliceFrom = (fd, offset, length) => {
+      spliced.push({ n: length });
+      return spliceFrom(fd, offset, length);
+    };
+    assert.deepEqual(write(pipeSink), expected);
+    assert.ok(spliced.length > 0, "large data pieces were spliced");
+    const fromPipe = new Uint8Array(expected.bytes);
+    const source = new FdSource(readEnd);
+    for (let n = 0; n < fromPipe.length;) n += source.read(fromPipe.subarray(n));
+    assert.deepEqual(fromPipe, memory.bytes());
+    // A memfd sink cannot take a splice from the disk (no pipe): the writer writes instead.
+    assert.deepEqual(write(new FdSink(file)), expected);
+    assert.deepEqual(readAll(file, expected.bytes), memory.bytes());
+  } finally {
+    closeFd(disk);
+    closeFd(file);
+    closeFd(readEnd);
+    closeFd(writeEnd);
   }
 });
 

@@ -27,6 +27,7 @@ import { checkDeviceMatch, parseMetadata, type StateMetadata } from "./metadata.
 import { METADATA_LIMIT, SectionType } from "./state_format.ts";
 import { StateReader } from "./state_reader.ts";
 import { StateWriter } from "./state_writer.ts";
+import { UringStager } from "./ram_disk_stager.ts";
 import { fingerprint } from "./fingerprint.ts";
 
 /** Which device a stream belongs to. */
@@ -149,7 +150,15 @@ export function loadState(
         }
         if (ramDiskSeen) throw new StateFormatError("two RAM_DISK sections");
         ramDiskSeen = true;
-        reader.readRamDiskInto(staging.ramDisk.fd, staging.ramDisk.size);
+        // Straight from the state fd to staging, unless a dump copy must see every byte.
+        const stager = dumpFd === undefined
+          ? UringStager.tryCreate(source, staging.ramDisk.fd)
+          : undefined;
+        try {
+          reader.readRamDiskInto(staging.ramDisk.fd, staging.ramDisk.size, stager);
+        } finally {
+          stager?.close();
+        }
       } else {
         reader.skipSection();
       }

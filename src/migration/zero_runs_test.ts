@@ -28,3 +28,24 @@ Deno.test("findDataRuns merges consecutive data blocks and keeps a short last bl
   assert.equal(findDataRuns(new Uint8Array(20).fill(9), block, runs), 1);
   assert.deepEqual(runs.slice(0, 2), [0, 20]);
 });
+
+Deno.test("findDataRuns on unaligned views and blocks that are not whole words", () => {
+  const backing = new Uint8Array(200);
+  for (const offset of [0, 1, 3]) {
+    for (const block of [8, 12, 20]) {
+      const bytes = backing.subarray(offset, offset + 150);
+      for (let i = 0; i < bytes.length; i++) {
+        bytes.fill(0);
+        bytes[i] = 5;
+        const runs: number[] = [];
+        assert.equal(
+          findDataRuns(bytes, block, runs),
+          1,
+          `offset ${offset}, block ${block}, byte ${i}`,
+        );
+        const start = i - (i % block);
+        assert.deepEqual(runs.slice(0, 2), [start, Math.min(start + block, bytes.length)]);
+      }
+    }
+  }
+});
