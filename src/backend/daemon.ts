@@ -40,6 +40,7 @@ import { Dispatcher } from "./dispatcher.ts";
 import { Poller } from "./poller.ts";
 import { WorkerPool } from "./worker_pool.ts";
 import { TransferRunner } from "../migration/state_transfer.ts";
+import type { DaemonMetrics } from "../metrics/daemon_metrics.ts";
 
 /** How the daemon gets its listening socket and what it serves. */
 export interface DaemonOptions {
@@ -53,6 +54,8 @@ export interface DaemonOptions {
   workers?: number;
   /** Device-state options (dump directory, own pipe). */
   backend?: BackendOptions;
+  /** Where to count requests, sessions and transfers (`--metrics`); absent: nothing is counted. */
+  metrics?: DaemonMetrics;
 }
 
 /** How long a connected front-end may take to hang up when a new one arrives. */
@@ -140,6 +143,7 @@ export class Daemon {
   readonly #listenFd: number;
   readonly #socketPath: string | undefined;
   readonly #listenToken: number;
+  readonly #metrics: DaemonMetrics | undefined;
   #session: Session | undefined;
   #sessions = 0;
   #serial: Promise<void> = Promise.resolve();
@@ -150,7 +154,12 @@ export class Daemon {
   private constructor(opts: DaemonOptions, pool: WorkerPool, listenFd: number) {
     this.#device = opts.device;
     this.#transfers = opts.device.stateSupport ? new TransferRunner() : undefined;
-    this.#backendOptions = { ...opts.backend, runner: this.#transfers };
+    const metrics = this.#metrics = opts.metrics;
+    this.#backendOptions = {
+      ...opts.backend,
+      runner: this.#transfers,
+      onTransferEnded: metrics && ((record) => metrics.transferEnded(record)),
+    };
     this.#pool = pool;
     this.#listenFd = listenFd;
     this.#socketPath = opts.socketPath;
@@ -200,7 +209,7 @@ export class Daemon {
     );
     let pool: WorkerPool;
     try {
-      pool = await WorkerPool.create(workers, opts.device.workerSetup());
+      pool = await WorkerPool.create(workers, opts.device.workerSetup(), opts.metrics?.queueStats);
     } catch (e) {
       closeQuietly(listenFd);
       if (opts.socketPath) Deno.removeSync(opts.socketPath);
@@ -262,6 +271,7 @@ export class Daemon {
               : `refusing a second front-end while session ${this.#session!.id} is connected`,
           );
           closeQuietly(fd);
+          this.#metrics?.sessionRefused();
           continue;
         }
         const connection = new Connection(fd);
@@ -280,6 +290,7 @@ export class Daemon {
           gone,
         };
         this.#session = session;
+        this.#metrics?.sessionStarted();
         session.token = this.#poller.watch(fd, () => this.#serialize(() => this.#serve(session)));
         log.info(`front-end connected (session ${id})`);
       }
@@ -406,6 +417,7 @@ export class Daemon {
     }
     session.connection.close();
     this.#session = undefined;
+    this.#metrics?.sessionEnded();
     log.info(`session ${session.id} ended: ${why}; waiting for the next front-end`);
   }
 

@@ -11,6 +11,13 @@ import { Daemon, ListenError } from "../backend/daemon.ts";
 import type { VirtioDevice } from "../devices/device.ts";
 import { isLogLevel, log, type LogLevel, setLogLevel } from "../log.ts";
 import { UsageError } from "./usage_error.ts";
+import {
+  METRICS_HELP,
+  METRICS_OPTIONS,
+  type MetricsAddress,
+  metricsOption,
+} from "../metrics/metrics_address.ts";
+import { startDeviceMetrics } from "../metrics/device_metrics_service.ts";
 
 /** parseArgs specifications of the options every device command takes. */
 export const DAEMON_OPTIONS = {
@@ -21,6 +28,7 @@ export const DAEMON_OPTIONS = {
   "own-state-pipe": { type: "boolean", default: false },
   "print-capabilities": { type: "boolean", default: false },
   help: { type: "boolean", short: "h", default: false },
+  ...METRICS_OPTIONS,
 } as const;
 
 /** Help text of the device-state options. */
@@ -39,6 +47,7 @@ export function listeningHelp(defaultSocketPath: string): string {
 
 /** Help text of the options every command ends with. */
 export const OTHER_HELP = `Other:
+${METRICS_HELP}
   --log-level LEVEL      error, warn, info (default) or debug
   --print-capabilities   print the back-end's capabilities as JSON and exit
   -h, --help             show this help`;
@@ -87,6 +96,8 @@ export interface DaemonArgs {
   printCapabilities: boolean;
   /** Print the help and exit. */
   help: boolean;
+  /** Where to serve Prometheus metrics (`--metrics`). */
+  metrics?: MetricsAddress;
 }
 
 /** The values parseArgs gives for {@linkcode DAEMON_OPTIONS}. */
@@ -105,6 +116,8 @@ export interface DaemonOptionValues {
   "print-capabilities"?: boolean;
   /** --help */
   help?: boolean;
+  /** --metrics */
+  metrics?: string;
 }
 
 /** Checks the shared options; UsageError with a one-line message for a mistake. */
@@ -129,6 +142,7 @@ export function daemonArgs(values: DaemonOptionValues, defaultSocketPath: string
     ownStatePipe: values["own-state-pipe"] ?? false,
     printCapabilities: values["print-capabilities"] ?? false,
     help: values.help ?? false,
+    metrics: metricsOption(values.metrics),
   };
 }
 
@@ -163,6 +177,10 @@ export async function serveDevice(
   options: ServeOptions = {},
 ): Promise<number> {
   let daemon: Daemon;
+  const metrics = await startDeviceMetrics(device, args.metrics).catch((e) => {
+    device.close();
+    throw e;
+  });
   try {
     daemon = await Daemon.start({
       socketPath: args.socketPath,
@@ -170,8 +188,10 @@ export async function serveDevice(
       device,
       workers: options.workers,
       backend: { dumpDir: args.dumpStateDir, ownPipe: args.ownStatePipe },
+      metrics: metrics?.metrics,
     });
   } catch (e) {
+    await metrics?.server.close();
     device.close();
     if (e instanceof ListenError) throw new UsageError(e.message);
     throw e;
@@ -179,7 +199,9 @@ export async function serveDevice(
   if (args.socketPath && options.qemuDevice) {
     log.info(`attach it to QEMU with:\n${qemuCommandLine(args.socketPath, options.qemuDevice)}`);
   }
-  return await daemon.finished();
+  const code = await daemon.finished();
+  await metrics?.server.close();
+  return code;
 }
 
 /** `path` as an absolute path (QEMU runs elsewhere). */
