@@ -9,7 +9,8 @@
 
 /**
  * Permissions of the compiled binary: FFI for libc, files for images and sockets, env for DENO_*
- * knobs, run for the fs sandbox's launcher (util-linux setpriv and unshare).
+ * knobs, run for the fs sandbox's launcher (util-linux setpriv and unshare), net for `--metrics`
+ * on the loopback addresses it accepts.
  */
 export const COMPILE_PERMISSIONS = [
   "--allow-ffi",
@@ -17,6 +18,7 @@ export const COMPILE_PERMISSIONS = [
   "--allow-write",
   "--allow-env",
   "--allow-run",
+  "--allow-net=127.0.0.1,[::1]",
 ];
 
 /** Worker entry points, relative to the repository root. */

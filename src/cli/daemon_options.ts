@@ -17,7 +17,7 @@ import {
   type MetricsAddress,
   metricsOption,
 } from "../metrics/metrics_address.ts";
-import { startDeviceMetrics } from "../metrics/device_metrics_service.ts";
+import { type MetricsEndpoint, startDeviceMetrics } from "../metrics/device_metrics_service.ts";
 
 /** parseArgs specifications of the options every device command takes. */
 export const DAEMON_OPTIONS = {
@@ -165,6 +165,8 @@ export interface ServeOptions {
   workers?: number;
   /** QEMU `-device` value that attaches the device to chardev `vhostd0` (logged as a hint). */
   qemuDevice?: string;
+  /** `--metrics` endpoint opened already (a sandboxed daemon opens it before its root changes). */
+  metricsEndpoint?: MetricsEndpoint;
 }
 
 /**
@@ -177,10 +179,12 @@ export async function serveDevice(
   options: ServeOptions = {},
 ): Promise<number> {
   let daemon: Daemon;
-  const metrics = await startDeviceMetrics(device, args.metrics).catch((e) => {
-    device.close();
-    throw e;
-  });
+  const metrics = await startDeviceMetrics(device, args.metrics, options.metricsEndpoint).catch(
+    (e) => {
+      device.close();
+      throw e;
+    },
+  );
   try {
     daemon = await Daemon.start({
       socketPath: args.socketPath,
@@ -191,7 +195,7 @@ export async function serveDevice(
       metrics: metrics?.metrics,
     });
   } catch (e) {
-    await metrics?.server.close();
+    await metrics?.endpoint.close();
     device.close();
     if (e instanceof ListenError) throw new UsageError(e.message);
     throw e;
@@ -200,7 +204,7 @@ export async function serveDevice(
     log.info(`attach it to QEMU with:\n${qemuCommandLine(args.socketPath, options.qemuDevice)}`);
   }
   const code = await daemon.finished();
-  await metrics?.server.close();
+  await metrics?.endpoint.close();
   return code;
 }
 

@@ -22,11 +22,12 @@ export const METRICS_HELP =
                          address (127.0.0.1:9100, [::1]:9100; port 0 picks a free one
                          and logs it) or a Unix socket (unix:/run/vhostd-metrics.sock)`;
 
+/**
+ * The loopback addresses vhostd listens on: the compiled binary may reach
+ * exactly these (scripts/compile_args.ts), not the rest of 127.0.0.0/8.
+ */
 function isLoopback(hostname: string): boolean {
-  if (hostname === "::1") return true;
-  const parts = hostname.split(".");
-  return parts.length === 4 && parts[0] === "127" &&
-    parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255);
+  return hostname === "127.0.0.1" || hostname === "::1";
 }
 
 /** Parses `--metrics`; UsageError with one line for anything but a loopback address or `unix:PATH`. */
@@ -50,7 +51,7 @@ export function parseMetricsAddress(text: string): MetricsAddress {
   if (!isLoopback(hostname)) {
     throw new UsageError(
       `--metrics: ${match[1] !== undefined ? `[${hostname}]` : hostname} is not a loopback ` +
-        `address; metrics are served only on 127.0.0.0/8, [::1] or a unix: socket`,
+        `address; metrics are served only on 127.0.0.1, [::1] or a unix: socket`,
     );
   }
   return { transport: "tcp", hostname, port };
