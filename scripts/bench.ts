@@ -35,6 +35,8 @@
  *   --peer qsd|vhostd|vhostd-metrics   what vhostd is compared with: qemu-storage-daemon
  *                        (default), vhostd without --metrics ("plain": what metrics cost),
  *                        or vhostd with --metrics never scraped ("counted": what scraping costs)
+ *   --reverse            measure the second column first in each row (the first one measured
+ *                        can be favoured or hurt by what ran before: alternate runs with this)
  *   --fs-queues N[,N]    fs request queues, one row set each (default 1,4)
  *   --fs-depth N         fs operations in flight (default 32)
  *   --fs-runs N          fs: times each row runs, ratios of each shown (default 2)
@@ -135,6 +137,8 @@ interface BlkOptions {
   scrapeHz: number;
   /** The second column: qemu-storage-daemon, vhostd without metrics, or with unscraped metrics. */
   peer: "qsd" | "vhostd" | "vhostd-metrics";
+  /** Measure the second column first. */
+  reverse: boolean;
 }
 
 /** Set by SIGINT/SIGTERM; checked between workloads (a workload itself is synchronous). */
@@ -373,12 +377,13 @@ async function runBacking(
             );
           // The scraper runs only while the vhostd it scrapes is measured (its warm-up
           // covers the scraper's start), and is gone before the other column runs.
+          const theirsFirst = opts.reverse ? run(peers[1]) : undefined;
           const scraper = opts.scrapeHz > 0
             ? startScraper(metricsAddress, opts.scrapeHz)
             : undefined;
           const ours = run(peers[0]);
           const scraped = scraper ? await stopScraper(scraper) : undefined;
-          const theirs = run(peers[1]);
+          const theirs = theirsFirst ?? run(peers[1]);
           console.log(
             (pad(w.name, 19) + pad(String(queues), 8) + pad(cache, 9) + pad(fmt(ours.iops), 13) +
               pad(`${fmt(ours.p50us)}/${fmt(ours.p99us)}`, 13) + pad(fmt(theirs.iops), 12) +
@@ -548,6 +553,7 @@ if (import.meta.main) {
       "vhostd-metrics": { type: "boolean", default: false },
       "scrape-hz": { type: "string", default: "0" },
       peer: { type: "string", default: "qsd" },
+      reverse: { type: "boolean", default: false },
       ...FS_HOST_ARG_OPTIONS,
     },
   });
@@ -591,6 +597,7 @@ if (import.meta.main) {
     metrics: (values["vhostd-metrics"] ?? false) || scrapeHz > 0,
     scrapeHz,
     peer,
+    reverse: values.reverse ?? false,
   };
   if (qsdAio === "native" && opts.caches.includes("default")) {
     usage("--qsd-aio native needs O_DIRECT: use it with --cache none");

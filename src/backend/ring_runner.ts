@@ -145,6 +145,7 @@ export class RingRunner {
       this.#handler.queueReady?.(this.index);
       return;
     }
+    this.#stats?.beginBurst();
     const queue = this.queue;
     for (;;) {
       queue.disableNotifications();
@@ -180,6 +181,7 @@ export class RingRunner {
       this.#missedKick = true;
       return undefined;
     }
+    this.#stats?.beginBurst();
     const queue = this.queue;
     for (;;) {
       queue.disableNotifications();
@@ -201,6 +203,7 @@ export class RingRunner {
    */
   resubmit(head: number): void {
     // The inflight region already records this head: it is not begun again.
+    this.#stats?.beginBurst();
     this.#start(this.queue.chainAt(head), false);
   }
 

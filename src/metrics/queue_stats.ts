@@ -55,6 +55,8 @@ export class QueueStatsWriter {
   readonly #slots: Float64Array;
   /** When each head in flight was taken (performance.now()), for its latency. */
   readonly #startedAt: Float64Array;
+  /** When the ring runner began taking the current burst of chains. */
+  #burstStart = 0;
 
   /** Statistics of `queue` in `buffer`; `ringSize` heads can be in flight. */
   constructor(buffer: SharedArrayBuffer, queue: number, ringSize: number) {
@@ -64,12 +66,22 @@ export class QueueStatsWriter {
     this.#slots[IN_FLIGHT] = 0;
   }
 
+  /**
+   * The ring runner begins taking a burst of chains. Their latencies count
+   * from here: one clock reading per burst rather than per request (a
+   * reading costs about 0.1 µs in Deno), and a request popped late in a
+   * burst did wait in the ring while the ones before it were handled.
+   */
+  beginBurst(): void {
+    this.#burstStart = performance.now();
+  }
+
   /** A chain at `head` was taken; `tracked` is false for a head outside the ring. */
   started(head: number, tracked: boolean): void {
     const s = this.#slots;
     s[STARTED]++;
     s[IN_FLIGHT]++;
-    if (tracked) this.#startedAt[head] = performance.now();
+    if (tracked) this.#startedAt[head] = this.#burstStart;
   }
 
   /** The chain at `head` was returned with `written` bytes. */
