@@ -286,6 +286,7 @@ export class RingRunner {
    * previous call (event idx decides); false when nothing completed.
    */
   takeNotification(): boolean {
+    this.#stats?.endRound();
     if (this.#completedSinceNotify === 0 || !this.queue.attached) return false;
     this.#completedSinceNotify = 0;
     return this.queue.needsNotification();

@@ -15,6 +15,7 @@ Deno.test("a scrape shows every queue, sessions, transfers and the engine, all v
   q1.started(3, true);
   q1.started(4, true);
   q1.completed(3, true, 513);
+  q1.endRound();
   metrics.sessionStarted();
   metrics.sessionRefused();
   metrics.transferEnded({ direction: "save", ok: true, bytes: 4096, ms: 20 });

@@ -57,11 +57,15 @@ export class QueueStatsWriter {
   readonly #startedAt: Float64Array;
   /** When the ring runner began taking the current burst of chains. */
   #burstStart = 0;
+  /** Start times of requests completed in this round, timed together at its end. */
+  readonly #pending: Float64Array;
+  #pendingCount = 0;
 
   /** Statistics of `queue` in `buffer`; `ringSize` heads can be in flight. */
   constructor(buffer: SharedArrayBuffer, queue: number, ringSize: number) {
     this.#slots = new Float64Array(buffer, queue * BLOCK_SLOTS * 8, BLOCK_SLOTS);
     this.#startedAt = new Float64Array(ringSize);
+    this.#pending = new Float64Array(ringSize);
     // A ring (re)starting has nothing in flight yet; what a lost Worker held is gone.
     this.#slots[IN_FLIGHT] = 0;
   }
@@ -84,16 +88,35 @@ export class QueueStatsWriter {
     if (tracked) this.#startedAt[head] = this.#burstStart;
   }
 
-  /** The chain at `head` was returned with `written` bytes. */
+  /** The chain at `head` was returned with `written` bytes; it is timed at the round's end. */
   completed(head: number, tracked: boolean, written: number): void {
     const s = this.#slots;
     s[COMPLETED]++;
     s[IN_FLIGHT]--;
     s[WRITTEN_BYTES] += written;
     if (!tracked) return;
-    const ms = performance.now() - this.#startedAt[head];
-    s[BUCKETS + bucketIndex(BOUNDS_MS, ms)]++;
-    s[LATENCY_SUM] += ms / 1000;
+    if (this.#pendingCount === this.#pending.length) this.endRound();
+    this.#pending[this.#pendingCount++] = this.#startedAt[head];
+  }
+
+  /**
+   * The Worker's round is over (the driver is about to be notified of what
+   * completed, which is when the guest sees it): one clock reading times
+   * every request completed since the last round.
+   */
+  endRound(): void {
+    const count = this.#pendingCount;
+    if (count === 0) return;
+    this.#pendingCount = 0;
+    const now = performance.now();
+    const s = this.#slots;
+    let sumMs = 0;
+    for (let i = 0; i < count; i++) {
+      const ms = now - this.#pending[i];
+      s[BUCKETS + bucketIndex(BOUNDS_MS, ms)]++;
+      sumMs += ms;
+    }
+    s[LATENCY_SUM] += sumMs / 1000;
   }
 
   /** A request was taken and will never be completed (its ring detached first). */
