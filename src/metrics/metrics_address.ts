@@ -22,10 +22,7 @@ export const METRICS_HELP =
                          address (127.0.0.1:9100, [::1]:9100; port 0 picks a free one
                          and logs it) or a Unix socket (unix:/run/vhostd-metrics.sock)`;
 
-/**
- * The loopback addresses vhostd listens on: the compiled binary may reach
- * exactly these (scripts/compile_args.ts), not the rest of 127.0.0.0/8.
- */
+/** The loopback addresses vhostd listens on (the usual two, not the rest of 127.0.0.0/8). */
 function isLoopback(hostname: string): boolean {
   return hostname === "127.0.0.1" || hostname === "::1";
 }
