@@ -35,7 +35,11 @@ const BUCKETS = 8;
 
 /** Latency bucket upper bounds in milliseconds (what performance.now() measures). */
 const BOUNDS_MS = Float64Array.from(LATENCY_BOUNDS_SECONDS, (s) => s * 1000);
-const BLOCK_SLOTS = BUCKETS + BOUNDS_MS.length + 1;
+/**
+ * Slots per queue, rounded up to whole 64-byte cache lines: rings of
+ * different Workers then never write to one line (no false sharing).
+ */
+const BLOCK_SLOTS = Math.ceil((BUCKETS + BOUNDS_MS.length + 1) / 8) * 8;
 
 /** Bytes of shared memory the statistics of `queues` queues take. */
 export function queueStatsBytes(queues: number): number {
@@ -176,7 +180,7 @@ export function readQueueStats(buffer: SharedArrayBuffer, queue: number): QueueS
     strayCompletions: s[STRAY_COMPLETIONS],
     ringBreaks: s[RING_BREAKS],
     latencyBounds: LATENCY_BOUNDS_SECONDS,
-    latencyCounts: s.slice(BUCKETS),
+    latencyCounts: s.slice(BUCKETS, BUCKETS + BOUNDS_MS.length + 1),
     latencySum: s[LATENCY_SUM],
   };
 }
