@@ -29,6 +29,14 @@
  *   --qsd-aio threads|io_uring|native   qemu-storage-daemon's engine (default io_uring)
  *   --vhostd-aio sync|io_uring         passed as vhostd --aio (when vhostd has it)
  *   --vhostd-workers N   passed as vhostd --workers (default: vhostd's own choice)
+ *   --vhostd-metrics     run vhostd with --metrics (on a Unix socket): the cost of counting
+ *   --scrape-hz N        also scrape it N times a second during each row (implies
+ *                        --vhostd-metrics; scripts/metrics_scraper.ts, a separate process)
+ *   --peer qsd|vhostd|vhostd-metrics   what vhostd is compared with: qemu-storage-daemon
+ *                        (default), vhostd without --metrics ("plain": what metrics cost),
+ *                        or vhostd with --metrics never scraped ("counted": what scraping costs)
+ *   --reverse            measure the second column first in each row (the first one measured
+ *                        can be favoured or hurt by what ran before: alternate runs with this)
  *   --fs-queues N[,N]    fs request queues, one row set each (default 1,4)
  *   --fs-depth N         fs operations in flight (default 32)
  *   --fs-runs N          fs: times each row runs, ratios of each shown (default 2)
@@ -125,6 +133,14 @@ interface BlkOptions {
   qsdAio: string;
   vhostdAio: string | undefined;
   vhostdWorkers: number | undefined;
+  /** Run vhostd with --metrics. */
+  metrics: boolean;
+  /** Scrapes per second of vhostd's metrics during each row (0: none). */
+  scrapeHz: number;
+  /** The second column: qemu-storage-daemon, vhostd without metrics, or with unscraped metrics. */
+  peer: "qsd" | "vhostd" | "vhostd-metrics";
+  /** Measure the second column first. */
+  reverse: boolean;
 }
 
 /** Set by SIGINT/SIGTERM; checked between workloads (a workload itself is synchronous). */
@@ -307,10 +323,12 @@ async function runBacking(
   fs: LatencyFs | undefined,
 ): Promise<void> {
   const withFs = fs !== undefined;
+  const other = { qsd: "qsd", vhostd: "plain", "vhostd-metrics": "counted" }[opts.peer];
   console.log(`\n${label}`);
   console.log(
     (pad("workload", 19) + pad("queues", 8) + pad("cache", 9) + pad("vhostd IOPS", 13) +
-      pad("p50/p99 us", 13) + pad("qsd IOPS", 10) + pad("p50/p99 us", 13) + pad("vhostd/qsd", 12) +
+      pad("p50/p99 us", 13) + pad(`${other} IOPS`, 12) + pad("p50/p99 us", 13) +
+      pad(`vhostd/${other}`, 14) +
       pad("CPU us/req v/q", 16) + (withFs ? "fs CPU us/req v/q" : "")).trimEnd(),
   );
   const fsPid = fs?.child.pid;
@@ -325,14 +343,31 @@ async function runBacking(
         cache,
       });
       const peers: Peer[] = [];
+      const metricsAddress = `unix:${dir}/vhostd-metrics.sock`;
       try {
         peers.push(
-          await startVhostdBlk(MAIN, config("vhostd"), opts.vhostdAio, opts.vhostdWorkers),
+          await startVhostdBlk(
+            MAIN,
+            config("vhostd"),
+            opts.vhostdAio,
+            opts.vhostdWorkers,
+            opts.metrics ? ["--metrics", metricsAddress] : [],
+          ),
         );
-        peers.push(await startQsdBlk(config("qsd"), opts.qsdAio));
+        peers.push(
+          opts.peer === "qsd"
+            ? await startQsdBlk(config("qsd"), opts.qsdAio)
+            : await startVhostdBlk(
+              MAIN,
+              config("plain"),
+              opts.vhostdAio,
+              opts.vhostdWorkers,
+              opts.peer === "vhostd-metrics" ? ["--metrics", `unix:${dir}/plain-metrics.sock`] : [],
+            ),
+        );
         for (const w of WORKLOADS) {
           await checkInterrupt();
-          const [ours, theirs] = peers.map((p) =>
+          const run = (p: Peer) =>
             runWorkload(
               p.socket,
               opts.imageSize / SECTOR,
@@ -341,16 +376,25 @@ async function runBacking(
               queues,
               fsPid,
               p.child.pid,
-            )
-          );
+            );
+          // The scraper runs only while the vhostd it scrapes is measured (its warm-up
+          // covers the scraper's start), and is gone before the other column runs.
+          const theirsFirst = opts.reverse ? run(peers[1]) : undefined;
+          const scraper = opts.scrapeHz > 0
+            ? startScraper(metricsAddress, opts.scrapeHz)
+            : undefined;
+          const ours = run(peers[0]);
+          const scraped = scraper ? await stopScraper(scraper) : undefined;
+          const theirs = theirsFirst ?? run(peers[1]);
           console.log(
             (pad(w.name, 19) + pad(String(queues), 8) + pad(cache, 9) + pad(fmt(ours.iops), 13) +
-              pad(`${fmt(ours.p50us)}/${fmt(ours.p99us)}`, 13) + pad(fmt(theirs.iops), 10) +
+              pad(`${fmt(ours.p50us)}/${fmt(ours.p99us)}`, 13) + pad(fmt(theirs.iops), 12) +
               pad(`${fmt(theirs.p50us)}/${fmt(theirs.p99us)}`, 13) +
-              pad(`${fmt(ours.iops / theirs.iops, 2)}x`, 12) +
+              pad(`${fmt(ours.iops / theirs.iops, 2)}x`, 14) +
               pad(`${fmt(ours.backendCpuUs, 1)}/${fmt(theirs.backendCpuUs, 1)}`, 16) +
               (withFs ? `${fmt(ours.fsCpuUs, 1)}/${fmt(theirs.fsCpuUs, 1)}` : "")).trimEnd(),
           );
+          if (scraped) console.log(`  scraper: ${scraped}`);
         }
       } finally {
         for (const p of peers) await stopPeer(p);
@@ -377,6 +421,33 @@ async function runBacking(
   }
 }
 
+/** Starts scripts/metrics_scraper.ts against `address` at `hz` scrapes a second. */
+function startScraper(address: string, hz: number): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      fileURLToPath(new URL("./metrics_scraper.ts", import.meta.url)),
+      address,
+      String(hz),
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+}
+
+/** Stops a scraper; its summary line. */
+async function stopScraper(scraper: Deno.ChildProcess): Promise<string> {
+  try {
+    scraper.kill("SIGTERM");
+  } catch {
+    // already gone
+  }
+  const out = await scraper.output();
+  return new TextDecoder().decode(out.stdout).trim() || `exited with code ${out.code}`;
+}
+
 /** The block benchmark on every backing asked for. */
 async function runBlkBench(opts: BlkOptions): Promise<void> {
   const dir = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "vhostd-bench-" });
@@ -401,9 +472,18 @@ async function runBlkBench(opts: BlkOptions): Promise<void> {
     }
     if (caches.length === 0) return;
     const run = { ...opts, caches, vhostdAio };
+    const metrics = !opts.metrics
+      ? ""
+      : opts.scrapeHz > 0
+      ? ` with --metrics, scraped ${opts.scrapeHz} times a second`
+      : " with --metrics (not scraped)";
     const engines =
-      `vhostd ${vhostdAio === undefined ? "default engine" : `--aio ${vhostdAio}`}, ` +
-      `qemu-storage-daemon aio=${opts.qsdAio}`;
+      `vhostd ${vhostdAio === undefined ? "default engine" : `--aio ${vhostdAio}`}${metrics}, ` +
+      {
+        qsd: `qemu-storage-daemon aio=${opts.qsdAio}`,
+        vhostd: "plain = the same vhostd without --metrics",
+        "vhostd-metrics": "counted = the same vhostd with --metrics, never scraped",
+      }[opts.peer];
     const common = `${opts.imageSize / 2 ** 20} MiB raw image of random data, ${opts.seconds} s ` +
       `per run, TypeScript front-end (event idx, queue size 128); ${engines}`;
     console.log(
@@ -472,6 +552,10 @@ if (import.meta.main) {
       "qsd-aio": { type: "string", default: "io_uring" },
       "vhostd-aio": { type: "string" },
       "vhostd-workers": { type: "string" },
+      "vhostd-metrics": { type: "boolean", default: false },
+      "scrape-hz": { type: "string", default: "0" },
+      peer: { type: "string", default: "qsd" },
+      reverse: { type: "boolean", default: false },
       ...FS_HOST_ARG_OPTIONS,
     },
   });
@@ -494,6 +578,12 @@ if (import.meta.main) {
   if (vhostdWorkers !== undefined && !(Number.isInteger(vhostdWorkers) && vhostdWorkers >= 1)) {
     usage("--vhostd-workers must be a whole number of at least 1");
   }
+  const scrapeHz = Number(values["scrape-hz"]);
+  if (!(scrapeHz >= 0) || scrapeHz > 1000) usage("--scrape-hz must be from 0 to 1000");
+  const peer = values.peer ?? "qsd";
+  if (peer !== "qsd" && peer !== "vhostd" && peer !== "vhostd-metrics") {
+    usage("--peer must be qsd, vhostd or vhostd-metrics");
+  }
   const delayUs = Number(values["delay-us"]);
   if (!Number.isInteger(delayUs) || delayUs < 0) usage("--delay-us must be a whole number");
   const opts: BlkOptions = {
@@ -506,6 +596,10 @@ if (import.meta.main) {
     qsdAio,
     vhostdAio,
     vhostdWorkers,
+    metrics: (values["vhostd-metrics"] ?? false) || scrapeHz > 0,
+    scrapeHz,
+    peer,
+    reverse: values.reverse ?? false,
   };
   if (qsdAio === "native" && opts.caches.includes("default")) {
     usage("--qsd-aio native needs O_DIRECT: use it with --cache none");

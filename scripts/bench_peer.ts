@@ -129,20 +129,22 @@ export async function vhostdBlkOptions(main: string): Promise<Set<string>> {
 
 /**
  * Starts `vhostd blk` (main.ts under Deno) for `config`; `aio` and `workers`,
- * when given, are passed as --aio and --workers. The caller checks that the
- * options exist.
+ * when given, are passed as --aio and --workers, `extra` (`--metrics ADDR`)
+ * as it is. The caller checks that the options exist.
  */
 export function startVhostdBlk(
   main: string,
   config: BlkPeerConfig,
   aio?: string,
   workers?: number,
+  extra: string[] = [],
 ): Promise<Peer> {
   const args = ["run", "-A", main, "blk", "--file", config.image, "--socket-path", config.socket];
   args.push("--num-queues", String(config.queues), "--log-level", "warn");
   if (config.cache === "none") args.push("--cache", "none");
   if (aio !== undefined) args.push("--aio", aio);
   if (workers !== undefined) args.push("--workers", String(workers));
+  args.push(...extra);
   return startPeer("vhostd", Deno.execPath(), args, config.socket);
 }
 

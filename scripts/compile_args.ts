@@ -9,7 +9,9 @@
 
 /**
  * Permissions of the compiled binary: FFI for libc, files for images and sockets, env for DENO_*
- * knobs, run for the fs sandbox's launcher (util-linux setpriv and unshare).
+ * knobs, run for the fs sandbox's launcher (util-linux setpriv and unshare), net for `--metrics`
+ * (Deno grants a Unix socket by its path, which is chosen at run time, so net is not narrowed;
+ * vhostd itself listens only on 127.0.0.1, [::1] or a unix: path).
  */
 export const COMPILE_PERMISSIONS = [
   "--allow-ffi",
@@ -17,6 +19,7 @@ export const COMPILE_PERMISSIONS = [
   "--allow-write",
   "--allow-env",
   "--allow-run",
+  "--allow-net",
 ];
 
 /** Worker entry points, relative to the repository root. */

@@ -40,6 +40,7 @@ import { Dispatcher } from "./dispatcher.ts";
 import { Poller } from "./poller.ts";
 import { WorkerPool } from "./worker_pool.ts";
 import { TransferRunner } from "../migration/state_transfer.ts";
+import type { DaemonMetrics } from "../metrics/daemon_metrics.ts";
 
 /** How the daemon gets its listening socket and what it serves. */
 export interface DaemonOptions {
@@ -55,6 +56,8 @@ export interface DaemonOptions {
   backend?: BackendOptions;
   /** Called once when shutdown begins (systemd's STOPPING=1). */
   onStopping?: () => void;
+  /** Where to count requests, sessions and transfers (`--metrics`); absent: nothing is counted. */
+  metrics?: DaemonMetrics;
 }
 
 /** How long a connected front-end may take to hang up when a new one arrives. */
@@ -142,6 +145,7 @@ export class Daemon {
   readonly #listenFd: number;
   readonly #socketPath: string | undefined;
   readonly #listenToken: number;
+  readonly #metrics: DaemonMetrics | undefined;
   #session: Session | undefined;
   #sessions = 0;
   #serial: Promise<void> = Promise.resolve();
@@ -153,7 +157,12 @@ export class Daemon {
   private constructor(opts: DaemonOptions, pool: WorkerPool, listenFd: number) {
     this.#device = opts.device;
     this.#transfers = opts.device.stateSupport ? new TransferRunner() : undefined;
-    this.#backendOptions = { ...opts.backend, runner: this.#transfers };
+    const metrics = this.#metrics = opts.metrics;
+    this.#backendOptions = {
+      ...opts.backend,
+      runner: this.#transfers,
+      onTransferEnded: metrics && ((record) => metrics.transferEnded(record)),
+    };
     this.#pool = pool;
     this.#listenFd = listenFd;
     this.#socketPath = opts.socketPath;
@@ -204,7 +213,7 @@ export class Daemon {
     );
     let pool: WorkerPool;
     try {
-      pool = await WorkerPool.create(workers, opts.device.workerSetup());
+      pool = await WorkerPool.create(workers, opts.device.workerSetup(), opts.metrics?.queueStats);
     } catch (e) {
       closeQuietly(listenFd);
       if (opts.socketPath) Deno.removeSync(opts.socketPath);
@@ -266,6 +275,7 @@ export class Daemon {
               : `refusing a second front-end while session ${this.#session!.id} is connected`,
           );
           closeQuietly(fd);
+          this.#metrics?.sessionRefused();
           continue;
         }
         const connection = new Connection(fd);
@@ -284,6 +294,7 @@ export class Daemon {
           gone,
         };
         this.#session = session;
+        this.#metrics?.sessionStarted();
         session.token = this.#poller.watch(fd, () => this.#serialize(() => this.#serve(session)));
         log.info(`front-end connected (session ${id})`);
       }
@@ -410,6 +421,7 @@ export class Daemon {
     }
     session.connection.close();
     this.#session = undefined;
+    this.#metrics?.sessionEnded();
     log.info(`session ${session.id} ended: ${why}; waiting for the next front-end`);
   }
 

@@ -23,6 +23,7 @@ import type { TransferJob } from "../migration/transfer_protocol.ts";
 import { log } from "../log.ts";
 import { VERSION } from "../version.ts";
 import { RequestError } from "./request_error.ts";
+import type { TransferRecord } from "../metrics/daemon_metrics.ts";
 
 /** SET_DEVICE_STATE_FD reply bit: the back-end returns no fd of its own. */
 export const DEVICE_STATE_NO_FD = 0x100;
@@ -42,6 +43,8 @@ export interface DeviceStateOptions {
   peerGone?: AbortSignal;
   /** Longest time the state pipe may move no byte (default TRANSFER_STALL_MS). */
   stallMs?: number;
+  /** Told about every transfer that ended: checked, or abandoned with its session (`--metrics`). */
+  onTransferEnded?: (record: TransferRecord) => void;
 }
 
 /**
@@ -182,6 +185,13 @@ export class DeviceStateSession {
     }
     const outcome = await running.transfer.finished();
     this.#running = undefined;
+    const ended = (ok: boolean) =>
+      this.#options.onTransferEnded?.({
+        direction: running.direction,
+        ok,
+        bytes: outcome.bytes,
+        ms: outcome.ms,
+      });
     const mib = (outcome.bytes / 2 ** 20).toFixed(1);
     const where = running.dumpPath ? `, copy in ${running.dumpPath}` : "";
     if (outcome.ok && running.transfer.cancelled) {
@@ -192,6 +202,7 @@ export class DeviceStateSession {
     if (!outcome.ok) {
       if (running.staging) this.#support.discardLoad(running.staging);
       log.error(`device state ${running.direction} failed: ${outcome.error}${where}`);
+      ended(false);
       return 1;
     }
     if (running.direction === "load") {
@@ -200,12 +211,14 @@ export class DeviceStateSession {
       } catch (e) {
         this.#support.discardLoad(running.staging!);
         log.error(`device state load refused: ${e instanceof Error ? e.message : e}${where}`);
+        ended(false);
         return 1;
       }
     }
     log.info(
       `device state ${running.direction} done: ${mib} MiB in ${outcome.ms.toFixed(0)} ms${where}`,
     );
+    ended(true);
     return 0;
   }
 
@@ -222,6 +235,12 @@ export class DeviceStateSession {
     const outcome = await running.transfer.finished();
     // Only now: the Worker wrote into the staging fds until it reported.
     if (running.staging) this.#support.discardLoad(running.staging);
+    this.#options.onTransferEnded?.({
+      direction: running.direction,
+      ok: false,
+      bytes: outcome.bytes,
+      ms: outcome.ms,
+    });
     log.warn(
       `device state ${running.direction} abandoned (never checked, nothing applied): ${
         outcome.ok ? "it had completed" : outcome.error

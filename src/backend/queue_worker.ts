@@ -45,6 +45,7 @@ import { deviceModule } from "../devices/device_list.ts";
 import { NO_FD, type WorkerCommand, type WorkerEvent } from "./worker_protocol.ts";
 import { RingRunner } from "./ring_runner.ts";
 import { InflightQueue } from "../virtqueue/inflight_region.ts";
+import { queueStatsQueues, QueueStatsWriter } from "../metrics/queue_stats.ts";
 
 /** epoll data value of the wake eventfd; ring kicks use their queue index. */
 const WAKE_TOKEN = 0xffff_ffff;
@@ -125,9 +126,12 @@ class QueueWorker implements QueueContext {
   /** The device's timers by id (`setTimer`). */
   readonly #timers = new Map<number, Timer>();
   #nextTimerId = 1;
+  /** Per-queue request statistics (`--metrics`), shared with the main thread. */
+  readonly #stats: SharedArrayBuffer | undefined;
 
   constructor(init: Extract<WorkerCommand, { type: "init" }>) {
     this.#wakeFd = init.wakeFd;
+    this.#stats = init.stats;
     const factory = deviceModule(init.setup.kind)?.createQueueHandler;
     if (!factory) throw new Error(`no queue handler for device kind "${init.setup.kind}"`);
     this.#handler = factory(init.setup);
@@ -512,6 +516,9 @@ class QueueWorker implements QueueContext {
       this.#handler,
       this.#memory,
       inflight.tracker,
+      this.#stats && cmd.queue < queueStatsQueues(this.#stats)
+        ? new QueueStatsWriter(this.#stats, cmd.queue, cmd.state.size)
+        : undefined,
     );
     const ring: ActiveRing = { runner, kickFd: cmd.kickFd, callFd: cmd.callFd, errFd: cmd.errFd };
     runner.onBroken = (reason) => this.#ringBroken(ring, reason);

@@ -23,6 +23,7 @@ import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
 import type { SplitQueue } from "../virtqueue/split_queue.ts";
 import { DEFERRED, type QueueHandler } from "../devices/device.ts";
 import { log } from "../log.ts";
+import type { QueueStatsWriter } from "../metrics/queue_stats.ts";
 
 /**
  * Inflight tracking in shared memory (INFLIGHT_SHMFD): told about every pop
@@ -60,6 +61,8 @@ export class RingRunner {
   onBroken: (reason: string) => void = () => {};
   /** The device takes this ring's chains itself (`QueueHandler.pullsQueue`). */
   readonly #pulled: boolean;
+  /** Request statistics for `--metrics` (absent: metrics off, nothing is counted). */
+  readonly #stats: QueueStatsWriter | undefined;
 
   /** A runner for `queue`, already attached to `memory`. */
   constructor(
@@ -68,12 +71,14 @@ export class RingRunner {
     handler: QueueHandler,
     memory: GuestMemory,
     recorder?: InflightRecorder,
+    stats?: QueueStatsWriter,
   ) {
     this.index = index;
     this.queue = queue;
     this.#handler = handler;
     this.#memory = memory;
     this.#recorder = recorder;
+    this.#stats = stats;
     this.#inflight = new Array(queue.size).fill(undefined);
     this.#pulled = handler.pullsQueue?.(index) ?? false;
   }
@@ -121,6 +126,7 @@ export class RingRunner {
   breakRing(reason: string): void {
     if (this.#broken !== undefined) return;
     this.#broken = reason;
+    this.#stats?.ringBroken();
     this.onBroken(reason);
   }
 
@@ -139,6 +145,7 @@ export class RingRunner {
       this.#handler.queueReady?.(this.index);
       return;
     }
+    this.#stats?.beginBurst();
     const queue = this.queue;
     for (;;) {
       queue.disableNotifications();
@@ -174,6 +181,7 @@ export class RingRunner {
       this.#missedKick = true;
       return undefined;
     }
+    this.#stats?.beginBurst();
     const queue = this.queue;
     for (;;) {
       queue.disableNotifications();
@@ -195,6 +203,7 @@ export class RingRunner {
    */
   resubmit(head: number): void {
     // The inflight region already records this head: it is not begun again.
+    this.#stats?.beginBurst();
     this.#start(this.queue.chainAt(head), false);
   }
 
@@ -209,9 +218,11 @@ export class RingRunner {
       this.#inflight[head] = chain;
       this.#inflightCount++;
       if (record) this.#recorder?.begin(head);
+      this.#stats?.started(head, true);
     } else {
       // A head outside the table is a malformed chain; the device fails it at once.
       this.#inflightCount++;
+      this.#stats?.started(head, false);
     }
     return true;
   }
@@ -230,6 +241,7 @@ export class RingRunner {
         }`,
       );
       result = 0;
+      this.#stats?.deviceException();
     }
     if (result !== DEFERRED && (this.#inflight[head] === chain || !this.#isTracked(head))) {
       this.complete(chain, result);
@@ -246,16 +258,22 @@ export class RingRunner {
    */
   complete(chain: DescriptorChain, written: number): boolean {
     const head = chain.head;
-    if (this.#isTracked(head)) {
+    const tracked = this.#isTracked(head);
+    if (tracked) {
       if (this.#inflight[head] !== chain) {
         log.error(`queue ${this.index}: completion for request ${head}, which is not in flight`);
+        this.#stats?.strayCompletion();
         return false;
       }
       this.#inflight[head] = undefined;
     }
     this.#inflightCount--;
-    if (!this.queue.attached) return true;
+    if (!this.queue.attached) {
+      this.#stats?.dropped();
+      return true;
+    }
     const len = Number.isInteger(written) && written >= 0 ? Math.min(written, 0xffff_ffff) : 0;
+    this.#stats?.completed(head, tracked, len);
     this.#recorder?.completing(head);
     this.queue.pushUsed(head, len);
     this.#recorder?.completed(head, this.queue.nextUsed);
@@ -268,6 +286,7 @@ export class RingRunner {
    * previous call (event idx decides); false when nothing completed.
    */
   takeNotification(): boolean {
+    this.#stats?.endRound();
     if (this.#completedSinceNotify === 0 || !this.queue.attached) return false;
     this.#completedSinceNotify = 0;
     return this.queue.needsNotification();

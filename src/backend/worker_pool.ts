@@ -104,6 +104,7 @@ export class WorkerPool {
   /** Resolves once Worker i (a replacement, after a failure) is initialised. */
   readonly #ready: Promise<void>[] = [];
   readonly #setup: WorkerSetup;
+  readonly #stats: SharedArrayBuffer | undefined;
   /** What a replacement Worker must be given: the current memory and dirty log. */
   #memory: RegionMapping[] = [];
   #log: { log: LogMapping | null; logFd: number } | undefined;
@@ -115,13 +116,21 @@ export class WorkerPool {
   /** Called for each running ring lost with its Worker (it is stopped, its position gone). */
   onRingLost: (queue: number, reason: string) => void = () => {};
 
-  private constructor(setup: WorkerSetup) {
+  private constructor(setup: WorkerSetup, stats: SharedArrayBuffer | undefined) {
     this.#setup = setup;
+    this.#stats = stats;
   }
 
-  /** Spawns `count` Workers for the device described by `setup`. */
-  static async create(count: number, setup: WorkerSetup): Promise<WorkerPool> {
-    const pool = new WorkerPool(setup);
+  /**
+   * Spawns `count` Workers for the device described by `setup`; with
+   * `stats` (src/metrics/queue_stats.ts) they count every ring's requests there.
+   */
+  static async create(
+    count: number,
+    setup: WorkerSetup,
+    stats?: SharedArrayBuffer,
+  ): Promise<WorkerPool> {
+    const pool = new WorkerPool(setup, stats);
     for (let i = 0; i < count; i++) pool.#workers.push(pool.#spawn(i));
     // The Worker is not blocked in epoll yet when init arrives: no wake needed.
     const results = await Promise.all(pool.#workers.map((w, i) => pool.#init(w, i)));
@@ -148,6 +157,7 @@ export class WorkerPool {
         logLevel: logLevel(),
         setup: this.#setup,
         wakeFd: w.wakeFd,
+        stats: this.#stats,
       },
       false,
     );

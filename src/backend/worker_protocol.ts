@@ -55,6 +55,8 @@ export type WorkerCommand =
     logLevel: LogLevel;
     setup: WorkerSetup;
     wakeFd: number;
+    /** Per-queue request statistics to keep (`--metrics`); absent: nothing is counted. */
+    stats?: SharedArrayBuffer;
   }
   | { type: "memory"; seq: number; regions: RegionMapping[] }
   | {

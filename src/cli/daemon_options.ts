@@ -19,6 +19,13 @@ import {
   takeActivatedSocket,
 } from "../systemd/socket_activation.ts";
 import { UsageError } from "./usage_error.ts";
+import {
+  METRICS_HELP,
+  METRICS_OPTIONS,
+  type MetricsAddress,
+  metricsOption,
+} from "../metrics/metrics_address.ts";
+import { type MetricsEndpoint, startDeviceMetrics } from "../metrics/device_metrics_service.ts";
 
 /** parseArgs specifications of the options every device command takes. */
 export const DAEMON_OPTIONS = {
@@ -29,6 +36,7 @@ export const DAEMON_OPTIONS = {
   "own-state-pipe": { type: "boolean", default: false },
   "print-capabilities": { type: "boolean", default: false },
   help: { type: "boolean", short: "h", default: false },
+  ...METRICS_OPTIONS,
 } as const;
 
 /** Help text of the device-state options. */
@@ -50,6 +58,7 @@ export function listeningHelp(defaultSocketPath: string): string {
 
 /** Help text of the options every command ends with. */
 export const OTHER_HELP = `Other:
+${METRICS_HELP}
   --log-level LEVEL      error, warn, info (default) or debug
   --print-capabilities   print the back-end's capabilities as JSON and exit
   -h, --help             show this help`;
@@ -105,6 +114,8 @@ export interface DaemonArgs {
    * watches the launcher, so notifications carry no MAINPID of this one.
    */
   launchedBySandbox?: boolean;
+  /** Where to serve Prometheus metrics (`--metrics`). */
+  metrics?: MetricsAddress;
 }
 
 /** The values parseArgs gives for {@linkcode DAEMON_OPTIONS}. */
@@ -123,6 +134,8 @@ export interface DaemonOptionValues {
   "print-capabilities"?: boolean;
   /** --help */
   help?: boolean;
+  /** --metrics */
+  metrics?: string;
 }
 
 /**
@@ -180,6 +193,7 @@ export function daemonArgs(values: DaemonOptionValues, defaultSocketPath: string
     help,
     notifier,
     launchedBySandbox,
+    metrics: metricsOption(values.metrics),
   };
 }
 
@@ -211,6 +225,8 @@ export interface ServeOptions {
   workers?: number;
   /** QEMU `-device` value that attaches the device to chardev `vhostd0` (logged as a hint). */
   qemuDevice?: string;
+  /** `--metrics` endpoint opened already (a sandboxed daemon opens it before its root changes). */
+  metricsEndpoint?: MetricsEndpoint;
 }
 
 /**
@@ -226,6 +242,12 @@ export async function serveDevice(
   Deno.env.delete(NOTIFY_SOCKET_ENV);
   const notifier = args.notifier;
   let daemon: Daemon;
+  const metrics = await startDeviceMetrics(device, args.metrics, options.metricsEndpoint).catch(
+    (e) => {
+      device.close();
+      throw e;
+    },
+  );
   try {
     daemon = await Daemon.start({
       socketPath: args.socketPath,
@@ -234,8 +256,10 @@ export async function serveDevice(
       workers: options.workers,
       backend: { dumpDir: args.dumpStateDir, ownPipe: args.ownStatePipe },
       onStopping: notifier && (() => notifier.stopping()),
+      metrics: metrics?.metrics,
     });
   } catch (e) {
+    await metrics?.endpoint.close();
     device.close();
     notifier?.close();
     if (e instanceof ListenError) throw new UsageError(e.message);
@@ -248,6 +272,7 @@ export async function serveDevice(
   try {
     return await daemon.finished();
   } finally {
+    await metrics?.endpoint.close();
     notifier?.close();
   }
 }

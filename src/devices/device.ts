@@ -13,6 +13,7 @@
 
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
+import type { MetricFamily } from "../metrics/exposition.ts";
 
 /** Everything a queue Worker needs to build the device's request handler. */
 export interface WorkerSetup {
@@ -195,6 +196,10 @@ export interface VirtioDevice {
   attachWorkers?(channel: DeviceWorkerChannel): void;
   /** Present when the device supports DEVICE_STATE save/load. */
   readonly stateSupport?: DeviceStateSupport;
+  /** File I/O engine of the queue Workers ("io_uring", "sync"); absent: the device does no file I/O. */
+  readonly aio?: string;
+  /** Optional: the device's own metric families for `--metrics` (cheap to compute: read at every scrape). */
+  metrics?(): MetricFamily[];
 }
 
 /** A RAM area of a device carried in the state stream (the RAM_DISK section). */

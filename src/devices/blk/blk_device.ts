@@ -20,6 +20,8 @@ import {
 } from "./blk_spec.ts";
 import { type BlkCounter, BlkSharedState } from "./blk_shared_state.ts";
 import { type BlkState, BlkStateSupport, type BlkStateTarget } from "./blk_state.ts";
+import { blkMetricFamilies } from "./blk_metrics.ts";
+import type { MetricFamily } from "../../metrics/exposition.ts";
 
 /**
  * Most request queues a device offers: QEMU's limit on a virtio device's
@@ -156,6 +158,11 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
   /** Request counters. */
   counters(): Record<BlkCounter, bigint> {
     return this.shared.counters();
+  }
+
+  /** The request counters as `--metrics` families. */
+  metrics(): MetricFamily[] {
+    return blkMetricFamilies(this.shared.counters());
   }
 
   /** Installs a verified loaded state (rings are stopped: no Worker is using the backing). */

@@ -29,7 +29,14 @@ import type { FileIoEngineKind } from "../../io/file_io_engine.ts";
 import { probeIoUring } from "../../io/open_engine.ts";
 import { pathIsOnMemoryFileSystem } from "../../io/memory_file_system.ts";
 import { closeQuietly } from "../../../ffi/mod.ts";
-import { enterSandbox, isSandboxMode, SandboxError, type SandboxMode } from "../../sandbox/mod.ts";
+import {
+  enterSandbox,
+  isSandboxMode,
+  SandboxError,
+  type SandboxMode,
+  sandboxStage,
+} from "../../sandbox/mod.ts";
+import { MetricsEndpoint } from "../../metrics/device_metrics_service.ts";
 import { ListenError } from "../../backend/daemon.ts";
 import {
   type CachePolicy,
@@ -294,7 +301,14 @@ export async function runFs(args: string[]): Promise<number> {
   if (opts.openFileLimit !== undefined) applyOpenFileLimit(opts.openFileLimit);
   const sharedDir = checkSharedDir(opts.sharedDir!);
   checkInodeFileHandles(sharedDir, opts.inodeFileHandles);
-  const sandboxed = await enterFsSandbox(opts.vhostdArgs, opts, sharedDir);
+  // The sandboxed daemon's root changes next: a unix: metrics path outside it is bound first.
+  const metricsEndpoint = opts.metrics && sandboxStage()
+    ? await MetricsEndpoint.open(opts.metrics)
+    : undefined;
+  const sandboxed = await enterFsSandbox(opts.vhostdArgs, opts, sharedDir).catch(async (e) => {
+    await metricsEndpoint?.close();
+    throw e;
+  });
   if (typeof sandboxed === "number") return sandboxed;
   const engine = chooseEngine(
     opts.aio,
@@ -316,6 +330,7 @@ export async function runFs(args: string[]): Promise<number> {
   });
   return await serveDevice(device, { ...opts, ...sandboxed }, {
     qemuDevice: `vhost-user-fs-pci,chardev=vhostd0,tag=${opts.tag}`,
+    metricsEndpoint,
   });
 }
 
