@@ -20,7 +20,6 @@ import { parseArgs } from "node:util";
 import { requireGuestEnvironment, runGuest } from "../tests/qemu/harness.ts";
 import { VhostdProcess } from "../tests/qemu/migration_harness.ts";
 
-const MAIN_TS = new URL("../main.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
 const GUEST_CID = 3;
 /** Guest-to-host streams connect to host ports 5000 (single) and 5001..5008 (eight). */
@@ -200,23 +199,11 @@ export async function benchVsock(
   const uds = `${dir}/vsock`;
   let vhostd: VhostdProcess | undefined;
   try {
-    vhostd = await VhostdProcess.startCommand({
-      command: Deno.execPath(),
-      args: [
-        "run",
-        "-A",
-        MAIN_TS,
-        "vsock",
-        "--guest-cid",
-        String(GUEST_CID),
-        "--uds-path",
-        uds,
-        "--socket-path",
-        socket,
-      ],
-      socket,
-      logPath: `${dir}/vhostd.log`,
-    });
+    vhostd = await VhostdProcess.startKind(
+      "vsock",
+      ["--guest-cid", String(GUEST_CID), "--uds-path", uds],
+      dir,
+    );
     const eightPorts = Array.from({ length: EIGHT }, (_, i) => i + 1);
     const accepted = (port: number) =>
       acceptOne(`${uds}_${port}`).then((conn) => ({ conn, at: performance.now() }));

@@ -139,6 +139,20 @@ export class VhostdProcess {
    *
    * @throws {Error} when the program exits or creates no socket within `timeoutMs`
    */
+  /**
+   * Starts `vhostd KIND ARGS --socket-path DIR/vhost.sock` (log in
+   * DIR/vhostd.log) and waits until the socket exists.
+   */
+  static startKind(kind: string, args: string[], dir: string): Promise<VhostdProcess> {
+    const socket = `${dir}/vhost.sock`;
+    return VhostdProcess.startCommand({
+      command: Deno.execPath(),
+      args: ["run", "-A", MAIN_TS, kind, ...args, "--socket-path", socket],
+      socket,
+      logPath: `${dir}/vhostd.log`,
+    });
+  }
+
   static async startCommand(
     opts: { command: string; args: string[]; socket: string; logPath: string; timeoutMs?: number },
   ): Promise<VhostdProcess> {

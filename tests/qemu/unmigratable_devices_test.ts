@@ -14,8 +14,6 @@ import { guestQemuArgs, requireGuestEnvironment, writeTestInitrd } from "./harne
 import { QemuGuest, VhostdProcess } from "./migration_harness.ts";
 import { QmpCommandError } from "./qmp.ts";
 
-const MAIN_TS = new URL("../../main.ts", import.meta.url).pathname;
-
 /** Starts `vhostd KIND ARGS` and a guest with `qemuDevice`, and expects `migrate` to be refused. */
 async function expectMigrationRefused(
   kind: string,
@@ -29,12 +27,7 @@ async function expectMigrationRefused(
   let vhostd: VhostdProcess | undefined;
   let guest: QemuGuest | undefined;
   try {
-    vhostd = await VhostdProcess.startCommand({
-      command: Deno.execPath(),
-      args: ["run", "-A", MAIN_TS, kind, ...args(dir), "--socket-path", socket],
-      socket,
-      logPath: `${dir}/vhostd.log`,
-    });
+    vhostd = await VhostdProcess.startKind(kind, args(dir), dir);
     const initrd = `${dir}/initrd`;
     await writeTestInitrd(initrd, "sleep 600");
     guest = await QemuGuest.start("source", [

@@ -10,7 +10,6 @@ import assert from "node:assert/strict";
 import { requireGuestEnvironment, runGuest } from "./harness.ts";
 import { VhostdProcess } from "./migration_harness.ts";
 
-const MAIN_TS = new URL("../../main.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
 const STREAMS = 10;
 const STREAM_SIZE = MiB;
@@ -124,25 +123,11 @@ Deno.test("QEMU guest: vsock streams both ways through vhostd vsock, checksums, 
   const uds = `${dir}/vsock`;
   let vhostd: VhostdProcess | undefined;
   try {
-    vhostd = await VhostdProcess.startCommand({
-      command: Deno.execPath(),
-      args: [
-        "run",
-        "-A",
-        MAIN_TS,
-        "vsock",
-        "--guest-cid",
-        String(GUEST_CID),
-        "--uds-path",
-        uds,
-        "--socket-path",
-        socket,
-        "--log-level",
-        "info",
-      ],
-      socket,
-      logPath: `${dir}/vhostd.log`,
-    });
+    vhostd = await VhostdProcess.startKind(
+      "vsock",
+      ["--guest-cid", String(GUEST_CID), "--uds-path", uds, "--log-level", "info"],
+      dir,
+    );
 
     // Host side of the guest-to-host streams.
     const toHost = Array.from(
