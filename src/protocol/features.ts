@@ -81,3 +81,13 @@ export function featureNames(mask: bigint, table: Record<string, number>): strin
   }
   return names;
 }
+
+/**
+ * The ring features every vhostd device offers: version 1 split rings with
+ * indirect descriptors and event idx. A device offers these plus its own bits.
+ */
+export const RING_FEATURES: bigint = maskOf([
+  VirtioFeature.VERSION_1,
+  VirtioFeature.RING_INDIRECT_DESC,
+  VirtioFeature.RING_EVENT_IDX,
+]);

@@ -7,7 +7,7 @@
 
 import { closeQuietly, fdatasync } from "../../../ffi/mod.ts";
 import type { FileIoEngineKind } from "../../io/file_io_engine.ts";
-import { bit, maskOf, VirtioFeature } from "../../protocol/mod.ts";
+import { bit, maskOf, RING_FEATURES } from "../../protocol/mod.ts";
 import type { VirtioDevice, WorkerSetup } from "../device.ts";
 import { type Backing, closeBacking } from "./backing.ts";
 import {
@@ -193,13 +193,10 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
       BlkFeature.TOPOLOGY,
       BlkFeature.CONFIG_WCE,
       BlkFeature.MQ,
-      VirtioFeature.VERSION_1,
-      VirtioFeature.RING_INDIRECT_DESC,
-      VirtioFeature.RING_EVENT_IDX,
     ];
     if (this.backing.readOnly) bits.push(BlkFeature.RO);
     else bits.push(BlkFeature.DISCARD, BlkFeature.WRITE_ZEROES);
-    return maskOf(bits);
+    return RING_FEATURES | maskOf(bits);
   }
 
   /**

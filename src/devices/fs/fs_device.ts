@@ -17,7 +17,7 @@
  * @module
  */
 
-import { maskOf, VirtioFeature } from "../../protocol/mod.ts";
+import { RING_FEATURES } from "../../protocol/mod.ts";
 import { MAX_QUEUE_SIZE } from "../../virtqueue/layout.ts";
 import type { DeviceWorkerChannel, VirtioDevice, WorkerSetup } from "../device.ts";
 import { encodeFsConfig, FS_CONFIG_SIZE, validateTag } from "./fs_spec.ts";
@@ -140,11 +140,7 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
 
   /** Ring features only: vhostd offers no notification queue. */
   features(): bigint {
-    return maskOf([
-      VirtioFeature.VERSION_1,
-      VirtioFeature.RING_INDIRECT_DESC,
-      VirtioFeature.RING_EVENT_IDX,
-    ]);
+    return RING_FEATURES;
   }
 
   /** Remembers the accepted features. */

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { maskOf, VirtioFeature } from "../../protocol/mod.ts";
+import { RING_FEATURES } from "../../protocol/mod.ts";
 import { MAX_QUEUE_SIZE } from "../../virtqueue/layout.ts";
 import type {
   DeviceSnapshot,
@@ -52,11 +52,7 @@ export class RngDevice implements VirtioDevice {
 
   /** Ring features only: virtio-rng defines no device features. */
   features(): bigint {
-    return maskOf([
-      VirtioFeature.VERSION_1,
-      VirtioFeature.RING_INDIRECT_DESC,
-      VirtioFeature.RING_EVENT_IDX,
-    ]);
+    return RING_FEATURES;
   }
 
   /** Remembers the accepted features. */

@@ -9,7 +9,7 @@
 
 import { closeQuietly } from "../../../ffi/mod.ts";
 import { log } from "../../log.ts";
-import { maskOf, VirtioFeature } from "../../protocol/mod.ts";
+import { RING_FEATURES } from "../../protocol/mod.ts";
 import type { DeviceWorkerChannel, VirtioDevice, WorkerSetup } from "../device.ts";
 import {
   DEFAULT_BUF_ALLOC,
@@ -68,11 +68,7 @@ export class VsockDevice implements VirtioDevice, VsockStateTarget {
 
   /** Stream sockets only (no SEQPACKET), on version 1 split rings. */
   features(): bigint {
-    return maskOf([
-      VirtioFeature.VERSION_1,
-      VirtioFeature.RING_INDIRECT_DESC,
-      VirtioFeature.RING_EVENT_IDX,
-    ]);
+    return RING_FEATURES;
   }
 
   /** Remembers the accepted features. */
