@@ -56,6 +56,11 @@ export class Inode {
    * and `migrationOnError` is "guest-error"); null when healthy.
    */
   broken: string | null = null;
+  /**
+   * For a directory: the inodes whose location is a name in it, by a hash of
+   * that name (see {@linkcode InodeTable.locatedAt}); null until one is.
+   */
+  locatedHere: Map<number, Inode> | null = null;
 
   /** Creates an inode record; the table assigns node ids. */
   constructor(nodeid: bigint, fd: number, dev: number, ino: bigint, type: number) {
@@ -105,6 +110,16 @@ export class Inode {
     }
     this.#fd = -1;
   }
+}
+
+/**
+ * A 30-bit FNV-1a hash of a name: the key of {@linkcode Inode.locatedHere}
+ * (a small integer, so that a look-up builds no string).
+ */
+function nameHash(name: Uint8Array): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) hash = Math.imul(hash ^ name[i], 0x01000193);
+  return hash & 0x3fff_ffff;
 }
 
 /** Host identity of a file, as a map key. */
@@ -273,8 +288,26 @@ export class InodeTable {
       location.parent.refs++;
     }
     const previous = inode.location;
+    if (previous !== null) unindexLocation(inode, previous);
     inode.location = location === null ? null : { parent: location.parent, name: location.name };
+    if (location !== null) {
+      // Two names of one hash: the later one is indexed (the index is only a hint).
+      (location.parent.locatedHere ??= new Map()).set(nameHash(location.name), inode);
+    }
     if (previous !== null) this.release(previous.parent);
+  }
+
+  /**
+   * The inode whose recorded location is exactly `name` in `parent`, if any:
+   * a hint for LOOKUP, which must still check the host (the file behind the
+   * name may have been renamed or replaced there).
+   */
+  locatedAt(parent: Inode, name: Uint8Array): Inode | undefined {
+    const inode = parent.locatedHere?.get(nameHash(name));
+    const location = inode?.location;
+    return location != null && location.parent === parent && sameName(location.name, name)
+      ? inode
+      : undefined;
   }
 
   /** Forgets the location of `inode` if it is exactly `name` in `parent` (the name went away). */
@@ -321,6 +354,15 @@ export class InodeTable {
       if (this.#byIdentity.get(key) === inode) this.#byIdentity.delete(key);
     }
     inode.closeFd();
+    if (inode.location !== null) unindexLocation(inode, inode.location);
     inode.location = null;
   }
+}
+
+/** Takes `inode` out of the name index of the directory of `location` (where it is indexed). */
+function unindexLocation(inode: Inode, location: InodeLocation): void {
+  const here = location.parent.locatedHere;
+  if (here === null) return;
+  const key = nameHash(location.name);
+  if (here.get(key) === inode) here.delete(key);
 }

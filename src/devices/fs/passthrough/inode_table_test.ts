@@ -105,3 +105,33 @@ Deno.test("broken placeholders keep node id and lookups, and are not found by id
   assert.equal(table.get(9n), undefined);
   assert.equal(table.nextNodeid, 10n);
 });
+
+Deno.test("locatedAt finds the inode recorded at exactly that name; moves and drops update it", () => {
+  const table = new InodeTable(-1, stat(1));
+  const a = table.insert(-1, stat(2), { parent: table.root, name: bytes("a") });
+  const f = table.insert(-1, stat(3, S_IFREG | 0o644), { parent: a, name: bytes("f") });
+  table.addLookups(f);
+  assert.equal(table.locatedAt(table.root, bytes("a")), a);
+  assert.equal(table.locatedAt(a, bytes("f")), f);
+  assert.equal(table.locatedAt(table.root, bytes("f")), undefined, "another directory");
+  assert.equal(table.locatedAt(a, bytes("ff")), undefined);
+  assert.equal(table.locatedAt(f, bytes("f")), undefined, "nothing is located in a file");
+
+  table.setLocation(f, { parent: table.root, name: bytes("g") });
+  assert.equal(table.locatedAt(a, bytes("f")), undefined, "moved away");
+  assert.equal(table.locatedAt(table.root, bytes("g")), f);
+  table.clearLocationIf(f, table.root, bytes("g"));
+  assert.equal(table.locatedAt(table.root, bytes("g")), undefined, "no known name");
+
+  // Two inodes recorded under one name (the host replaced the file): the later one is the hint.
+  table.setLocation(f, { parent: a, name: bytes("x") });
+  const replacement = table.insert(-1, stat(4, S_IFREG | 0o644), { parent: a, name: bytes("x") });
+  table.addLookups(replacement);
+  assert.equal(table.locatedAt(a, bytes("x")), replacement);
+  table.forget(replacement.nodeid, 1n);
+  assert.equal(table.get(replacement.nodeid), undefined);
+  assert.notEqual(table.locatedAt(a, bytes("x")), replacement, "a dropped inode is no hint");
+
+  table.clear();
+  assert.equal(table.locatedAt(table.root, bytes("a")), undefined, "cleared with the table");
+});

@@ -1045,7 +1045,32 @@ export class PassthroughFs {
 
   /** Looks up one plain name in `dir`, adding a lookup reference. */
   #lookupIn(dir: Inode, name: Uint8Array): EntryResult {
+    // A name looked up before most likely still names the same file: one statx
+    // of the name answers. A new name is opened right away (no statx first).
+    const hinted = this.#inodes.locatedAt(dir, name);
+    if (hinted !== undefined) {
+      const known = this.#knownEntry(dir, name, hinted);
+      if (known !== undefined) return known;
+    }
     return this.#adopt(dir, name, openComponent(dir.fd, name));
+  }
+
+  /**
+   * The entry of `name` in `dir` when a statx of the name (never following a
+   * link, the name is one plain component) finds the host file of `hinted`,
+   * the inode last recorded there, and that inode holds its own fd: the fd
+   * keeps the file alive, so no other file can have its (dev, ino), and no
+   * fd needs opening. Undefined (the caller opens the name) when the name
+   * now names another file, the inode is known by file handle (whose
+   * identity needs an open to compare) or broken, or the statx fails (the
+   * open reports the error).
+   */
+  #knownEntry(dir: Inode, name: Uint8Array, hinted: Inode): EntryResult | undefined {
+    if (hinted.fileHandle !== null || hinted.broken !== null) return undefined;
+    const st = statEntryQuietly(dir.fd, name);
+    if (st === undefined || st.ino !== hinted.ino || st.dev !== hinted.dev) return undefined;
+    this.#inodes.addLookups(hinted);
+    return this.#entry(hinted, st);
   }
 
   /**

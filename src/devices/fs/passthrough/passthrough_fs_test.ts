@@ -172,6 +172,43 @@ Deno.test("hard links share one inode; the inode's fd lives until the last forge
   assert.equal(attr.size, 6);
 });
 
+Deno.test("a name looked up again is checked on the host: renamed or replaced files are found anew", () => {
+  using share = makeShare();
+  const { fs } = share;
+  Deno.writeTextFileSync(`${share.path}/f`, "one");
+  Deno.mkdirSync(`${share.path}/d`);
+  const first = fs.lookup(ROOT, bytes("f"));
+  const dir = fs.lookup(ROOT, bytes("d"));
+  assert.equal(fs.lookup(ROOT, bytes("f")).nodeid, first.nodeid, "unchanged: the same inode");
+  assert.equal(fs.inodeInfo(first.nodeid)?.lookups, 2n);
+
+  // The host renames f away and puts another file under its name.
+  Deno.renameSync(`${share.path}/f`, `${share.path}/g`);
+  Deno.writeTextFileSync(`${share.path}/f`, "second");
+  const second = fs.lookup(ROOT, bytes("f"));
+  assert.notEqual(second.nodeid, first.nodeid);
+  assert.equal(second.attr.size, 6);
+  assert.equal(second.attr.ino, BigInt(Deno.lstatSync(`${share.path}/f`).ino!));
+  assert.equal(fs.lookup(ROOT, bytes("g")).nodeid, first.nodeid, "the old file under its new name");
+  assert.equal(fs.inodeInfo(first.nodeid)?.lookups, 3n);
+
+  // Replaced by a symbolic link (never followed) and then removed.
+  Deno.removeSync(`${share.path}/f`);
+  Deno.symlinkSync("g", `${share.path}/f`);
+  const link = fs.lookup(ROOT, bytes("f"));
+  assert.equal(link.attr.mode & S_IFMT, S_IFLNK);
+  assert.notEqual(link.nodeid, first.nodeid);
+  Deno.removeSync(`${share.path}/f`);
+  assertFsErrno(() => fs.lookup(ROOT, bytes("f")), ENOENT);
+
+  // A directory replaced by a file of the same name.
+  Deno.removeSync(`${share.path}/d`);
+  Deno.writeTextFileSync(`${share.path}/d`, "");
+  const file = fs.lookup(ROOT, bytes("d"));
+  assert.notEqual(file.nodeid, dir.nodeid);
+  assert.equal(file.attr.mode & S_IFMT, S_IFREG);
+});
+
 Deno.test("'.' is the directory itself, '..' its parent, and '..' of the root is the root", () => {
   using share = makeShare();
   const { fs } = share;
