@@ -113,6 +113,7 @@ import {
   S_IFMT,
   S_IFREG,
   S_IFSOCK,
+  type StatxResult,
   symlinkat,
   type TimeSpec,
   unlinkat,
@@ -684,6 +685,7 @@ export class PassthroughFs {
       let fd = -1;
       let pathFd = -1;
       let created = true;
+      let createdStat: StatxResult | undefined;
       const openAsCaller = () => {
         // Runs again when the host refused it: start from nothing opened.
         closeQuietly(pathFd);
@@ -706,8 +708,12 @@ export class PassthroughFs {
           (wanted & SETGID_BIT) !== 0,
         );
         if (created) {
+          // One statx of the new file serves the mode fix-up and the entry.
+          createdStat = statFd(fd);
           pathFd = reopenFd(fd, O_PATH | O_CLOEXEC);
-          if (exact !== null) this.#settlePermissions(pathFd, exact);
+          if (exact !== null && this.#settlePermissions(pathFd, exact, createdStat)) {
+            createdStat = undefined;
+          }
         }
       } catch (error) {
         closeQuietly(fd);
@@ -717,7 +723,7 @@ export class PassthroughFs {
       }
       let entry: EntryResult;
       try {
-        entry = this.#adopt(dir, name, pathFd);
+        entry = this.#adopt(dir, name, pathFd, createdStat);
       } catch (error) {
         closeQuietly(fd);
         throw error;
@@ -1076,12 +1082,13 @@ export class PassthroughFs {
   /**
    * Turns an O_PATH fd of `name` in `dir` (owned from now on) into an entry:
    * the known inode of that host file, or a new one; adds a lookup reference
-   * and records `name` as where the inode is found now.
+   * and records `name` as where the inode is found now. `fresh` is the fd's
+   * status when the caller has it already (no statx then).
    */
-  #adopt(dir: Inode, name: Uint8Array, fd: number): EntryResult {
+  #adopt(dir: Inode, name: Uint8Array, fd: number, fresh?: StatxResult): EntryResult {
     let st;
     try {
-      st = statFd(fd);
+      st = fresh ?? statFd(fd);
     } catch (error) {
       closeQuietly(fd);
       throw error;
@@ -1121,14 +1128,18 @@ export class PassthroughFs {
       wanted !== null && (wanted & SETGID_BIT) !== 0,
     );
     const fd = openComponent(dir.fd, name);
+    let st: StatxResult | undefined;
     try {
-      if (wanted !== null) this.#settlePermissions(fd, wanted);
+      if (wanted !== null) {
+        st = statFd(fd);
+        if (this.#settlePermissions(fd, wanted, st)) st = undefined;
+      }
     } catch (error) {
       closeQuietly(fd);
       unlinkQuietly(dir.fd, name, isDir ? AT_REMOVEDIR : 0);
       throw error;
     }
-    return this.#adopt(dir, name, fd);
+    return this.#adopt(dir, name, fd, st);
   }
 
   /**
@@ -1136,12 +1147,15 @@ export class PassthroughFs {
    * umask may have cleared some the guest asked for. Runs as vhostd, after
    * the caller's creation, and keeps the special bits the host kernel chose
    * (the setgid bit a directory inherits, a setgid bit it refused a caller
-   * outside the group).
+   * outside the group). `st` is the file's status. True when it changed
+   * the mode (`st` is then stale).
    */
-  #settlePermissions(fd: number, wanted: number): void {
-    const mode = statFd(fd).mode & PERMISSION_BITS;
+  #settlePermissions(fd: number, wanted: number, st: StatxResult): boolean {
+    const mode = st.mode & PERMISSION_BITS;
     const expected = (mode & ~ACCESS_BITS) | (wanted & ACCESS_BITS);
-    if (mode !== expected) chmodProcFd(fd, expected);
+    if (mode === expected) return false;
+    chmodProcFd(fd, expected);
+    return true;
   }
 
   /**
