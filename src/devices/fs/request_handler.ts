@@ -284,13 +284,24 @@ function xattrReply(reply: XattrReply): Uint8Array {
   return "size" in reply ? encodeGetxattrOut({ size: reply.size }) : reply.value;
 }
 
+/** Copies `part` to `at` in `reply` unless it was encoded in place there (see #dispatch). */
+function placePart(reply: Uint8Array, part: Uint8Array, at: number): void {
+  if (part.buffer !== reply.buffer || part.byteOffset !== reply.byteOffset + at) {
+    reply.set(part, at);
+  }
+}
+
 /** Handles virtio-fs requests for the queue Worker. */
 export class FsRequestHandler implements QueueHandler {
   readonly #open: FileSystemFactory;
   readonly #options: FsOptions;
   readonly #xattrServed: boolean;
   readonly #io = new GuestFileIo(IOV_CAPACITY);
-  /** The first bytes of every request: in header, plus fuse_write_in for WRITE. */
+  /**
+   * The first bytes of every request: in header, plus fuse_write_in for
+   * WRITE; a request that fits is decoded from here (the same rule as for
+   * `#request`: no view of it outlives its request).
+   */
   readonly #head = new Uint8Array(WRITE_HEADER_SIZE);
   readonly #headView = new DataView(this.#head.buffer);
   readonly #outHeader = new Uint8Array(FUSE_OUT_HEADER.size);
@@ -419,8 +430,15 @@ export class FsRequestHandler implements QueueHandler {
       if (header.len > MAX_REQUEST_BYTES && opcode !== FuseOpcode.SETXATTR) {
         throw new FuseProtocolError(`${opcodeName(opcode)} request of ${header.len} bytes`);
       }
-      const bytes = this.#request.zeroed(Math.min(header.len, chain.readableLength()));
-      chain.readFrom(memory, 0, bytes);
+      const length = Math.min(header.len, chain.readableLength());
+      // Most requests fit in the bytes read already: decoded from there, not copied again.
+      let bytes: Uint8Array;
+      if (length <= got) {
+        bytes = this.#head.subarray(0, length);
+      } else {
+        bytes = this.#request.zeroed(length);
+        chain.readFrom(memory, 0, bytes);
+      }
       const body = requestBody(header, bytes);
       const { args, extensions } = splitExtensions(body, header.totalExtlen);
       const request = decodeArgs(opcode, args, this.#decodeOptions);
@@ -1007,8 +1025,12 @@ export class FsRequestHandler implements QueueHandler {
     unique: bigint,
     body: Uint8Array | readonly Uint8Array[],
   ): number {
-    const parts = body instanceof Uint8Array ? [body] : body;
-    const len = parts.reduce((sum, part) => sum + part.byteLength, FUSE_OUT_HEADER.size);
+    let len = FUSE_OUT_HEADER.size;
+    if (body instanceof Uint8Array) {
+      len += body.byteLength;
+    } else {
+      for (const part of body) len += part.byteLength;
+    }
     const writable = chain.writableLength();
     if (len > writable) {
       this.#warn(
@@ -1021,13 +1043,14 @@ export class FsRequestHandler implements QueueHandler {
     // Header and parts cover all `len` bytes: nothing of an earlier reply is left in it.
     const reply = this.#replyScratch.unzeroed(len);
     writeOutHeader({ len, error: 0, unique }, this.#replyScratch.viewOf(reply));
-    let at = FUSE_OUT_HEADER.size;
-    for (const part of parts) {
-      // A body encoded in place (see #dispatch) is where it belongs already.
-      if (part.buffer !== reply.buffer || part.byteOffset !== reply.byteOffset + at) {
-        reply.set(part, at);
+    if (body instanceof Uint8Array) {
+      placePart(reply, body, FUSE_OUT_HEADER.size);
+    } else {
+      let at = FUSE_OUT_HEADER.size;
+      for (const part of body) {
+        placePart(reply, part, at);
+        at += part.byteLength;
       }
-      at += part.byteLength;
     }
     return chain.writeTo(memory, 0, reply);
   }
