@@ -133,6 +133,14 @@ export class DescriptorChain {
   readFrom(memory: GuestMemory, offset: number, dest: Uint8Array): number {
     if (!(offset >= 0) || offset >= this.#readableBytes) return 0;
     const length = Math.min(dest.length, this.#readableBytes - offset);
+    const first = this.segments[0];
+    if (offset + length <= first.len) {
+      // All in the first segment (a request header, most requests): one copy, no walk.
+      const src = memory.slice(first.addr + offset, length);
+      if (src === undefined) return 0;
+      dest.set(src);
+      return length;
+    }
     let copied = 0;
     forEachPiece(this.segments, offset, length, (gpa, len, at) => {
       const src = memory.slice(gpa, len);
@@ -152,6 +160,17 @@ export class DescriptorChain {
    */
   writeTo(memory: GuestMemory, offset: number, src: Uint8Array): number {
     if (!(offset >= 0)) return 0;
+    const first = this.segments[this.#readableCount];
+    if (first !== undefined && offset + src.length <= first.len) {
+      // All in the first writable segment (most replies): one copy, no walk.
+      if (src.length === 0) return 0;
+      const gpa = first.addr + offset;
+      const dest = memory.slice(gpa, src.length);
+      if (dest === undefined) return 0;
+      dest.set(src);
+      memory.markWritten(gpa, src.length);
+      return src.length;
+    }
     let copied = 0;
     // Writable segments follow the readable ones in the chain's byte stream.
     forEachPiece(this.segments, this.#readableBytes + offset, src.length, (gpa, len, at) => {
