@@ -232,6 +232,8 @@ const CONGESTION_THRESHOLD = 48;
 const IOV_CAPACITY = 1024;
 /** Size of WRITE's fixed part: fuse_in_header + fuse_write_in. */
 const WRITE_HEADER_SIZE = FUSE_IN_HEADER.size + FUSE_WRITE_IN.size;
+/** The largest file offset READ and WRITE work with as numbers (2^53 - 1), as a bigint made once. */
+const MAX_SAFE_OFFSET = BigInt(Number.MAX_SAFE_INTEGER);
 /** pread/pwrite take an off_t: offsets from 2^63 up are EINVAL on the host too. */
 const OFF_T_LIMIT = 1n << 63n;
 
@@ -863,9 +865,9 @@ export class FsRequestHandler implements QueueHandler {
     const fd = this.#fs.readFd(fh);
     const length = Math.min(size, writable - FUSE_OUT_HEADER.size);
     const skip = chain.readableLength() + FUSE_OUT_HEADER.size;
-    const pastEnd = offset > BigInt(Number.MAX_SAFE_INTEGER);
+    const pastEnd = offset > MAX_SAFE_OFFSET;
     if (
-      !pastEnd &&
+      !pastEnd && this.#deferred !== undefined &&
       this.#deferLater(
         fh,
         () =>
@@ -931,7 +933,7 @@ export class FsRequestHandler implements QueueHandler {
       );
     }
     if (args.offset >= OFF_T_LIMIT) throw new RequestFailure(EINVAL);
-    if (args.offset + BigInt(args.size) > BigInt(Number.MAX_SAFE_INTEGER)) {
+    if (args.offset + BigInt(args.size) > MAX_SAFE_OFFSET) {
       throw new RequestFailure(EFBIG);
     }
     const fd = this.#fs.readFd(args.fh);
@@ -941,7 +943,8 @@ export class FsRequestHandler implements QueueHandler {
     const killSuidgid = (args.writeFlags & FuseWriteFlag.KILL_SUIDGID) !== 0;
     // A write that must clear setuid/setgid runs at once: the core drops CAP_FSETID around it.
     if (
-      !killSuidgid && this.#deferLater(args.fh, () =>
+      !killSuidgid && this.#deferred !== undefined &&
+      this.#deferLater(args.fh, () =>
         this.#deferred!.transfer(
           fd,
           chain.segments,
