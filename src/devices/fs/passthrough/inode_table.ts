@@ -122,8 +122,16 @@ function nameHash(name: Uint8Array): number {
   return hash & 0x3fff_ffff;
 }
 
-/** Host identity of a file, as a map key. */
-function identityKey(dev: number, ino: bigint): string {
+const TWO_POW_32 = 0x1_0000_0000;
+
+/**
+ * Host identity of a file, as a map key: one exact number when the device
+ * number is below 2^20 and the inode number below 2^32 (every local file
+ * system's here; no string built per look-up), else a string. A number and
+ * a string are never the same key.
+ */
+function identityKey(dev: number, ino: bigint): number | string {
+  if (dev >= 0 && dev < 0x10_0000 && ino < 0x1_0000_0000n) return dev * TWO_POW_32 + Number(ino);
   return `${dev}:${ino}`;
 }
 
@@ -132,7 +140,7 @@ const S_IFMT = 0o170000;
 /** Inodes by node id and by host identity. */
 export class InodeTable {
   readonly #byNodeid = new Map<bigint, Inode>();
-  readonly #byIdentity = new Map<string, Inode>();
+  readonly #byIdentity = new Map<number | string, Inode>();
   #nextNodeid = FUSE_ROOT_ID + 1n;
   /** The shared directory itself, node id 1. */
   readonly root: Inode;
@@ -212,7 +220,9 @@ export class InodeTable {
     const id = nodeid ?? this.#nextNodeid;
     if (this.#byNodeid.has(id)) throw new Error(`node id ${id} is already in use`);
     const key = identityKey(st.dev, st.ino);
-    if (this.#byIdentity.has(key)) throw new Error(`host file ${key} is already in the table`);
+    if (this.#byIdentity.has(key)) {
+      throw new Error(`host file ${st.dev}:${st.ino} is already in the table`);
+    }
     const type = st.mode & S_IFMT;
     const handle = this.#fileHandles?.handleOf(fd, type) ?? null;
     const inode = new Inode(id, handle === null ? fd : -1, st.dev, st.ino, type);

@@ -135,3 +135,18 @@ Deno.test("locatedAt finds the inode recorded at exactly that name; moves and dr
   table.clear();
   assert.equal(table.locatedAt(table.root, bytes("a")), undefined, "cleared with the table");
 });
+
+Deno.test("identities that do not fit one number key are still told apart", () => {
+  const table = new InodeTable(-1, stat(1));
+  const big = { ...stat(0), ino: 0x1_0000_0001n, dev: 7 };
+  const small = { ...stat(1), ino: 1n, dev: 8 };
+  const wideDev = { ...stat(0), ino: 5n, dev: 0x10_0000 };
+  const a = table.insert(-1, big, null);
+  const b = table.insert(-1, small, null);
+  const c = table.insert(-1, wideDev, null);
+  assert.equal(table.find(7, 0x1_0000_0001n), a);
+  assert.equal(table.find(8, 1n), b, "dev 8 ino 1 is not dev 7 ino 2^32 + 1");
+  assert.equal(table.find(0x10_0000, 5n), c);
+  assert.equal(table.find(0, 5n), undefined);
+  assert.throws(() => table.insert(-1, { ...big }, null), /host file 7:4294967297 is already/);
+});
