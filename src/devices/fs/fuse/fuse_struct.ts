@@ -100,9 +100,28 @@ export function defineStruct<const F extends readonly FieldSpec[]>(
   };
 }
 
-function viewOf(bytes: Uint8Array): DataView {
-  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+/**
+ * A DataView over the whole buffer of `bytes`, one kept per direction: the
+ * request handler decodes from and encodes into the same few buffers every
+ * request, and a new DataView costs more than the struct it reads. Callers
+ * check bounds against `bytes` and add its byteOffset.
+ */
+class BufferViewCache {
+  #buffer: ArrayBufferLike | undefined;
+  #view: DataView | undefined;
+
+  of(bytes: Uint8Array): DataView {
+    const buffer = bytes.buffer;
+    if (buffer !== this.#buffer || this.#view!.byteLength !== buffer.byteLength) {
+      this.#view = new DataView(buffer);
+      this.#buffer = buffer;
+    }
+    return this.#view!;
+  }
 }
+
+const readViews = new BufferViewCache();
+const writeViews = new BufferViewCache();
 
 const TWO_POW_32 = 0x1_0000_0000;
 
@@ -263,7 +282,7 @@ export function readStruct<F extends readonly FieldSpec[]>(
       `${layout.name}: needs ${layout.size} bytes at offset ${offset}, input has ${bytes.byteLength}`,
     );
   }
-  return codecOf(layout).read(viewOf(bytes), offset) as StructValue<F>;
+  return codecOf(layout).read(readViews.of(bytes), bytes.byteOffset + offset) as StructValue<F>;
 }
 
 /**
@@ -286,7 +305,11 @@ export function writeStruct<F extends readonly FieldSpec[]>(
     );
   }
   // The codec zeroes gaps, tail padding and reserved fields: nothing the buffer held leaks.
-  codecOf(layout).write(value as Record<string, unknown>, viewOf(target), offset);
+  codecOf(layout).write(
+    value as Record<string, unknown>,
+    writeViews.of(target),
+    target.byteOffset + offset,
+  );
   return target.subarray(offset, offset + layout.size);
 }
 

@@ -113,3 +113,21 @@ Deno.test("writeStructToView zeroes gaps and reserved fields of a reused buffer,
   assert.deepEqual(readStruct(OUTER, buffer, 8), { ...value, signed: -5n });
   assert.throws(() => writeStructToView(OUTER, value, view, 17), RangeError);
 });
+
+Deno.test("readStruct and writeStruct use the view's own place, whichever buffer came before", () => {
+  const first = new Uint8Array(64);
+  const second = new Uint8Array(64);
+  // Views into the middle of two buffers, used alternately (the kept whole-buffer views switch).
+  const a = first.subarray(16);
+  const b = second.subarray(8, 40);
+  writeStruct(INNER, { a: 1, b: 2n }, a, 4);
+  writeStruct(INNER, { a: 3, b: 4n }, b, 0);
+  writeStruct(INNER, { a: 5, b: 6n }, a, 24);
+  assert.deepEqual(readStruct(INNER, first, 20), { a: 1, b: 2n });
+  assert.deepEqual(readStruct(INNER, second, 8), { a: 3, b: 4n });
+  assert.deepEqual(readStruct(INNER, a, 24), { a: 5, b: 6n });
+  assert.deepEqual(readStruct(INNER, b), { a: 3, b: 4n });
+  assert.throws(() => readStruct(INNER, b, 17), FuseProtocolError, "bounds are the view's");
+  assert.throws(() => writeStruct(INNER, { a: 0, b: 0n }, b, 17), RangeError);
+  assert.deepEqual([...second.subarray(0, 8)], new Array(8).fill(0), "nothing before the view");
+});
