@@ -286,6 +286,17 @@ function xattrReply(reply: XattrReply): Uint8Array {
   return "size" in reply ? encodeGetxattrOut({ size: reply.size }) : reply.value;
 }
 
+/**
+ * The fuse_out_header of a success (error 0) of `len` bytes, `len` at least
+ * the header's 16 and below 2^32: what writeOutHeader writes, without the
+ * object and the checks a computed success length never needs.
+ */
+function putSuccessHeader(view: DataView, len: number, unique: bigint): void {
+  view.setUint32(0, len, true);
+  view.setInt32(4, 0, true);
+  view.setBigUint64(8, unique, true);
+}
+
 /** Copies `part` to `at` in `reply` unless it was encoded in place there (see #dispatch). */
 function placePart(reply: Uint8Array, part: Uint8Array, at: number): void {
   if (part.buffer !== reply.buffer || part.byteOffset !== reply.byteOffset + at) {
@@ -884,7 +895,7 @@ export class FsRequestHandler implements QueueHandler {
             ) =>
               this.#completeLater(chain, memory, queueIndex, unique, fh, result, (count) => {
                 const len = FUSE_OUT_HEADER.size + count;
-                writeOutHeader({ len, error: 0, unique }, this.#outHeaderView);
+                putSuccessHeader(this.#outHeaderView, len, unique);
                 chain.writeTo(memory, 0, this.#outHeader);
                 return len;
               }),
@@ -904,7 +915,7 @@ export class FsRequestHandler implements QueueHandler {
       false,
     );
     const len = FUSE_OUT_HEADER.size + count;
-    writeOutHeader({ len, error: 0, unique }, this.#outHeaderView);
+    putSuccessHeader(this.#outHeaderView, len, unique);
     chain.writeTo(memory, 0, this.#outHeader);
     return len;
   }
@@ -976,14 +987,12 @@ export class FsRequestHandler implements QueueHandler {
 
   /** WRITE's reply: fuse_write_out with the bytes written. */
   #writeReply(chain: DescriptorChain, memory: GuestMemory, unique: bigint, count: number): number {
-    // fuse_out_header then fuse_write_out (size, padding), written field by field: the
-    // most frequent reply of all, with nothing to check (count <= fuse_write_in.size, a u32).
+    // fuse_out_header then fuse_write_out (size, padding), field by field: nothing to
+    // check (count <= fuse_write_in.size, a u32), no objects.
     const len = FUSE_OUT_HEADER.size + FUSE_WRITE_OUT.size;
     const reply = this.#replyScratch.unzeroed(len);
     const view = this.#replyScratch.view;
-    view.setUint32(0, len, true);
-    view.setInt32(4, 0, true);
-    view.setBigUint64(8, unique, true);
+    putSuccessHeader(view, len, unique);
     view.setUint32(FUSE_OUT_HEADER.size, count, true);
     view.setUint32(FUSE_OUT_HEADER.size + 4, 0, true);
     chain.writeTo(memory, 0, reply);
@@ -1052,7 +1061,7 @@ export class FsRequestHandler implements QueueHandler {
     }
     // Header and parts cover all `len` bytes: nothing of an earlier reply is left in it.
     const reply = this.#replyScratch.unzeroed(len);
-    writeOutHeader({ len, error: 0, unique }, this.#replyScratch.viewOf(reply));
+    putSuccessHeader(this.#replyScratch.viewOf(reply), len, unique);
     if (body instanceof Uint8Array) {
       placePart(reply, body, FUSE_OUT_HEADER.size);
     } else {
