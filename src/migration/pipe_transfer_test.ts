@@ -9,6 +9,7 @@ import { crc32 } from "node:zlib";
 import {
   closeFd,
   closeQuietly,
+  fstat,
   ftruncate,
   memfdCreate,
   O_CLOEXEC,
@@ -256,6 +257,21 @@ Deno.test({
       } finally {
         closeFd(staged);
         closeFd(sparseDisk);
+      }
+      // Large extents with holes between: staged through the stager, the holes stay holes.
+      const holesSize = 32 * MiB;
+      const holesDisk = makeDisk(holesSize, [[0, 3 * MiB, 1], [20 * MiB, 9 * MiB, 2]]);
+      const holesStaged = memfdCreate("staging");
+      try {
+        ftruncate(holesStaged, holesSize);
+        const holes = streamOf(holesDisk, holesSize);
+        const moved = loadIntoFd(new MemorySource(holes, 70_000), holesStaged, holesSize, "uring");
+        assert.ok(moved >= 10 * MiB, `the large extents went through the stager (${moved})`);
+        assert.equal(crcOf(holesStaged, holesSize), crcOf(holesDisk, holesSize));
+        assert.equal(fstat(holesStaged).blocks * 512, 12 * MiB, "only the extents are allocated");
+      } finally {
+        closeFd(holesStaged);
+        closeFd(holesDisk);
       }
       // Corrupt data still fails the checksum, though it went straight to staging.
       const flipped = stream.slice();

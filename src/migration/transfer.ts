@@ -151,11 +151,12 @@ export function loadState(
         }
         if (ramDiskSeen) throw new StateFormatError("two RAM_DISK sections");
         ramDiskSeen = true;
-        // Straight from the state fd to staging, unless a dump copy must see every byte.
+        // Straight from the state fd to staging, unless a dump copy must see every byte:
+        // written by io_uring's worker meanwhile, or else spliced in (one copy, not two).
         const { fd: stagingFd, size } = staging.ramDisk;
         const stager = dumpFd === undefined
-          ? SpliceStager.tryCreate(source, stagingFd, size) ??
-            UringStager.tryCreate(source, stagingFd)
+          ? UringStager.tryCreate(source, stagingFd) ??
+            SpliceStager.tryCreate(source, stagingFd, size)
           : undefined;
         try {
           reader.readRamDiskInto(stagingFd, size, stager);
