@@ -301,7 +301,7 @@ export class BlkRequestHandler implements QueueHandler {
     let status: number = BlkStatus.OK;
     try {
       if (chain.error !== undefined) throw new RequestFailure(BlkStatus.IOERR, chain.error);
-      if (chain.readFrom(memory, 0, this.#header) < REQUEST_HEADER_SIZE) {
+      if (!this.#readHeader(chain, memory)) {
         throw new RequestFailure(BlkStatus.IOERR, "request header shorter than 16 bytes");
       }
       const type = this.#headerView.getUint32(0, true);
@@ -364,10 +364,55 @@ export class BlkRequestHandler implements QueueHandler {
       this.#warn(queueIndex, chain, e instanceof RequestFailure ? e.reason : describe(e));
       written = 0;
     }
-    this.#status[0] = status;
     // A status byte that no longer resolves (memory table changed): nothing to report.
-    if (chain.writeTo(memory, statusOffset, this.#status) !== 1) return 0;
+    if (!this.#writeStatus(chain, memory, statusOffset, status)) return 0;
     return written + 1;
+  }
+
+  /**
+   * Copies the 16-byte request header into `#header`; false when the chain's
+   * readable part is shorter. Reads it straight from guest memory when the
+   * first segment holds it (Linux's layout), without a view or closure per request.
+   */
+  #readHeader(chain: DescriptorChain, memory: GuestMemory): boolean {
+    const first = chain.segments[0];
+    if (first !== undefined && !first.writable && first.len >= REQUEST_HEADER_SIZE) {
+      const hit = memory.resolve(first.addr, REQUEST_HEADER_SIZE);
+      if (hit !== undefined) {
+        const from = hit.region.view;
+        const to = this.#headerView;
+        for (let at = 0; at < REQUEST_HEADER_SIZE; at += 4) {
+          to.setUint32(at, from.getUint32(hit.offset + at, true), true);
+        }
+        return true;
+      }
+    }
+    return chain.readFrom(memory, 0, this.#header) === REQUEST_HEADER_SIZE;
+  }
+
+  /**
+   * Writes the status byte at `statusOffset` of the chain's writable part
+   * and marks it dirty; false when it does not resolve. The status byte is
+   * normally the last byte of the last segment: stored directly then.
+   */
+  #writeStatus(
+    chain: DescriptorChain,
+    memory: GuestMemory,
+    statusOffset: number,
+    status: number,
+  ): boolean {
+    const segments = chain.segments;
+    const last = segments[segments.length - 1];
+    if (last !== undefined && last.writable && statusOffset === chain.writableLength() - 1) {
+      const gpa = last.addr + last.len - 1;
+      const hit = memory.resolve(gpa, 1);
+      if (hit === undefined) return false;
+      hit.region.bytes[hit.offset] = status;
+      memory.markWritten(gpa, 1);
+      return true;
+    }
+    this.#status[0] = status;
+    return chain.writeTo(memory, statusOffset, this.#status) === 1;
   }
 
   /**
@@ -427,9 +472,8 @@ export class BlkRequestHandler implements QueueHandler {
   /** Writes the status byte, releases the request and completes its chain with `written + 1`. */
   #finish(request: BlkRequest, status: number, written: number): void {
     const { chain, memory, queueIndex } = request;
-    this.#status[0] = status;
-    // writeTo marks the status byte in the dirty log: now, after the data landed.
-    const reported = chain.writeTo(memory, request.statusOffset, this.#status) === 1;
+    // The status byte is marked in the dirty log now, after the data landed.
+    const reported = this.#writeStatus(chain, memory, request.statusOffset, status);
     if (request.bounce !== undefined) {
       this.#bounces!.release(request.bounce);
       request.bounce = undefined;
