@@ -230,6 +230,11 @@ function pushSegment(
   return true;
 }
 
+/** How an error names a descriptor; built only for errors (not a string per descriptor walked). */
+function descriptorName(inIndirect: boolean, index: number): string {
+  return inIndirect ? `indirect descriptor ${index}` : `descriptor ${index}`;
+}
+
 function hex(n: number): string {
   return `0x${n.toString(16)}`;
 }
@@ -285,37 +290,41 @@ export function walkDescriptorChain(
     const len = view.getUint32(at + DESC_LEN_OFFSET, true);
     const flags = view.getUint16(at + DESC_FLAGS_OFFSET, true);
     const next = view.getUint16(at + DESC_NEXT_OFFSET, true);
-    const where = inIndirect ? `indirect descriptor ${index}` : `descriptor ${index}`;
 
     if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
       if (!indirectAllowed) {
-        error = `${where}: INDIRECT flag but indirect descriptors were not negotiated`;
+        error = `${
+          descriptorName(inIndirect, index)
+        }: INDIRECT flag but indirect descriptors were not negotiated`;
         break;
       }
       if (inIndirect) {
-        error = `${where}: nested indirect table`;
+        error = `${descriptorName(inIndirect, index)}: nested indirect table`;
         break;
       }
       if ((flags & VIRTQ_DESC_F_NEXT) !== 0) {
-        error = `${where}: INDIRECT together with NEXT`;
+        error = `${descriptorName(inIndirect, index)}: INDIRECT together with NEXT`;
         break;
       }
       if (len === 0 || len % DESC_SIZE !== 0 || len > DESC_SIZE * MAX_INDIRECT_DESCRIPTORS) {
-        error = `${where}: bad indirect table length ${len}`;
+        error = `${descriptorName(inIndirect, index)}: bad indirect table length ${len}`;
         break;
       }
       const tableGpa = addrHigh * TWO_POW_32 + addrLow;
       const table = addrHigh < MAX_ADDR_HIGH ? memory.resolve(tableGpa, len) : undefined;
       if (table === undefined) {
-        error = `${where}: indirect table [${hex(tableGpa)}, +${len}) is not inside guest memory`;
+        error = `${descriptorName(inIndirect, index)}: indirect table [${
+          hex(tableGpa)
+        }, +${len}) is not inside guest memory`;
         break;
       }
       view = table.region.view;
       base = table.offset;
       tableLen = len / DESC_SIZE;
       if (tableLen > queueSize) {
-        tooLong =
-          `${where}: indirect table of ${tableLen} descriptors is longer than the queue size ${queueSize}`;
+        tooLong = `${
+          descriptorName(inIndirect, index)
+        }: indirect table of ${tableLen} descriptors is longer than the queue size ${queueSize}`;
       }
       index = 0;
       ttl = tableLen;
@@ -331,7 +340,7 @@ export function walkDescriptorChain(
     if (len > 0) {
       const writable = (flags & VIRTQ_DESC_F_WRITE) !== 0;
       if (!writable && sawWritable) {
-        error = `${where}: readable descriptor after a writable one`;
+        error = `${descriptorName(inIndirect, index)}: readable descriptor after a writable one`;
         break;
       }
       total += len;
@@ -341,14 +350,16 @@ export function walkDescriptorChain(
       }
       const addr = addrHigh * TWO_POW_32 + addrLow;
       if (addrHigh >= MAX_ADDR_HIGH || !pushSegment(memory, segments, addr, len, writable)) {
-        error = `${where}: buffer [${hex(addr)}, +${len}) is not inside guest memory`;
+        error = `${descriptorName(inIndirect, index)}: buffer [${
+          hex(addr)
+        }, +${len}) is not inside guest memory`;
         break;
       }
       if (writable) sawWritable = true;
     }
     if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
     if (next >= tableLen) {
-      error = `${where}: next index ${next} >= ${
+      error = `${descriptorName(inIndirect, index)}: next index ${next} >= ${
         inIndirect ? "indirect table" : "queue"
       } size ${tableLen}`;
       break;
