@@ -420,6 +420,10 @@ export const IORING_OP_WRITEV = 2;
 export const IORING_OP_FSYNC = 3;
 /** Opcode: fallocate (Linux 5.6+). */
 export const IORING_OP_FALLOCATE = 17;
+/** Opcode: close an fd (Linux 5.6+). */
+export const IORING_OP_CLOSE = 19;
+/** SQE flag: the next SQE starts only after this one completed, whatever its result (5.5+). */
+export const IOSQE_IO_HARDLINK = 1 << 3;
 /** io_uring_register opcode: signal an eventfd on each completion. */
 export const IORING_REGISTER_EVENTFD = 4;
 /** io_uring_register opcode: stop signalling the eventfd. */

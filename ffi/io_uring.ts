@@ -23,6 +23,7 @@ import {
   IORING_OFF_CQ_RING,
   IORING_OFF_SQ_RING,
   IORING_OFF_SQES,
+  IORING_OP_CLOSE,
   IORING_OP_FALLOCATE,
   IORING_OP_FSYNC,
   IORING_OP_NOP,
@@ -35,6 +36,7 @@ import {
   IORING_SETUP_SUBMIT_ALL,
   IORING_SQ_CQ_OVERFLOW,
   IORING_UNREGISTER_EVENTFD,
+  IOSQE_IO_HARDLINK,
   MAP_POPULATE,
   MAP_SHARED,
   PROT_READ,
@@ -356,6 +358,25 @@ export class IoUring {
     if (w < 0) return false;
     this.#sqes[w + 6] = mode;
     return true;
+  }
+
+  /**
+   * Prepares IORING_OP_CLOSE of `fd` (Linux 5.6+): closed by the kernel when
+   * the operation runs, so the caller must not use or close `fd` after
+   * submitting. Returns `false` when full.
+   */
+  prepClose(fd: number, userData: number): boolean {
+    return this.#sqe(IORING_OP_CLOSE, fd, 0, 0, userData) >= 0;
+  }
+
+  /**
+   * Makes the SQE prepared last start the next one only once it completed,
+   * whether or not it succeeded (IOSQE_IO_HARDLINK). The next SQE must be
+   * prepared before {@linkcode submit}.
+   */
+  hardLinkLast(): void {
+    const w = (((this.#tail - 1) >>> 0) & this.#sqMask) * SQE_WORDS;
+    this.#sqes[w] |= IOSQE_IO_HARDLINK << 8;
   }
 
   /** Prepares IORING_OP_NOP (completes with 0). Returns `false` when full. */

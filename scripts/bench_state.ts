@@ -42,6 +42,7 @@ import {
 } from "../src/frontend/mod.ts";
 
 const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
+const REFERENCE_READER = fileURLToPath(new URL("./splice_into_memfd.ts", import.meta.url));
 const WRITE_CHUNK = 1 << 20;
 
 /** Fills `bytes` with random data (getRandomValues takes at most 64 KiB at a time). */
@@ -219,6 +220,35 @@ async function loadFromPipe(dir: string, file: string): Promise<number> {
   return reportedRate((await finish(child)).stderr, "loaded");
 }
 
+/**
+ * The reference for LOAD: the same stream through the same kind of FIFO,
+ * spliced into a fresh memfd by `splice_into_memfd.ts` and nothing else.
+ */
+async function referenceFromPipe(dir: string, file: string): Promise<number> {
+  const fifo = `${dir}/load.fifo`;
+  const size = (await Deno.stat(file)).size;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", REFERENCE_READER, fifo, String(size)],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const pipeFd = openFile(fifo, O_WRONLY | O_CLOEXEC);
+  const input = openFile(file, O_RDONLY | O_CLOEXEC);
+  try {
+    spliceToEnd(input, pipeFd);
+  } finally {
+    closeQuietly(pipeFd);
+    closeQuietly(input);
+  }
+  const out = await child.output();
+  if (!out.success) {
+    throw new Error(`reference reader failed:\n${new TextDecoder().decode(out.stderr)}`);
+  }
+  const { bytes, ms } = JSON.parse(new TextDecoder().decode(out.stdout));
+  return rate(bytes, ms / 1000);
+}
+
 /** `state save -o - | state load -i -`: both rates. */
 async function pipeline(dir: string): Promise<[number, number]> {
   const { stderr } = await shell(
@@ -258,6 +288,7 @@ export async function runStateBench(size: number, runs = 3): Promise<void> {
       inLoad: [],
       pipeSave: [],
       pipeLoad: [],
+      reference: [],
       bothSave: [],
       bothLoad: [],
     };
@@ -270,6 +301,7 @@ export async function runStateBench(size: number, runs = 3): Promise<void> {
       results.inLoad.push(l);
       results.pipeSave.push(await withCpu(source, saveCpu, () => saveIntoPipe(dir)));
       results.pipeLoad.push(await withCpu(target, loadCpu, () => loadFromPipe(dir, file)));
+      results.reference.push(await referenceFromPipe(dir, file));
       const [bs, bl] = await pipeline(dir);
       results.bothSave.push(bs);
       results.bothLoad.push(bl);
@@ -284,6 +316,7 @@ export async function runStateBench(size: number, runs = 3): Promise<void> {
     row("LOAD in process, from that file", results.inLoad);
     row("SAVE `state save -o -` into a pipe", results.pipeSave);
     row("LOAD `state load -i -` from a pipe", results.pipeLoad);
+    row("reference: that stream spliced into a fresh memfd", results.reference);
     row("SAVE in `save -o - | load -i -`", results.bothSave);
     row("LOAD in `save -o - | load -i -`", results.bothLoad);
     // CPU time does not depend on what else the machine runs: it says what

@@ -63,6 +63,14 @@ export interface ByteSource {
    * is available; returns the count, 0 only at end of stream.
    */
   read(into: Uint8Array): number;
+  /**
+   * Optional: moves up to `length` next bytes of the stream into file `fd`
+   * at `offset` inside the kernel (splice), as `read` and a write at
+   * `offset` would have. Returns the count, 0 only at end of stream, or -1,
+   * having moved nothing, when this source and `fd` cannot do that; then
+   * the caller reads the bytes.
+   */
+  spliceTo?(fd: number, offset: number, length: number): number;
 }
 
 /** Waits for `fd` (and the cancel fd); shared by FdSink and FdSource. */
@@ -215,6 +223,26 @@ export class FdSource implements ByteSource {
         return readFd(this.fd, into);
       } catch (error) {
         if (!isErrno(error, EAGAIN)) throw ioFailure("reading from", this.fd, error);
+        this.#waiter.wait(POLLIN);
+      }
+    }
+  }
+
+  /**
+   * Splices what is available (at least one byte, at most `length`) into
+   * `fd` at `offset`; 0 at end of stream, -1 when splice cannot move from
+   * this fd into `fd` (EINVAL: neither is a pipe, or `fd` does not take
+   * splices). Waits, fails and is cancelled as {@linkcode read} is.
+   */
+  spliceTo(fd: number, offset: number, length: number): number {
+    if (length === 0) return 0;
+    for (;;) {
+      this.#waiter.checkCancel();
+      try {
+        return splice(this.fd, undefined, fd, offset, length);
+      } catch (error) {
+        if (isErrno(error, EINVAL)) return -1;
+        if (!isErrno(error, EAGAIN)) throw ioFailure(`splicing into fd ${fd} from`, this.fd, error);
         this.#waiter.wait(POLLIN);
       }
     }

@@ -9,6 +9,7 @@ import { crc32 } from "node:zlib";
 import {
   closeFd,
   closeQuietly,
+  fstat,
   ftruncate,
   memfdCreate,
   O_CLOEXEC,
@@ -29,6 +30,7 @@ import {
 import { StateFormatError, StateStreamError } from "./errors.ts";
 import { probeIoUring } from "../io/open_engine.ts";
 import { UringStager } from "./ram_disk_stager.ts";
+import { SpliceStager, WINDOW_LENGTH } from "./splice_stager.ts";
 import { SectionType } from "./state_format.ts";
 import { StateReader } from "./state_reader.ts";
 import { StateWriter } from "./state_writer.ts";
@@ -155,12 +157,12 @@ const uringReason = probeIoUring();
  * Loads a RAM-disk stream from `source` into a fresh memfd (through the
  * io_uring stager, as LOAD does, unless `stager` is false); returns it.
  */
-function loadInto(source: ByteSource, size: number, stager = true): number {
+function loadInto(source: ByteSource, size: number, stager: StagerKind = "uring"): number {
   const staging = memfdCreate("staging");
   ftruncate(staging, size);
   try {
     const moved = loadIntoFd(source, staging, size, stager);
-    if (stager && uringReason === undefined) {
+    if (stager === "splice" || (stager === "uring" && uringReason === undefined)) {
       assert.ok(moved > size / 2, `most data went through the stager (${moved} bytes)`);
     }
   } catch (error) {
@@ -170,8 +172,16 @@ function loadInto(source: ByteSource, size: number, stager = true): number {
   return staging;
 }
 
+/** Which direct data path a test load uses (false: none, the reader's own pwrites). */
+type StagerKind = "uring" | "splice" | false;
+
 /** Loads into `staging`; returns the bytes the stager moved. */
-function loadIntoFd(source: ByteSource, staging: number, size: number, stager: boolean): number {
+function loadIntoFd(
+  source: ByteSource,
+  staging: number,
+  size: number,
+  stager: StagerKind,
+): number {
   let moved = 0;
   const reader = new StateReader(source);
   reader.readHeader();
@@ -180,7 +190,12 @@ function loadIntoFd(source: ByteSource, staging: number, size: number, stager: b
       reader.skipSection();
       continue;
     }
-    const direct = stager ? UringStager.tryCreate(source, staging) : undefined;
+    const direct = stager === "uring"
+      ? UringStager.tryCreate(source, staging)
+      : stager === "splice"
+      ? SpliceStager.tryCreate(source, staging, size)
+      : undefined;
+    if (stager === "splice") assert.ok(direct, "the splice stager takes a pipe");
     try {
       reader.readRamDiskInto(staging, size, direct);
     } finally {
@@ -236,12 +251,27 @@ Deno.test({
       try {
         ftruncate(staged, sparseSize);
         const sparse = streamOf(sparseDisk, sparseSize);
-        const moved = loadIntoFd(new MemorySource(sparse, 50_000), staged, sparseSize, true);
+        const moved = loadIntoFd(new MemorySource(sparse, 50_000), staged, sparseSize, "uring");
         assert.equal(moved, 0, "no small extent went through the stager");
         assert.equal(crcOf(staged, sparseSize), crcOf(sparseDisk, sparseSize));
       } finally {
         closeFd(staged);
         closeFd(sparseDisk);
+      }
+      // Large extents with holes between: staged through the stager, the holes stay holes.
+      const holesSize = 32 * MiB;
+      const holesDisk = makeDisk(holesSize, [[0, 3 * MiB, 1], [20 * MiB, 9 * MiB, 2]]);
+      const holesStaged = memfdCreate("staging");
+      try {
+        ftruncate(holesStaged, holesSize);
+        const holes = streamOf(holesDisk, holesSize);
+        const moved = loadIntoFd(new MemorySource(holes, 70_000), holesStaged, holesSize, "uring");
+        assert.ok(moved >= 10 * MiB, `the large extents went through the stager (${moved})`);
+        assert.equal(crcOf(holesStaged, holesSize), crcOf(holesDisk, holesSize));
+        assert.equal(fstat(holesStaged).blocks * 512, 12 * MiB, "only the extents are allocated");
+      } finally {
+        closeFd(holesStaged);
+        closeFd(holesDisk);
       }
       // Corrupt data still fails the checksum, though it went straight to staging.
       const flipped = stream.slice();
@@ -261,24 +291,155 @@ Deno.test({
 Deno.test({
   name: "the io_uring stager: a staging write that fails is a StateStreamError with its errno",
   ignore: uringReason !== undefined,
-  fn: () => {
-    const size = 4 * MiB;
-    const disk = randomDisk(size);
-    const staging = memfdCreate("staging");
-    ftruncate(staging, size);
-    const readOnly = openFile(`/proc/self/fd/${staging}`, O_RDONLY | O_CLOEXEC);
-    try {
-      const stream = streamOf(disk, size);
+  fn: () =>
+    withReadOnlyStaging((stream, readOnly, size) => {
       assert.throws(
-        () => loadIntoFd(new MemorySource(stream, 200_000), readOnly, size, true),
+        () => loadIntoFd(new MemorySource(stream, 200_000), readOnly, size, "uring"),
         (e) => e instanceof StateStreamError && /EBADF/.test(e.message),
       );
+    }),
+});
+
+/**
+ * Runs `body` with the stream of a 4 MiB random disk and a read-only fd of
+ * a staging memfd (every write to it fails with EBADF).
+ */
+async function withReadOnlyStaging(
+  body: (stream: Uint8Array, readOnly: number, size: number) => void | Promise<void>,
+): Promise<void> {
+  const size = 4 * MiB;
+  const disk = randomDisk(size);
+  const staging = memfdCreate("staging");
+  ftruncate(staging, size);
+  const readOnly = openFile(`/proc/self/fd/${staging}`, O_RDONLY | O_CLOEXEC);
+  try {
+    await body(streamOf(disk, size), readOnly, size);
+  } finally {
+    closeFd(readOnly);
+    closeFd(staging);
+    closeFd(disk);
+  }
+}
+
+/** Writes `bytes` into a new pipe from a Worker; resolves the read end's loader result. */
+async function feedThroughPipe<T>(bytes: Uint8Array, load: (source: FdSource) => T): Promise<T> {
+  const [readEnd, writeEnd] = pipe2();
+  const worker = new Worker(new URL("./testdata/pipe_feeder.ts", import.meta.url), {
+    type: "module",
+  });
+  const done = new Promise<void>((resolve, reject) => {
+    worker.onmessage = () => resolve();
+    worker.onerror = (event) => reject(new Error(event.message));
+  });
+  try {
+    worker.postMessage({ pipeFd: writeEnd, bytes });
+    try {
+      return load(new FdSource(readEnd));
     } finally {
-      closeFd(readOnly);
-      closeFd(staging);
-      closeFd(disk);
+      closeFd(readEnd); // a writer still blocked on a refused stream gets EPIPE
+      await done;
     }
-  },
+  } finally {
+    worker.terminate();
+  }
+}
+
+Deno.test("the splice stager: a disk larger than its checksum window arrives whole through a pipe, spliced", async () => {
+  const size = WINDOW_LENGTH + 6 * MiB + 4096 * 3; // the window moves; the last piece is short
+  const disk = randomDisk(size);
+  const [readEnd, writeEnd] = pipe2();
+  const worker = await startSaver();
+  try {
+    const report = save(worker, { pipeFd: writeEnd, diskFd: disk, size, identity: { size } });
+    const staging = memfdCreate("staging");
+    try {
+      ftruncate(staging, size);
+      const moved = loadIntoFd(new FdSource(readEnd), staging, size, "splice");
+      assert.equal((await report).error, undefined);
+      assert.ok(moved > size - MiB, `nearly every byte was spliced (${moved} of ${size})`);
+      assert.equal(crcOf(staging, size), crcOf(disk, size));
+    } finally {
+      closeFd(staging);
+    }
+  } finally {
+    worker.terminate();
+    closeFd(readEnd);
+    closeFd(disk);
+  }
+});
+
+Deno.test("the splice stager: corrupt spliced data fails the checksum, a cut stream fails as truncated, sparse disks load", async () => {
+  const size = 12 * MiB;
+  const disk = randomDisk(size);
+  try {
+    const stream = streamOf(disk, size);
+    const flipped = stream.slice();
+    flipped[7 * MiB + 5] ^= 0x01;
+    await feedThroughPipe(flipped, (source) => {
+      assert.throws(
+        () => loadInto(source, size, "splice"),
+        (e) => e instanceof StateFormatError && /checksum mismatch/.test(e.message),
+      );
+    });
+    await feedThroughPipe(stream.subarray(0, 5 * MiB + 333), (source) => {
+      assert.throws(
+        () => loadInto(source, size, "splice"),
+        (e) => e instanceof StateFormatError && /truncated/.test(e.message),
+      );
+    });
+    // Data extents of every size: small ones are read, large ones spliced, the result the same.
+    const sparseSize = 16 * MiB;
+    const extents: [number, number, number][] = [];
+    for (let at = 0, i = 1; at < sparseSize; at += 2 * MiB, i++) {
+      extents.push([at, i % 2 === 0 ? 8192 : MiB + 4096 * i, i]);
+    }
+    const sparseDisk = makeDisk(sparseSize, extents);
+    try {
+      const staged = memfdCreate("staging");
+      try {
+        ftruncate(staged, sparseSize);
+        const moved = await feedThroughPipe(
+          streamOf(sparseDisk, sparseSize),
+          (source) => loadIntoFd(source, staged, sparseSize, "splice"),
+        );
+        assert.ok(moved >= MiB, `the large extents were spliced (${moved} bytes)`);
+        assert.equal(crcOf(staged, sparseSize), crcOf(sparseDisk, sparseSize));
+      } finally {
+        closeFd(staged);
+      }
+    } finally {
+      closeFd(sparseDisk);
+    }
+  } finally {
+    closeFd(disk);
+  }
+});
+
+Deno.test("the splice stager: a staging fd that refuses writes is a StateStreamError with its errno", () =>
+  withReadOnlyStaging((stream, readOnly, size) =>
+    feedThroughPipe(stream, (source) => {
+      assert.throws(
+        () => loadIntoFd(source, readOnly, size, "splice"),
+        (e) => e instanceof StateStreamError && /EBADF/.test(e.message),
+      );
+    })
+  ));
+
+Deno.test("the splice stager only takes a pipe: not a memory source, not a regular file", () => {
+  const file = memfdCreate("not-a-pipe");
+  try {
+    assert.equal(SpliceStager.tryCreate(new MemorySource(new Uint8Array(8)), file, MiB), undefined);
+    assert.equal(SpliceStager.tryCreate(new FdSource(file), file, MiB), undefined);
+    const [readEnd, writeEnd] = pipe2();
+    try {
+      assert.ok(SpliceStager.tryCreate(new FdSource(readEnd), file, MiB) instanceof SpliceStager);
+    } finally {
+      closeFd(readEnd);
+      closeFd(writeEnd);
+    }
+  } finally {
+    closeFd(file);
+  }
 });
 
 Deno.test("throughput of a 256 MiB random RAM disk (printed, not asserted)", async () => {

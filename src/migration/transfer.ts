@@ -28,6 +28,7 @@ import { METADATA_LIMIT, SectionType } from "./state_format.ts";
 import { StateReader } from "./state_reader.ts";
 import { StateWriter } from "./state_writer.ts";
 import { UringStager } from "./ram_disk_stager.ts";
+import { SpliceStager } from "./splice_stager.ts";
 import { fingerprint } from "./fingerprint.ts";
 
 /** Which device a stream belongs to. */
@@ -150,12 +151,15 @@ export function loadState(
         }
         if (ramDiskSeen) throw new StateFormatError("two RAM_DISK sections");
         ramDiskSeen = true;
-        // Straight from the state fd to staging, unless a dump copy must see every byte.
+        // Straight from the state fd to staging, unless a dump copy must see every byte:
+        // written by io_uring's worker meanwhile, or else spliced in (one copy, not two).
+        const { fd: stagingFd, size } = staging.ramDisk;
         const stager = dumpFd === undefined
-          ? UringStager.tryCreate(source, staging.ramDisk.fd)
+          ? UringStager.tryCreate(source, stagingFd) ??
+            SpliceStager.tryCreate(source, stagingFd, size)
           : undefined;
         try {
-          reader.readRamDiskInto(staging.ramDisk.fd, staging.ramDisk.size, stager);
+          reader.readRamDiskInto(stagingFd, size, stager);
         } finally {
           stager?.close();
         }

@@ -16,8 +16,17 @@
 /// <reference lib="deno.worker" />
 
 import { closeQuietly, setNonBlocking } from "../../ffi/mod.ts";
+import { libc } from "../../ffi/libc.ts";
+import { probeIoUring } from "../io/open_engine.ts";
 import { loadState, saveState } from "./transfer.ts";
 import type { TransferJob, TransferReport } from "./transfer_protocol.ts";
+
+// Done now, while this Worker waits as the spare: an isolate's first FFI
+// call opens libc and binds its symbols (~20 ms), and the io_uring probe
+// that LOAD's stager asks for sets up a ring (~2 ms); each would otherwise
+// be the first thing the transfer waits for.
+libc();
+probeIoUring();
 
 /** Progress is reported at most this often. */
 const PROGRESS_INTERVAL_MS = 200;

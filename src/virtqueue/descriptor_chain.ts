@@ -249,8 +249,8 @@ function pushSegment(
   return true;
 }
 
-/** The descriptor an error message names (built only for a message: not per descriptor). */
-function place(inIndirect: boolean, index: number): string {
+/** How an error names a descriptor; built only for errors (not a string per descriptor walked). */
+function descriptorName(inIndirect: boolean, index: number): string {
   return inIndirect ? `indirect descriptor ${index}` : `descriptor ${index}`;
 }
 
@@ -313,26 +313,26 @@ export function walkDescriptorChain(
     if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
       if (!indirectAllowed) {
         error = `${
-          place(inIndirect, index)
+          descriptorName(inIndirect, index)
         }: INDIRECT flag but indirect descriptors were not negotiated`;
         break;
       }
       if (inIndirect) {
-        error = `${place(inIndirect, index)}: nested indirect table`;
+        error = `${descriptorName(inIndirect, index)}: nested indirect table`;
         break;
       }
       if ((flags & VIRTQ_DESC_F_NEXT) !== 0) {
-        error = `${place(inIndirect, index)}: INDIRECT together with NEXT`;
+        error = `${descriptorName(inIndirect, index)}: INDIRECT together with NEXT`;
         break;
       }
       if (len === 0 || len % DESC_SIZE !== 0 || len > DESC_SIZE * MAX_INDIRECT_DESCRIPTORS) {
-        error = `${place(inIndirect, index)}: bad indirect table length ${len}`;
+        error = `${descriptorName(inIndirect, index)}: bad indirect table length ${len}`;
         break;
       }
       const tableGpa = addrHigh * TWO_POW_32 + addrLow;
       const table = addrHigh < MAX_ADDR_HIGH ? memory.resolve(tableGpa, len) : undefined;
       if (table === undefined) {
-        error = `${place(inIndirect, index)}: indirect table [${
+        error = `${descriptorName(inIndirect, index)}: indirect table [${
           hex(tableGpa)
         }, +${len}) is not inside guest memory`;
         break;
@@ -342,7 +342,7 @@ export function walkDescriptorChain(
       tableLen = len / DESC_SIZE;
       if (tableLen > queueSize) {
         tooLong = `${
-          place(inIndirect, index)
+          descriptorName(inIndirect, index)
         }: indirect table of ${tableLen} descriptors is longer than the queue size ${queueSize}`;
       }
       index = 0;
@@ -359,7 +359,7 @@ export function walkDescriptorChain(
     if (len > 0) {
       const writable = (flags & VIRTQ_DESC_F_WRITE) !== 0;
       if (!writable && sawWritable) {
-        error = `${place(inIndirect, index)}: readable descriptor after a writable one`;
+        error = `${descriptorName(inIndirect, index)}: readable descriptor after a writable one`;
         break;
       }
       total += len;
@@ -369,7 +369,7 @@ export function walkDescriptorChain(
       }
       const addr = addrHigh * TWO_POW_32 + addrLow;
       if (addrHigh >= MAX_ADDR_HIGH || !pushSegment(memory, segments, addr, len, writable)) {
-        error = `${place(inIndirect, index)}: buffer [${
+        error = `${descriptorName(inIndirect, index)}: buffer [${
           hex(addr)
         }, +${len}) is not inside guest memory`;
         break;
@@ -378,7 +378,7 @@ export function walkDescriptorChain(
     }
     if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
     if (next >= tableLen) {
-      error = `${place(inIndirect, index)}: next index ${next} >= ${
+      error = `${descriptorName(inIndirect, index)}: next index ${next} >= ${
         inIndirect ? "indirect table" : "queue"
       } size ${tableLen}`;
       break;

@@ -5,7 +5,8 @@
  * @module
  */
 
-import { closeQuietly, fdatasync } from "../../../ffi/mod.ts";
+import { fdatasync } from "../../../ffi/mod.ts";
+import { releaseFileInBackground } from "../../io/background_release.ts";
 import type { FileIoEngineKind } from "../../io/file_io_engine.ts";
 import { bit, maskOf, RING_FEATURES } from "../../protocol/mod.ts";
 import type { VirtioDevice, WorkerSetup } from "../device.ts";
@@ -171,7 +172,8 @@ export class BlkDevice implements VirtioDevice, BlkStateTarget {
       const old = this.backing.fd;
       this.backing = { ...this.backing, fd: ramFd };
       this.shared.backingFd = ramFd;
-      closeQuietly(old);
+      // Freeing a full disk takes a while: not before CHECK_DEVICE_STATE's reply.
+      releaseFileInBackground(old, this.size);
     }
     this.#acked = state.features;
     this.shared.writeback = state.writeback;

@@ -12,6 +12,7 @@
  */
 
 import { closeQuietly, ftruncate, memfdCreate } from "../../../ffi/mod.ts";
+import { releaseFileInBackground } from "../../io/background_release.ts";
 import type { DeviceSnapshot, DeviceStateSupport, LoadStaging } from "../device.ts";
 import { BLK_COUNTERS, type BlkCounter } from "./blk_shared_state.ts";
 import { SECTOR_SIZE } from "./blk_spec.ts";
@@ -142,7 +143,7 @@ export class BlkStateSupport implements DeviceStateSupport {
 
   /** Closes a staged RAM disk. */
   discardLoad(staging: LoadStaging): void {
-    if (staging.ramDisk) closeQuietly(staging.ramDisk.fd);
+    if (staging.ramDisk) releaseFileInBackground(staging.ramDisk.fd, staging.ramDisk.size);
   }
 
   /** A RAM disk does not follow a VM whose front-end does not move back-end state. */

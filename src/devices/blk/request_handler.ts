@@ -67,6 +67,10 @@ const BOUNCE_SIZE = 256 * 1024;
 const BOUNCE_KEEP = 16;
 /** Times an operation answered -EAGAIN or -EINTR is resubmitted before the request fails. */
 const MAX_RETRIES = 16;
+/** 2^32, to combine the halves of a u64 sector number. */
+const TWO_POW_32 = 0x1_0000_0000;
+/** A sector's high word from which its byte offset is 2^53 or more. */
+const SECTOR_HIGH_LIMIT = 1 << 21;
 /** Largest io_uring the handler asks for. */
 const MAX_ENGINE_ENTRIES = 4096;
 
@@ -179,6 +183,9 @@ export class BlkRequestHandler implements QueueHandler {
   #zeroPool: BouncePool | undefined;
   /** ZERO_CHUNK bytes of zeroes (a fresh anonymous mapping, never written). */
   #zeroes: BounceBuffer | undefined;
+  /** The transfer length last counted, and the same as a BigInt. */
+  #lastLength = 0;
+  #lastLengthBig = 0n;
   /** The used length of a request completed without a context (no `attach`). */
   #syncResult = -1;
 
@@ -294,11 +301,10 @@ export class BlkRequestHandler implements QueueHandler {
     let status: number = BlkStatus.OK;
     try {
       if (chain.error !== undefined) throw new RequestFailure(BlkStatus.IOERR, chain.error);
-      if (chain.readFrom(memory, 0, this.#header) < REQUEST_HEADER_SIZE) {
+      if (!this.#readHeader(chain, memory)) {
         throw new RequestFailure(BlkStatus.IOERR, "request header shorter than 16 bytes");
       }
       const type = this.#headerView.getUint32(0, true);
-      const sector = this.#headerView.getBigUint64(8, true);
       switch (type) {
         case BlkRequestType.IN: {
           const readable = chain.readableLength() - REQUEST_HEADER_SIZE;
@@ -308,7 +314,7 @@ export class BlkRequestHandler implements QueueHandler {
               `IN request with ${readable} device-readable data bytes`,
             );
           }
-          const offset = this.#checkRange(sector, statusOffset);
+          const offset = this.#checkRange(this.#headerView, 8, statusOffset);
           return this.#startTransfer(chain, memory, queueIndex, statusOffset, type, offset);
         }
         case BlkRequestType.OUT: {
@@ -321,7 +327,11 @@ export class BlkRequestHandler implements QueueHandler {
               `OUT request with ${statusOffset} device-writable bytes before the status byte`,
             );
           }
-          const offset = this.#checkRange(sector, chain.readableLength() - REQUEST_HEADER_SIZE);
+          const offset = this.#checkRange(
+            this.#headerView,
+            8,
+            chain.readableLength() - REQUEST_HEADER_SIZE,
+          );
           return this.#startTransfer(chain, memory, queueIndex, statusOffset, type, offset);
         }
         case BlkRequestType.FLUSH:
@@ -354,24 +364,77 @@ export class BlkRequestHandler implements QueueHandler {
       this.#warn(queueIndex, chain, e instanceof RequestFailure ? e.reason : describe(e));
       written = 0;
     }
-    this.#status[0] = status;
     // A status byte that no longer resolves (memory table changed): nothing to report.
-    if (chain.writeTo(memory, statusOffset, this.#status) !== 1) return 0;
+    if (!this.#writeStatus(chain, memory, statusOffset, status)) return 0;
     return written + 1;
   }
 
-  #checkRange(sector: bigint, length: number): number {
+  /**
+   * Copies the 16-byte request header into `#header`; false when the chain's
+   * readable part is shorter. Reads it straight from guest memory when the
+   * first segment holds it (Linux's layout), without a view or closure per request.
+   */
+  #readHeader(chain: DescriptorChain, memory: GuestMemory): boolean {
+    const first = chain.segments[0];
+    if (first !== undefined && !first.writable && first.len >= REQUEST_HEADER_SIZE) {
+      const hit = memory.resolve(first.addr, REQUEST_HEADER_SIZE);
+      if (hit !== undefined) {
+        const from = hit.region.view;
+        const to = this.#headerView;
+        for (let at = 0; at < REQUEST_HEADER_SIZE; at += 4) {
+          to.setUint32(at, from.getUint32(hit.offset + at, true), true);
+        }
+        return true;
+      }
+    }
+    return chain.readFrom(memory, 0, this.#header) === REQUEST_HEADER_SIZE;
+  }
+
+  /**
+   * Writes the status byte at `statusOffset` of the chain's writable part
+   * and marks it dirty; false when it does not resolve. The status byte is
+   * normally the last byte of the last segment: stored directly then.
+   */
+  #writeStatus(
+    chain: DescriptorChain,
+    memory: GuestMemory,
+    statusOffset: number,
+    status: number,
+  ): boolean {
+    const segments = chain.segments;
+    const last = segments[segments.length - 1];
+    if (last !== undefined && last.writable && statusOffset === chain.writableLength() - 1) {
+      const gpa = last.addr + last.len - 1;
+      const hit = memory.resolve(gpa, 1);
+      if (hit === undefined) return false;
+      hit.region.bytes[hit.offset] = status;
+      memory.markWritten(gpa, 1);
+      return true;
+    }
+    this.#status[0] = status;
+    return chain.writeTo(memory, statusOffset, this.#status) === 1;
+  }
+
+  /**
+   * The byte offset of the little-endian u64 sector number at `at` in
+   * `view`, checked with `length` against the disk. Plain number arithmetic
+   * (no BigInt per request): a sector whose high word is 2^21 or more lies
+   * past 2^53 bytes, beyond any disk; below that `sector * 512` is exact up
+   * to 2^53 and larger products still compare as past the end.
+   */
+  #checkRange(view: DataView, at: number, length: number): number {
     if (length % SECTOR_SIZE !== 0) {
       throw new RequestFailure(BlkStatus.IOERR, `length ${length} is not a multiple of 512`);
     }
-    const offset = sector * BigInt(SECTOR_SIZE);
-    if (offset + BigInt(length) > BigInt(this.#p.size)) {
+    const high = view.getUint32(at + 4, true);
+    const offset = (high * TWO_POW_32 + view.getUint32(at, true)) * SECTOR_SIZE;
+    if (high >= SECTOR_HIGH_LIMIT || offset + length > this.#p.size) {
       throw new RequestFailure(
         BlkStatus.IOERR,
-        `sectors ${sector}+${length / SECTOR_SIZE} beyond the end of the disk`,
+        `sectors ${view.getBigUint64(at, true)}+${length / SECTOR_SIZE} beyond the end of the disk`,
       );
     }
-    return Number(offset);
+    return offset;
   }
 
   // ---------------------------------------------------------------------------
@@ -409,9 +472,8 @@ export class BlkRequestHandler implements QueueHandler {
   /** Writes the status byte, releases the request and completes its chain with `written + 1`. */
   #finish(request: BlkRequest, status: number, written: number): void {
     const { chain, memory, queueIndex } = request;
-    this.#status[0] = status;
-    // writeTo marks the status byte in the dirty log: now, after the data landed.
-    const reported = chain.writeTo(memory, request.statusOffset, this.#status) === 1;
+    // The status byte is marked in the dirty log now, after the data landed.
+    const reported = this.#writeStatus(chain, memory, request.statusOffset, status);
     if (request.bounce !== undefined) {
       this.#bounces!.release(request.bounce);
       request.bounce = undefined;
@@ -534,7 +596,8 @@ export class BlkRequestHandler implements QueueHandler {
     request.fd = this.#shared.backingFd;
     request.bounced = false;
     request.pieceLength = 0;
-    return this.#guarded(request, () => {
+    // No closure per request (this is the hot path): #guarded's body, inline.
+    try {
       const direct = this.#direct;
       if (direct !== undefined) {
         if (!isAligned(fileOffset, request.length, direct.offsetAlign)) {
@@ -546,19 +609,33 @@ export class BlkRequestHandler implements QueueHandler {
       }
       if (request.length === 0) this.#transferred(request, 0);
       else this.#submitPiece(request);
-    });
+    } catch (e) {
+      if (request.chain !== undefined) this.#fail(request, describe(e));
+    }
+    return this.#deferred();
   }
 
   /** True when every guest buffer of the transfer meets the O_DIRECT alignment. */
   #alignedForDirectIo(request: BlkRequest, direct: DirectIo): boolean {
-    let aligned = true;
-    this.#walk(request, request.skip, request.length, (gpa, len) => {
-      const host = request.memory.hostAddress(gpa, len);
+    const segments = request.chain.segments;
+    const length = request.length;
+    let toSkip = request.skip;
+    let at = 0;
+    for (let i = 0; i < segments.length && at < length; i++) {
+      const segment = segments[i];
+      if (toSkip >= segment.len) {
+        toSkip -= segment.len;
+        continue;
+      }
+      const len = Math.min(segment.len - toSkip, length - at);
+      const host = request.memory.hostAddress(segment.addr + toSkip, len);
       if (host === undefined) throw new GuestBufferError("buffer outside guest memory");
-      if (host % direct.memAlign !== 0 || len % direct.offsetAlign !== 0) aligned = false;
-      return aligned;
-    });
-    return aligned;
+      if (host % direct.memAlign !== 0 || len % direct.offsetAlign !== 0) return false;
+      toSkip = 0;
+      at += len;
+    }
+    if (at < length) throw new GuestBufferError("guest buffers shorter than the request");
+    return true;
   }
 
   /**
@@ -607,16 +684,29 @@ export class BlkRequestHandler implements QueueHandler {
       request.pieceLength = length;
       count = 1;
     } else {
-      count = 0;
+      // The chain's pieces of [start, start + remaining), at most iov.capacity of them (the
+      // rest go in the next piece); a loop rather than #walk: no closure per request.
+      const segments = request.chain.segments;
+      const capacity = iov.capacity;
+      let toSkip = start;
       let length = 0;
-      // At most iov.capacity buffers per operation; the rest go in the next piece.
-      this.#walk(request, start, remaining, (gpa, len) => {
-        const host = request.memory.hostAddress(gpa, len);
+      count = 0;
+      for (let i = 0; i < segments.length && length < remaining && count < capacity; i++) {
+        const segment = segments[i];
+        if (toSkip >= segment.len) {
+          toSkip -= segment.len;
+          continue;
+        }
+        const len = Math.min(segment.len - toSkip, remaining - length);
+        const host = request.memory.hostAddress(segment.addr + toSkip, len);
         if (host === undefined) throw new GuestBufferError("buffer outside guest memory");
         iov.set(count++, host, len);
+        toSkip = 0;
         length += len;
-        return count < iov.capacity;
-      });
+      }
+      if (length < remaining && count < capacity) {
+        throw new GuestBufferError("guest buffers shorter than the request");
+      }
       request.pieceLength = length;
     }
     this.#queued++;
@@ -654,13 +744,22 @@ export class BlkRequestHandler implements QueueHandler {
     if (request.done < request.length) return this.#submitPiece(request);
     if (toFile) {
       this.#shared.countSlot(CounterSlot.writes, 1n);
-      this.#shared.countSlot(CounterSlot.bytesWritten, BigInt(request.length));
+      this.#shared.countSlot(CounterSlot.bytesWritten, this.#lengthAsBigInt(request.length));
       this.#finish(request, BlkStatus.OK, 0);
     } else {
       this.#shared.countSlot(CounterSlot.reads, 1n);
-      this.#shared.countSlot(CounterSlot.bytesRead, BigInt(request.length));
+      this.#shared.countSlot(CounterSlot.bytesRead, this.#lengthAsBigInt(request.length));
       this.#finish(request, BlkStatus.OK, request.length);
     }
+  }
+
+  /** `length` as a BigInt for the byte counters; the last one is kept (one size dominates). */
+  #lengthAsBigInt(length: number): bigint {
+    if (length !== this.#lastLength) {
+      this.#lastLength = length;
+      this.#lastLengthBig = BigInt(length);
+    }
+    return this.#lastLengthBig;
   }
 
   /**
@@ -671,6 +770,7 @@ export class BlkRequestHandler implements QueueHandler {
   #landed(request: BlkRequest, start: number, bytes: number): void {
     const memory = request.memory;
     const bounce = request.bounced ? request.bounce! : undefined;
+    if (bounce === undefined && memory.writeObserver === undefined) return; // nothing to mark
     this.#walk(request, start, bytes, (gpa, len, at) => {
       if (bounce !== undefined) {
         this.#guestBytes(request, gpa, len).set(bounce.bytes.subarray(at, at + len));
@@ -710,7 +810,6 @@ export class BlkRequestHandler implements QueueHandler {
     const view = new DataView(raw.buffer);
     const ranges: number[] = [];
     for (let i = 0; i < count; i++) {
-      const sector = view.getBigUint64(i * DISCARD_SEGMENT_SIZE, true);
       const sectors = view.getUint32(i * DISCARD_SEGMENT_SIZE + 8, true);
       const flags = view.getUint32(i * DISCARD_SEGMENT_SIZE + 12, true);
       if (sectors > this.#p.maxDiscardSectors) {
@@ -721,7 +820,7 @@ export class BlkRequestHandler implements QueueHandler {
         throw new RequestFailure(BlkStatus.UNSUPP, `unknown segment flags 0x${flags.toString(16)}`);
       }
       const length = sectors * SECTOR_SIZE;
-      const offset = this.#checkRange(sector, length);
+      const offset = this.#checkRange(view, i * DISCARD_SEGMENT_SIZE, length);
       if (length > 0) ranges.push(offset, length, flags & WRITE_ZEROES_FLAG_UNMAP);
     }
     const request = this.#acquire(chain, memory, queueIndex, statusOffset, type);

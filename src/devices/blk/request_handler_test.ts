@@ -762,6 +762,11 @@ engineTest(
     assert.deepEqual(h.read(0xffff_ffff_ffff_ffffn, [w(buf, 512)]), [1, BlkStatus.IOERR]);
     assert.deepEqual(h.write(DISK_SECTORS - 1, [r(buf, 1024)]), [1, BlkStatus.IOERR]);
     assert.deepEqual(h.write(2n ** 63n, [r(buf, 512)]), [1, BlkStatus.IOERR]);
+    // Sector numbers are u64: the high word counts (sector 1 is on the disk, 2^32 + 1 is not),
+    // and so do offsets past 2^53 bytes, where doubles stop being exact.
+    assert.deepEqual(h.read(2n ** 32n + 1n, [w(buf, 512)]), [1, BlkStatus.IOERR]);
+    assert.deepEqual(h.read(2n ** 44n - 1n, [w(buf, 512)]), [1, BlkStatus.IOERR]);
+    assert.deepEqual(h.read(2n ** 53n + 1n, [w(buf, 512)]), [1, BlkStatus.IOERR]);
     // Not a multiple of 512.
     assert.deepEqual(h.read(0, [w(buf, 100)]), [1, BlkStatus.IOERR]);
     assert.deepEqual(h.read(0, [w(buf, 512), w(buf + 1024, 1)]), [1, BlkStatus.IOERR]);
@@ -772,7 +777,7 @@ engineTest(
     h.prepare(BlkRequestType.IN, 0);
     assert.equal(h.submit([r(HEADER_GPA, 12), w(buf, 512), w(STATUS_GPA, 1)]), 1);
     assert.equal(h.status(), BlkStatus.IOERR);
-    assert.equal(h.device.shared.counters().errors, 10n);
+    assert.equal(h.device.shared.counters().errors, 13n);
     assert.equal(h.ops.length, 1, "only the good read reached the engine");
   },
 );
