@@ -125,9 +125,10 @@ export function spawnTransferWorker(): Worker {
 
 /**
  * Keeps one transfer Worker started ahead of time: starting a Worker takes
- * 70-130 ms here, a quarter of a whole 256 MiB transfer at 1 GiB/s. Each
- * transfer still gets a Worker of its own (a failed transfer leaves nothing
- * behind). The next spare is started once the transfer is over and its
+ * 70-130 ms here, a quarter of a whole 256 MiB transfer at 1 GiB/s. A
+ * Worker whose transfer succeeded becomes the spare again; a failed one
+ * ends (a failed transfer leaves nothing behind), and then the next spare
+ * is started once the transfer is over and its
  * CHECK_DEVICE_STATE answered, not when it starts: `new Worker` holds this
  * thread for ~15 ms (the SET_DEVICE_STATE_FD reply waited for it), and the
  * new isolate's start-up took CPU from the transfer.
@@ -141,7 +142,15 @@ export class TransferRunner {
     const worker = this.#spare ?? spawnTransferWorker();
     this.#spare = undefined;
     const transfer = new StateTransfer(job, worker);
-    transfer.finished().then(() => {
+    transfer.finished().then((outcome) => {
+      if (outcome.ok && !this.#closed && this.#spare === undefined) {
+        // Its code is compiled already (a fresh isolate runs the first MiBs slower).
+        worker.onmessage = null;
+        worker.onerror = null;
+        this.#spare = worker;
+        return;
+      }
+      worker.terminate(); // a failed one has ended itself already
       // A macrotask: the CHECK_DEVICE_STATE reply (promise continuations) goes out first.
       const timer = setTimeout(() => {
         if (!this.#closed) this.#spare ??= spawnTransferWorker();

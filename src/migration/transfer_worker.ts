@@ -1,8 +1,9 @@
 /**
- * Transfer Worker: runs one SAVE or LOAD (transfer.ts) with blocking I/O on
+ * Transfer Worker: runs a SAVE or LOAD (transfer.ts) with blocking I/O on
  * the state fd, so the main thread keeps answering vhost-user messages while
- * the stream flows. It always closes the state fd when done: for SAVE that
- * close is what tells the reader the stream is over.
+ * the stream flows; after a successful one it waits for the next job. It
+ * always closes the state fd when done: for SAVE that close is what tells
+ * the reader the stream is over.
  *
  * The Worker never blocks forever in a system call: the state fd is made
  * non-blocking, and every wait for it is a poll together with the job's
@@ -73,5 +74,8 @@ self.onmessage = (event: MessageEvent<TransferJob>) => {
     closeQuietly(job.fd);
   }
   self.postMessage(report);
-  self.close();
+  // A Worker whose transfer succeeded holds nothing (its fds and rings are
+  // closed) and may serve the next transfer, its code already compiled; a
+  // failed one ends, so a failure never leaves anything behind.
+  if (!report.ok) self.close();
 };
