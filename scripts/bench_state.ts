@@ -209,6 +209,12 @@ async function loadFromPipe(dir: string, file: string): Promise<number> {
     stdout: "null",
     stderr: "piped",
   }).spawn();
+  feedFifo(fifo, file);
+  return reportedRate((await finish(child)).stderr, "loaded");
+}
+
+/** Opens `fifo` for writing (meeting its reader's open) and splices all of `file` into it. */
+function feedFifo(fifo: string, file: string): void {
   const pipeFd = openFile(fifo, O_WRONLY | O_CLOEXEC);
   const input = openFile(file, O_RDONLY | O_CLOEXEC);
   try {
@@ -217,7 +223,6 @@ async function loadFromPipe(dir: string, file: string): Promise<number> {
     closeQuietly(pipeFd);
     closeQuietly(input);
   }
-  return reportedRate((await finish(child)).stderr, "loaded");
 }
 
 /**
@@ -233,14 +238,7 @@ async function referenceFromPipe(dir: string, file: string): Promise<number> {
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const pipeFd = openFile(fifo, O_WRONLY | O_CLOEXEC);
-  const input = openFile(file, O_RDONLY | O_CLOEXEC);
-  try {
-    spliceToEnd(input, pipeFd);
-  } finally {
-    closeQuietly(pipeFd);
-    closeQuietly(input);
-  }
+  feedFifo(fifo, file);
   const out = await child.output();
   if (!out.success) {
     throw new Error(`reference reader failed:\n${new TextDecoder().decode(out.stderr)}`);
