@@ -1,27 +1,27 @@
 import assert from "node:assert/strict";
-import {
-  AT_FDCWD,
-  EMFILE,
-  ESTALE,
-  getStatusFlags,
-  O_CLOEXEC,
-  O_PATH,
-  openat,
-  SyscallError,
-} from "../../../../ffi/mod.ts";
+import { EMFILE, ESTALE, memfdCreate, SyscallError } from "../../../../ffi/mod.ts";
 import { FdCache, MIN_FD_CACHE_SIZE } from "./fd_cache.ts";
 
+/** What each fd number was last opened as here (test files run in parallel in one process). */
+const openedAs = new Map<number, string>();
+
+/** A new fd of its own (a memfd with a unique name), recorded in {@linkcode openedAs}. */
 function openRoot(): number {
-  return openat(AT_FDCWD, "/", O_PATH | O_CLOEXEC);
+  const name = `fd-cache-test-${crypto.randomUUID()}`;
+  const fd = memfdCreate(name);
+  openedAs.set(fd, name);
+  return fd;
 }
 
+/**
+ * True while `fd` is still what this file opened as that number: once it
+ * is closed, another test may get the same number for something else.
+ */
 function isOpen(fd: number): boolean {
   try {
-    getStatusFlags(fd);
-    return true;
-  } catch (error) {
-    if (error instanceof SyscallError && error.code === "EBADF") return false;
-    throw error;
+    return Deno.readLinkSync(`/proc/self/fd/${fd}`).includes(`memfd:${openedAs.get(fd)} `);
+  } catch {
+    return false;
   }
 }
 
