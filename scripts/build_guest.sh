@@ -92,36 +92,33 @@ if [[ -z "$busybox_deb" ]]; then
 fi
 [[ -f "$kernel_deb" && -f "$busybox_deb" ]] || die "downloads missing in $debs"
 
+# Sets the array named $1 to the .deb paths of the packages that follow,
+# downloading those not in $debs yet.
+fetch_packages() {
+  local -n into=$1
+  shift
+  into=()
+  local pkg deb
+  for pkg in "$@"; do
+    deb=$(newest "${pkg}_*.deb")
+    if [[ -z "$deb" ]]; then
+      log "downloading $pkg"
+      apt_download "$pkg"
+      deb=$(newest "${pkg}_*.deb")
+    fi
+    [[ -f "$deb" ]] || die "download of $pkg missing in $debs"
+    into+=("$deb")
+  done
+}
+
 # busybox has no extended attribute or ACL applets: the xattr end-to-end test
 # runs Debian's tools, dynamically linked, so glibc and the loader come too.
-xattr_packages=(attr acl libattr1 libacl1 libc6)
-xattr_debs=()
-for pkg in "${xattr_packages[@]}"; do
-  deb=$(newest "${pkg}_*.deb")
-  if [[ -z "$deb" ]]; then
-    log "downloading $pkg"
-    apt_download "$pkg"
-    deb=$(newest "${pkg}_*.deb")
-  fi
-  [[ -f "$deb" ]] || die "download of $pkg missing in $debs"
-  xattr_debs+=("$deb")
-done
+fetch_packages xattr_debs attr acl libattr1 libacl1 libc6
 
 # busybox has no vsock applet: the vsock end-to-end test runs Debian's socat
 # (VSOCK-LISTEN/VSOCK-CONNECT) with every shared library its packages bring.
-vsock_packages=(socat libssl3 libwrap0 libnsl2 libtirpc3 libgssapi-krb5-2 libkrb5-3
-  libk5crypto3 libcom-err2 libkrb5support0 libkeyutils1)
-vsock_debs=()
-for pkg in "${vsock_packages[@]}"; do
-  deb=$(newest "${pkg}_*.deb")
-  if [[ -z "$deb" ]]; then
-    log "downloading $pkg"
-    apt_download "$pkg"
-    deb=$(newest "${pkg}_*.deb")
-  fi
-  [[ -f "$deb" ]] || die "download of $pkg missing in $debs"
-  vsock_debs+=("$deb")
-done
+fetch_packages vsock_debs socat libssl3 libwrap0 libnsl2 libtirpc3 libgssapi-krb5-2 libkrb5-3 \
+  libk5crypto3 libcom-err2 libkrb5support0 libkeyutils1
 
 # --- assemble ------------------------------------------------------------------
 work=$(mktemp -d)
