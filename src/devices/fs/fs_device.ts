@@ -18,6 +18,7 @@
  */
 
 import { RING_FEATURES } from "../../protocol/mod.ts";
+import { AckedFeatures } from "../acked_features.ts";
 import { MAX_QUEUE_SIZE } from "../../virtqueue/layout.ts";
 import type { DeviceWorkerChannel, VirtioDevice, WorkerSetup } from "../device.ts";
 import { encodeFsConfig, FS_CONFIG_SIZE, validateTag } from "./fs_spec.ts";
@@ -80,7 +81,7 @@ export interface FsWorkerParams extends Record<string, unknown> {
 }
 
 /** A virtio-fs device sharing a host directory. */
-export class FsDevice implements VirtioDevice, FsStateTarget {
+export class FsDevice extends AckedFeatures implements VirtioDevice, FsStateTarget {
   /** Device kind. */
   readonly kind = "fs";
   /** High-priority queue plus the request queues. */
@@ -114,11 +115,11 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
   readonly #config: Uint8Array;
   /** Nothing is shared through memory: the Worker owns everything. */
   readonly #shared = new SharedArrayBuffer(8);
-  #acked = 0n;
   #channel: DeviceWorkerChannel | undefined;
 
   /** Builds a device; throws RangeError for a bad tag or queue count. */
   constructor(options: FsDeviceOptions) {
+    super();
     const problem = validateTag(options.tag);
     if (problem) throw new RangeError(problem);
     if (!Number.isInteger(options.numRequestQueues) || options.numRequestQueues < 1) {
@@ -141,16 +142,6 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
   /** Ring features only: vhostd offers no notification queue. */
   features(): bigint {
     return RING_FEATURES;
-  }
-
-  /** Remembers the accepted features. */
-  setAckedFeatures(features: bigint): void {
-    this.#acked = features;
-  }
-
-  /** Features accepted by the driver. */
-  ackedFeatures(): bigint {
-    return this.#acked;
   }
 
   /** The configuration space: tag and num_request_queues. */
@@ -177,7 +168,7 @@ export class FsDevice implements VirtioDevice, FsStateTarget {
    * the start sequence (which may reset) must not undo the loaded state.
    */
   reset(): void {
-    this.#acked = 0n;
+    this.setAckedFeatures(0n);
   }
 
   /** Plain parameters for the queue Worker. */

@@ -7,6 +7,7 @@
  */
 
 import { RING_FEATURES } from "../../protocol/mod.ts";
+import { AckedFeatures } from "../acked_features.ts";
 import { MAX_QUEUE_SIZE } from "../../virtqueue/layout.ts";
 import type {
   DeviceSnapshot,
@@ -28,7 +29,7 @@ export interface RngRateLimit {
 }
 
 /** An entropy device. */
-export class RngDevice implements VirtioDevice {
+export class RngDevice extends AckedFeatures implements VirtioDevice {
   /** Device kind. */
   readonly kind = "rng";
   /** virtio-rng has one request queue. */
@@ -41,11 +42,11 @@ export class RngDevice implements VirtioDevice {
   readonly rateLimit: RngRateLimit | undefined;
   /** DEVICE_STATE save/load. */
   readonly stateSupport: DeviceStateSupport;
-  #acked = 0n;
   #channel: DeviceWorkerChannel | undefined;
 
   /** A device with an optional rate limit. */
   constructor(rateLimit?: RngRateLimit) {
+    super();
     this.rateLimit = rateLimit ? { ...rateLimit } : undefined;
     this.stateSupport = new RngStateSupport(this);
   }
@@ -53,16 +54,6 @@ export class RngDevice implements VirtioDevice {
   /** Ring features only: virtio-rng defines no device features. */
   features(): bigint {
     return RING_FEATURES;
-  }
-
-  /** Remembers the accepted features. */
-  setAckedFeatures(features: bigint): void {
-    this.#acked = features;
-  }
-
-  /** Features accepted by the driver. */
-  ackedFeatures(): bigint {
-    return this.#acked;
   }
 
   /** virtio-rng has no configuration space. */
@@ -78,7 +69,7 @@ export class RngDevice implements VirtioDevice {
 
   /** Accepted features forgotten; the budget keeps counting (it limits the host's entropy). */
   reset(): void {
-    this.#acked = 0n;
+    this.setAckedFeatures(0n);
   }
 
   /** Plain parameters for the queue Worker. */

@@ -10,6 +10,7 @@
 import { closeQuietly } from "../../../ffi/mod.ts";
 import { log } from "../../log.ts";
 import { RING_FEATURES } from "../../protocol/mod.ts";
+import { AckedFeatures } from "../acked_features.ts";
 import type { DeviceWorkerChannel, VirtioDevice, WorkerSetup } from "../device.ts";
 import {
   DEFAULT_BUF_ALLOC,
@@ -35,7 +36,7 @@ export interface VsockOptions {
 }
 
 /** A virtio-vsock device. */
-export class VsockDevice implements VirtioDevice, VsockStateTarget {
+export class VsockDevice extends AckedFeatures implements VirtioDevice, VsockStateTarget {
   /** Device kind. */
   readonly kind = "vsock";
   /** RX and TX; QEMU keeps the event queue. */
@@ -53,12 +54,12 @@ export class VsockDevice implements VirtioDevice, VsockStateTarget {
   /** DEVICE_STATE save/load. */
   readonly stateSupport: VsockStateSupport = new VsockStateSupport(this);
   #listenFd: number;
-  #acked = 0n;
   #channel: DeviceWorkerChannel | undefined;
   readonly #shared = new SharedArrayBuffer(8);
 
   /** A device for `options`. */
   constructor(options: VsockOptions) {
+    super();
     this.guestCid = options.guestCid;
     this.udsPath = options.udsPath;
     this.#listenFd = options.listenFd;
@@ -71,19 +72,9 @@ export class VsockDevice implements VirtioDevice, VsockStateTarget {
     return RING_FEATURES;
   }
 
-  /** Remembers the accepted features. */
-  setAckedFeatures(features: bigint): void {
-    this.#acked = features;
-  }
-
-  /** Features accepted by the driver. */
-  ackedFeatures(): bigint {
-    return this.#acked;
-  }
-
   /** A verified LOAD's features. */
   installFeatures(features: bigint): void {
-    this.#acked = features;
+    this.setAckedFeatures(features);
   }
 
   /** le64 guest_cid. */
@@ -103,7 +94,7 @@ export class VsockDevice implements VirtioDevice, VsockStateTarget {
 
   /** Device reset: the guest forgot its sockets, so every connection is dropped. */
   reset(): void {
-    this.#acked = 0n;
+    this.setAckedFeatures(0n);
     this.#channel?.command({ op: "reset" }).catch((e) => {
       log.warn(
         `vsock: dropping connections on reset failed: ${e instanceof Error ? e.message : e}`,
