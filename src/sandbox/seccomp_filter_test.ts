@@ -125,7 +125,15 @@ result.worker = await new Promise((resolve) => {
 });
 const seccomp = [];
 for (const task of Deno.readDirSync("/proc/self/task")) {
-  seccomp.push(Deno.readTextFileSync("/proc/self/task/" + task.name + "/status").match(/^Seccomp:\\s*(\\d)/m)[1]);
+  let status;
+  try {
+    status = Deno.readTextFileSync("/proc/self/task/" + task.name + "/status");
+  } catch (e) {
+    // A thread that ended (the Worker's, say) after the listing has no status to read.
+    if (e instanceof Deno.errors.NotFound) continue;
+    throw e;
+  }
+  seccomp.push(status.match(/^Seccomp:\\s*(\\d)/m)[1]);
 }
 result.seccomp = [...new Set(seccomp)];
 console.log(JSON.stringify(result));
