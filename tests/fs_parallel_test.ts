@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { O_RDWR } from "../ffi/mod.ts";
+import { O_DIRECT, O_RDWR } from "../ffi/mod.ts";
 import { FuseOpcode } from "../src/devices/fs/fuse/mod.ts";
 import { FsFixture, pattern } from "./support/fs_fixture.ts";
 import { HeldBacking } from "./support/held_backing.ts";
@@ -99,5 +99,54 @@ Deno.test("fs: a WRITE held by the backing, then FSYNC; both complete in order o
     d.fsync(fh);
     assert.deepEqual(d.read(fh, 8192n, 4096), data);
     d.release(fh);
+  });
+});
+
+/** The fdinfo `flags` of every fd of process `pid` open on a file named `name`. */
+function openFlagsOf(pid: number, name: string): number[] {
+  const flags: number[] = [];
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (basename(Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`)) !== name) continue;
+      const info = Deno.readTextFileSync(`/proc/${pid}/fdinfo/${entry.name}`);
+      flags.push(parseInt(/^flags:\s*([0-7]+)/m.exec(info)![1], 8));
+    } catch {
+      // Closed meanwhile.
+    }
+  }
+  return flags;
+}
+
+Deno.test("fs: WRITEs to a file on a FUSE share go through an O_DIRECT descriptor, in parallel", async () => {
+  // io_uring hands a buffered FUSE write (which waits for the server) to its worker threads;
+  // with O_DIRECT the kernel sends it to the server asynchronously (direct_writer.ts).
+  await using backing = await HeldBacking.start(new Uint8Array(64 * 1024));
+  const args = ["--shared-dir", dirname(backing.image), "--aio", "io_uring"];
+  await withVhostd({ command: "fs", args }, async (vhostd) => {
+    using fx = FsFixture.open(vhostd.socketPath, { timeoutMs: 60_000 });
+    const d = fx.driver;
+    const name = basename(backing.image);
+    const file = d.lookup(ROOT, name);
+    const { fh } = d.open(file.nodeid, O_RDWR);
+    const direct = () => openFlagsOf(vhostd.daemonPid(), name).filter((f) => (f & O_DIRECT) !== 0);
+    assert.equal(direct().length, 0, "no O_DIRECT descriptor before the first WRITE");
+    const blocks = [0, 1, 2, 3].map((i) => pattern(4096, 20 + i));
+    const writes = blocks.map((data, i) =>
+      d.requestLater(FuseOpcode.WRITE, {
+        fh,
+        offset: BigInt(i * 8192 + 512), // not block-aligned: FUSE's direct I/O needs no alignment
+        writeFlags: 0,
+        lockOwner: 0n,
+        flags: 0,
+        data,
+      })
+    );
+    await backing.waitHeld(4);
+    assert.equal(direct().length, 1, "one O_DIRECT descriptor of the file");
+    backing.stopHolding();
+    for (const write of writes) assert.equal(write().error, 0);
+    blocks.forEach((data, i) => assert.deepEqual(d.read(fh, BigInt(i * 8192 + 512), 4096), data));
+    d.release(fh);
+    assert.equal(direct().length, 0, "RELEASE closed the O_DIRECT descriptor too");
   });
 });

@@ -135,6 +135,8 @@ export type FileSystem = Pick<
   | "open"
   | "create"
   | "readFd"
+  | "asyncWriteFd"
+  | "dropDirectWriter"
   | "write"
   | "statfs"
   | "release"
@@ -953,24 +955,39 @@ export class FsRequestHandler implements QueueHandler {
     }
     const killSuidgid = (args.writeFlags & FuseWriteFlag.KILL_SUIDGID) !== 0;
     // A write that must clear setuid/setgid runs at once: the core drops CAP_FSETID around it.
-    if (
-      !killSuidgid && this.#deferred !== undefined &&
-      this.#deferLater(args.fh, () =>
+    if (!killSuidgid && this.#deferred !== undefined) {
+      const fh = args.fh;
+      const offset = Number(args.offset);
+      const writeFd = this.#fs.asyncWriteFd(fh);
+      const written = (result: number) =>
+        this.#completeLater(chain, memory, queueIndex, unique, fh, result, (count) => {
+          return this.#writeReply(chain, memory, unique, count);
+        });
+      const queue = (to: number, done: (result: number) => void) =>
         this.#deferred!.transfer(
-          fd,
+          to,
           chain.segments,
           memory,
           WRITE_HEADER_SIZE,
           args.size,
-          Number(args.offset),
+          offset,
           true,
-          (result) =>
-            this.#completeLater(chain, memory, queueIndex, unique, args.fh, result, (count) => {
-              return this.#writeReply(chain, memory, unique, count);
-            }),
-        ))
-    ) {
-      return DEFERRED;
+          done,
+        );
+      // The O_DIRECT descriptor of a FUSE file (direct_writer.ts) refused this write: the
+      // server's backing wants aligned direct I/O. Write it, and the rest, buffered.
+      const retried = writeFd === fd ? written : (result: number) => {
+        if (result !== -EINVAL) return written(result);
+        this.#fs.dropDirectWriter(fh);
+        let requeued = false;
+        try {
+          requeued = queue(fd, written);
+        } catch {
+          // The buffers were good a moment ago; if not now, EINVAL stands.
+        }
+        if (!requeued) written(result);
+      };
+      if (this.#deferLater(fh, () => queue(writeFd, retried))) return DEFERRED;
     }
     const count = this.#fs.write(args.fh, killSuidgid, (fd) =>
       this.#transfer(

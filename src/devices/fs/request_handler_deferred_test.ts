@@ -25,7 +25,7 @@ import {
   FuseWriteFlag,
 } from "./fuse/mod.ts";
 import { FsRequestHandler } from "./request_handler.ts";
-import { PassthroughFs } from "./passthrough/mod.ts";
+import { type FsOptions, PassthroughFs } from "./passthrough/mod.ts";
 
 setLogLevel("error");
 
@@ -55,11 +55,11 @@ class DeferredHarness implements Disposable {
   #unique = 1n;
   #slot = 0;
 
-  constructor() {
+  constructor(makeFs: (options: FsOptions) => PassthroughFs = (o) => new PassthroughFs(o)) {
     this.memory.writeObserver = this.observer;
     this.handler = new FsRequestHandler(
       { sharedDir: this.dir, readOnly: false, migrationOnError: "abort" },
-      (options) => new PassthroughFs(options),
+      makeFs,
       { aio: "io_uring", openEngine: () => this.engine },
     );
     this.handler.attach(this.context);
@@ -266,4 +266,49 @@ Deno.test("DESTROY waits for the I/O in flight before it closes every handle", (
   assert.notEqual(fileOf(fd), `${h.dir}/e`, "DESTROY closed the handle");
   assert.equal(Deno.readTextFileSync(`${h.dir}/e`), "before destroy");
   assert.equal(h.handler.session.initialized, false);
+});
+
+/** A core whose io_uring WRITEs of every handle go to `directFd` until it is dropped. */
+class DirectWriterFs extends PassthroughFs {
+  directFd = -1;
+  readonly dropped: bigint[] = [];
+  override asyncWriteFd(fh: bigint): number {
+    return this.directFd >= 0 ? this.directFd : super.asyncWriteFd(fh);
+  }
+  override dropDirectWriter(fh: bigint): void {
+    this.dropped.push(fh);
+    this.directFd = -1;
+    super.dropDirectWriter(fh);
+  }
+}
+
+Deno.test("a WRITE its O_DIRECT descriptor refuses with EINVAL is written through the handle's fd", () => {
+  let fs: DirectWriterFs | undefined;
+  using h = new DeferredHarness((options) => fs = new DirectWriterFs(options));
+  Deno.writeTextFileSync(`${h.dir}/f`, "");
+  const fh = h.open("f");
+  const plainFd = fs!.asyncWriteFd(fh);
+  fs!.directFd = 1_000_000; // a number the engine never really writes to: the test answers
+  const write = h.write(fh, 0n, enc.encode("aligned or not"));
+  assert.equal(write.result, DEFERRED);
+  h.handler.submitQueued();
+  assert.equal(h.engine.held.length, 1);
+  assert.equal(h.engine.held[0].fd, 1_000_000, "the first try goes to the direct descriptor");
+  h.engine.held[0].fake(-22 /* EINVAL: the backing wants aligned direct I/O */);
+  assert.equal(h.completed(write.chain.head), undefined, "not answered with the EINVAL");
+  assert.deepEqual(fs!.dropped, [fh]);
+  h.handler.submitQueued();
+  assert.equal(h.engine.held.length, 1);
+  assert.equal(h.engine.held[0].fd, plainFd, "written again through the handle's fd");
+  h.engine.runAll();
+  const written = h.replyAt(write.reply);
+  assert.equal(written.error, 0);
+  assert.equal(decodeWriteOut(written.payload).size, 14);
+  assert.equal(Deno.readTextFileSync(`${h.dir}/f`), "aligned or not");
+  // Later writes go to the handle's fd at once.
+  const next = h.write(fh, 14n, enc.encode("!"));
+  h.handler.submitQueued();
+  assert.equal(h.engine.held[0].fd, plainFd);
+  h.engine.runAll();
+  assert.equal(h.replyAt(next.reply).error, 0);
 });

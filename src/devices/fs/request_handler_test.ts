@@ -258,6 +258,16 @@ class FakeFs implements FileSystem {
     this.#record("readFd", fh);
     return this.#handle(fh);
   }
+  /** A second descriptor for io_uring writes, when the test gives one (`directWriters`). */
+  readonly directWriters = new Map<bigint, number>();
+  asyncWriteFd(fh: bigint): number {
+    this.#record("asyncWriteFd", fh);
+    return this.directWriters.get(fh) ?? this.#handle(fh);
+  }
+  dropDirectWriter(fh: bigint): void {
+    this.#record("dropDirectWriter", fh);
+    this.directWriters.delete(fh);
+  }
   write<T>(fh: bigint, killSuidgid: boolean, transfer: (fd: number) => T): T {
     this.#record("write", fh, killSuidgid);
     return transfer(this.#handle(fh));

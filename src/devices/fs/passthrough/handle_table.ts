@@ -6,6 +6,7 @@
  */
 
 import type { Dirent } from "../../../../ffi/mod.ts";
+import { DIRECT_WRITER_UNKNOWN } from "./direct_writer.ts";
 import type { Inode } from "./inode_table.ts";
 
 /** Where a directory listing stands between READDIR requests. */
@@ -31,6 +32,11 @@ export interface Handle {
   readonly fh: bigint;
   /** The host fd (a real open fd, not O_PATH); -1 for a broken placeholder. */
   fd: number;
+  /**
+   * The O_DIRECT descriptor io_uring WRITEs use on a FUSE host file system
+   * (direct_writer.ts), or DIRECT_WRITER_UNKNOWN / DIRECT_WRITER_NONE.
+   */
+  directFd: number;
   /** The inode it was opened from (the handle holds an internal reference on it). */
   readonly inode: Inode;
   /** Host open flags it was opened with (O_CLOEXEC aside): what a restore reopens with. */
@@ -75,6 +81,7 @@ export class HandleTable {
     const handle: Handle = {
       fh: number,
       fd,
+      directFd: DIRECT_WRITER_UNKNOWN,
       inode,
       flags,
       isDir,

@@ -161,6 +161,12 @@ import { HandleOpener, handlesOnRootMount } from "./handle_migration.ts";
 import { InodeFileHandles } from "./inode_file_handles.ts";
 import { type Inode, InodeTable } from "./inode_table.ts";
 import { hostOpenFlags, opensForChange, reopenFlags } from "./open_flags.ts";
+import {
+  closeDirectWriter,
+  DIRECT_WRITER_NONE,
+  DIRECT_WRITER_UNKNOWN,
+  openDirectWriter,
+} from "./direct_writer.ts";
 import { XattrOps, type XattrReply } from "./xattr_ops.ts";
 
 export type { Caller } from "./credentials.ts";
@@ -739,6 +745,35 @@ export class PassthroughFs {
   }
 
   /**
+   * The fd a WRITE handed to io_uring goes to: on a FUSE host file system a
+   * second descriptor of the file opened with O_DIRECT (so the kernel sends
+   * the writes to the server asynchronously and io_uring does not issue them
+   * one by one; see direct_writer.ts), made on the handle's first such
+   * write; otherwise the handle's fd. EBADF if unknown.
+   */
+  asyncWriteFd(fh: bigint): number {
+    return this.#run(() => {
+      const handle = this.#fileHandle(fh);
+      if (handle.directFd === DIRECT_WRITER_UNKNOWN) {
+        handle.directFd = openDirectWriter(handle.fd, handle.flags);
+      }
+      return handle.directFd >= 0 ? handle.directFd : handle.fd;
+    });
+  }
+
+  /**
+   * Stops writing `fh` through its O_DIRECT descriptor (a direct write was
+   * refused with EINVAL: the server's backing wants aligned direct I/O);
+   * later writes use the handle's fd. Unknown handles are ignored.
+   */
+  dropDirectWriter(fh: bigint): void {
+    const handle = this.#handles.get(fh);
+    if (handle === undefined) return;
+    closeDirectWriter(handle.directFd);
+    handle.directFd = DIRECT_WRITER_NONE;
+  }
+
+  /**
    * WRITE: runs `transfer` (the handler's pwritev) on the handle's fd. With
    * `killSuidgid` (FUSE_WRITE_KILL_SUIDGID: the guest writer has no
    * CAP_FSETID) it runs without CAP_FSETID, so the host kernel clears the
@@ -1201,6 +1236,7 @@ export class PassthroughFs {
     const handle = this.#handles.remove(fh);
     if (handle === undefined) return;
     closeQuietly(handle.fd);
+    closeDirectWriter(handle.directFd);
     this.#inodes.release(handle.inode);
   }
 
@@ -1208,6 +1244,7 @@ export class PassthroughFs {
     for (const handle of [...this.#handles.values()]) {
       this.#handles.remove(handle.fh);
       closeQuietly(handle.fd);
+      closeDirectWriter(handle.directFd);
     }
     this.#inodes.clear();
   }
