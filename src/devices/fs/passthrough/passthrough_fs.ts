@@ -809,9 +809,17 @@ export class PassthroughFs {
     this.#closeHandle(fh);
   }
 
-  /** FLUSH (on each close(2) in the guest): closes a duplicate, so close-time errors surface. */
+  /**
+   * FLUSH (on each close(2) in the guest): closes a duplicate, so close-time
+   * errors surface; of the O_DIRECT descriptor too, when writes went there
+   * (a FUSE server may keep what was written through it until its flush).
+   */
   flush(fh: bigint): void {
-    this.#run(() => closeFd(dupFd(this.#fileHandle(fh).fd)));
+    this.#run(() => {
+      const handle = this.#fileHandle(fh);
+      if (handle.directFd >= 0) closeFd(dupFd(handle.directFd));
+      closeFd(dupFd(handle.fd));
+    });
   }
 
   /** FSYNC (data only with `datasync`). */
