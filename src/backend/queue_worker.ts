@@ -7,7 +7,8 @@
  * Each round it pops what was kicked, lets the device handle it — at once or
  * later, through `QueueContext.complete` — then submits the device's queued
  * I/O, and signals each ring's call eventfd at most once for everything that
- * completed in the round (event idx decides).
+ * completed in the round (event idx decides) — or, for a device that asks
+ * for it, as soon as a completion needs it.
  *
  * Commands run in order. One that needs a ring (or every ring) quiet — stop,
  * a new memory table, a dirty-log switch, a device command, exit — first
@@ -524,6 +525,11 @@ class QueueWorker implements QueueContext {
     );
     const ring: ActiveRing = { runner, kickFd: cmd.kickFd, callFd: cmd.callFd, errFd: cmd.errFd };
     runner.onBroken = (reason) => this.#ringBroken(ring, reason);
+    if (this.#handler.notifiesEachCompletion?.()) {
+      runner.onNotify = () => {
+        if (ring.callFd !== NO_FD) this.#signal(ring, ring.callFd, "call");
+      };
+    }
     this.#rings.set(cmd.queue, ring);
     let error = attachError;
     if (error === undefined && ring.kickFd !== NO_FD) {

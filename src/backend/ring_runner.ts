@@ -6,8 +6,8 @@
  * No I/O here (no eventfds, no epoll): the Worker's event loop calls
  * `process()` when the ring is kicked, routes completions to `complete()`,
  * and after each batch asks `takeNotification()` whether to signal the call
- * eventfd. That keeps the in-flight accounting testable against a mock
- * driver queue.
+ * eventfd (or, with `onNotify` set, asks after each completion). That keeps
+ * the in-flight accounting testable against a mock driver queue.
  *
  * In-flight accounting: `#inflight[head]` holds the chain popped at that
  * head until it completes. A completion is accepted only for exactly that
@@ -59,6 +59,12 @@ export class RingRunner {
   #missedKick = false;
   /** Called once when the ring breaks. */
   onBroken: (reason: string) => void = () => {};
+  /**
+   * Signals the driver; when set, every completion asks at once whether the
+   * driver wants an interrupt (`QueueHandler.notifiesEachCompletion`) rather
+   * than `takeNotification()` asking once per round.
+   */
+  onNotify: (() => void) | undefined;
   /** The device takes this ring's chains itself (`QueueHandler.pullsQueue`). */
   readonly #pulled: boolean;
   /** Request statistics for `--metrics` (absent: metrics off, nothing is counted). */
@@ -277,7 +283,13 @@ export class RingRunner {
     this.#recorder?.completing(head);
     this.queue.pushUsed(head, len);
     this.#recorder?.completed(head, this.queue.nextUsed);
-    this.#completedSinceNotify++;
+    const notify = this.onNotify;
+    if (notify === undefined) {
+      this.#completedSinceNotify++;
+    } else if (this.queue.needsNotification()) {
+      // The element is published: a driver woken now finds it.
+      notify();
+    }
     return true;
   }
 

@@ -141,6 +141,42 @@ Deno.test("without event idx the NO_INTERRUPT flag suppresses the batch's notifi
   assert.equal(runner.takeNotification(), true);
 });
 
+Deno.test("with onNotify, the completion a waiting driver asked for is signalled at once", () => {
+  const { driver, handler, runner, add, takeAll } = setup();
+  let signals = 0;
+  runner.onNotify = () => signals++;
+  add(4);
+  runner.process();
+  driver.setUsedEvent(0); // the driver waits for its first reply
+  runner.complete(handler.held[0], 0);
+  assert.equal(signals, 1, "signalled before the rest of the batch completed");
+  runner.complete(handler.held[1], 0);
+  assert.equal(signals, 1, "the driver asked for no second interrupt");
+  // The driver took both and waits again.
+  assert.equal(takeAll().length, 2);
+  driver.setUsedEvent(2);
+  runner.complete(handler.held[2], 0);
+  runner.complete(handler.held[3], 0);
+  assert.equal(signals, 2);
+  assert.equal(runner.takeNotification(), false, "nothing is left for the end of the round");
+});
+
+Deno.test("with onNotify and without event idx, NO_INTERRUPT decides each completion", () => {
+  const { driver, handler, runner, add } = setup(16, false);
+  let signals = 0;
+  runner.onNotify = () => signals++;
+  add(3);
+  runner.process();
+  driver.suppressInterrupts(true);
+  runner.complete(handler.held[0], 0);
+  assert.equal(signals, 0);
+  driver.suppressInterrupts(false);
+  runner.complete(handler.held[1], 0);
+  runner.complete(handler.held[2], 0);
+  assert.equal(signals, 2);
+  assert.equal(runner.takeNotification(), false);
+});
+
 Deno.test("a throwing data half fails only its request", () => {
   const { runner, add, takeAll, memory, queue } = setup();
   const throwing: QueueHandler = {

@@ -126,6 +126,16 @@ export interface QueueHandler {
    */
   queueReady?(queueIndex: number): void;
   /**
+   * Optional: true to have the driver signalled as soon as a completion
+   * crosses the point where it asked for an interrupt (EVENT_IDX's
+   * used_event, or no VRING_AVAIL_F_NO_INTERRUPT), as virtiofsd does, instead
+   * of once for a whole round of chains. A driver that waits for its first
+   * reply then works on it while the rest of the batch is served; one that
+   * is busy asks for no interrupt, so it gets none either way. Asked once
+   * per ring start.
+   */
+  notifiesEachCompletion?(): boolean;
+  /**
    * Optional: called after the Worker handled a batch of chains and before it
    * waits for events again, so that I/O queued by several `handle` calls is
    * submitted with one system call.

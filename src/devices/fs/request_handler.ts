@@ -388,6 +388,15 @@ export class FsRequestHandler implements QueueHandler {
     }
   }
 
+  /**
+   * Replies reach a waiting driver one by one, as virtiofsd sends them: the
+   * guest works on the first while the rest of its batch is served, instead
+   * of the two sides taking turns a batch at a time.
+   */
+  notifiesEachCompletion(): boolean {
+    return true;
+  }
+
   /** Hands the operations this round's requests queued to the kernel. */
   submitQueued(): void {
     this.#deferred?.submit();
