@@ -19,7 +19,7 @@
  * coherent. FUSE itself sets no alignment for direct I/O; a server that
  * passes O_DIRECT on to a backing which does answers EINVAL, and the caller
  * then writes through the buffered descriptor and stops using this one
- * ({@linkcode DIRECT_WRITER_NONE}).
+ * (it stays open until the handle closes).
  *
  * @module
  */
@@ -43,7 +43,7 @@ export const FUSE_SUPER_MAGIC = 0x65735546;
 
 /** A handle whose direct writer was not looked for yet. */
 export const DIRECT_WRITER_UNKNOWN = -2;
-/** A handle that has no direct writer (not on FUSE, read-only, refused, or dropped). */
+/** A handle that has no direct writer (not on FUSE, read-only, O_DIRECT already, or refused). */
 export const DIRECT_WRITER_NONE = -1;
 
 /**

@@ -37,6 +37,12 @@ export interface Handle {
    * (direct_writer.ts), or DIRECT_WRITER_UNKNOWN / DIRECT_WRITER_NONE.
    */
   directFd: number;
+  /**
+   * False once a direct write was refused: writes go to `fd`, but `directFd`
+   * stays open until the handle closes (writes queued on it may not have
+   * reached the kernel yet, and a closed number could name another file by then).
+   */
+  directUsable: boolean;
   /** The inode it was opened from (the handle holds an internal reference on it). */
   readonly inode: Inode;
   /** Host open flags it was opened with (O_CLOEXEC aside): what a restore reopens with. */
@@ -82,6 +88,7 @@ export class HandleTable {
       fh: number,
       fd,
       directFd: DIRECT_WRITER_UNKNOWN,
+      directUsable: true,
       inode,
       flags,
       isDir,

@@ -161,12 +161,7 @@ import { HandleOpener, handlesOnRootMount } from "./handle_migration.ts";
 import { InodeFileHandles } from "./inode_file_handles.ts";
 import { type Inode, InodeTable } from "./inode_table.ts";
 import { hostOpenFlags, opensForChange, reopenFlags } from "./open_flags.ts";
-import {
-  closeDirectWriter,
-  DIRECT_WRITER_NONE,
-  DIRECT_WRITER_UNKNOWN,
-  openDirectWriter,
-} from "./direct_writer.ts";
+import { closeDirectWriter, DIRECT_WRITER_UNKNOWN, openDirectWriter } from "./direct_writer.ts";
 import { XattrOps, type XattrReply } from "./xattr_ops.ts";
 
 export type { Caller } from "./credentials.ts";
@@ -757,20 +752,20 @@ export class PassthroughFs {
       if (handle.directFd === DIRECT_WRITER_UNKNOWN) {
         handle.directFd = openDirectWriter(handle.fd, handle.flags);
       }
-      return handle.directFd >= 0 ? handle.directFd : handle.fd;
+      return handle.directFd >= 0 && handle.directUsable ? handle.directFd : handle.fd;
     });
   }
 
   /**
    * Stops writing `fh` through its O_DIRECT descriptor (a direct write was
    * refused with EINVAL: the server's backing wants aligned direct I/O);
-   * later writes use the handle's fd. Unknown handles are ignored.
+   * later writes use the handle's fd. The descriptor itself closes with the
+   * handle: writes queued on it may not have reached the kernel yet. Unknown
+   * handles are ignored.
    */
   dropDirectWriter(fh: bigint): void {
     const handle = this.#handles.get(fh);
-    if (handle === undefined) return;
-    closeDirectWriter(handle.directFd);
-    handle.directFd = DIRECT_WRITER_NONE;
+    if (handle !== undefined) handle.directUsable = false;
   }
 
   /**
