@@ -52,16 +52,26 @@ class FakeBackend {
   }
 }
 
-function pair(timeoutMs = 1000): { client: VhostUserClient; backend: FakeBackend } & Disposable {
+function pair(
+  timeoutMs = 1000,
+): { client: VhostUserClient; backend: FakeBackend; closeBackend(): void } & Disposable {
   const [a, b] = socketPair();
   const client = new VhostUserClient(a, timeoutMs);
   const backend = new FakeBackend(b);
+  let backendOpen = true;
+  // Closed once only: test modules run in parallel in one process, so a second close of the
+  // number could close another test's fd.
+  const closeBackend = () => {
+    if (backendOpen) closeQuietly(b);
+    backendOpen = false;
+  };
   return {
     client,
     backend,
+    closeBackend,
     [Symbol.dispose]() {
       client.close();
-      closeQuietly(b);
+      closeBackend();
     },
   };
 }
@@ -154,7 +164,7 @@ Deno.test("a silent back-end times out; a closed one is reported as such", () =>
   const start = performance.now();
   assert.throws(() => p.client.getFeatures(), BackendTimeout);
   assert.ok(performance.now() - start >= 55, "waited for the timeout");
-  closeQuietly(p.backend.fd);
+  p.closeBackend();
   assert.throws(() => p.client.getQueueNum(), BackendDisconnected);
 });
 
