@@ -3,12 +3,12 @@
  * FUSE host file system that go to io_uring.
  *
  * Why: io_uring runs a write it cannot issue without blocking in its worker
- * threads, and it keeps the writes to one regular file in order there (they
- * are hashed by inode), one after the other. A buffered write to a FUSE
- * file is such a write: the kernel sends it to the FUSE server and waits for
- * the answer. With O_DIRECT the kernel sends it asynchronously instead, so
- * the writes a guest keeps in flight overlap in the server as they do with
- * virtiofsd's thread pool (fio, 4 KiB random writes, 32 in flight, on the
+ * threads, where writes to one regular file are hashed by inode. A buffered
+ * write to a FUSE file is such a write: the kernel sends it to the FUSE
+ * server and a worker waits for the answer (writes still overlap in the
+ * server, but each costs a blocked worker). With O_DIRECT the kernel sends
+ * it asynchronously instead, as virtiofsd's thread pool gets its writes
+ * overlapped (fio, 4 KiB random writes, 32 in flight, on the
  * benchmark's latency_fs: io_uring 8k IOPS buffered, 36k with O_DIRECT; 32
  * threads of pwrite 36k). Other file systems complete buffered writes in the
  * page cache, inline, and keep their one descriptor.

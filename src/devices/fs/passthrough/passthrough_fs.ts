@@ -742,8 +742,8 @@ export class PassthroughFs {
   /**
    * The fd a WRITE handed to io_uring goes to: on a FUSE host file system a
    * second descriptor of the file opened with O_DIRECT (so the kernel sends
-   * the writes to the server asynchronously and io_uring does not issue them
-   * one by one; see direct_writer.ts), made on the handle's first such
+   * the writes to the server asynchronously instead of in io_uring's blocked
+   * worker threads; see direct_writer.ts), made on the handle's first such
    * write; otherwise the handle's fd. EBADF if unknown.
    */
   asyncWriteFd(fh: bigint): number {
