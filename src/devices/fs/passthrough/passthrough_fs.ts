@@ -129,7 +129,7 @@ import {
   FuseSetattrValid,
 } from "../fuse/fuse_abi.ts";
 import type { FuseInitArgs, FuseSetattrArgs } from "../fuse/fuse_request.ts";
-import { openComponent, statEntryQuietly, statFd } from "./confined_open.ts";
+import { openComponent, openCreated, statEntryQuietly, statFd } from "./confined_open.ts";
 import { type Caller, ThreadCredentials } from "./credentials.ts";
 import {
   asCallerClaimingGroups,
@@ -711,7 +711,7 @@ export class PassthroughFs {
         if (created) {
           // One statx of the new file serves the mode fix-up and the entry.
           createdStat = statFd(fd);
-          pathFd = reopenFd(fd, O_PATH | O_CLOEXEC);
+          pathFd = openCreated(dir.fd, name, fd, createdStat);
           if (exact !== null && this.#settlePermissions(pathFd, exact, createdStat)) {
             createdStat = undefined;
           }
