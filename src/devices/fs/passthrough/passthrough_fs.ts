@@ -1219,14 +1219,15 @@ export class PassthroughFs {
     const dir = this.#directory(parent);
     checkEntryName(name);
     this.#refuseIfReadOnly();
-    const st = statEntryQuietly(dir.fd, name);
     this.#asCallerClaiming(
       caller,
       () => [groupOfFd(dir.fd)], // the entry's own group grants nothing here
       () => unlinkat(dir.fd, name, flags),
     );
-    const inode = st && this.#inodes.find(st.dev, st.ino);
-    if (inode) this.#inodes.clearLocationIf(inode, dir, name);
+    // Whatever inode was last recorded at this name is not there any more (no statx needed
+    // to find it: the name is gone, whichever host file it held).
+    const recorded = this.#inodes.locatedAt(dir, name);
+    if (recorded !== undefined) this.#inodes.setLocation(recorded, null);
   }
 
   #addHandle(fd: number, inode: Inode, flags: number, isDir: boolean): OpenResult {

@@ -391,6 +391,23 @@ Deno.test("unlink and rmdir: happy paths, ENOENT, ENOTEMPTY, EISDIR, ENOTDIR", (
   assert.equal(info?.lookups, 1n, "but the guest still holds it");
 });
 
+Deno.test("unlink of a name the host gave to another file forgets the location recorded there", () => {
+  using share = makeShare();
+  const { fs } = share;
+  Deno.writeTextFileSync(`${share.path}/a`, "first");
+  const first = fs.lookup(ROOT, bytes("a"));
+  // Behind the guest's back: the first file moves away, a new one takes its name.
+  Deno.renameSync(`${share.path}/a`, `${share.path}/moved`);
+  Deno.writeTextFileSync(`${share.path}/a`, "second");
+  fs.unlink(ROOT, bytes("a"));
+  assert.deepEqual([...Deno.readDirSync(share.path)].map((e) => e.name), ["moved"]);
+  assert.equal(
+    fs.inodeInfo(first.nodeid)?.name,
+    null,
+    "nothing is at the recorded name any more: a snapshot must not send the inode there",
+  );
+});
+
 Deno.test("rename keeps the inode table consistent: plain, NOREPLACE, EXCHANGE, replace", () => {
   using share = makeShare();
   const { fs } = share;
