@@ -279,8 +279,9 @@ function entryReply(entry: EntryResult, reply: Uint8Array): Uint8Array {
   return encodeEntryOut(entryOut(entry), reply, FUSE_OUT_HEADER.size);
 }
 
-function openOut(opened: OpenResult): Uint8Array {
-  return encodeOpenOut({ fh: opened.fh, openFlags: opened.openFlags });
+/** fuse_open_out of `opened`, encoded in place after the out header of `reply` (no array of its own). */
+function openOut(opened: OpenResult, reply: Uint8Array): Uint8Array {
+  return encodeOpenOut({ fh: opened.fh, openFlags: opened.openFlags }, reply, FUSE_OUT_HEADER.size);
 }
 
 /** GETXATTR/LISTXATTR: fuse_getxattr_out for a size query, else the bytes themselves. */
@@ -744,7 +745,7 @@ export class FsRequestHandler implements QueueHandler {
       case FuseOpcode.OPEN: {
         const { flags, openFlags } = request.args;
         const kill = (openFlags & FuseOpenInFlag.KILL_SUIDGID) !== 0;
-        return openOut(fs.open(nodeid, flags, caller, kill));
+        return openOut(fs.open(nodeid, flags, caller, kill), reply);
       }
       case FuseOpcode.STATFS: {
         const st = fs.statfs(nodeid);
@@ -769,7 +770,7 @@ export class FsRequestHandler implements QueueHandler {
         fs.fsync(request.args.fh, (request.args.fsyncFlags & FuseFsyncFlag.FDATASYNC) !== 0);
         return EMPTY;
       case FuseOpcode.OPENDIR:
-        return openOut(fs.opendir(nodeid, request.args.flags));
+        return openOut(fs.opendir(nodeid, request.args.flags), reply);
       case FuseOpcode.READDIR:
       case FuseOpcode.READDIRPLUS: {
         const { fh, offset, size } = request.args;
