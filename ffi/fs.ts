@@ -82,12 +82,25 @@ function integerArg(syscall: string, what: string, value: number | bigint): bigi
  * @param mode permission bits for O_CREAT/O_TMPFILE, before the umask
  */
 export function openat(dirfd: number, name: PathArg, flags: number, mode: number = 0o644): number {
+  const fd = openatOrErrno(dirfd, name, flags, mode);
+  if (fd < 0) throw new SyscallError("openat", -fd, at(dirfd, name));
+  return fd;
+}
+
+/** {@linkcode openat} answering a failure with its errno, negated (see {@linkcode openat2OrErrno}). */
+export function openatOrErrno(
+  dirfd: number,
+  name: PathArg,
+  flags: number,
+  mode: number = 0o644,
+): number {
   const symbols = libc();
   for (;;) {
     // The scratch path again on every try: nothing else ran in between.
     const fd = symbols.openat(dirfd, scratchPath("openat", name), flags, mode);
     if (fd >= 0) return fd;
-    if (lastErrno() !== EINTR) throwLastError("openat", at(dirfd, name));
+    const errno = lastErrno();
+    if (errno !== EINTR) return -errno;
   }
 }
 
@@ -123,6 +136,19 @@ const openHowView = new DataView(openHowBuffer.buffer);
  * {@linkcode openat2Supported} and fall back yourself.
  */
 export function openat2(dirfd: number, path: PathArg, how: OpenHow): number {
+  const fd = openat2OrErrno(dirfd, path, how);
+  if (fd < 0) throw new SyscallError("openat2", -fd, at(dirfd, path));
+  return fd;
+}
+
+/**
+ * {@linkcode openat2} answering a failure with its errno, negated, instead of
+ * throwing: for callers to whom a failure is an ordinary answer, such as a
+ * LOOKUP of a name that does not exist. Building an Error costs about 1.3 µs
+ * in Deno, more than the system call (2 µs for a missing name on tmpfs).
+ * A name holding a NUL byte still throws (EINVAL).
+ */
+export function openat2OrErrno(dirfd: number, path: PathArg, how: OpenHow): number {
   const symbols = libc();
   for (;;) {
     const name = scratchPath("openat2", path);
@@ -131,7 +157,8 @@ export function openat2(dirfd: number, path: PathArg, how: OpenHow): number {
     writeU64(openHowView, 16, how.resolve >>> 0);
     const fd = symbols.syscall_openat2(SYS_OPENAT2, dirfd, name, openHowBuffer, OPEN_HOW_BYTES);
     if (fd >= 0n) return Number(fd);
-    if (lastErrno() !== EINTR) throwLastError("openat2", at(dirfd, path));
+    const errno = lastErrno();
+    if (errno !== EINTR) return -errno;
   }
 }
 

@@ -32,7 +32,7 @@ import {
   S_IFREG,
   SEEK_SET,
 } from "./constants.ts";
-import { SyscallError } from "./errno.ts";
+import { EEXIST, ELOOP, ENOENT, EXDEV, SyscallError } from "./errno.ts";
 import { closeFd, getStatusFlags, readFd, writeAll } from "./fd.ts";
 import {
   chmodProcFd,
@@ -51,7 +51,9 @@ import {
   mknodat,
   openat,
   openat2,
+  openat2OrErrno,
   openat2Supported,
+  openatOrErrno,
   parseDirents,
   procSelfFdPath,
   readlinkat,
@@ -154,6 +156,38 @@ Deno.test("openat with O_NOFOLLOW refuses a symlink with ELOOP; O_PATH|O_NOFOLLO
   } finally {
     closeFd(fd);
   }
+});
+
+Deno.test("openat2OrErrno and openatOrErrno answer a failure with its errno, negated, and open like the throwing ones", () => {
+  using dir = scratch();
+  writeFile(dir.dirfd, "file", "inside");
+  symlinkat("file", dir.dirfd, "link");
+  const how = {
+    flags: O_PATH | O_NOFOLLOW | O_CLOEXEC,
+    resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS,
+  };
+  assert.equal(openat2OrErrno(dir.dirfd, "missing", how), -ENOENT);
+  assert.equal(openat2OrErrno(dir.dirfd, "../x", how), -EXDEV);
+  assert.equal(openat2OrErrno(dir.dirfd, "link", { ...how, flags: O_RDONLY | O_CLOEXEC }), -ELOOP);
+  assert.equal(openatOrErrno(dir.dirfd, "missing", O_RDONLY | O_CLOEXEC), -ENOENT);
+  assert.equal(openatOrErrno(dir.dirfd, "file", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC), -EEXIST);
+  let fd = openatOrErrno(dir.dirfd, "file", O_RDONLY | O_CLOEXEC);
+  assert.ok(fd >= 0);
+  assert.equal(readText(fd), "inside");
+  closeFd(fd);
+  fd = openat2OrErrno(dir.dirfd, "file", { flags: O_RDONLY | O_CLOEXEC, resolve: RESOLVE_BENEATH });
+  assert.ok(fd >= 0);
+  assert.equal(readText(fd), "inside");
+  closeFd(fd);
+  // The throwing forms still throw, with the errno.
+  assert.throws(
+    () => openat2(dir.dirfd, "missing", how),
+    (e) => e instanceof SyscallError && e.errno === ENOENT,
+  );
+  assert.throws(
+    () => openat(dir.dirfd, "missing", O_RDONLY),
+    (e) => e instanceof SyscallError && e.errno === ENOENT,
+  );
 });
 
 Deno.test("openat2 confines resolution with RESOLVE_BENEATH, RESOLVE_NO_SYMLINKS, RESOLVE_IN_ROOT", () => {

@@ -15,7 +15,9 @@ import {
   O_PATH,
   openat,
   openat2,
+  openat2OrErrno,
   openat2Supported,
+  openatOrErrno,
   reopenFd,
   RESOLVE_BENEATH,
   RESOLVE_NO_MAGICLINKS,
@@ -39,6 +41,18 @@ const CONFINED = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
 export function openComponent(dirFd: number, name: Uint8Array): number {
   if (openat2Supported()) return openat2(dirFd, name, { flags: PATH_FLAGS, resolve: CONFINED });
   return openat(dirFd, name, PATH_FLAGS);
+}
+
+/**
+ * {@linkcode openComponent} answering a failure with its errno, negated,
+ * instead of throwing: a LOOKUP of a missing name is an ordinary answer, and
+ * an Error costs more to build than the system call.
+ */
+export function openComponentOrErrno(dirFd: number, name: Uint8Array): number {
+  if (openat2Supported()) {
+    return openat2OrErrno(dirFd, name, { flags: PATH_FLAGS, resolve: CONFINED });
+  }
+  return openatOrErrno(dirFd, name, PATH_FLAGS);
 }
 
 /**

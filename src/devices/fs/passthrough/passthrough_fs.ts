@@ -129,7 +129,13 @@ import {
   FuseSetattrValid,
 } from "../fuse/fuse_abi.ts";
 import type { FuseInitArgs, FuseSetattrArgs } from "../fuse/fuse_request.ts";
-import { openComponent, openCreated, statEntryQuietly, statFd } from "./confined_open.ts";
+import {
+  openComponent,
+  openComponentOrErrno,
+  openCreated,
+  statEntryQuietly,
+  statFd,
+} from "./confined_open.ts";
 import { type Caller, ThreadCredentials } from "./credentials.ts";
 import {
   asCallerClaimingGroups,
@@ -140,7 +146,7 @@ import {
 } from "./group_claims.ts";
 import { readDirectoryPage } from "./dir_reader.ts";
 import { attrFromStatx } from "./fs_attr.ts";
-import { errnoOf, FsError, FsRestoreError, toFsError } from "./fs_errors.ts";
+import { errnoOf, FsError, FsRestoreError, plainFsError, toFsError } from "./fs_errors.ts";
 import { checkEntryName, classifyComponent, sameName } from "./fs_names.ts";
 import { type FsSnapshot, restoreSnapshot, takeSnapshot } from "./fs_snapshot.ts";
 import {
@@ -1096,7 +1102,9 @@ export class PassthroughFs {
       const known = this.#knownEntry(dir, name, hinted);
       if (known !== undefined) return known;
     }
-    return this.#adopt(dir, name, openComponent(dir.fd, name));
+    const fd = openComponentOrErrno(dir.fd, name);
+    if (fd < 0) throw plainFsError(-fd);
+    return this.#adopt(dir, name, fd);
   }
 
   /**
