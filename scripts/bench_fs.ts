@@ -10,7 +10,7 @@
  * The guest is emulated (no KVM here), so the guest's own CPU time is part
  * of every figure, for both back-ends alike; the ratio is what compares them.
  *
- * Run alone: `deno run -A scripts/bench_fs.ts`.
+ * Run alone: `deno run -A scripts/bench_fs.ts [RUNS]` (default 3 runs per back-end).
  *
  * @module
  */
@@ -27,6 +27,7 @@ import {
 import { BENCH_FILE_MIB, BENCH_FILES, fsBenchScript } from "../tests/qemu/fs_guest_scripts.ts";
 import type { VhostdProcess } from "../tests/qemu/migration_harness.ts";
 import { benchVirtiofsd } from "./bench_fs_host.ts";
+import { median } from "./bench_stats.ts";
 
 /** Seconds each phase of the workload took in one back-end's run. */
 export interface FsBenchTimes {
@@ -83,8 +84,8 @@ export async function benchFsBackend(
 /** Subtracts the `MARK phase-start|end UPTIME` lines of the guest's output. */
 function phaseTimes(output: string): FsBenchTimes {
   const marks = new Map<string, number>();
-  for (const match of output.matchAll(/^MARK (\S+) ([\d.]+)$/gm)) {
-    marks.set(match[1], Number(match[2]));
+  for (const match of output.matchAll(/^MARK (\S+) (\d+)$/gm)) {
+    marks.set(match[1], Number(match[2]) / 1e9);
   }
   const times = {} as FsBenchTimes;
   for (const phase of PHASES) {
@@ -93,8 +94,7 @@ function phaseTimes(output: string): FsBenchTimes {
     if (start === undefined || end === undefined) {
       throw new Error(`the guest printed no marks for ${phase}:\n${output}`);
     }
-    // /proc/uptime counts in 10 ms steps: a phase never reads as taking no time.
-    times[phase] = Math.max(end - start, 0.01);
+    times[phase] = Math.max(end - start, 1e-6);
   }
   return times;
 }
@@ -150,13 +150,17 @@ function virtiofsdVersion(binary: string): string {
 }
 
 /**
- * Runs the fs workload against vhostd and, when installed, virtiofsd, and
- * prints the table. Prints why and returns when QEMU or the guest is missing.
+ * Runs the fs workload `runs` times against vhostd (`--cache never`) and,
+ * when installed, virtiofsd (cache=none), alternating which goes first, and
+ * once against vhostd with its default `--cache auto` for reference; prints
+ * the medians and the ratio of each run. Prints why and returns when QEMU or
+ * the guest is missing.
  */
-export async function runFsBench(): Promise<void> {
+export async function runFsBench(runs = 3): Promise<void> {
   console.log(
     `\nvirtio-fs: TCG guest (QEMU, no KVM) on a tmpfs shared directory; ` +
-      `${BENCH_FILE_MIB} MiB sequential, ${BENCH_FILES} files`,
+      `${BENCH_FILE_MIB} MiB sequential, ${BENCH_FILES} files; ${runs} runs each, alternating ` +
+      `who goes first (median; the ratio of each run in brackets)`,
   );
   if (!qemuAvailable()) {
     console.log("fs: skipped: QEMU 10 is not installed (bash scripts/setup_qemu.sh)");
@@ -172,34 +176,49 @@ export async function runFsBench(): Promise<void> {
   const installed = benchVirtiofsd();
   if (installed !== undefined) Deno.env.set("VIRTIOFSD", installed);
   const virtiofsd = findVirtiofsd();
-  // Like for like: virtiofsd runs with cache=none, vhostd with --cache never; the default
-  // (--cache auto, guest page cache on) is shown beside them.
-  const ours = await benchFsBackend("vhostd", ["--cache", "never"]);
-  const cached = await benchFsBackend("vhostd", ["--cache", "auto"]);
-  let theirs: FsBenchTimes | undefined;
-  if (virtiofsd === undefined) {
-    console.log("virtiofsd not installed: no comparison");
-  } else {
-    console.log(`virtiofsd: ${virtiofsdVersion(virtiofsd)}, no guest caching`);
-    theirs = await benchFsBackend("virtiofsd");
+  if (virtiofsd === undefined) console.log("virtiofsd not installed: no comparison");
+  else console.log(`virtiofsd: ${virtiofsdVersion(virtiofsd)}, no guest caching`);
+  // Like for like: virtiofsd runs with cache=none, vhostd with --cache never.
+  const ours: FsBenchTimes[] = [];
+  const theirs: FsBenchTimes[] = [];
+  for (let run = 0; run < runs; run++) {
+    const order: FsBackendKind[] = run % 2 === 0
+      ? ["vhostd", "virtiofsd"]
+      : ["virtiofsd", "vhostd"];
+    for (const kind of order) {
+      if (kind === "vhostd") ours.push(await benchFsBackend("vhostd", ["--cache", "never"]));
+      else if (virtiofsd !== undefined) theirs.push(await benchFsBackend("virtiofsd"));
+    }
   }
+  // The default (--cache auto, guest page cache on), shown beside them.
+  const cached = await benchFsBackend("vhostd", ["--cache", "auto"]);
+  const compared = theirs.length > 0;
   console.log(
     pad("workload", 22) + pad("unit", 7) + pad("vhostd never", 14) + pad("vhostd auto", 13) +
-      (theirs ? pad("virtiofsd none", 16) + "never/virtiofsd speed" : ""),
+      (compared ? pad("virtiofsd none", 16) + "never/virtiofsd speed [runs]" : ""),
   );
   for (const row of ROWS) {
-    const mine = row.value(ours);
-    let line = pad(row.name, 22) + pad(row.unit, 7) + pad(fmt(mine), 14) +
+    let line = pad(row.name, 22) + pad(row.unit, 7) + pad(fmt(median(ours.map(row.value))), 14) +
       pad(fmt(row.value(cached)), 13);
-    if (theirs) {
-      const other = row.value(theirs);
-      const speedRatio = row.rate ? mine / other : other / mine;
-      line += pad(fmt(other), 16) + `${speedRatio.toFixed(2)}x`;
+    if (compared) {
+      const speedRatios = ours.map((mine, i) => {
+        const other = row.value(theirs[i]);
+        return row.rate ? row.value(mine) / other : other / row.value(mine);
+      });
+      line += pad(fmt(median(theirs.map(row.value))), 16) +
+        `${median(speedRatios).toFixed(2)}x [${speedRatios.map((r) => r.toFixed(2)).join(" ")}]`;
     }
     console.log(line);
   }
 }
 
 if (import.meta.main) {
-  await runFsBench();
+  const runs = Deno.args.length === 0 ? 3 : Number(Deno.args[0]);
+  if (!Number.isInteger(runs) || runs < 1 || Deno.args.length > 1) {
+    console.error(
+      "usage: deno run -A scripts/bench_fs.ts [RUNS]   (RUNS: a whole number, default 3)",
+    );
+    Deno.exit(2);
+  }
+  await runFsBench(runs);
 }

@@ -337,12 +337,14 @@ export const BENCH_FILES = 1000;
  * sequential read of it after dropping caches, then create (shell `: >f`),
  * stat (`[ -e f ]`, after dropping caches so that every name is looked up
  * again) and unlink (one `rm` of all) of {@linkcode BENCH_FILES} files. Each
- * phase is framed by `MARK name-start|end UPTIME` lines (/proc/uptime,
- * 10 ms resolution) that the host subtracts.
+ * phase is framed by `MARK name-start|end NANOSECONDS` lines (the monotonic
+ * clock of /proc/timer_list) that the host subtracts.
  */
 export function fsBenchScript(): string {
   return `${PRELUDE}
-mark() { read -r up _ </proc/uptime; echo "MARK $1 $up"; }
+# The monotonic clock in nanoseconds (/proc/uptime counts in 10 ms steps, a phase here can
+# take 100 ms; busybox date has no %N).
+mark() { set -- "$1" $(grep -m1 "now at" /proc/timer_list); echo "MARK $1 $4"; }
 mkdir /mnt/files || bad mkdir
 mark write-start
 dd if=/dev/zero of=/mnt/seq bs=1M count=${BENCH_FILE_MIB} conv=fsync 2>/tmp/err || bad "write: $(cat /tmp/err)"
