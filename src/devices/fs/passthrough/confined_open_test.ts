@@ -12,6 +12,7 @@ import {
   renameat2,
 } from "../../../../ffi/mod.ts";
 import { openCreated, statFd } from "./confined_open.ts";
+import type { StatxResult } from "../../../../ffi/mod.ts";
 
 const encoder = new TextEncoder();
 
@@ -26,58 +27,68 @@ function withDir(run: (dirFd: number, path: string) => void): void {
   }
 }
 
-Deno.test("openCreated: the created file by its name", () => {
-  withDir((dirFd) => {
-    const name = encoder.encode("new");
-    const fd = openat(dirFd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600);
-    const created = statFd(fd);
-    const pathFd = openCreated(dirFd, name, fd, created);
+const NAME = encoder.encode("new");
+
+/**
+ * Creates "new" in a fresh directory, lets `meanwhile` act as a host process
+ * would between the create and `openCreated`, and returns the status of the
+ * file the O_PATH fd holds, beside the created file's.
+ */
+function openCreatedAfter(
+  meanwhile: (dirFd: number, path: string) => void,
+): { found: StatxResult; created: StatxResult; nowNamed?: bigint } {
+  let result: { found: StatxResult; created: StatxResult; nowNamed?: bigint } | undefined;
+  withDir((dirFd, path) => {
+    const fd = openat(dirFd, NAME, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600);
     try {
-      const found = statFd(pathFd);
-      assert.equal(found.ino, created.ino);
-      assert.equal(found.dev, created.dev);
-    } finally {
+      const created = statFd(fd);
+      meanwhile(dirFd, path);
+      const pathFd = openCreated(dirFd, NAME, fd, created);
+      const nowNamed = existsSync(`${path}/new`)
+        ? BigInt(Deno.statSync(`${path}/new`).ino!)
+        : undefined;
+      result = { found: statFd(pathFd), created, nowNamed };
       closeFd(pathFd);
+    } finally {
       closeFd(fd);
     }
   });
+  return result!;
+}
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("openCreated: the created file by its name", () => {
+  const { found, created } = openCreatedAfter(() => {});
+  assert.equal(found.ino, created.ino);
+  assert.equal(found.dev, created.dev);
 });
 
 Deno.test("openCreated: a name replaced on the host after the create still yields the created file", () => {
-  withDir((dirFd, path) => {
-    const name = encoder.encode("new");
-    const fd = openat(dirFd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600);
-    const created = statFd(fd);
+  const { found, created, nowNamed } = openCreatedAfter((dirFd, path) => {
     Deno.writeTextFileSync(`${path}/other`, "someone else's");
-    renameat2(dirFd, encoder.encode("other"), dirFd, name, 0);
-    const pathFd = openCreated(dirFd, name, fd, created);
-    try {
-      const found = statFd(pathFd);
-      assert.equal(
-        found.ino,
-        created.ino,
-        "the O_PATH fd holds the file created, not the one now named",
-      );
-      assert.notEqual(found.ino, Deno.statSync(`${path}/new`).ino);
-    } finally {
-      closeFd(pathFd);
-      closeFd(fd);
-    }
+    renameat2(dirFd, encoder.encode("other"), dirFd, NAME, 0);
   });
+  assert.equal(
+    found.ino,
+    created.ino,
+    "the O_PATH fd holds the file created, not the one now named",
+  );
+  assert.notEqual(nowNamed, undefined);
+  assert.notEqual(found.ino, nowNamed);
 });
 
 Deno.test("openCreated: a name removed on the host after the create still yields the created file", () => {
-  withDir((dirFd, path) => {
-    const name = encoder.encode("new");
-    const fd = openat(dirFd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600);
-    const created = statFd(fd);
+  const { found, created, nowNamed } = openCreatedAfter((_dirFd, path) => {
     Deno.removeSync(`${path}/new`);
-    const pathFd = openCreated(dirFd, name, fd, created);
-    try {
-      assert.equal(statFd(pathFd).ino, created.ino);
-    } finally {
-      closeFd(pathFd);
-      closeFd(fd);
-    }
   });
+  assert.equal(nowNamed, undefined);
+  assert.equal(found.ino, created.ino);
 });
