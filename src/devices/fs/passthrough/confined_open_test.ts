@@ -11,7 +11,7 @@ import {
   openat,
   renameat2,
 } from "../../../../ffi/mod.ts";
-import { openCreated, statFd } from "./confined_open.ts";
+import { openCreated, statEntryQuietly, statFd } from "./confined_open.ts";
 import type { StatxResult } from "../../../../ffi/mod.ts";
 
 const encoder = new TextEncoder();
@@ -44,9 +44,7 @@ function openCreatedAfter(
       const created = statFd(fd);
       meanwhile(dirFd, path);
       const pathFd = openCreated(dirFd, NAME, fd, created);
-      const nowNamed = existsSync(`${path}/new`)
-        ? BigInt(Deno.statSync(`${path}/new`).ino!)
-        : undefined;
+      const nowNamed = statEntryQuietly(dirFd, NAME)?.ino;
       result = { found: statFd(pathFd), created, nowNamed };
       closeFd(pathFd);
     } finally {
@@ -54,15 +52,6 @@ function openCreatedAfter(
     }
   });
   return result!;
-}
-
-function existsSync(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 Deno.test("openCreated: the created file by its name", () => {
