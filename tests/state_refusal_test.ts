@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { assertFdsBackTo } from "./support/fd_checks.ts";
+import { assertFdsBackTo, fdLeakDetail } from "./support/fd_checks.ts";
 import { BackendRefused } from "../src/frontend/mod.ts";
 import { BlkFixture } from "./support/blk_fixture.ts";
 import {
@@ -195,6 +195,8 @@ async function earlyClose(vhostd: VhostdProcess, source: Source): Promise<void> 
   const client = s.client;
   const reference = saveToBytes(client);
   const fdsBefore = await vhostd.settledFdCount();
+  const targetsBefore = vhostd.fdTargets();
+  const threadsBefore = vhostd.threadNames();
 
   // LOAD: half a stream, then the write end closes.
   let failures = countLogLines(vhostd, "device state load failed");
@@ -238,7 +240,12 @@ async function earlyClose(vhostd: VhostdProcess, source: Source): Promise<void> 
 
   // Still usable: a new transfer sees the same device, I/O works, no fd leaked.
   assert.deepEqual(normalized(saveToBytes(client)), normalized(reference));
-  assertFdsBackTo(await vhostd.fdCountDownTo(fdsBefore), fdsBefore, vhostd.fdTargets().join("\n"));
+  const fdsAfter = await vhostd.fdCountDownTo(fdsBefore);
+  assertFdsBackTo(
+    fdsAfter,
+    fdsBefore,
+    fdLeakDetail(targetsBefore, vhostd.fdTargets(), threadsBefore, vhostd.threadNames()),
+  );
   s.driver.restartQueue(0);
   assert.equal(firstMismatch(s.driver, source.ranges), undefined);
 }

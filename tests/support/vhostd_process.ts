@@ -146,6 +146,20 @@ export class VhostdProcess {
     return servingProcess(this.pid);
   }
 
+  /** Names of the serving process's threads right now (each task's `comm` in /proc), sorted. */
+  threadNames(): string[] {
+    const pid = this.daemonPid();
+    const out: string[] = [];
+    for (const entry of Deno.readDirSync(`/proc/${pid}/task`)) {
+      try {
+        out.push(Deno.readTextFileSync(`/proc/${pid}/task/${entry.name}/comm`).trim());
+      } catch {
+        // The thread ended meanwhile.
+      }
+    }
+    return out.sort();
+  }
+
   /** Number of entries in /proc/PID/fd of the serving process right now. */
   fdCount(): number {
     let count = 0;
