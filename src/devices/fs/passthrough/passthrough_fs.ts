@@ -606,13 +606,21 @@ export class PassthroughFs {
       const moved = source && this.#inodes.find(source.dev, source.ino);
       const other = target && this.#inodes.find(target.dev, target.ino);
       if (moved !== undefined && moved === other) return; // two links of one file: no change
-      if ((flags & RENAME_EXCHANGE) !== 0) {
-        if (moved) this.#inodes.setLocation(moved, { parent: newDir, name: newName.slice() });
-        if (other) this.#inodes.setLocation(other, { parent: dir, name: name.slice() });
-      } else {
-        if (other) this.#inodes.clearLocationIf(other, newDir, newName);
-        if (moved) this.#inodes.setLocation(moved, { parent: newDir, name: newName.slice() });
+      const exchange = (flags & RENAME_EXCHANGE) !== 0;
+      // An inode recorded at either name that is not the file found there (a host process
+      // moved things behind the guest's back) is at neither name now: it has no known location.
+      const recordedAtSource = this.#inodes.locatedAt(dir, name);
+      const recordedAtTarget = this.#inodes.locatedAt(newDir, newName);
+      if (recordedAtSource !== undefined && recordedAtSource !== moved) {
+        this.#inodes.setLocation(recordedAtSource, null);
       }
+      if (recordedAtTarget !== undefined && (!exchange || recordedAtTarget !== other)) {
+        // Replaced by the rename, or (exchange) not the file that moved to the source name.
+        this.#inodes.setLocation(recordedAtTarget, null);
+      }
+      if (!exchange && other) this.#inodes.clearLocationIf(other, newDir, newName);
+      if (moved) this.#inodes.setLocation(moved, { parent: newDir, name: newName.slice() });
+      if (exchange && other) this.#inodes.setLocation(other, { parent: dir, name: name.slice() });
     });
   }
 

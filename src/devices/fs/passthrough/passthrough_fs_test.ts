@@ -408,6 +408,31 @@ Deno.test("unlink of a name the host gave to another file forgets the location r
   );
 });
 
+Deno.test("rename over names the host gave to other files forgets the locations recorded there", () => {
+  for (const flags of [0, RENAME_EXCHANGE]) {
+    using share = makeShare();
+    const { fs } = share;
+    Deno.writeTextFileSync(`${share.path}/a`, "a");
+    Deno.writeTextFileSync(`${share.path}/b`, "b");
+    const a = fs.lookup(ROOT, bytes("a"));
+    const b = fs.lookup(ROOT, bytes("b"));
+    // Behind the guest's back: both files move away, files vhostd never saw take their names.
+    Deno.renameSync(`${share.path}/a`, `${share.path}/a.away`);
+    Deno.renameSync(`${share.path}/b`, `${share.path}/b.away`);
+    Deno.writeTextFileSync(`${share.path}/a`, "new a");
+    Deno.writeTextFileSync(`${share.path}/b`, "new b");
+    fs.rename(ROOT, bytes("a"), ROOT, bytes("b"), flags);
+    assert.equal(Deno.readTextFileSync(`${share.path}/b`), "new a");
+    for (const [label, entry] of [["a", a], ["b", b]] as const) {
+      assert.equal(
+        fs.inodeInfo(entry.nodeid)?.name,
+        null,
+        `flags ${flags}: the inode looked up as ${label} is at neither name now`,
+      );
+    }
+  }
+});
+
 Deno.test("rename keeps the inode table consistent: plain, NOREPLACE, EXCHANGE, replace", () => {
   using share = makeShare();
   const { fs } = share;
