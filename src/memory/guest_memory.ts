@@ -144,6 +144,19 @@ export class GuestMemory {
     return hit ? hit.region.bytes.subarray(hit.offset, hit.offset + len) : undefined;
   }
 
+  /**
+   * Copies `src` to guest-physical `gpa` (no view of guest memory is made:
+   * replies are written several times per request). False, with nothing
+   * written, when the range is not inside one region. Does not report the
+   * write to the dirty log: the caller calls {@linkcode markWritten}.
+   */
+  copyIn(gpa: number, src: Uint8Array): boolean {
+    const hit = this.resolve(gpa, src.length);
+    if (hit === undefined) return false;
+    hit.region.bytes.set(src, hit.offset);
+    return true;
+  }
+
   /** Host address of guest-physical `gpa` for a `len`-byte access, or `undefined`. */
   hostAddress(gpa: number, len: number): number | undefined {
     const hit = this.resolve(gpa, len);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { GuestMemory, type GuestRegion } from "./guest_memory.ts";
+import { arrayBufferRegion, GuestMemory, type GuestRegion } from "./guest_memory.ts";
 
 const PAGE = 4096;
 
@@ -199,4 +199,15 @@ Deno.test("GuestMemory refuses regions overlapping in guest or in user addresses
   assert.equal(empty.guestEnd, 0);
   assert.equal(empty.resolve(0, 0), undefined);
   assert.equal(empty.resolveUserAddr(0, 0), undefined);
+});
+
+Deno.test("GuestMemory.copyIn writes inside one region and refuses a straddle or a gap without writing", () => {
+  const memory = new GuestMemory([arrayBufferRegion(0, 4096), arrayBufferRegion(4096, 4096)]);
+  assert.equal(memory.copyIn(4090, new Uint8Array([1, 2, 3])), true);
+  assert.deepEqual([...memory.regions[0].bytes.subarray(4089, 4094)], [0, 1, 2, 3, 0]);
+  assert.equal(memory.copyIn(4094, new Uint8Array([9, 9, 9, 9])), false, "straddles two regions");
+  assert.equal(memory.copyIn(8190, new Uint8Array([9, 9, 9])), false, "runs past the end");
+  assert.deepEqual([...memory.regions[0].bytes.subarray(4094)], [0, 0], "nothing written");
+  assert.deepEqual([...memory.regions[1].bytes.subarray(0, 2)], [0, 0]);
+  assert.deepEqual([...memory.regions[1].bytes.subarray(8190 - 4096)], [0, 0]);
 });

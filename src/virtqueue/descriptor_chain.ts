@@ -165,18 +165,14 @@ export class DescriptorChain {
       // All in the first writable segment (most replies): one copy, no walk.
       if (src.length === 0) return 0;
       const gpa = first.addr + offset;
-      const dest = memory.slice(gpa, src.length);
-      if (dest === undefined) return 0;
-      dest.set(src);
+      if (!memory.copyIn(gpa, src)) return 0;
       memory.markWritten(gpa, src.length);
       return src.length;
     }
     let copied = 0;
     // Writable segments follow the readable ones in the chain's byte stream.
     forEachPiece(this.segments, this.#readableBytes + offset, src.length, (gpa, len, at) => {
-      const dest = memory.slice(gpa, len);
-      if (dest === undefined) return false;
-      dest.set(src.subarray(at, at + len));
+      if (!memory.copyIn(gpa, src.subarray(at, at + len))) return false;
       memory.markWritten(gpa, len);
       copied += len;
       return true;
