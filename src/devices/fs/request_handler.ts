@@ -3,6 +3,9 @@
  * device-readable part, room for the reply in the device-writable part)
  * into one call of the filesystem core. Runs inside the single queue Worker
  * (see fs_device.ts), which also holds the core's inode and handle tables.
+ * This module frames and checks the request, keeps the FUSE session (INIT,
+ * DESTROY), moves READ and WRITE data and writes the reply; which core
+ * method answers which opcode is core_dispatch.ts.
  *
  * Bulk data never passes through JS memory: WRITE is a pwritev straight
  * from the guest buffers after its 80-byte header, READ a preadv straight
@@ -52,6 +55,14 @@ import {
 } from "../device.ts";
 import type { FsWorkerParams } from "./fs_device.ts";
 import {
+  callCore,
+  EMPTY,
+  type FileSystem,
+  type FileSystemFactory,
+  NO_REPLY,
+  type ReplyBody,
+} from "./core_dispatch.ts";
+import {
   decodeFsWorkerCommand,
   type FsRestoreResult,
   type FuseSessionState,
@@ -60,15 +71,7 @@ import {
 import {
   decodeArgs,
   decodeInHeader,
-  encodeAttrOut,
-  encodeCreateOut,
-  encodeEntryOut,
-  encodeGetxattrOut,
   encodeInitOut,
-  encodeLseekOut,
-  encodeOpenOut,
-  encodeReadlinkReply,
-  encodeStatfsOut,
   FUSE_IN_HEADER,
   FUSE_KERNEL_MINOR_VERSION,
   FUSE_KERNEL_VERSION,
@@ -79,12 +82,10 @@ import {
   FUSE_WRITE_OUT,
   type FuseDecodeOptions,
   FuseFsyncFlag,
-  FuseGetattrFlag,
   type FuseInitArgs,
   FuseInitFlag,
   FuseInitFlag2,
   FuseOpcode,
-  FuseOpenInFlag,
   FuseProtocolError,
   type FuseRequestArgs,
   FuseWriteFlag,
@@ -95,70 +96,13 @@ import {
   writeOutHeader,
 } from "./fuse/mod.ts";
 import {
-  type AttrResult,
   type Caller,
-  entryOut,
-  type EntryResult,
   FsError,
   type FsOptions,
   type FsSnapshot,
-  type OpenResult,
   PassthroughFs,
-  splitTimeout,
-  type XattrReply,
   xattrServed,
 } from "./passthrough/mod.ts";
-
-/**
- * The filesystem core as the handler uses it: PassthroughFs, or a test
- * double of the same shape. Guest-visible failures are thrown as FsError;
- * anything else is a bug (EIO and a log line).
- */
-export type FileSystem = Pick<
-  PassthroughFs,
-  | "init"
-  | "destroy"
-  | "close"
-  | "lookup"
-  | "forget"
-  | "batchForget"
-  | "getattr"
-  | "setattr"
-  | "readlink"
-  | "symlink"
-  | "mknod"
-  | "mkdir"
-  | "unlink"
-  | "rmdir"
-  | "rename"
-  | "link"
-  | "open"
-  | "create"
-  | "readFd"
-  | "asyncWriteFd"
-  | "dropDirectWriter"
-  | "write"
-  | "statfs"
-  | "release"
-  | "flush"
-  | "fsync"
-  | "opendir"
-  | "readdir"
-  | "releasedir"
-  | "fsyncdir"
-  | "access"
-  | "fallocate"
-  | "lseek"
-  | "getxattr"
-  | "listxattr"
-  | "setxattr"
-  | "removexattr"
-  | "snapshot"
-  | "restore"
->;
-
-/** Builds a filesystem core over the shared directory. */
-export type FileSystemFactory = (options: FsOptions) => FileSystem;
 
 /** Opens a file I/O engine of `kind` with room for `entries` operations; tests substitute their own. */
 export type FsEngineOpener = (kind: FileIoEngineKind, entries: number) => FileIoEngine;
@@ -246,14 +190,6 @@ class RequestFailure extends Error {
   }
 }
 
-/** No reply is expected: the used element gets length 0. */
-const NO_REPLY = Symbol("no reply");
-
-/** A successful reply body: one or more parts after the out header, or none at all. */
-type ReplyBody = Uint8Array | readonly Uint8Array[] | typeof NO_REPLY;
-
-const EMPTY = new Uint8Array(0);
-
 /** DESTROY and INIT (of a new session) close every open handle. */
 function closesEveryHandle(opcode: number): boolean {
   return opcode === FuseOpcode.DESTROY || opcode === FuseOpcode.INIT;
@@ -262,31 +198,6 @@ function closesEveryHandle(opcode: number): boolean {
 function hasNoReply(opcode: number): boolean {
   return opcode === FuseOpcode.FORGET || opcode === FuseOpcode.BATCH_FORGET ||
     opcode === FuseOpcode.INTERRUPT;
-}
-
-/** fuse_attr_out of `result`, encoded in place after the out header of `reply`. */
-function attrOut(result: AttrResult, reply: Uint8Array): Uint8Array {
-  const valid = splitTimeout(result.attrTimeoutSec);
-  return encodeAttrOut(
-    { attrValid: valid.sec, attrValidNsec: valid.nsec, attr: result.attr },
-    reply,
-    FUSE_OUT_HEADER.size,
-  );
-}
-
-/** fuse_entry_out of `entry`, encoded in place after the out header of `reply`. */
-function entryReply(entry: EntryResult, reply: Uint8Array): Uint8Array {
-  return encodeEntryOut(entryOut(entry), reply, FUSE_OUT_HEADER.size);
-}
-
-/** fuse_open_out of `opened`, encoded in place after the out header of `reply` (no array of its own). */
-function openOut(opened: OpenResult, reply: Uint8Array): Uint8Array {
-  return encodeOpenOut({ fh: opened.fh, openFlags: opened.openFlags }, reply, FUSE_OUT_HEADER.size);
-}
-
-/** GETXATTR/LISTXATTR: fuse_getxattr_out for a size query, else the bytes themselves. */
-function xattrReply(reply: XattrReply): Uint8Array {
-  return "size" in reply ? encodeGetxattrOut({ size: reply.size }) : reply.value;
 }
 
 /**
@@ -300,7 +211,7 @@ function putSuccessHeader(view: DataView, len: number, unique: bigint): void {
   view.setBigUint64(8, unique, true);
 }
 
-/** Copies `part` to `at` in `reply` unless it was encoded in place there (see #dispatch). */
+/** Copies `part` to `at` in `reply` unless it was encoded in place there (see core_dispatch.ts). */
 function placePart(reply: Uint8Array, part: Uint8Array, at: number): void {
   if (part.buffer !== reply.buffer || part.byteOffset !== reply.byteOffset + at) {
     reply.set(part, at);
@@ -548,7 +459,7 @@ export class FsRequestHandler implements QueueHandler {
     body: Uint8Array,
   ): number {
     try {
-      const reply = this.#dispatch(request, nodeid, caller, chain, body);
+      const reply = this.#callCore(request, nodeid, caller, chain, body);
       if (reply === NO_REPLY) return 0;
       return this.#reply(chain, memory, queueIndex, unique, reply);
     } catch (e) {
@@ -665,166 +576,23 @@ export class FsRequestHandler implements QueueHandler {
     };
   }
 
-  /** Calls the core for every opcode except READ and WRITE. */
-  #dispatch(
+  /** INIT and DESTROY change the session here; every other opcode goes to the core (core_dispatch.ts). */
+  #callCore(
     request: FuseRequestArgs,
     nodeid: bigint,
     caller: Caller,
     chain: DescriptorChain,
     body: Uint8Array,
   ): ReplyBody {
-    const { uid, gid, groups } = caller;
-    const fs = this.#fs;
-    // Fixed-size replies are encoded straight into the reply buffer, after its header.
-    const reply = this.#replyScratch.unzeroed();
+    if (request.opcode === FuseOpcode.INIT) return this.#init(request.args);
+    if (request.opcode === FuseOpcode.DESTROY) {
+      this.#fs.destroy();
+      this.#setSession({ initialized: false, minor: 0, flags: 0, flags2: 0 });
+      return EMPTY;
+    }
     // Payloads that grow with the request (READDIR) are capped by the room for them.
     const room = Math.max(0, chain.writableLength() - FUSE_OUT_HEADER.size);
-    switch (request.opcode) {
-      case FuseOpcode.INIT:
-        return this.#init(request.args);
-      case FuseOpcode.DESTROY:
-        fs.destroy();
-        this.#setSession({ initialized: false, minor: 0, flags: 0, flags2: 0 });
-        return EMPTY;
-      case FuseOpcode.LOOKUP:
-        return entryReply(fs.lookup(nodeid, request.args.name), reply);
-      case FuseOpcode.FORGET:
-        fs.forget(nodeid, request.args.nlookup);
-        return NO_REPLY;
-      case FuseOpcode.BATCH_FORGET:
-        fs.batchForget(request.args.entries);
-        return NO_REPLY;
-      case FuseOpcode.INTERRUPT:
-        // Only READ, WRITE and FSYNC are ever in progress, and those are not interrupted
-        // once in the kernel (virtiofsd ignores INTERRUPT too).
-        return NO_REPLY;
-      case FuseOpcode.GETATTR: {
-        const { getattrFlags, fh } = request.args;
-        return attrOut(
-          fs.getattr(nodeid, (getattrFlags & FuseGetattrFlag.FH) ? fh : undefined),
-          reply,
-        );
-      }
-      case FuseOpcode.SETATTR:
-        return attrOut(fs.setattr(nodeid, request.args, caller), reply);
-      case FuseOpcode.READLINK:
-        return encodeReadlinkReply(0n, fs.readlink(nodeid)).subarray(FUSE_OUT_HEADER.size);
-      case FuseOpcode.SYMLINK: {
-        const { name, target } = request.args;
-        return entryReply(fs.symlink(nodeid, name, target, uid, gid, groups), reply);
-      }
-      case FuseOpcode.MKNOD: {
-        const { name, mode, rdev, umask } = request.args;
-        return entryReply(fs.mknod(nodeid, name, mode, rdev, umask, uid, gid, groups), reply);
-      }
-      case FuseOpcode.MKDIR: {
-        const { name, mode, umask } = request.args;
-        return entryReply(fs.mkdir(nodeid, name, mode, umask, uid, gid, groups), reply);
-      }
-      case FuseOpcode.UNLINK:
-        fs.unlink(nodeid, request.args.name, caller);
-        return EMPTY;
-      case FuseOpcode.RMDIR:
-        fs.rmdir(nodeid, request.args.name, caller);
-        return EMPTY;
-      case FuseOpcode.RENAME: {
-        const { oldname, newdir, newname } = request.args;
-        fs.rename(nodeid, oldname, newdir, newname, 0, caller);
-        return EMPTY;
-      }
-      case FuseOpcode.RENAME2: {
-        const { oldname, newdir, newname, flags } = request.args;
-        fs.rename(nodeid, oldname, newdir, newname, flags, caller);
-        return EMPTY;
-      }
-      case FuseOpcode.LINK:
-        return entryReply(
-          fs.link(request.args.oldnodeid, nodeid, request.args.name, caller),
-          reply,
-        );
-      case FuseOpcode.OPEN: {
-        const { flags, openFlags } = request.args;
-        const kill = (openFlags & FuseOpenInFlag.KILL_SUIDGID) !== 0;
-        return openOut(fs.open(nodeid, flags, caller, kill), reply);
-      }
-      case FuseOpcode.STATFS: {
-        const st = fs.statfs(nodeid);
-        return encodeStatfsOut({
-          blocks: st.blocks,
-          bfree: st.bfree,
-          bavail: st.bavail,
-          files: st.files,
-          ffree: st.ffree,
-          bsize: st.bsize,
-          namelen: st.namelen,
-          frsize: st.frsize,
-        });
-      }
-      case FuseOpcode.RELEASE:
-        fs.release(request.args.fh);
-        return EMPTY;
-      case FuseOpcode.FLUSH:
-        fs.flush(request.args.fh);
-        return EMPTY;
-      case FuseOpcode.FSYNC:
-        fs.fsync(request.args.fh, (request.args.fsyncFlags & FuseFsyncFlag.FDATASYNC) !== 0);
-        return EMPTY;
-      case FuseOpcode.OPENDIR:
-        return openOut(fs.opendir(nodeid, request.args.flags), reply);
-      case FuseOpcode.READDIR:
-      case FuseOpcode.READDIRPLUS: {
-        const { fh, offset, size } = request.args;
-        const plus = request.opcode === FuseOpcode.READDIRPLUS;
-        return fs.readdir(nodeid, fh, offset, Math.min(size, room), plus);
-      }
-      case FuseOpcode.RELEASEDIR:
-        fs.releasedir(request.args.fh);
-        return EMPTY;
-      case FuseOpcode.FSYNCDIR:
-        fs.fsyncdir(request.args.fh, (request.args.fsyncFlags & FuseFsyncFlag.FDATASYNC) !== 0);
-        return EMPTY;
-      case FuseOpcode.ACCESS:
-        fs.access(nodeid, request.args.mask);
-        return EMPTY;
-      case FuseOpcode.CREATE: {
-        const { name, flags, mode, umask, openFlags } = request.args;
-        const kill = (openFlags & FuseOpenInFlag.KILL_SUIDGID) !== 0;
-        const created = fs.create(nodeid, name, flags, mode, umask, uid, gid, groups, kill);
-        return encodeCreateOut(
-          entryOut(created.entry),
-          created.open,
-          reply,
-          FUSE_OUT_HEADER.size,
-        );
-      }
-      case FuseOpcode.FALLOCATE: {
-        const { fh, mode, offset, length } = request.args;
-        fs.fallocate(fh, mode, offset, length);
-        return EMPTY;
-      }
-      case FuseOpcode.LSEEK: {
-        const { fh, offset, whence } = request.args;
-        return encodeLseekOut({ offset: fs.lseek(fh, offset, whence) });
-      }
-      case FuseOpcode.GETXATTR: {
-        const { name, size } = request.args;
-        return xattrReply(fs.getxattr(nodeid, name, size));
-      }
-      case FuseOpcode.LISTXATTR:
-        return xattrReply(fs.listxattr(nodeid, request.args.size));
-      case FuseOpcode.SETXATTR: {
-        const { name, flags, setxattrFlags, valueOffset, valueLength } = request.args;
-        const value = body.subarray(valueOffset, valueOffset + valueLength);
-        fs.setxattr(nodeid, name, value, flags, setxattrFlags);
-        return EMPTY;
-      }
-      case FuseOpcode.REMOVEXATTR:
-        fs.removexattr(nodeid, request.args.name);
-        return EMPTY;
-      default:
-        // Decodable but not served (locks, COPY_FILE_RANGE, SYNCFS).
-        throw new RequestFailure(ENOSYS);
-    }
+    return callCore(this.#fs, request, nodeid, caller, body, this.#replyScratch.unzeroed(), room);
   }
 
   /** INIT: major 7 only; a newer major gets our version so the guest can retry with it. */

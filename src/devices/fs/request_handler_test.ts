@@ -45,7 +45,8 @@ import {
   FuseWriteFlag,
   splitReply,
 } from "./fuse/mod.ts";
-import { type FileSystem, FsRequestHandler, MAX_REQUEST_BYTES } from "./request_handler.ts";
+import type { FileSystem } from "./core_dispatch.ts";
+import { FsRequestHandler, MAX_REQUEST_BYTES } from "./request_handler.ts";
 import {
   type AttrResult as FsAttr,
   type Caller,
