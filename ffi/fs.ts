@@ -321,9 +321,20 @@ export function makedev(major: number, minor: number): number {
  * stat `dirfd` itself, O_PATH fds included), and AT_NO_AUTOMOUNT.
  */
 export function fstatat(dirfd: number, name: PathArg, flags: number): StatxResult {
+  const st = fstatatOrErrno(dirfd, name, flags);
+  if (typeof st === "number") throw new SyscallError("statx", -st, at(dirfd, name));
+  return st;
+}
+
+/**
+ * {@linkcode fstatat} answering a failure with its errno, negated: a name
+ * that is not there is an ordinary answer for a caller that only asks, and
+ * an Error costs more than the statx (see {@linkcode openat2OrErrno}).
+ */
+export function fstatatOrErrno(dirfd: number, name: PathArg, flags: number): StatxResult | number {
   const path = scratchPath("statx", name);
   if (libc().statx(dirfd, path, flags, STATX_BASIC_STATS | STATX_MNT_ID, statxBuffer) < 0) {
-    throwLastError("statx", at(dirfd, name));
+    return -lastErrno();
   }
   const view = statxView;
   // Offsets of the kernel's struct statx (include/uapi/linux/stat.h).

@@ -32,7 +32,7 @@ import {
   S_IFREG,
   SEEK_SET,
 } from "./constants.ts";
-import { EEXIST, ELOOP, ENOENT, EXDEV, SyscallError } from "./errno.ts";
+import { EEXIST, ELOOP, ENOENT, ENOTDIR, EXDEV, SyscallError } from "./errno.ts";
 import { closeFd, getStatusFlags, readFd, writeAll } from "./fd.ts";
 import {
   chmodProcFd,
@@ -40,6 +40,7 @@ import {
   fchmod,
   fchownat,
   fstatat,
+  fstatatOrErrno,
   fstatfs,
   getdents64,
   getgid,
@@ -186,6 +187,22 @@ Deno.test("openat2OrErrno and openatOrErrno answer a failure with its errno, neg
   );
   assert.throws(
     () => openat(dir.dirfd, "missing", O_RDONLY),
+    (e) => e instanceof SyscallError && e.errno === ENOENT,
+  );
+});
+
+Deno.test("fstatatOrErrno answers a failure with its errno, negated, and states like fstatat", () => {
+  using dir = scratch();
+  writeFile(dir.dirfd, "file", "inside");
+  symlinkat("file", dir.dirfd, "link");
+  assert.equal(fstatatOrErrno(dir.dirfd, "missing", AT_SYMLINK_NOFOLLOW), -ENOENT);
+  assert.equal(fstatatOrErrno(dir.dirfd, "file/x", AT_SYMLINK_NOFOLLOW), -ENOTDIR);
+  const link = fstatatOrErrno(dir.dirfd, "link", AT_SYMLINK_NOFOLLOW);
+  assert.ok(typeof link !== "number");
+  assert.deepEqual(link, fstatat(dir.dirfd, "link", AT_SYMLINK_NOFOLLOW));
+  assert.notEqual(link.ino, fstatat(dir.dirfd, "file", 0).ino, "the link itself, not followed");
+  assert.throws(
+    () => fstatat(dir.dirfd, "missing", 0),
     (e) => e instanceof SyscallError && e.errno === ENOENT,
   );
 });

@@ -10,6 +10,7 @@ import {
   AT_SYMLINK_NOFOLLOW,
   closeQuietly,
   fstatat,
+  fstatatOrErrno,
   O_CLOEXEC,
   O_NOFOLLOW,
   O_PATH,
@@ -91,8 +92,10 @@ export function statFd(fd: number): StatxResult {
 /** Status of `name` in directory `dirFd` without following a link, or undefined if it cannot be had. */
 export function statEntryQuietly(dirFd: number, name: Uint8Array): StatxResult | undefined {
   try {
-    return fstatat(dirFd, name, AT_SYMLINK_NOFOLLOW);
+    // A missing name is the common answer (RENAME's target, most of the time): no Error for it.
+    const st = fstatatOrErrno(dirFd, name, AT_SYMLINK_NOFOLLOW);
+    return typeof st === "number" ? undefined : st;
   } catch {
-    return undefined;
+    return undefined; // a name the path scratch refuses (a NUL byte, too long)
   }
 }
