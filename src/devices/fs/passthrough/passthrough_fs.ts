@@ -17,10 +17,8 @@
  * listed but opening one is EPERM (the guest kernel serves them itself; a
  * host device opened for a guest would bypass the host's access control).
  *
- * Caching: entries and attributes are valid for 1 s by default
- * ({@linkcode FsOptions.entryTimeoutSec}); files are opened with no FOPEN_*
- * flags, so the guest page cache is invalidated on open when the file changed
- * (AUTO_INVAL_DATA).
+ * Caching: what the guest may keep follows the share's cache policy
+ * (`cache_policy.ts`).
  *
  * Credentials: when vhostd runs as root, create, mknod, mkdir, symlink,
  * link, rename, unlink, rmdir, setattr and open run with the guest caller's
@@ -125,10 +123,10 @@ import {
   FUSE_KERNEL_VERSION,
   FuseInitFlag,
   FuseInitFlag2,
-  FuseOpenOutFlag,
   FuseSetattrValid,
 } from "../fuse/fuse_abi.ts";
 import type { FuseInitArgs, FuseSetattrArgs } from "../fuse/fuse_request.ts";
+import { cacheSettings } from "./cache_policy.ts";
 import {
   openComponent,
   openComponentOrErrno,
@@ -151,11 +149,9 @@ import { checkEntryName, classifyComponent, sameName } from "./fs_names.ts";
 import { type FsSnapshot, restoreSnapshot, takeSnapshot } from "./fs_snapshot.ts";
 import {
   type AttrResult,
-  type CachePolicy,
   type EntryResult,
   type FsInitResult,
   type FsOptions,
-  isCachePolicy,
   isMigrationMode,
   type MigrationMode,
   type MigrationOnError,
@@ -190,8 +186,6 @@ const PERMISSION_BITS = 0o7777;
 /** rwx for user, group and others: the bits a umask decides. */
 const ACCESS_BITS = 0o777;
 
-/** Default entry and attribute cache timeout, seconds. */
-const DEFAULT_TIMEOUT_SEC = 1;
 const PAGE_SIZE = 4096;
 /** Pages per request when the guest accepts MAX_PAGES (1 MiB requests). */
 const MAX_PAGES = 256;
@@ -268,19 +262,11 @@ export class PassthroughFs {
       throw new Error(`migrationMode must be find-paths or file-handles`);
     }
     this.#migrationMode = migrationMode;
-    const cache = opts.cache ?? "auto";
-    if (!isCachePolicy(cache)) throw new Error(`cache must be never, metadata, auto or always`);
-    const timeout = CACHE_TIMEOUT_SEC[cache];
-    this.#entryTimeoutSec = checkTimeout(opts.entryTimeoutSec ?? timeout, "entryTimeoutSec");
-    this.#attrTimeoutSec = checkTimeout(opts.attrTimeoutSec ?? timeout, "attrTimeoutSec");
-    this.#fileOpenFlags = cache === "never" || cache === "metadata"
-      ? FuseOpenOutFlag.DIRECT_IO
-      : cache === "always"
-      ? FuseOpenOutFlag.KEEP_CACHE
-      : 0;
-    this.#dirOpenFlags = cache === "always" || cache === "metadata"
-      ? FuseOpenOutFlag.KEEP_CACHE | FuseOpenOutFlag.CACHE_DIR
-      : 0;
+    const cache = cacheSettings(opts);
+    this.#entryTimeoutSec = cache.entryTimeoutSec;
+    this.#attrTimeoutSec = cache.attrTimeoutSec;
+    this.#fileOpenFlags = cache.fileOpenFlags;
+    this.#dirOpenFlags = cache.dirOpenFlags;
     this.#credentials = new ThreadCredentials();
     this.#xattr = new XattrOps(
       opts,
@@ -1305,18 +1291,4 @@ function unlinkQuietly(dirFd: number, name: Uint8Array, flags: number): void {
 function fileOffset(value: bigint): number {
   if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new FsError(EFBIG, `offset ${value}`);
   return Number(value);
-}
-
-/** Entry and attribute timeouts of each cache policy (virtiofsd's values). */
-const CACHE_TIMEOUT_SEC: Record<CachePolicy, number> = {
-  never: 0,
-  metadata: 86400,
-  auto: DEFAULT_TIMEOUT_SEC,
-  always: 86400,
-};
-
-function checkTimeout(value: number | undefined, what: string): number {
-  if (value === undefined) return DEFAULT_TIMEOUT_SEC;
-  if (!Number.isFinite(value) || value < 0) throw new Error(`${what} must be a number >= 0`);
-  return value;
 }
