@@ -22,7 +22,7 @@
  *
  * Credentials: when vhostd runs as root, create, mknod, mkdir, symlink,
  * link, rename, unlink, rmdir, setattr and open run with the guest caller's
- * fsuid, fsgid and supplementary groups (see `credentials.ts`): a file is
+ * fsuid, fsgid and supplementary groups (see `caller_scope.ts`): a file is
  * born with its owner (the group of a setgid parent directory wins, as the
  * host kernel decides) and the host kernel makes the permission checks it
  * would make for that user. The permission bits are then set to exactly
@@ -134,14 +134,9 @@ import {
   statEntryQuietly,
   statFd,
 } from "./confined_open.ts";
-import { type Caller, ThreadCredentials } from "./credentials.ts";
-import {
-  asCallerClaimingGroups,
-  groupOfEntry,
-  groupOfFd,
-  type InvolvedGids,
-  SETGID_BIT,
-} from "./group_claims.ts";
+import { CallerScope } from "./caller_scope.ts";
+import type { Caller } from "./credentials.ts";
+import { groupOfEntry, groupOfFd, SETGID_BIT } from "./group_claims.ts";
 import { readDirectoryPage } from "./dir_reader.ts";
 import { attrFromStatx } from "./fs_attr.ts";
 import { errnoOf, FsError, FsRestoreError, plainFsError, toFsError } from "./fs_errors.ts";
@@ -237,8 +232,8 @@ export class PassthroughFs {
   /** FOPEN_* flags of file and directory handles, from the cache policy. */
   readonly #fileOpenFlags: number;
   readonly #dirOpenFlags: number;
-  /** This thread's credentials: operations run as their guest caller when vhostd is root. */
-  readonly #credentials: ThreadCredentials;
+  /** Runs operations as their guest caller (when vhostd is root). */
+  readonly #scope: CallerScope;
   readonly #inodes: InodeTable;
   readonly #handles = new HandleTable();
   readonly #xattr: XattrOps;
@@ -267,7 +262,7 @@ export class PassthroughFs {
     this.#attrTimeoutSec = cache.attrTimeoutSec;
     this.#fileOpenFlags = cache.fileOpenFlags;
     this.#dirOpenFlags = cache.dirOpenFlags;
-    this.#credentials = new ThreadCredentials();
+    this.#scope = new CallerScope();
     this.#xattr = new XattrOps(
       opts,
       () => ((this.#init?.flags ?? 0) & FuseInitFlag.POSIX_ACL) !== 0,
@@ -340,9 +335,7 @@ export class PassthroughFs {
       const maxPages = (flags & FuseInitFlag.MAX_PAGES) !== 0 ? MAX_PAGES : DEFAULT_MAX_PAGES;
       this.#init = {
         flags,
-        flags2: this.#credentials.switching
-          ? (args.flags2 & FuseInitFlag2.CREATE_SUPP_GROUP) >>> 0
-          : 0,
+        flags2: this.#scope.switching ? (args.flags2 & FuseInitFlag2.CREATE_SUPP_GROUP) >>> 0 : 0,
         maxWrite: maxPages * PAGE_SIZE,
         maxReadahead: args.maxReadahead,
         maxPages,
@@ -438,7 +431,7 @@ export class PassthroughFs {
       const newGid = (valid & FuseSetattrValid.GID) !== 0 ? args.gid : undefined;
       // Each change alone, so a refused one is retried before anything else changes.
       const change = (operation: () => void, eager = false) =>
-        this.#asCallerClaiming(caller, () => [groupOfFd(inode.fd), newGid], operation, eager);
+        this.#scope.asCallerClaiming(caller, () => [groupOfFd(inode.fd), newGid], operation, eager);
       if ((valid & FuseSetattrValid.MODE) !== 0 && inode.type !== S_IFLNK) {
         const mode = args.mode & PERMISSION_BITS;
         change(() => {
@@ -450,14 +443,17 @@ export class PassthroughFs {
         const uid = (valid & FuseSetattrValid.UID) !== 0 ? args.uid : -1;
         const gid = newGid ?? -1;
         change(() =>
-          this.#maybeKillingPrivileges(killSuidgid, () => {
+          this.#scope.maybeKillingPrivileges(killSuidgid, () => {
             fchownat(inode.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
           })
         );
       }
       if ((valid & FuseSetattrValid.SIZE) !== 0) {
         change(() =>
-          this.#maybeKillingPrivileges(killSuidgid, () => this.#truncate(inode, handle, args.size))
+          this.#scope.maybeKillingPrivileges(
+            killSuidgid,
+            () => this.#truncate(inode, handle, args.size),
+          )
         );
       }
       const times = FuseSetattrValid.ATIME | FuseSetattrValid.MTIME |
@@ -584,7 +580,7 @@ export class PassthroughFs {
       if ((flags & ~RENAME_FLAGS) !== 0) throw new FsError(EINVAL, `rename flags ${flags}`);
       const source = statEntryQuietly(dir.fd, name);
       const target = statEntryQuietly(newDir.fd, newName);
-      this.#asCallerClaiming(
+      this.#scope.asCallerClaiming(
         caller,
         () => [groupOfFd(dir.fd), groupOfFd(newDir.fd), source?.gid, target?.gid],
         () => renameat2(dir.fd, name, newDir.fd, newName, flags),
@@ -618,7 +614,7 @@ export class PassthroughFs {
       checkEntryName(newName);
       this.#refuseIfReadOnly();
       if (inode.type === S_IFDIR) throw new FsError(EPERM, "hard link to a directory");
-      this.#asCallerClaiming(caller, () => [groupOfFd(inode.fd), groupOfFd(dir.fd)], () => {
+      this.#scope.asCallerClaiming(caller, () => [groupOfFd(inode.fd), groupOfFd(dir.fd)], () => {
         try {
           // Needs CAP_DAC_READ_SEARCH (never a caller other than root); ENOENT without it.
           linkat(inode.fd, "", dir.fd, newName, AT_EMPTY_PATH);
@@ -646,11 +642,11 @@ export class PassthroughFs {
       const inode = this.#inode(nodeid);
       const hostFlags = hostOpenFlags(flags);
       if (this.#readOnly && opensForChange(hostFlags)) throw new FsError(EROFS);
-      const fd = this.#asCallerClaiming(
+      const fd = this.#scope.asCallerClaiming(
         caller,
         () => [groupOfFd(inode.fd)],
         () =>
-          this.#maybeKillingPrivileges(
+          this.#scope.maybeKillingPrivileges(
             killSuidgid,
             () => openForIo(inode.fd, inode.type, hostFlags),
           ),
@@ -702,10 +698,10 @@ export class PassthroughFs {
         }
       };
       try {
-        this.#asCallerClaiming(
+        this.#scope.asCallerClaiming(
           { uid, gid, groups },
           () => [groupOfFd(dir.fd), groupOfEntry(dir.fd, name)],
-          () => this.#maybeKillingPrivileges(killSuidgid, openAsCaller),
+          () => this.#scope.maybeKillingPrivileges(killSuidgid, openAsCaller),
           (wanted & SETGID_BIT) !== 0,
         );
         if (created) {
@@ -778,7 +774,7 @@ export class PassthroughFs {
   write<T>(fh: bigint, killSuidgid: boolean, transfer: (fd: number) => T): T {
     return this.#run(() => {
       const fd = this.#fileHandle(fh).fd;
-      return this.#maybeKillingPrivileges(killSuidgid, () => transfer(fd));
+      return this.#scope.maybeKillingPrivileges(killSuidgid, () => transfer(fd));
     });
   }
 
@@ -1000,11 +996,6 @@ export class PassthroughFs {
     }
   }
 
-  /** Runs `operation` without CAP_FSETID when `kill` (the guest asked for KILL_SUIDGID). */
-  #maybeKillingPrivileges<T>(kill: boolean, operation: () => T): T {
-    return kill ? this.#credentials.withoutFsetid(operation) : operation();
-  }
-
   /** Truncates a regular file to `size`, through `handle` when it is writable. */
   #truncate(inode: Inode, handle: Handle | undefined, size: bigint): void {
     if (inode.type === S_IFDIR) throw new FsError(EISDIR, "truncate of a directory");
@@ -1020,19 +1011,6 @@ export class PassthroughFs {
     } finally {
       closeQuietly(fd);
     }
-  }
-
-  /**
-   * Runs `operation` as `caller`, once more with the `involved` inodes'
-   * groups when the host refuses it (see group_claims.ts).
-   */
-  #asCallerClaiming<T>(
-    caller: Caller | undefined,
-    involved: InvolvedGids,
-    operation: () => T,
-    eager = false,
-  ): T {
-    return asCallerClaimingGroups(this.#credentials, caller, involved, operation, eager);
   }
 
   #refuseIfReadOnly(): void {
@@ -1161,7 +1139,7 @@ export class PassthroughFs {
     const dir = this.#directory(parent);
     checkEntryName(name);
     this.#refuseIfReadOnly();
-    this.#asCallerClaiming(
+    this.#scope.asCallerClaiming(
       caller,
       () => [groupOfFd(dir.fd)],
       () => make(dir.fd),
@@ -1221,7 +1199,7 @@ export class PassthroughFs {
     const dir = this.#directory(parent);
     checkEntryName(name);
     this.#refuseIfReadOnly();
-    this.#asCallerClaiming(
+    this.#scope.asCallerClaiming(
       caller,
       () => [groupOfFd(dir.fd)], // the entry's own group grants nothing here
       () => unlinkat(dir.fd, name, flags),
