@@ -9,13 +9,10 @@
  * one component (EINVAL when empty or holding `/`); it is opened with
  * openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS. A
  * symbolic link is looked up as itself and never followed by vhostd (the
- * guest kernel resolves link targets in its own namespace); opening one for
- * I/O is ELOOP. LOOKUP of "." is the directory itself and of ".." its
- * recorded parent; ".." of the root is the root, so the guest never gets
- * above the shared directory. vhostd opens only regular files and
- * directories for I/O: device nodes, FIFOs and sockets can be created and
- * listed but opening one is EPERM (the guest kernel serves them itself; a
- * host device opened for a guest would bypass the host's access control).
+ * guest kernel resolves link targets in its own namespace). LOOKUP of "."
+ * is the directory itself and of ".." its recorded parent; ".." of the root
+ * is the root, so the guest never gets above the shared directory. Only
+ * regular files and directories are opened for I/O (`open_for_io.ts`).
  *
  * Caching: what the guest may keep follows the share's cache policy
  * (`cache_policy.ts`).
@@ -67,7 +64,6 @@ import {
   EINVAL,
   EIO,
   EISDIR,
-  ELOOP,
   ENOENT,
   ENOTDIR,
   EPERM,
@@ -90,7 +86,6 @@ import {
   O_CREAT,
   O_DIRECTORY,
   O_EXCL,
-  O_NOATIME,
   O_NOFOLLOW,
   O_PATH,
   O_RDONLY,
@@ -158,6 +153,7 @@ import { HandleOpener, handlesOnRootMount } from "./handle_migration.ts";
 import { InodeFileHandles } from "./inode_file_handles.ts";
 import { type Inode, InodeTable } from "./inode_table.ts";
 import { hostOpenFlags, opensForChange, reopenFlags } from "./open_flags.ts";
+import { openForIo } from "./open_for_io.ts";
 import { closeDirectWriter, DIRECT_WRITER_UNKNOWN, openDirectWriter } from "./direct_writer.ts";
 import { XattrOps, type XattrReply } from "./xattr_ops.ts";
 
@@ -1231,29 +1227,6 @@ export class PassthroughFs {
       closeDirectWriter(handle.directFd);
     }
     this.#inodes.clear();
-  }
-}
-
-/**
- * Opens the file an O_PATH fd holds for I/O. Only regular files and (with
- * O_DIRECTORY in `flags`) directories: anything else opened as a directory
- * is ENOTDIR, a link ELOOP, a directory opened as a file EISDIR, anything
- * else EPERM. O_NOATIME is dropped when the host
- * refuses it (EPERM: vhostd does not own the file).
- */
-function openForIo(pathFd: number, type: number, flags: number): number {
-  const wantsDir = (flags & O_DIRECTORY) !== 0;
-  if (wantsDir && type !== S_IFDIR) throw new FsError(ENOTDIR);
-  if (type === S_IFLNK) throw new FsError(ELOOP, "symbolic links are not opened");
-  if (!wantsDir && type === S_IFDIR) throw new FsError(EISDIR);
-  if (type !== S_IFREG && type !== S_IFDIR) {
-    throw new FsError(EPERM, "device nodes, FIFOs and sockets are not opened on the host");
-  }
-  try {
-    return reopenFd(pathFd, flags | O_CLOEXEC);
-  } catch (error) {
-    if (errnoOf(error) !== EPERM || (flags & O_NOATIME) === 0) throw error;
-    return reopenFd(pathFd, (flags & ~O_NOATIME) | O_CLOEXEC);
   }
 }
 
