@@ -122,20 +122,15 @@ import {
 } from "../fuse/fuse_abi.ts";
 import type { FuseInitArgs, FuseSetattrArgs } from "../fuse/fuse_request.ts";
 import { cacheSettings } from "./cache_policy.ts";
-import {
-  openComponent,
-  openComponentOrErrno,
-  openCreated,
-  statEntryQuietly,
-  statFd,
-} from "./confined_open.ts";
+import { openComponent, openCreated, statEntryQuietly, statFd } from "./confined_open.ts";
 import { CallerScope } from "./caller_scope.ts";
 import type { Caller } from "./credentials.ts";
 import { groupOfEntry, groupOfFd, SETGID_BIT } from "./group_claims.ts";
 import { readDirectoryPage } from "./dir_reader.ts";
+import { EntryLookup } from "./entry_lookup.ts";
 import { attrFromStatx } from "./fs_attr.ts";
-import { errnoOf, FsError, FsRestoreError, plainFsError, toFsError } from "./fs_errors.ts";
-import { checkEntryName, classifyComponent, sameName } from "./fs_names.ts";
+import { errnoOf, FsError, FsRestoreError, toFsError } from "./fs_errors.ts";
+import { checkEntryName, classifyComponent } from "./fs_names.ts";
 import { type FsSnapshot, restoreSnapshot, takeSnapshot } from "./fs_snapshot.ts";
 import {
   type AttrResult,
@@ -223,7 +218,6 @@ export class PassthroughFs {
   readonly #readOnly: boolean;
   readonly #migrationOnError: MigrationOnError;
   readonly #migrationMode: MigrationMode;
-  readonly #entryTimeoutSec: number;
   readonly #attrTimeoutSec: number;
   /** FOPEN_* flags of file and directory handles, from the cache policy. */
   readonly #fileOpenFlags: number;
@@ -231,6 +225,7 @@ export class PassthroughFs {
   /** Runs operations as their guest caller (when vhostd is root). */
   readonly #scope: CallerScope;
   readonly #inodes: InodeTable;
+  readonly #entries: EntryLookup;
   readonly #handles = new HandleTable();
   readonly #xattr: XattrOps;
   #init: FsInitResult | null = null;
@@ -254,7 +249,6 @@ export class PassthroughFs {
     }
     this.#migrationMode = migrationMode;
     const cache = cacheSettings(opts);
-    this.#entryTimeoutSec = cache.entryTimeoutSec;
     this.#attrTimeoutSec = cache.attrTimeoutSec;
     this.#fileOpenFlags = cache.fileOpenFlags;
     this.#dirOpenFlags = cache.dirOpenFlags;
@@ -278,6 +272,7 @@ export class PassthroughFs {
       const why = error instanceof Error ? error.message : String(error);
       throw new Error(`cannot share directory "${opts.sharedDir}": ${why}`);
     }
+    this.#entries = new EntryLookup(this.#inodes, cache.entryTimeoutSec, cache.attrTimeoutSec);
   }
 
   /** True when every change is refused with EROFS. */
@@ -365,13 +360,13 @@ export class PassthroughFs {
     return this.#run(() => {
       const dir = this.#directory(parent);
       const kind = classifyComponent(name);
-      if (kind === "name") return this.#lookupIn(dir, name);
+      if (kind === "name") return this.#entries.lookupIn(dir, name);
       const target = kind === "dot" || dir === this.#inodes.root ? dir : dir.location?.parent;
       if (target === undefined) throw new FsError(ENOENT, `the parent of ${parent} is not known`);
       if (target.broken !== null) throw new FsError(EIO, target.broken);
       const st = statFd(target.fd);
       this.#inodes.addLookups(target);
-      return this.#entry(target, st);
+      return this.#entries.entry(target, st);
     });
   }
 
@@ -619,7 +614,7 @@ export class PassthroughFs {
           linkat(...procSelfFdAt(inode.fd), dir.fd, newName, AT_SYMLINK_FOLLOW);
         }
       });
-      return this.#lookupIn(dir, newName);
+      return this.#entries.lookupIn(dir, newName);
     });
   }
 
@@ -716,7 +711,7 @@ export class PassthroughFs {
       }
       let entry: EntryResult;
       try {
-        entry = this.#adopt(dir, name, pathFd, createdStat);
+        entry = this.#entries.adopt(dir, name, pathFd, createdStat);
       } catch (error) {
         closeQuietly(fd);
         throw error;
@@ -878,7 +873,7 @@ export class PassthroughFs {
       if (dir.nodeid !== nodeid) throw new FsError(EBADF, `handle ${fh} is not open on ${nodeid}`);
       const lookup = plus
         ? {
-          lookup: (name: Uint8Array) => this.#lookupIn(dir, name),
+          lookup: (name: Uint8Array) => this.#entries.lookupIn(dir, name),
           forgetOne: (id: bigint) => this.#inodes.forget(id, 1n),
         }
         : null;
@@ -1051,72 +1046,6 @@ export class PassthroughFs {
     return { attr: attrFromStatx(statFd(fd)), attrTimeoutSec: this.#attrTimeoutSec };
   }
 
-  #entry(inode: Inode, st: ReturnType<typeof statFd>): EntryResult {
-    return {
-      nodeid: inode.nodeid,
-      generation: 0n,
-      attr: attrFromStatx(st),
-      entryTimeoutSec: this.#entryTimeoutSec,
-      attrTimeoutSec: this.#attrTimeoutSec,
-    };
-  }
-
-  /** Looks up one plain name in `dir`, adding a lookup reference. */
-  #lookupIn(dir: Inode, name: Uint8Array): EntryResult {
-    // A name looked up before most likely still names the same file: one statx
-    // of the name answers. A new name is opened right away (no statx first).
-    const hinted = this.#inodes.locatedAt(dir, name);
-    if (hinted !== undefined) {
-      const known = this.#knownEntry(dir, name, hinted);
-      if (known !== undefined) return known;
-    }
-    const fd = openComponentOrErrno(dir.fd, name);
-    if (fd < 0) throw plainFsError(-fd);
-    return this.#adopt(dir, name, fd);
-  }
-
-  /**
-   * The entry of `name` in `dir` when a statx of the name (never following a
-   * link, the name is one plain component) finds the host file of `hinted`,
-   * the inode last recorded there, and that inode holds its own fd: the fd
-   * keeps the file alive, so no other file can have its (dev, ino), and no
-   * fd needs opening. Undefined (the caller opens the name) when the name
-   * now names another file, the inode is known by file handle (whose
-   * identity needs an open to compare) or broken, or the statx fails (the
-   * open reports the error).
-   */
-  #knownEntry(dir: Inode, name: Uint8Array, hinted: Inode): EntryResult | undefined {
-    if (hinted.fileHandle !== null || hinted.broken !== null) return undefined;
-    const st = statEntryQuietly(dir.fd, name);
-    if (st === undefined || st.ino !== hinted.ino || st.dev !== hinted.dev) return undefined;
-    this.#inodes.addLookups(hinted);
-    return this.#entry(hinted, st);
-  }
-
-  /**
-   * Turns an O_PATH fd of `name` in `dir` (owned from now on) into an entry:
-   * the known inode of that host file, or a new one; adds a lookup reference
-   * and records `name` as where the inode is found now. `fresh` is the fd's
-   * status when the caller has it already (no statx then).
-   */
-  #adopt(dir: Inode, name: Uint8Array, fd: number, fresh?: StatxResult): EntryResult {
-    let st;
-    try {
-      st = fresh ?? statFd(fd);
-    } catch (error) {
-      closeQuietly(fd);
-      throw error;
-    }
-    const inode = this.#inodes.adopt(fd, st);
-    this.#inodes.addLookups(inode);
-    // Looked up again where it was: nothing to record (and no copy of the name to make).
-    const known = inode.location;
-    if (known === null || known.parent !== dir || !sameName(known.name, name)) {
-      this.#inodes.setLocation(inode, { parent: dir, name: name.slice() });
-    }
-    return this.#entry(inode, st);
-  }
-
   /**
    * Creates `name` in `parent` with `make` as `caller` (so it is born with
    * the caller's ids), gives it exactly the `wanted` permission bits (null:
@@ -1153,7 +1082,7 @@ export class PassthroughFs {
       unlinkQuietly(dir.fd, name, isDir ? AT_REMOVEDIR : 0);
       throw error;
     }
-    return this.#adopt(dir, name, fd, st);
+    return this.#entries.adopt(dir, name, fd, st);
   }
 
   /**
