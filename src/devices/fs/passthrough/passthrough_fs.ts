@@ -143,13 +143,14 @@ import {
   type OpenResult,
   type StatfsResult,
 } from "./fs_types.ts";
-import { type Handle, HandleTable } from "./handle_table.ts";
+import type { Handle } from "./handle_table.ts";
 import { HandleOpener, handlesOnRootMount } from "./handle_migration.ts";
 import { InodeFileHandles } from "./inode_file_handles.ts";
 import { type Inode, InodeTable } from "./inode_table.ts";
+import { OpenHandles } from "./open_handles.ts";
 import { hostOpenFlags, opensForChange, reopenFlags } from "./open_flags.ts";
 import { openForIo } from "./open_for_io.ts";
-import { closeDirectWriter, DIRECT_WRITER_UNKNOWN, openDirectWriter } from "./direct_writer.ts";
+import { DIRECT_WRITER_UNKNOWN, openDirectWriter } from "./direct_writer.ts";
 import { XattrOps, type XattrReply } from "./xattr_ops.ts";
 
 export type { Caller } from "./credentials.ts";
@@ -219,14 +220,11 @@ export class PassthroughFs {
   readonly #migrationOnError: MigrationOnError;
   readonly #migrationMode: MigrationMode;
   readonly #attrTimeoutSec: number;
-  /** FOPEN_* flags of file and directory handles, from the cache policy. */
-  readonly #fileOpenFlags: number;
-  readonly #dirOpenFlags: number;
   /** Runs operations as their guest caller (when vhostd is root). */
   readonly #scope: CallerScope;
   readonly #inodes: InodeTable;
   readonly #entries: EntryLookup;
-  readonly #handles = new HandleTable();
+  readonly #handles: OpenHandles;
   readonly #xattr: XattrOps;
   #init: FsInitResult | null = null;
 
@@ -250,8 +248,6 @@ export class PassthroughFs {
     this.#migrationMode = migrationMode;
     const cache = cacheSettings(opts);
     this.#attrTimeoutSec = cache.attrTimeoutSec;
-    this.#fileOpenFlags = cache.fileOpenFlags;
-    this.#dirOpenFlags = cache.dirOpenFlags;
     this.#scope = new CallerScope();
     this.#xattr = new XattrOps(
       opts,
@@ -273,6 +269,7 @@ export class PassthroughFs {
       throw new Error(`cannot share directory "${opts.sharedDir}": ${why}`);
     }
     this.#entries = new EntryLookup(this.#inodes, cache.entryTimeoutSec, cache.attrTimeoutSec);
+    this.#handles = new OpenHandles(this.#inodes, cache.fileOpenFlags, cache.dirOpenFlags);
   }
 
   /** True when every change is refused with EROFS. */
@@ -287,7 +284,7 @@ export class PassthroughFs {
 
   /** Numbers of known inodes (the root included) and open handles. */
   counts(): { inodes: number; handles: number } {
-    return { inodes: this.#inodes.size, handles: this.#handles.size };
+    return { inodes: this.#inodes.size, handles: this.#handles.table.size };
   }
 
   /** Diagnostic view of an inode, or undefined when the node id is unknown. */
@@ -390,7 +387,7 @@ export class PassthroughFs {
       const inode = this.#inode(nodeid);
       let fd = inode.fd;
       if (fh !== undefined) {
-        const handle = this.#handles.get(fh);
+        const handle = this.#handles.table.get(fh);
         if (handle !== undefined && handle.broken === null && handle.inode === inode) {
           fd = handle.fd;
         }
@@ -414,7 +411,7 @@ export class PassthroughFs {
       const valid = args.valid;
       let handle: Handle | undefined;
       if ((valid & FuseSetattrValid.FH) !== 0) {
-        handle = this.#handles.get(args.fh);
+        handle = this.#handles.table.get(args.fh);
         if (handle?.broken) throw new FsError(EIO, handle.broken);
         if (handle?.inode !== inode) handle = undefined;
       }
@@ -642,7 +639,7 @@ export class PassthroughFs {
             () => openForIo(inode.fd, inode.type, hostFlags),
           ),
       );
-      return this.#addHandle(fd, inode, hostFlags, false);
+      return this.#handles.add(fd, inode, hostFlags, false);
     });
   }
 
@@ -717,13 +714,13 @@ export class PassthroughFs {
         throw error;
       }
       const inode = this.#inodes.get(entry.nodeid)!;
-      return { entry, open: this.#addHandle(fd, inode, hostFlags, false) };
+      return { entry, open: this.#handles.add(fd, inode, hostFlags, false) };
     });
   }
 
   /** The host fd of an open file handle, for the handler's preadv/pwritev. EBADF if unknown. */
   readFd(fh: bigint): number {
-    return this.#run(() => this.#fileHandle(fh).fd);
+    return this.#run(() => this.#handles.file(fh).fd);
   }
 
   /**
@@ -735,7 +732,7 @@ export class PassthroughFs {
    */
   asyncWriteFd(fh: bigint): number {
     return this.#run(() => {
-      const handle = this.#fileHandle(fh);
+      const handle = this.#handles.file(fh);
       if (handle.directFd === DIRECT_WRITER_UNKNOWN) {
         handle.directFd = openDirectWriter(handle.fd, handle.flags);
       }
@@ -751,7 +748,7 @@ export class PassthroughFs {
    * handles are ignored.
    */
   dropDirectWriter(fh: bigint): void {
-    const handle = this.#handles.get(fh);
+    const handle = this.#handles.table.get(fh);
     if (handle !== undefined) handle.directUsable = false;
   }
 
@@ -764,7 +761,7 @@ export class PassthroughFs {
    */
   write<T>(fh: bigint, killSuidgid: boolean, transfer: (fd: number) => T): T {
     return this.#run(() => {
-      const fd = this.#fileHandle(fh).fd;
+      const fd = this.#handles.file(fh).fd;
       return this.#scope.maybeKillingPrivileges(killSuidgid, () => transfer(fd));
     });
   }
@@ -788,7 +785,7 @@ export class PassthroughFs {
 
   /** RELEASE: closes a file handle; unknown handles are ignored. */
   release(fh: bigint): void {
-    this.#closeHandle(fh);
+    this.#handles.close(fh);
   }
 
   /**
@@ -798,7 +795,7 @@ export class PassthroughFs {
    */
   flush(fh: bigint): void {
     this.#run(() => {
-      const handle = this.#fileHandle(fh);
+      const handle = this.#handles.file(fh);
       if (handle.directFd >= 0) closeFd(dupFd(handle.directFd));
       closeFd(dupFd(handle.fd));
     });
@@ -807,7 +804,7 @@ export class PassthroughFs {
   /** FSYNC (data only with `datasync`). */
   fsync(fh: bigint, datasync: boolean): void {
     this.#run(() => {
-      const fd = this.#fileHandle(fh).fd;
+      const fd = this.#handles.file(fh).fd;
       if (datasync) fdatasync(fd);
       else fsync(fd);
     });
@@ -816,7 +813,7 @@ export class PassthroughFs {
   /** FALLOCATE on an open file (mode: FALLOC_FL_* bits). */
   fallocate(fh: bigint, mode: number, offset: bigint, length: bigint): void {
     this.#run(() => {
-      const handle = this.#fileHandle(fh);
+      const handle = this.#handles.file(fh);
       this.#refuseIfReadOnly();
       fallocate(handle.fd, mode, fileOffset(offset), fileOffset(length));
     });
@@ -825,7 +822,7 @@ export class PassthroughFs {
   /** LSEEK (SEEK_DATA / SEEK_HOLE, or SET/CUR/END) on an open file; returns the new offset. */
   lseek(fh: bigint, offset: bigint, whence: number): bigint {
     return this.#run(() => {
-      const handle = this.#fileHandle(fh);
+      const handle = this.#handles.file(fh);
       if (!Number.isInteger(whence) || whence < 0 || whence > SEEK_WHENCE_MAX) {
         throw new FsError(EINVAL, `lseek whence ${whence}`);
       }
@@ -853,7 +850,7 @@ export class PassthroughFs {
     return this.#run(() => {
       const inode = this.#inode(nodeid);
       const fd = openForIo(inode.fd, inode.type, O_RDONLY | O_DIRECTORY);
-      return this.#addHandle(fd, inode, O_RDONLY | O_DIRECTORY, true);
+      return this.#handles.add(fd, inode, O_RDONLY | O_DIRECTORY, true);
     });
   }
 
@@ -866,7 +863,7 @@ export class PassthroughFs {
    */
   readdir(nodeid: bigint, fh: bigint, offset: bigint, size: number, plus: boolean): Uint8Array {
     return this.#run(() => {
-      const handle = this.#dirHandle(fh);
+      const handle = this.#handles.dir(fh);
       const cursor = handle.dir;
       if (cursor === null) throw new FsError(ENOTDIR);
       const dir = handle.inode;
@@ -883,13 +880,13 @@ export class PassthroughFs {
 
   /** RELEASEDIR; unknown handles are ignored. */
   releasedir(fh: bigint): void {
-    this.#closeHandle(fh);
+    this.#handles.close(fh);
   }
 
   /** FSYNCDIR. */
   fsyncdir(fh: bigint, datasync: boolean): void {
     this.#run(() => {
-      const fd = this.#dirHandle(fh).fd;
+      const fd = this.#handles.dir(fh).fd;
       if (datasync) fdatasync(fd);
       else fsync(fd);
     });
@@ -935,7 +932,7 @@ export class PassthroughFs {
     const handleOf = this.#migrationMode === "file-handles"
       ? handlesOnRootMount(this.#inodes.root.fd)
       : undefined;
-    return takeSnapshot(this.#inodes, this.#handles, this.#init, handleOf);
+    return takeSnapshot(this.#inodes, this.#handles.table, this.#init, handleOf);
   }
 
   /**
@@ -947,14 +944,14 @@ export class PassthroughFs {
    * snapshot always throws FsRestoreError.
    */
   restore(snapshot: FsSnapshot): { errors: string[] } {
-    if (this.#inodes.size !== 1 || this.#handles.size !== 0) {
+    if (this.#inodes.size !== 1 || this.#handles.table.size !== 0) {
       throw new FsRestoreError("restore needs a fresh filesystem (inodes or handles exist)");
     }
     const opener = HandleOpener.tryOpen(this.#inodes.root.fd);
     try {
       const outcome = restoreSnapshot({
         inodes: this.#inodes,
-        handles: this.#handles,
+        handles: this.#handles.table,
         onError: this.#migrationOnError,
         reopen: (inode, flags, isDir) => {
           if (isDir) return openForIo(inode.fd, inode.type, O_RDONLY | O_DIRECTORY);
@@ -1019,27 +1016,6 @@ export class PassthroughFs {
     const inode = this.#inode(nodeid);
     if (inode.type !== S_IFDIR) throw new FsError(ENOTDIR, `node ${nodeid} is not a directory`);
     return inode;
-  }
-
-  #handle(fh: bigint): Handle {
-    const handle = this.#handles.get(fh);
-    if (handle === undefined) throw new FsError(EBADF, `unknown file handle ${fh}`);
-    if (handle.broken !== null) throw new FsError(EIO, handle.broken);
-    return handle;
-  }
-
-  #fileHandle(fh: bigint): Handle {
-    const handle = this.#handle(fh);
-    if (handle.isDir) throw new FsError(EISDIR, `file handle ${fh} is a directory`);
-    return handle;
-  }
-
-  #dirHandle(fh: bigint): Handle {
-    const handle = this.#handle(fh);
-    if (!handle.isDir || handle.dir === null) {
-      throw new FsError(ENOTDIR, `file handle ${fh} is not a directory`);
-    }
-    return handle;
   }
 
   #attrResult(fd: number): AttrResult {
@@ -1135,26 +1111,8 @@ export class PassthroughFs {
     if (recorded !== undefined) this.#inodes.setLocation(recorded, null);
   }
 
-  #addHandle(fd: number, inode: Inode, flags: number, isDir: boolean): OpenResult {
-    const handle = this.#handles.add(fd, inode, flags, isDir);
-    this.#inodes.hold(inode);
-    return { fh: handle.fh, openFlags: isDir ? this.#dirOpenFlags : this.#fileOpenFlags };
-  }
-
-  #closeHandle(fh: bigint): void {
-    const handle = this.#handles.remove(fh);
-    if (handle === undefined) return;
-    closeQuietly(handle.fd);
-    closeDirectWriter(handle.directFd);
-    this.#inodes.release(handle.inode);
-  }
-
   #dropAll(): void {
-    for (const handle of [...this.#handles.values()]) {
-      this.#handles.remove(handle.fh);
-      closeQuietly(handle.fd);
-      closeDirectWriter(handle.directFd);
-    }
+    this.#handles.closeAll();
     this.#inodes.clear();
   }
 }
