@@ -19,15 +19,13 @@
  *
  * Credentials: when vhostd runs as root, create, mknod, mkdir, symlink,
  * link, rename, unlink, rmdir, setattr and open run with the guest caller's
- * fsuid, fsgid and supplementary groups (see `caller_scope.ts`): a file is
- * born with its owner (the group of a setgid parent directory wins, as the
- * host kernel decides) and the host kernel makes the permission checks it
- * would make for that user. The permission bits are then set to exactly
- * those asked for (`mode & ~umask`: vhostd's own umask also applied).
- * Otherwise everything runs as vhostd's user. The guest sends supplementary
- * groups only for creations (FUSE_CREATE_SUPP_GROUP); other operations run
- * with none, so access granted only through a supplementary group is
- * refused by the host.
+ * fsuid, fsgid and supplementary groups (see `caller_scope.ts`): the host
+ * kernel makes the permission checks it would make for that user, and a new
+ * file is born with its owner and exactly the permission bits asked for
+ * (`entry_creation.ts`). Otherwise everything runs as vhostd's user. The
+ * guest sends supplementary groups only for creations
+ * (FUSE_CREATE_SUPP_GROUP); other operations run with none, so access
+ * granted only through a supplementary group is refused by the host.
  *
  * Setuid bits (HANDLE_KILLPRIV_V2): a write, truncate or chown the guest
  * flags as coming from a caller without CAP_FSETID runs without CAP_FSETID,
@@ -59,7 +57,6 @@ import {
   closeQuietly,
   dupFd,
   EBADF,
-  EEXIST,
   EFBIG,
   EINVAL,
   EIO,
@@ -83,10 +80,7 @@ import {
   mknodat,
   O_ACCMODE,
   O_CLOEXEC,
-  O_CREAT,
   O_DIRECTORY,
-  O_EXCL,
-  O_NOFOLLOW,
   O_PATH,
   O_RDONLY,
   O_WRONLY,
@@ -106,7 +100,6 @@ import {
   S_IFMT,
   S_IFREG,
   S_IFSOCK,
-  type StatxResult,
   symlinkat,
   type TimeSpec,
   unlinkat,
@@ -122,11 +115,12 @@ import {
 } from "../fuse/fuse_abi.ts";
 import type { FuseInitArgs, FuseSetattrArgs } from "../fuse/fuse_request.ts";
 import { cacheSettings } from "./cache_policy.ts";
-import { openComponent, openCreated, statEntryQuietly, statFd } from "./confined_open.ts";
+import { statEntryQuietly, statFd } from "./confined_open.ts";
 import { CallerScope } from "./caller_scope.ts";
 import type { Caller } from "./credentials.ts";
-import { groupOfEntry, groupOfFd, SETGID_BIT } from "./group_claims.ts";
+import { groupOfFd, SETGID_BIT } from "./group_claims.ts";
 import { readDirectoryPage } from "./dir_reader.ts";
+import { EntryCreator } from "./entry_creation.ts";
 import { EntryLookup } from "./entry_lookup.ts";
 import { attrFromStatx } from "./fs_attr.ts";
 import { errnoOf, FsError, FsRestoreError, toFsError } from "./fs_errors.ts";
@@ -170,8 +164,6 @@ export type {
 } from "./fs_types.ts";
 
 const PERMISSION_BITS = 0o7777;
-/** rwx for user, group and others: the bits a umask decides. */
-const ACCESS_BITS = 0o777;
 
 const PAGE_SIZE = 4096;
 /** Pages per request when the guest accepts MAX_PAGES (1 MiB requests). */
@@ -225,6 +217,7 @@ export class PassthroughFs {
   readonly #inodes: InodeTable;
   readonly #entries: EntryLookup;
   readonly #handles: OpenHandles;
+  readonly #creator: EntryCreator;
   readonly #xattr: XattrOps;
   #init: FsInitResult | null = null;
 
@@ -270,6 +263,13 @@ export class PassthroughFs {
     }
     this.#entries = new EntryLookup(this.#inodes, cache.entryTimeoutSec, cache.attrTimeoutSec);
     this.#handles = new OpenHandles(this.#inodes, cache.fileOpenFlags, cache.dirOpenFlags);
+    this.#creator = new EntryCreator(
+      this.#inodes,
+      this.#scope,
+      this.#entries,
+      this.#handles,
+      this.#xattr,
+    );
   }
 
   /** True when every change is refused with EROFS. */
@@ -511,7 +511,7 @@ export class PassthroughFs {
       if (![S_IFREG, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK].includes(type)) {
         throw new FsError(EINVAL, `mknod of file type ${type.toString(8)}`);
       }
-      const { wanted, exact } = this.#creationMode(parent, mode, umask);
+      const { wanted, exact } = this.#creator.creationMode(this.#inodes.get(parent), mode, umask);
       const device = type === S_IFCHR || type === S_IFBLK ? rdev >>> 0 : 0;
       return this.#createEntry(parent, name, exact, { uid, gid, groups }, false, (dirFd) => {
         mknodat(dirFd, name, type | wanted, device);
@@ -530,7 +530,7 @@ export class PassthroughFs {
     groups: readonly number[] = [],
   ): EntryResult {
     return this.#run(() => {
-      const { wanted, exact } = this.#creationMode(parent, mode, umask);
+      const { wanted, exact } = this.#creator.creationMode(this.#inodes.get(parent), mode, umask);
       return this.#createEntry(parent, name, exact, { uid, gid, groups }, true, (dirFd) => {
         mkdirat(dirFd, name, wanted);
       });
@@ -665,56 +665,8 @@ export class PassthroughFs {
       const dir = this.#directory(parent);
       checkEntryName(name);
       this.#refuseIfReadOnly();
-      const hostFlags = hostOpenFlags(flags);
-      const { wanted, exact } = this.#creationMode(parent, mode, umask);
-      let fd = -1;
-      let pathFd = -1;
-      let created = true;
-      let createdStat: StatxResult | undefined;
-      const openAsCaller = () => {
-        // Runs again when the host refused it: start from nothing opened.
-        closeQuietly(pathFd);
-        pathFd = -1;
-        created = true;
-        try {
-          fd = openat(dir.fd, name, hostFlags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, wanted);
-        } catch (error) {
-          if (errnoOf(error) !== EEXIST || (flags & O_EXCL) !== 0) throw error;
-          created = false;
-          pathFd = openComponent(dir.fd, name);
-          fd = openForIo(pathFd, statFd(pathFd).mode & S_IFMT, hostFlags);
-        }
-      };
-      try {
-        this.#scope.asCallerClaiming(
-          { uid, gid, groups },
-          () => [groupOfFd(dir.fd), groupOfEntry(dir.fd, name)],
-          () => this.#scope.maybeKillingPrivileges(killSuidgid, openAsCaller),
-          (wanted & SETGID_BIT) !== 0,
-        );
-        if (created) {
-          // One statx of the new file serves the mode fix-up and the entry.
-          createdStat = statFd(fd);
-          pathFd = openCreated(dir.fd, name, fd, createdStat);
-          if (exact !== null && this.#settlePermissions(pathFd, exact, createdStat)) {
-            createdStat = undefined;
-          }
-        }
-      } catch (error) {
-        closeQuietly(fd);
-        closeQuietly(pathFd);
-        if (created && fd >= 0) unlinkQuietly(dir.fd, name, 0);
-        throw error;
-      }
-      let entry: EntryResult;
-      try {
-        entry = this.#entries.adopt(dir, name, pathFd, createdStat);
-      } catch (error) {
-        closeQuietly(fd);
-        throw error;
-      }
-      const inode = this.#inodes.get(entry.nodeid)!;
-      return { entry, open: this.#handles.add(fd, inode, hostFlags, false) };
+      const caller = { uid, gid, groups };
+      return this.#creator.createAndOpen(dir, name, flags, mode, umask, caller, killSuidgid);
     });
   }
 
@@ -1022,13 +974,7 @@ export class PassthroughFs {
     return { attr: attrFromStatx(statFd(fd)), attrTimeoutSec: this.#attrTimeoutSec };
   }
 
-  /**
-   * Creates `name` in `parent` with `make` as `caller` (so it is born with
-   * the caller's ids), gives it exactly the `wanted` permission bits (null:
-   * none to apply, as for a symbolic link or a file inheriting a default
-   * ACL), and looks it up. When the mode cannot be applied the new entry is
-   * removed.
-   */
+  /** Checks the directory and the name, then creates the entry (see entry_creation.ts). */
   #createEntry(
     parent: bigint,
     name: Uint8Array,
@@ -1040,60 +986,7 @@ export class PassthroughFs {
     const dir = this.#directory(parent);
     checkEntryName(name);
     this.#refuseIfReadOnly();
-    this.#scope.asCallerClaiming(
-      caller,
-      () => [groupOfFd(dir.fd)],
-      () => make(dir.fd),
-      wanted !== null && (wanted & SETGID_BIT) !== 0,
-    );
-    const fd = openComponent(dir.fd, name);
-    let st: StatxResult | undefined;
-    try {
-      if (wanted !== null) {
-        st = statFd(fd);
-        if (this.#settlePermissions(fd, wanted, st)) st = undefined;
-      }
-    } catch (error) {
-      closeQuietly(fd);
-      unlinkQuietly(dir.fd, name, isDir ? AT_REMOVEDIR : 0);
-      throw error;
-    }
-    return this.#entries.adopt(dir, name, fd, st);
-  }
-
-  /**
-   * Sets the rwx bits of a new file to exactly `wanted`'s: vhostd's own
-   * umask may have cleared some the guest asked for. Runs as vhostd, after
-   * the caller's creation, and keeps the special bits the host kernel chose
-   * (the setgid bit a directory inherits, a setgid bit it refused a caller
-   * outside the group). `st` is the file's status. True when it changed
-   * the mode (`st` is then stale).
-   */
-  #settlePermissions(fd: number, wanted: number, st: StatxResult): boolean {
-    const mode = st.mode & PERMISSION_BITS;
-    const expected = (mode & ~ACCESS_BITS) | (wanted & ACCESS_BITS);
-    if (mode === expected) return false;
-    chmodProcFd(fd, expected);
-    return true;
-  }
-
-  /**
-   * The permission bits to create a file with (`wanted`) and to fix it to
-   * afterwards (`exact`): `mode & ~umask` both, or, in a directory whose
-   * default ACL the host applies (POSIX ACL session), the unmasked mode and
-   * no fix-up.
-   */
-  #creationMode(
-    parent: bigint,
-    mode: number,
-    umask: number,
-  ): { wanted: number; exact: number | null } {
-    const dir = this.#inodes.get(parent);
-    if (dir !== undefined && dir.broken === null && this.#xattr.inheritsDefaultAcl(dir)) {
-      return { wanted: mode & PERMISSION_BITS, exact: null };
-    }
-    const wanted = mode & ~umask & PERMISSION_BITS;
-    return { wanted, exact: wanted };
+    return this.#creator.createEntry(dir, name, wanted, caller, isDir, make);
   }
 
   #remove(parent: bigint, name: Uint8Array, flags: number, caller: Caller | undefined): void {
@@ -1114,14 +1007,6 @@ export class PassthroughFs {
   #dropAll(): void {
     this.#handles.closeAll();
     this.#inodes.clear();
-  }
-}
-
-function unlinkQuietly(dirFd: number, name: Uint8Array, flags: number): void {
-  try {
-    unlinkat(dirFd, name, flags);
-  } catch {
-    // Best effort: the entry may already be gone.
   }
 }
 
