@@ -64,7 +64,6 @@ import {
   ENOENT,
   ENOTDIR,
   EPERM,
-  EPROTO,
   EROFS,
   faccessat,
   fallocate,
@@ -106,13 +105,7 @@ import {
   utimensat,
   W_OK,
 } from "../../../../ffi/mod.ts";
-import {
-  FUSE_KERNEL_MINOR_VERSION,
-  FUSE_KERNEL_VERSION,
-  FuseInitFlag,
-  FuseInitFlag2,
-  FuseSetattrValid,
-} from "../fuse/fuse_abi.ts";
+import { FuseInitFlag, FuseSetattrValid } from "../fuse/fuse_abi.ts";
 import type { FuseInitArgs, FuseSetattrArgs } from "../fuse/fuse_request.ts";
 import { cacheSettings } from "./cache_policy.ts";
 import { statEntryQuietly, statFd } from "./confined_open.ts";
@@ -140,6 +133,7 @@ import {
 import type { Handle } from "./handle_table.ts";
 import { HandleOpener, handlesOnRootMount } from "./handle_migration.ts";
 import { InodeFileHandles } from "./inode_file_handles.ts";
+import { negotiateInit } from "./init_negotiation.ts";
 import { type Inode, InodeTable } from "./inode_table.ts";
 import { OpenHandles } from "./open_handles.ts";
 import { hostOpenFlags, opensForChange, reopenFlags } from "./open_flags.ts";
@@ -164,24 +158,6 @@ export type {
 } from "./fs_types.ts";
 
 const PERMISSION_BITS = 0o7777;
-
-const PAGE_SIZE = 4096;
-/** Pages per request when the guest accepts MAX_PAGES (1 MiB requests). */
-const MAX_PAGES = 256;
-/** The kernel's own limit without MAX_PAGES. */
-const DEFAULT_MAX_PAGES = 32;
-
-/**
- * INIT capabilities vhostd accepts when the guest offers them. Not
- * WRITEBACK_CACHE (the host file would lag the guest's writes), POSIX_ACL
- * (only with `posixAcl`, see xattr_ops.ts), HANDLE_KILLPRIV (v1: it would
- * ask to clear bits on every write, even a privileged one), locks,
- * EXPORT_SUPPORT or DAX.
- */
-const ACCEPTED_INIT_FLAGS = FuseInitFlag.ASYNC_READ | FuseInitFlag.ATOMIC_O_TRUNC |
-  FuseInitFlag.BIG_WRITES | FuseInitFlag.AUTO_INVAL_DATA | FuseInitFlag.DO_READDIRPLUS |
-  FuseInitFlag.READDIRPLUS_AUTO | FuseInitFlag.ASYNC_DIO | FuseInitFlag.PARALLEL_DIROPS |
-  FuseInitFlag.MAX_PAGES | FuseInitFlag.HANDLE_KILLPRIV_V2;
 
 const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
 const SEEK_WHENCE_MAX = 4; // SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE
@@ -316,20 +292,7 @@ export class PassthroughFs {
    */
   init(args: FuseInitArgs): FsInitResult {
     return this.#run(() => {
-      if (args.major < FUSE_KERNEL_VERSION) {
-        throw new FsError(EPROTO, `FUSE major version ${args.major} is too old`);
-      }
-      const flags = ((args.flags & ACCEPTED_INIT_FLAGS) | this.#xattr.initFlags(args.flags)) >>> 0;
-      const maxPages = (flags & FuseInitFlag.MAX_PAGES) !== 0 ? MAX_PAGES : DEFAULT_MAX_PAGES;
-      this.#init = {
-        flags,
-        flags2: this.#scope.switching ? (args.flags2 & FuseInitFlag2.CREATE_SUPP_GROUP) >>> 0 : 0,
-        maxWrite: maxPages * PAGE_SIZE,
-        maxReadahead: args.maxReadahead,
-        maxPages,
-        timeGran: 1,
-        minor: FUSE_KERNEL_MINOR_VERSION,
-      };
+      this.#init = negotiateInit(args, this.#xattr, this.#scope.switching);
       return { ...this.#init };
     });
   }
