@@ -51,38 +51,29 @@ import {
   AT_FDCWD,
   AT_REMOVEDIR,
   AT_SYMLINK_FOLLOW,
-  AT_SYMLINK_NOFOLLOW,
-  chmodProcFd,
   closeFd,
   closeQuietly,
   dupFd,
   EBADF,
-  EFBIG,
   EINVAL,
   EIO,
-  EISDIR,
   ENOENT,
   ENOTDIR,
   EPERM,
   EROFS,
   faccessat,
   fallocate,
-  fchmod,
-  fchownat,
   fdatasync,
   fstatfs,
   fsync,
-  ftruncate,
   linkat,
   lseek64,
   mkdirat,
   mknodat,
-  O_ACCMODE,
   O_CLOEXEC,
   O_DIRECTORY,
   O_PATH,
   O_RDONLY,
-  O_WRONLY,
   openat,
   procSelfFdAt,
   readlinkat,
@@ -90,7 +81,6 @@ import {
   RENAME_NOREPLACE,
   RENAME_WHITEOUT,
   renameat2,
-  reopenFd,
   S_IFBLK,
   S_IFCHR,
   S_IFDIR,
@@ -100,21 +90,20 @@ import {
   S_IFREG,
   S_IFSOCK,
   symlinkat,
-  type TimeSpec,
   unlinkat,
-  utimensat,
   W_OK,
 } from "../../../../ffi/mod.ts";
 import { FuseInitFlag, FuseSetattrValid } from "../fuse/fuse_abi.ts";
 import type { FuseInitArgs, FuseSetattrArgs } from "../fuse/fuse_request.ts";
 import { cacheSettings } from "./cache_policy.ts";
-import { statEntryQuietly, statFd } from "./confined_open.ts";
 import { CallerScope } from "./caller_scope.ts";
+import { statEntryQuietly, statFd } from "./confined_open.ts";
 import type { Caller } from "./credentials.ts";
-import { groupOfFd, SETGID_BIT } from "./group_claims.ts";
 import { readDirectoryPage } from "./dir_reader.ts";
+import { DIRECT_WRITER_UNKNOWN, openDirectWriter } from "./direct_writer.ts";
 import { EntryCreator } from "./entry_creation.ts";
 import { EntryLookup } from "./entry_lookup.ts";
+import { fileOffset } from "./file_offset.ts";
 import { attrFromStatx } from "./fs_attr.ts";
 import { errnoOf, FsError, FsRestoreError, toFsError } from "./fs_errors.ts";
 import { checkEntryName, classifyComponent } from "./fs_names.ts";
@@ -130,15 +119,16 @@ import {
   type OpenResult,
   type StatfsResult,
 } from "./fs_types.ts";
-import type { Handle } from "./handle_table.ts";
+import { groupOfFd } from "./group_claims.ts";
 import { HandleOpener, handlesOnRootMount } from "./handle_migration.ts";
-import { InodeFileHandles } from "./inode_file_handles.ts";
+import type { Handle } from "./handle_table.ts";
 import { negotiateInit } from "./init_negotiation.ts";
+import { InodeFileHandles } from "./inode_file_handles.ts";
 import { type Inode, InodeTable } from "./inode_table.ts";
-import { OpenHandles } from "./open_handles.ts";
 import { hostOpenFlags, opensForChange, reopenFlags } from "./open_flags.ts";
 import { openForIo } from "./open_for_io.ts";
-import { DIRECT_WRITER_UNKNOWN, openDirectWriter } from "./direct_writer.ts";
+import { OpenHandles } from "./open_handles.ts";
+import { setAttributes } from "./set_attributes.ts";
 import { XattrOps, type XattrReply } from "./xattr_ops.ts";
 
 export type { Caller } from "./credentials.ts";
@@ -156,8 +146,6 @@ export type {
   OpenResult,
   StatfsResult,
 } from "./fs_types.ts";
-
-const PERMISSION_BITS = 0o7777;
 
 const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
 const SEEK_WHENCE_MAX = 4; // SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE
@@ -371,57 +359,13 @@ export class PassthroughFs {
     return this.#run(() => {
       const inode = this.#inode(nodeid);
       this.#refuseIfReadOnly();
-      const valid = args.valid;
       let handle: Handle | undefined;
-      if ((valid & FuseSetattrValid.FH) !== 0) {
+      if ((args.valid & FuseSetattrValid.FH) !== 0) {
         handle = this.#handles.table.get(args.fh);
         if (handle?.broken) throw new FsError(EIO, handle.broken);
         if (handle?.inode !== inode) handle = undefined;
       }
-      const killSuidgid = (valid & FuseSetattrValid.KILL_SUIDGID) !== 0;
-      const newGid = (valid & FuseSetattrValid.GID) !== 0 ? args.gid : undefined;
-      // Each change alone, so a refused one is retried before anything else changes.
-      const change = (operation: () => void, eager = false) =>
-        this.#scope.asCallerClaiming(caller, () => [groupOfFd(inode.fd), newGid], operation, eager);
-      if ((valid & FuseSetattrValid.MODE) !== 0 && inode.type !== S_IFLNK) {
-        const mode = args.mode & PERMISSION_BITS;
-        change(() => {
-          if (handle !== undefined) fchmod(handle.fd, mode);
-          else chmodProcFd(inode.fd, mode);
-        }, (mode & SETGID_BIT) !== 0);
-      }
-      if ((valid & (FuseSetattrValid.UID | FuseSetattrValid.GID)) !== 0) {
-        const uid = (valid & FuseSetattrValid.UID) !== 0 ? args.uid : -1;
-        const gid = newGid ?? -1;
-        change(() =>
-          this.#scope.maybeKillingPrivileges(killSuidgid, () => {
-            fchownat(inode.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-          })
-        );
-      }
-      if ((valid & FuseSetattrValid.SIZE) !== 0) {
-        change(() =>
-          this.#scope.maybeKillingPrivileges(
-            killSuidgid,
-            () => this.#truncate(inode, handle, args.size),
-          )
-        );
-      }
-      const times = FuseSetattrValid.ATIME | FuseSetattrValid.MTIME |
-        FuseSetattrValid.ATIME_NOW | FuseSetattrValid.MTIME_NOW;
-      if ((valid & times) !== 0) {
-        const atime: TimeSpec = (valid & FuseSetattrValid.ATIME_NOW) !== 0
-          ? "now"
-          : (valid & FuseSetattrValid.ATIME) !== 0
-          ? { sec: args.atime, nsec: args.atimensec }
-          : "omit";
-        const mtime: TimeSpec = (valid & FuseSetattrValid.MTIME_NOW) !== 0
-          ? "now"
-          : (valid & FuseSetattrValid.MTIME) !== 0
-          ? { sec: args.mtime, nsec: args.mtimensec }
-          : "omit";
-        change(() => utimensat(inode.fd, "", atime, mtime, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
-      }
+      setAttributes(this.#scope, inode, handle, args, caller);
       return this.#attrResult(inode.fd);
     });
   }
@@ -899,23 +843,6 @@ export class PassthroughFs {
     }
   }
 
-  /** Truncates a regular file to `size`, through `handle` when it is writable. */
-  #truncate(inode: Inode, handle: Handle | undefined, size: bigint): void {
-    if (inode.type === S_IFDIR) throw new FsError(EISDIR, "truncate of a directory");
-    if (inode.type !== S_IFREG) throw new FsError(EINVAL, "truncate of a special file");
-    const length = fileOffset(size);
-    if (handle !== undefined && (handle.flags & O_ACCMODE) !== O_RDONLY) {
-      ftruncate(handle.fd, length);
-      return;
-    }
-    const fd = reopenFd(inode.fd, O_WRONLY | O_CLOEXEC);
-    try {
-      ftruncate(fd, length);
-    } finally {
-      closeQuietly(fd);
-    }
-  }
-
   #refuseIfReadOnly(): void {
     if (this.#readOnly) throw new FsError(EROFS);
   }
@@ -971,10 +898,4 @@ export class PassthroughFs {
     this.#handles.closeAll();
     this.#inodes.clear();
   }
-}
-
-/** A u64 file offset or length as a number; EFBIG past 2^53. */
-function fileOffset(value: bigint): number {
-  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new FsError(EFBIG, `offset ${value}`);
-  return Number(value);
 }
