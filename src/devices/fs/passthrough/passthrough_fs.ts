@@ -123,6 +123,7 @@ import { groupOfFd } from "./group_claims.ts";
 import { HandleOpener, handlesOnRootMount } from "./handle_migration.ts";
 import type { Handle } from "./handle_table.ts";
 import { negotiateInit } from "./init_negotiation.ts";
+import { describeInode, type InodeInfo } from "./inode_info.ts";
 import { InodeFileHandles } from "./inode_file_handles.ts";
 import { type Inode, InodeTable } from "./inode_table.ts";
 import { hostOpenFlags, opensForChange, reopenFlags } from "./open_flags.ts";
@@ -133,6 +134,7 @@ import { XattrOps, type XattrReply } from "./xattr_ops.ts";
 
 export type { Caller } from "./credentials.ts";
 export { FsError, FsRestoreError } from "./fs_errors.ts";
+export type { InodeInfo } from "./inode_info.ts";
 export type { FsHandleRecord, FsInodeRecord, FsSnapshot } from "./fs_snapshot.ts";
 export { isCachePolicy } from "./fs_types.ts";
 export type { XattrReply } from "./xattr_ops.ts";
@@ -149,26 +151,6 @@ export type {
 
 const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
 const SEEK_WHENCE_MAX = 4; // SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE
-
-/** Diagnostic view of one inode (tests, state inspection). */
-export interface InodeInfo {
-  /** Guest lookup references. */
-  lookups: bigint;
-  /** Internal references (open handles, inodes located in this directory). */
-  refs: number;
-  /** File type bits. */
-  type: number;
-  /** Host inode number. */
-  ino: bigint;
-  /** Node id of the directory of its recorded name, or null. */
-  parent: bigint | null;
-  /** Its recorded name, or null when none is known. */
-  name: Uint8Array | null;
-  /** Why it is unusable after a restore, or null. */
-  broken: string | null;
-  /** Known by file handle (its fd is opened on demand), not holding an fd. */
-  byHandle: boolean;
-}
 
 /** A host directory served as a FUSE filesystem. */
 export class PassthroughFs {
@@ -254,17 +236,7 @@ export class PassthroughFs {
   /** Diagnostic view of an inode, or undefined when the node id is unknown. */
   inodeInfo(nodeid: bigint): InodeInfo | undefined {
     const inode = this.#inodes.get(nodeid);
-    if (inode === undefined) return undefined;
-    return {
-      lookups: inode.lookups,
-      refs: inode.refs,
-      type: inode.type,
-      ino: inode.ino,
-      parent: inode.location?.parent.nodeid ?? null,
-      name: inode.location?.name.slice() ?? null,
-      broken: inode.broken,
-      byHandle: inode.fileHandle !== null,
-    };
+    return inode === undefined ? undefined : describeInode(inode);
   }
 
   // -------------------------------------------------------------------------
