@@ -363,11 +363,12 @@ export class PassthroughFs {
     gid: number,
     groups: readonly number[] = [],
   ): EntryResult {
-    return this.#run(() =>
-      this.#createEntry(parent, name, null, { uid, gid, groups }, false, (dirFd) => {
+    return this.#run(() => {
+      const dir = this.#dirToChange(parent, name);
+      return this.#creator.createEntry(dir, name, null, { uid, gid, groups }, false, (dirFd) => {
         symlinkat(target, dirFd, name);
-      })
-    );
+      });
+    });
   }
 
   /**
@@ -392,7 +393,8 @@ export class PassthroughFs {
       }
       const { wanted, exact } = this.#creator.creationMode(this.#inodes.get(parent), mode, umask);
       const device = type === S_IFCHR || type === S_IFBLK ? rdev >>> 0 : 0;
-      return this.#createEntry(parent, name, exact, { uid, gid, groups }, false, (dirFd) => {
+      const dir = this.#dirToChange(parent, name);
+      return this.#creator.createEntry(dir, name, exact, { uid, gid, groups }, false, (dirFd) => {
         mknodat(dirFd, name, type | wanted, device);
       });
     });
@@ -410,7 +412,8 @@ export class PassthroughFs {
   ): EntryResult {
     return this.#run(() => {
       const { wanted, exact } = this.#creator.creationMode(this.#inodes.get(parent), mode, umask);
-      return this.#createEntry(parent, name, exact, { uid, gid, groups }, true, (dirFd) => {
+      const dir = this.#dirToChange(parent, name);
+      return this.#creator.createEntry(dir, name, exact, { uid, gid, groups }, true, (dirFd) => {
         mkdirat(dirFd, name, wanted);
       });
     });
@@ -541,9 +544,7 @@ export class PassthroughFs {
     killSuidgid = false,
   ): { entry: EntryResult; open: OpenResult } {
     return this.#run(() => {
-      const dir = this.#directory(parent);
-      checkEntryName(name);
-      this.#refuseIfReadOnly();
+      const dir = this.#dirToChange(parent, name);
       const caller = { uid, gid, groups };
       return this.#creator.createAndOpen(dir, name, flags, mode, umask, caller, killSuidgid);
     });
@@ -836,25 +837,20 @@ export class PassthroughFs {
     return { attr: attrFromStatx(statFd(fd)), attrTimeoutSec: this.#attrTimeoutSec };
   }
 
-  /** Checks the directory and the name, then creates the entry (see entry_creation.ts). */
-  #createEntry(
-    parent: bigint,
-    name: Uint8Array,
-    wanted: number | null,
-    caller: Caller,
-    isDir: boolean,
-    make: (dirFd: number) => void,
-  ): EntryResult {
+  /**
+   * Directory `parent`, about to have its entry `name` created or removed:
+   * EBADF, EIO or ENOTDIR for the directory, then the name's checks
+   * (checkEntryName), then EROFS on a read-only share.
+   */
+  #dirToChange(parent: bigint, name: Uint8Array): Inode {
     const dir = this.#directory(parent);
     checkEntryName(name);
     this.#refuseIfReadOnly();
-    return this.#creator.createEntry(dir, name, wanted, caller, isDir, make);
+    return dir;
   }
 
   #remove(parent: bigint, name: Uint8Array, flags: number, caller: Caller | undefined): void {
-    const dir = this.#directory(parent);
-    checkEntryName(name);
-    this.#refuseIfReadOnly();
+    const dir = this.#dirToChange(parent, name);
     this.#scope.asCallerClaiming(
       caller,
       () => [groupOfFd(dir.fd)], // the entry's own group grants nothing here
