@@ -12,7 +12,7 @@
 import { type Caller, ThreadCredentials } from "./credentials.ts";
 import { asCallerClaimingGroups, type InvolvedGids } from "./group_claims.ts";
 
-/** The calling thread's credentials, lent to one operation at a time. */
+/** Runs operations as their guest callers; use it only on the thread that constructed it. */
 export class CallerScope {
   readonly #credentials = new ThreadCredentials();
 

@@ -1,11 +1,12 @@
 /**
- * Creating an entry (MKNOD, MKDIR, SYMLINK, CREATE) as the guest caller, so
- * the host file is born with its owner (the group of a setgid parent
- * directory wins, as the host kernel decides) after the host kernel made
- * the permission checks it would make for that user. Its permission bits
- * are then set to exactly those asked for (`mode & ~umask`): vhostd's own
- * umask also applied at creation. A new entry whose mode cannot be set is
- * removed again.
+ * Creating an entry (MKNOD, MKDIR, SYMLINK, CREATE) as the guest caller:
+ * the host kernel makes the permission checks it would make for that user,
+ * and the file is born with the caller as owner (the group of a setgid
+ * parent directory wins, as the host kernel decides). Its permission bits
+ * are then set to exactly those asked for (`mode & ~umask`), as vhostd's
+ * own umask applied at creation too; in a directory whose default ACL the
+ * host applies, the ACL decides them instead. A new entry whose mode cannot
+ * be set is removed again.
  *
  * @module
  */
