@@ -9,30 +9,23 @@
  * one component (EINVAL when empty or holding `/`); it is opened with
  * openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS. A
  * symbolic link is looked up as itself and never followed by vhostd (the
- * guest kernel resolves link targets in its own namespace); opening one for
- * I/O is ELOOP. LOOKUP of "." is the directory itself and of ".." its
- * recorded parent; ".." of the root is the root, so the guest never gets
- * above the shared directory. vhostd opens only regular files and
- * directories for I/O: device nodes, FIFOs and sockets can be created and
- * listed but opening one is EPERM (the guest kernel serves them itself; a
- * host device opened for a guest would bypass the host's access control).
+ * guest kernel resolves link targets in its own namespace). LOOKUP of "."
+ * is the directory itself and of ".." its recorded parent; ".." of the root
+ * is the root, so the guest never gets above the shared directory. Only
+ * regular files and directories are opened for I/O (`open_for_io.ts`).
  *
- * Caching: entries and attributes are valid for 1 s by default
- * ({@linkcode FsOptions.entryTimeoutSec}); files are opened with no FOPEN_*
- * flags, so the guest page cache is invalidated on open when the file changed
- * (AUTO_INVAL_DATA).
+ * Caching: what the guest may keep follows the share's cache policy
+ * (`cache_policy.ts`).
  *
  * Credentials: when vhostd runs as root, create, mknod, mkdir, symlink,
  * link, rename, unlink, rmdir, setattr and open run with the guest caller's
- * fsuid, fsgid and supplementary groups (see `credentials.ts`): a file is
- * born with its owner (the group of a setgid parent directory wins, as the
- * host kernel decides) and the host kernel makes the permission checks it
- * would make for that user. The permission bits are then set to exactly
- * those asked for (`mode & ~umask`: vhostd's own umask also applied).
- * Otherwise everything runs as vhostd's user. The guest sends supplementary
- * groups only for creations (FUSE_CREATE_SUPP_GROUP); other operations run
- * with none, so access granted only through a supplementary group is
- * refused by the host.
+ * fsuid, fsgid and supplementary groups (see `caller_scope.ts`): the host
+ * kernel makes the permission checks it would make for that user, and a new
+ * file is born with its owner and exactly the permission bits asked for
+ * (`entry_creation.ts`). Otherwise everything runs as vhostd's user. The
+ * guest sends supplementary groups only for creations
+ * (FUSE_CREATE_SUPP_GROUP); other operations run with none, so access
+ * granted only through a supplementary group is refused by the host.
  *
  * Setuid bits (HANDLE_KILLPRIV_V2): a write, truncate or chown the guest
  * flags as coming from a caller without CAP_FSETID runs without CAP_FSETID,
@@ -58,45 +51,29 @@ import {
   AT_FDCWD,
   AT_REMOVEDIR,
   AT_SYMLINK_FOLLOW,
-  AT_SYMLINK_NOFOLLOW,
-  chmodProcFd,
   closeFd,
   closeQuietly,
   dupFd,
   EBADF,
-  EEXIST,
-  EFBIG,
   EINVAL,
   EIO,
-  EISDIR,
-  ELOOP,
   ENOENT,
   ENOTDIR,
   EPERM,
-  EPROTO,
   EROFS,
   faccessat,
   fallocate,
-  fchmod,
-  fchownat,
   fdatasync,
   fstatfs,
   fsync,
-  ftruncate,
   linkat,
   lseek64,
   mkdirat,
   mknodat,
-  O_ACCMODE,
   O_CLOEXEC,
-  O_CREAT,
   O_DIRECTORY,
-  O_EXCL,
-  O_NOATIME,
-  O_NOFOLLOW,
   O_PATH,
   O_RDONLY,
-  O_WRONLY,
   openat,
   procSelfFdAt,
   readlinkat,
@@ -104,7 +81,6 @@ import {
   RENAME_NOREPLACE,
   RENAME_WHITEOUT,
   renameat2,
-  reopenFd,
   S_IFBLK,
   S_IFCHR,
   S_IFDIR,
@@ -113,65 +89,52 @@ import {
   S_IFMT,
   S_IFREG,
   S_IFSOCK,
-  type StatxResult,
   symlinkat,
-  type TimeSpec,
   unlinkat,
-  utimensat,
   W_OK,
 } from "../../../../ffi/mod.ts";
-import {
-  FUSE_KERNEL_MINOR_VERSION,
-  FUSE_KERNEL_VERSION,
-  FuseInitFlag,
-  FuseInitFlag2,
-  FuseOpenOutFlag,
-  FuseSetattrValid,
-} from "../fuse/fuse_abi.ts";
+import { FuseInitFlag, FuseSetattrValid } from "../fuse/fuse_abi.ts";
 import type { FuseInitArgs, FuseSetattrArgs } from "../fuse/fuse_request.ts";
-import {
-  openComponent,
-  openComponentOrErrno,
-  openCreated,
-  statEntryQuietly,
-  statFd,
-} from "./confined_open.ts";
-import { type Caller, ThreadCredentials } from "./credentials.ts";
-import {
-  asCallerClaimingGroups,
-  groupOfEntry,
-  groupOfFd,
-  type InvolvedGids,
-  SETGID_BIT,
-} from "./group_claims.ts";
+import { cacheSettings } from "./cache_policy.ts";
+import { CallerScope } from "./caller_scope.ts";
+import { statEntryQuietly, statFd } from "./confined_open.ts";
+import type { Caller } from "./credentials.ts";
 import { readDirectoryPage } from "./dir_reader.ts";
+import { DIRECT_WRITER_UNKNOWN, openDirectWriter } from "./direct_writer.ts";
+import { EntryCreator } from "./entry_creation.ts";
+import { EntryLookup } from "./entry_lookup.ts";
+import { fileOffset } from "./file_offset.ts";
 import { attrFromStatx } from "./fs_attr.ts";
-import { errnoOf, FsError, FsRestoreError, plainFsError, toFsError } from "./fs_errors.ts";
-import { checkEntryName, classifyComponent, sameName } from "./fs_names.ts";
+import { errnoOf, FsError, FsRestoreError, toFsError } from "./fs_errors.ts";
+import { checkEntryName, classifyComponent } from "./fs_names.ts";
 import { type FsSnapshot, restoreSnapshot, takeSnapshot } from "./fs_snapshot.ts";
 import {
   type AttrResult,
-  type CachePolicy,
   type EntryResult,
   type FsInitResult,
   type FsOptions,
-  isCachePolicy,
   isMigrationMode,
   type MigrationMode,
   type MigrationOnError,
   type OpenResult,
   type StatfsResult,
 } from "./fs_types.ts";
-import { type Handle, HandleTable } from "./handle_table.ts";
+import { groupOfFd } from "./group_claims.ts";
 import { HandleOpener, handlesOnRootMount } from "./handle_migration.ts";
+import type { Handle } from "./handle_table.ts";
+import { negotiateInit } from "./init_negotiation.ts";
+import { describeInode, type InodeInfo } from "./inode_info.ts";
 import { InodeFileHandles } from "./inode_file_handles.ts";
 import { type Inode, InodeTable } from "./inode_table.ts";
 import { hostOpenFlags, opensForChange, reopenFlags } from "./open_flags.ts";
-import { closeDirectWriter, DIRECT_WRITER_UNKNOWN, openDirectWriter } from "./direct_writer.ts";
+import { openForIo } from "./open_for_io.ts";
+import { OpenHandles } from "./open_handles.ts";
+import { setAttributes } from "./set_attributes.ts";
 import { XattrOps, type XattrReply } from "./xattr_ops.ts";
 
 export type { Caller } from "./credentials.ts";
 export { FsError, FsRestoreError } from "./fs_errors.ts";
+export type { InodeInfo } from "./inode_info.ts";
 export type { FsHandleRecord, FsInodeRecord, FsSnapshot } from "./fs_snapshot.ts";
 export { isCachePolicy } from "./fs_types.ts";
 export type { XattrReply } from "./xattr_ops.ts";
@@ -186,67 +149,21 @@ export type {
   StatfsResult,
 } from "./fs_types.ts";
 
-const PERMISSION_BITS = 0o7777;
-/** rwx for user, group and others: the bits a umask decides. */
-const ACCESS_BITS = 0o777;
-
-/** Default entry and attribute cache timeout, seconds. */
-const DEFAULT_TIMEOUT_SEC = 1;
-const PAGE_SIZE = 4096;
-/** Pages per request when the guest accepts MAX_PAGES (1 MiB requests). */
-const MAX_PAGES = 256;
-/** The kernel's own limit without MAX_PAGES. */
-const DEFAULT_MAX_PAGES = 32;
-
-/**
- * INIT capabilities vhostd accepts when the guest offers them. Not
- * WRITEBACK_CACHE (the host file would lag the guest's writes), POSIX_ACL
- * (only with `posixAcl`, see xattr_ops.ts), HANDLE_KILLPRIV (v1: it would
- * ask to clear bits on every write, even a privileged one), locks,
- * EXPORT_SUPPORT or DAX.
- */
-const ACCEPTED_INIT_FLAGS = FuseInitFlag.ASYNC_READ | FuseInitFlag.ATOMIC_O_TRUNC |
-  FuseInitFlag.BIG_WRITES | FuseInitFlag.AUTO_INVAL_DATA | FuseInitFlag.DO_READDIRPLUS |
-  FuseInitFlag.READDIRPLUS_AUTO | FuseInitFlag.ASYNC_DIO | FuseInitFlag.PARALLEL_DIROPS |
-  FuseInitFlag.MAX_PAGES | FuseInitFlag.HANDLE_KILLPRIV_V2;
-
 const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
 const SEEK_WHENCE_MAX = 4; // SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE
-
-/** Diagnostic view of one inode (tests, state inspection). */
-export interface InodeInfo {
-  /** Guest lookup references. */
-  lookups: bigint;
-  /** Internal references (open handles, inodes located in this directory). */
-  refs: number;
-  /** File type bits. */
-  type: number;
-  /** Host inode number. */
-  ino: bigint;
-  /** Node id of the directory of its recorded name, or null. */
-  parent: bigint | null;
-  /** Its recorded name, or null when none is known. */
-  name: Uint8Array | null;
-  /** Why it is unusable after a restore, or null. */
-  broken: string | null;
-  /** Known by file handle (its fd is opened on demand), not holding an fd. */
-  byHandle: boolean;
-}
 
 /** A host directory served as a FUSE filesystem. */
 export class PassthroughFs {
   readonly #readOnly: boolean;
   readonly #migrationOnError: MigrationOnError;
   readonly #migrationMode: MigrationMode;
-  readonly #entryTimeoutSec: number;
   readonly #attrTimeoutSec: number;
-  /** FOPEN_* flags of file and directory handles, from the cache policy. */
-  readonly #fileOpenFlags: number;
-  readonly #dirOpenFlags: number;
-  /** This thread's credentials: operations run as their guest caller when vhostd is root. */
-  readonly #credentials: ThreadCredentials;
+  /** Runs operations as their guest caller (when vhostd is root). */
+  readonly #scope: CallerScope;
   readonly #inodes: InodeTable;
-  readonly #handles = new HandleTable();
+  readonly #entries: EntryLookup;
+  readonly #handles: OpenHandles;
+  readonly #creator: EntryCreator;
   readonly #xattr: XattrOps;
   #init: FsInitResult | null = null;
 
@@ -268,20 +185,9 @@ export class PassthroughFs {
       throw new Error(`migrationMode must be find-paths or file-handles`);
     }
     this.#migrationMode = migrationMode;
-    const cache = opts.cache ?? "auto";
-    if (!isCachePolicy(cache)) throw new Error(`cache must be never, metadata, auto or always`);
-    const timeout = CACHE_TIMEOUT_SEC[cache];
-    this.#entryTimeoutSec = checkTimeout(opts.entryTimeoutSec ?? timeout, "entryTimeoutSec");
-    this.#attrTimeoutSec = checkTimeout(opts.attrTimeoutSec ?? timeout, "attrTimeoutSec");
-    this.#fileOpenFlags = cache === "never" || cache === "metadata"
-      ? FuseOpenOutFlag.DIRECT_IO
-      : cache === "always"
-      ? FuseOpenOutFlag.KEEP_CACHE
-      : 0;
-    this.#dirOpenFlags = cache === "always" || cache === "metadata"
-      ? FuseOpenOutFlag.KEEP_CACHE | FuseOpenOutFlag.CACHE_DIR
-      : 0;
-    this.#credentials = new ThreadCredentials();
+    const cache = cacheSettings(opts);
+    this.#attrTimeoutSec = cache.attrTimeoutSec;
+    this.#scope = new CallerScope();
     this.#xattr = new XattrOps(
       opts,
       () => ((this.#init?.flags ?? 0) & FuseInitFlag.POSIX_ACL) !== 0,
@@ -301,6 +207,15 @@ export class PassthroughFs {
       const why = error instanceof Error ? error.message : String(error);
       throw new Error(`cannot share directory "${opts.sharedDir}": ${why}`);
     }
+    this.#entries = new EntryLookup(this.#inodes, cache.entryTimeoutSec, cache.attrTimeoutSec);
+    this.#handles = new OpenHandles(this.#inodes, cache.fileOpenFlags, cache.dirOpenFlags);
+    this.#creator = new EntryCreator(
+      this.#inodes,
+      this.#scope,
+      this.#entries,
+      this.#handles,
+      this.#xattr,
+    );
   }
 
   /** True when every change is refused with EROFS. */
@@ -315,23 +230,13 @@ export class PassthroughFs {
 
   /** Numbers of known inodes (the root included) and open handles. */
   counts(): { inodes: number; handles: number } {
-    return { inodes: this.#inodes.size, handles: this.#handles.size };
+    return { inodes: this.#inodes.size, handles: this.#handles.table.size };
   }
 
   /** Diagnostic view of an inode, or undefined when the node id is unknown. */
   inodeInfo(nodeid: bigint): InodeInfo | undefined {
     const inode = this.#inodes.get(nodeid);
-    if (inode === undefined) return undefined;
-    return {
-      lookups: inode.lookups,
-      refs: inode.refs,
-      type: inode.type,
-      ino: inode.ino,
-      parent: inode.location?.parent.nodeid ?? null,
-      name: inode.location?.name.slice() ?? null,
-      broken: inode.broken,
-      byHandle: inode.fileHandle !== null,
-    };
+    return inode === undefined ? undefined : describeInode(inode);
   }
 
   // -------------------------------------------------------------------------
@@ -347,22 +252,7 @@ export class PassthroughFs {
    */
   init(args: FuseInitArgs): FsInitResult {
     return this.#run(() => {
-      if (args.major < FUSE_KERNEL_VERSION) {
-        throw new FsError(EPROTO, `FUSE major version ${args.major} is too old`);
-      }
-      const flags = ((args.flags & ACCEPTED_INIT_FLAGS) | this.#xattr.initFlags(args.flags)) >>> 0;
-      const maxPages = (flags & FuseInitFlag.MAX_PAGES) !== 0 ? MAX_PAGES : DEFAULT_MAX_PAGES;
-      this.#init = {
-        flags,
-        flags2: this.#credentials.switching
-          ? (args.flags2 & FuseInitFlag2.CREATE_SUPP_GROUP) >>> 0
-          : 0,
-        maxWrite: maxPages * PAGE_SIZE,
-        maxReadahead: args.maxReadahead,
-        maxPages,
-        timeGran: 1,
-        minor: FUSE_KERNEL_MINOR_VERSION,
-      };
+      this.#init = negotiateInit(args, this.#xattr, this.#scope.switching);
       return { ...this.#init };
     });
   }
@@ -390,13 +280,13 @@ export class PassthroughFs {
     return this.#run(() => {
       const dir = this.#directory(parent);
       const kind = classifyComponent(name);
-      if (kind === "name") return this.#lookupIn(dir, name);
+      if (kind === "name") return this.#entries.lookupIn(dir, name);
       const target = kind === "dot" || dir === this.#inodes.root ? dir : dir.location?.parent;
       if (target === undefined) throw new FsError(ENOENT, `the parent of ${parent} is not known`);
       if (target.broken !== null) throw new FsError(EIO, target.broken);
       const st = statFd(target.fd);
       this.#inodes.addLookups(target);
-      return this.#entry(target, st);
+      return this.#entries.entry(target, st);
     });
   }
 
@@ -420,7 +310,7 @@ export class PassthroughFs {
       const inode = this.#inode(nodeid);
       let fd = inode.fd;
       if (fh !== undefined) {
-        const handle = this.#handles.get(fh);
+        const handle = this.#handles.table.get(fh);
         if (handle !== undefined && handle.broken === null && handle.inode === inode) {
           fd = handle.fd;
         }
@@ -441,54 +331,13 @@ export class PassthroughFs {
     return this.#run(() => {
       const inode = this.#inode(nodeid);
       this.#refuseIfReadOnly();
-      const valid = args.valid;
       let handle: Handle | undefined;
-      if ((valid & FuseSetattrValid.FH) !== 0) {
-        handle = this.#handles.get(args.fh);
+      if ((args.valid & FuseSetattrValid.FH) !== 0) {
+        handle = this.#handles.table.get(args.fh);
         if (handle?.broken) throw new FsError(EIO, handle.broken);
         if (handle?.inode !== inode) handle = undefined;
       }
-      const killSuidgid = (valid & FuseSetattrValid.KILL_SUIDGID) !== 0;
-      const newGid = (valid & FuseSetattrValid.GID) !== 0 ? args.gid : undefined;
-      // Each change alone, so a refused one is retried before anything else changes.
-      const change = (operation: () => void, eager = false) =>
-        this.#asCallerClaiming(caller, () => [groupOfFd(inode.fd), newGid], operation, eager);
-      if ((valid & FuseSetattrValid.MODE) !== 0 && inode.type !== S_IFLNK) {
-        const mode = args.mode & PERMISSION_BITS;
-        change(() => {
-          if (handle !== undefined) fchmod(handle.fd, mode);
-          else chmodProcFd(inode.fd, mode);
-        }, (mode & SETGID_BIT) !== 0);
-      }
-      if ((valid & (FuseSetattrValid.UID | FuseSetattrValid.GID)) !== 0) {
-        const uid = (valid & FuseSetattrValid.UID) !== 0 ? args.uid : -1;
-        const gid = newGid ?? -1;
-        change(() =>
-          this.#maybeKillingPrivileges(killSuidgid, () => {
-            fchownat(inode.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-          })
-        );
-      }
-      if ((valid & FuseSetattrValid.SIZE) !== 0) {
-        change(() =>
-          this.#maybeKillingPrivileges(killSuidgid, () => this.#truncate(inode, handle, args.size))
-        );
-      }
-      const times = FuseSetattrValid.ATIME | FuseSetattrValid.MTIME |
-        FuseSetattrValid.ATIME_NOW | FuseSetattrValid.MTIME_NOW;
-      if ((valid & times) !== 0) {
-        const atime: TimeSpec = (valid & FuseSetattrValid.ATIME_NOW) !== 0
-          ? "now"
-          : (valid & FuseSetattrValid.ATIME) !== 0
-          ? { sec: args.atime, nsec: args.atimensec }
-          : "omit";
-        const mtime: TimeSpec = (valid & FuseSetattrValid.MTIME_NOW) !== 0
-          ? "now"
-          : (valid & FuseSetattrValid.MTIME) !== 0
-          ? { sec: args.mtime, nsec: args.mtimensec }
-          : "omit";
-        change(() => utimensat(inode.fd, "", atime, mtime, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
-      }
+      setAttributes(this.#scope, inode, handle, args, caller);
       return this.#attrResult(inode.fd);
     });
   }
@@ -514,11 +363,12 @@ export class PassthroughFs {
     gid: number,
     groups: readonly number[] = [],
   ): EntryResult {
-    return this.#run(() =>
-      this.#createEntry(parent, name, null, { uid, gid, groups }, false, (dirFd) => {
+    return this.#run(() => {
+      const dir = this.#dirToChange(parent, name);
+      return this.#creator.createEntry(dir, name, null, { uid, gid, groups }, false, (dirFd) => {
         symlinkat(target, dirFd, name);
-      })
-    );
+      });
+    });
   }
 
   /**
@@ -541,9 +391,10 @@ export class PassthroughFs {
       if (![S_IFREG, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK].includes(type)) {
         throw new FsError(EINVAL, `mknod of file type ${type.toString(8)}`);
       }
-      const { wanted, exact } = this.#creationMode(parent, mode, umask);
+      const { wanted, exact } = this.#creator.creationMode(this.#inodes.get(parent), mode, umask);
       const device = type === S_IFCHR || type === S_IFBLK ? rdev >>> 0 : 0;
-      return this.#createEntry(parent, name, exact, { uid, gid, groups }, false, (dirFd) => {
+      const dir = this.#dirToChange(parent, name);
+      return this.#creator.createEntry(dir, name, exact, { uid, gid, groups }, false, (dirFd) => {
         mknodat(dirFd, name, type | wanted, device);
       });
     });
@@ -560,8 +411,9 @@ export class PassthroughFs {
     groups: readonly number[] = [],
   ): EntryResult {
     return this.#run(() => {
-      const { wanted, exact } = this.#creationMode(parent, mode, umask);
-      return this.#createEntry(parent, name, exact, { uid, gid, groups }, true, (dirFd) => {
+      const { wanted, exact } = this.#creator.creationMode(this.#inodes.get(parent), mode, umask);
+      const dir = this.#dirToChange(parent, name);
+      return this.#creator.createEntry(dir, name, exact, { uid, gid, groups }, true, (dirFd) => {
         mkdirat(dirFd, name, wanted);
       });
     });
@@ -598,7 +450,7 @@ export class PassthroughFs {
       if ((flags & ~RENAME_FLAGS) !== 0) throw new FsError(EINVAL, `rename flags ${flags}`);
       const source = statEntryQuietly(dir.fd, name);
       const target = statEntryQuietly(newDir.fd, newName);
-      this.#asCallerClaiming(
+      this.#scope.asCallerClaiming(
         caller,
         () => [groupOfFd(dir.fd), groupOfFd(newDir.fd), source?.gid, target?.gid],
         () => renameat2(dir.fd, name, newDir.fd, newName, flags),
@@ -632,7 +484,7 @@ export class PassthroughFs {
       checkEntryName(newName);
       this.#refuseIfReadOnly();
       if (inode.type === S_IFDIR) throw new FsError(EPERM, "hard link to a directory");
-      this.#asCallerClaiming(caller, () => [groupOfFd(inode.fd), groupOfFd(dir.fd)], () => {
+      this.#scope.asCallerClaiming(caller, () => [groupOfFd(inode.fd), groupOfFd(dir.fd)], () => {
         try {
           // Needs CAP_DAC_READ_SEARCH (never a caller other than root); ENOENT without it.
           linkat(inode.fd, "", dir.fd, newName, AT_EMPTY_PATH);
@@ -641,7 +493,7 @@ export class PassthroughFs {
           linkat(...procSelfFdAt(inode.fd), dir.fd, newName, AT_SYMLINK_FOLLOW);
         }
       });
-      return this.#lookupIn(dir, newName);
+      return this.#entries.lookupIn(dir, newName);
     });
   }
 
@@ -660,16 +512,16 @@ export class PassthroughFs {
       const inode = this.#inode(nodeid);
       const hostFlags = hostOpenFlags(flags);
       if (this.#readOnly && opensForChange(hostFlags)) throw new FsError(EROFS);
-      const fd = this.#asCallerClaiming(
+      const fd = this.#scope.asCallerClaiming(
         caller,
         () => [groupOfFd(inode.fd)],
         () =>
-          this.#maybeKillingPrivileges(
+          this.#scope.maybeKillingPrivileges(
             killSuidgid,
             () => openForIo(inode.fd, inode.type, hostFlags),
           ),
       );
-      return this.#addHandle(fd, inode, hostFlags, false);
+      return this.#handles.add(fd, inode, hostFlags, false);
     });
   }
 
@@ -692,65 +544,15 @@ export class PassthroughFs {
     killSuidgid = false,
   ): { entry: EntryResult; open: OpenResult } {
     return this.#run(() => {
-      const dir = this.#directory(parent);
-      checkEntryName(name);
-      this.#refuseIfReadOnly();
-      const hostFlags = hostOpenFlags(flags);
-      const { wanted, exact } = this.#creationMode(parent, mode, umask);
-      let fd = -1;
-      let pathFd = -1;
-      let created = true;
-      let createdStat: StatxResult | undefined;
-      const openAsCaller = () => {
-        // Runs again when the host refused it: start from nothing opened.
-        closeQuietly(pathFd);
-        pathFd = -1;
-        created = true;
-        try {
-          fd = openat(dir.fd, name, hostFlags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, wanted);
-        } catch (error) {
-          if (errnoOf(error) !== EEXIST || (flags & O_EXCL) !== 0) throw error;
-          created = false;
-          pathFd = openComponent(dir.fd, name);
-          fd = openForIo(pathFd, statFd(pathFd).mode & S_IFMT, hostFlags);
-        }
-      };
-      try {
-        this.#asCallerClaiming(
-          { uid, gid, groups },
-          () => [groupOfFd(dir.fd), groupOfEntry(dir.fd, name)],
-          () => this.#maybeKillingPrivileges(killSuidgid, openAsCaller),
-          (wanted & SETGID_BIT) !== 0,
-        );
-        if (created) {
-          // One statx of the new file serves the mode fix-up and the entry.
-          createdStat = statFd(fd);
-          pathFd = openCreated(dir.fd, name, fd, createdStat);
-          if (exact !== null && this.#settlePermissions(pathFd, exact, createdStat)) {
-            createdStat = undefined;
-          }
-        }
-      } catch (error) {
-        closeQuietly(fd);
-        closeQuietly(pathFd);
-        if (created && fd >= 0) unlinkQuietly(dir.fd, name, 0);
-        throw error;
-      }
-      let entry: EntryResult;
-      try {
-        entry = this.#adopt(dir, name, pathFd, createdStat);
-      } catch (error) {
-        closeQuietly(fd);
-        throw error;
-      }
-      const inode = this.#inodes.get(entry.nodeid)!;
-      return { entry, open: this.#addHandle(fd, inode, hostFlags, false) };
+      const dir = this.#dirToChange(parent, name);
+      const caller = { uid, gid, groups };
+      return this.#creator.createAndOpen(dir, name, flags, mode, umask, caller, killSuidgid);
     });
   }
 
   /** The host fd of an open file handle, for the handler's preadv/pwritev. EBADF if unknown. */
   readFd(fh: bigint): number {
-    return this.#run(() => this.#fileHandle(fh).fd);
+    return this.#run(() => this.#handles.file(fh).fd);
   }
 
   /**
@@ -762,7 +564,7 @@ export class PassthroughFs {
    */
   asyncWriteFd(fh: bigint): number {
     return this.#run(() => {
-      const handle = this.#fileHandle(fh);
+      const handle = this.#handles.file(fh);
       if (handle.directFd === DIRECT_WRITER_UNKNOWN) {
         handle.directFd = openDirectWriter(handle.fd, handle.flags);
       }
@@ -778,7 +580,7 @@ export class PassthroughFs {
    * handles are ignored.
    */
   dropDirectWriter(fh: bigint): void {
-    const handle = this.#handles.get(fh);
+    const handle = this.#handles.table.get(fh);
     if (handle !== undefined) handle.directUsable = false;
   }
 
@@ -791,8 +593,8 @@ export class PassthroughFs {
    */
   write<T>(fh: bigint, killSuidgid: boolean, transfer: (fd: number) => T): T {
     return this.#run(() => {
-      const fd = this.#fileHandle(fh).fd;
-      return this.#maybeKillingPrivileges(killSuidgid, () => transfer(fd));
+      const fd = this.#handles.file(fh).fd;
+      return this.#scope.maybeKillingPrivileges(killSuidgid, () => transfer(fd));
     });
   }
 
@@ -815,7 +617,7 @@ export class PassthroughFs {
 
   /** RELEASE: closes a file handle; unknown handles are ignored. */
   release(fh: bigint): void {
-    this.#closeHandle(fh);
+    this.#handles.close(fh);
   }
 
   /**
@@ -825,7 +627,7 @@ export class PassthroughFs {
    */
   flush(fh: bigint): void {
     this.#run(() => {
-      const handle = this.#fileHandle(fh);
+      const handle = this.#handles.file(fh);
       if (handle.directFd >= 0) closeFd(dupFd(handle.directFd));
       closeFd(dupFd(handle.fd));
     });
@@ -834,7 +636,7 @@ export class PassthroughFs {
   /** FSYNC (data only with `datasync`). */
   fsync(fh: bigint, datasync: boolean): void {
     this.#run(() => {
-      const fd = this.#fileHandle(fh).fd;
+      const fd = this.#handles.file(fh).fd;
       if (datasync) fdatasync(fd);
       else fsync(fd);
     });
@@ -843,7 +645,7 @@ export class PassthroughFs {
   /** FALLOCATE on an open file (mode: FALLOC_FL_* bits). */
   fallocate(fh: bigint, mode: number, offset: bigint, length: bigint): void {
     this.#run(() => {
-      const handle = this.#fileHandle(fh);
+      const handle = this.#handles.file(fh);
       this.#refuseIfReadOnly();
       fallocate(handle.fd, mode, fileOffset(offset), fileOffset(length));
     });
@@ -852,7 +654,7 @@ export class PassthroughFs {
   /** LSEEK (SEEK_DATA / SEEK_HOLE, or SET/CUR/END) on an open file; returns the new offset. */
   lseek(fh: bigint, offset: bigint, whence: number): bigint {
     return this.#run(() => {
-      const handle = this.#fileHandle(fh);
+      const handle = this.#handles.file(fh);
       if (!Number.isInteger(whence) || whence < 0 || whence > SEEK_WHENCE_MAX) {
         throw new FsError(EINVAL, `lseek whence ${whence}`);
       }
@@ -880,7 +682,7 @@ export class PassthroughFs {
     return this.#run(() => {
       const inode = this.#inode(nodeid);
       const fd = openForIo(inode.fd, inode.type, O_RDONLY | O_DIRECTORY);
-      return this.#addHandle(fd, inode, O_RDONLY | O_DIRECTORY, true);
+      return this.#handles.add(fd, inode, O_RDONLY | O_DIRECTORY, true);
     });
   }
 
@@ -893,14 +695,14 @@ export class PassthroughFs {
    */
   readdir(nodeid: bigint, fh: bigint, offset: bigint, size: number, plus: boolean): Uint8Array {
     return this.#run(() => {
-      const handle = this.#dirHandle(fh);
+      const handle = this.#handles.dir(fh);
       const cursor = handle.dir;
       if (cursor === null) throw new FsError(ENOTDIR);
       const dir = handle.inode;
       if (dir.nodeid !== nodeid) throw new FsError(EBADF, `handle ${fh} is not open on ${nodeid}`);
       const lookup = plus
         ? {
-          lookup: (name: Uint8Array) => this.#lookupIn(dir, name),
+          lookup: (name: Uint8Array) => this.#entries.lookupIn(dir, name),
           forgetOne: (id: bigint) => this.#inodes.forget(id, 1n),
         }
         : null;
@@ -910,13 +712,13 @@ export class PassthroughFs {
 
   /** RELEASEDIR; unknown handles are ignored. */
   releasedir(fh: bigint): void {
-    this.#closeHandle(fh);
+    this.#handles.close(fh);
   }
 
   /** FSYNCDIR. */
   fsyncdir(fh: bigint, datasync: boolean): void {
     this.#run(() => {
-      const fd = this.#dirHandle(fh).fd;
+      const fd = this.#handles.dir(fh).fd;
       if (datasync) fdatasync(fd);
       else fsync(fd);
     });
@@ -962,7 +764,7 @@ export class PassthroughFs {
     const handleOf = this.#migrationMode === "file-handles"
       ? handlesOnRootMount(this.#inodes.root.fd)
       : undefined;
-    return takeSnapshot(this.#inodes, this.#handles, this.#init, handleOf);
+    return takeSnapshot(this.#inodes, this.#handles.table, this.#init, handleOf);
   }
 
   /**
@@ -974,14 +776,14 @@ export class PassthroughFs {
    * snapshot always throws FsRestoreError.
    */
   restore(snapshot: FsSnapshot): { errors: string[] } {
-    if (this.#inodes.size !== 1 || this.#handles.size !== 0) {
+    if (this.#inodes.size !== 1 || this.#handles.table.size !== 0) {
       throw new FsRestoreError("restore needs a fresh filesystem (inodes or handles exist)");
     }
     const opener = HandleOpener.tryOpen(this.#inodes.root.fd);
     try {
       const outcome = restoreSnapshot({
         inodes: this.#inodes,
-        handles: this.#handles,
+        handles: this.#handles.table,
         onError: this.#migrationOnError,
         reopen: (inode, flags, isDir) => {
           if (isDir) return openForIo(inode.fd, inode.type, O_RDONLY | O_DIRECTORY);
@@ -1014,41 +816,6 @@ export class PassthroughFs {
     }
   }
 
-  /** Runs `operation` without CAP_FSETID when `kill` (the guest asked for KILL_SUIDGID). */
-  #maybeKillingPrivileges<T>(kill: boolean, operation: () => T): T {
-    return kill ? this.#credentials.withoutFsetid(operation) : operation();
-  }
-
-  /** Truncates a regular file to `size`, through `handle` when it is writable. */
-  #truncate(inode: Inode, handle: Handle | undefined, size: bigint): void {
-    if (inode.type === S_IFDIR) throw new FsError(EISDIR, "truncate of a directory");
-    if (inode.type !== S_IFREG) throw new FsError(EINVAL, "truncate of a special file");
-    const length = fileOffset(size);
-    if (handle !== undefined && (handle.flags & O_ACCMODE) !== O_RDONLY) {
-      ftruncate(handle.fd, length);
-      return;
-    }
-    const fd = reopenFd(inode.fd, O_WRONLY | O_CLOEXEC);
-    try {
-      ftruncate(fd, length);
-    } finally {
-      closeQuietly(fd);
-    }
-  }
-
-  /**
-   * Runs `operation` as `caller`, once more with the `involved` inodes'
-   * groups when the host refuses it (see group_claims.ts).
-   */
-  #asCallerClaiming<T>(
-    caller: Caller | undefined,
-    involved: InvolvedGids,
-    operation: () => T,
-    eager = false,
-  ): T {
-    return asCallerClaimingGroups(this.#credentials, caller, involved, operation, eager);
-  }
-
   #refuseIfReadOnly(): void {
     if (this.#readOnly) throw new FsError(EROFS);
   }
@@ -1066,176 +833,25 @@ export class PassthroughFs {
     return inode;
   }
 
-  #handle(fh: bigint): Handle {
-    const handle = this.#handles.get(fh);
-    if (handle === undefined) throw new FsError(EBADF, `unknown file handle ${fh}`);
-    if (handle.broken !== null) throw new FsError(EIO, handle.broken);
-    return handle;
-  }
-
-  #fileHandle(fh: bigint): Handle {
-    const handle = this.#handle(fh);
-    if (handle.isDir) throw new FsError(EISDIR, `file handle ${fh} is a directory`);
-    return handle;
-  }
-
-  #dirHandle(fh: bigint): Handle {
-    const handle = this.#handle(fh);
-    if (!handle.isDir || handle.dir === null) {
-      throw new FsError(ENOTDIR, `file handle ${fh} is not a directory`);
-    }
-    return handle;
-  }
-
   #attrResult(fd: number): AttrResult {
     return { attr: attrFromStatx(statFd(fd)), attrTimeoutSec: this.#attrTimeoutSec };
   }
 
-  #entry(inode: Inode, st: ReturnType<typeof statFd>): EntryResult {
-    return {
-      nodeid: inode.nodeid,
-      generation: 0n,
-      attr: attrFromStatx(st),
-      entryTimeoutSec: this.#entryTimeoutSec,
-      attrTimeoutSec: this.#attrTimeoutSec,
-    };
-  }
-
-  /** Looks up one plain name in `dir`, adding a lookup reference. */
-  #lookupIn(dir: Inode, name: Uint8Array): EntryResult {
-    // A name looked up before most likely still names the same file: one statx
-    // of the name answers. A new name is opened right away (no statx first).
-    const hinted = this.#inodes.locatedAt(dir, name);
-    if (hinted !== undefined) {
-      const known = this.#knownEntry(dir, name, hinted);
-      if (known !== undefined) return known;
-    }
-    const fd = openComponentOrErrno(dir.fd, name);
-    if (fd < 0) throw plainFsError(-fd);
-    return this.#adopt(dir, name, fd);
-  }
-
   /**
-   * The entry of `name` in `dir` when a statx of the name (never following a
-   * link, the name is one plain component) finds the host file of `hinted`,
-   * the inode last recorded there, and that inode holds its own fd: the fd
-   * keeps the file alive, so no other file can have its (dev, ino), and no
-   * fd needs opening. Undefined (the caller opens the name) when the name
-   * now names another file, the inode is known by file handle (whose
-   * identity needs an open to compare) or broken, or the statx fails (the
-   * open reports the error).
+   * Directory `parent`, about to have its entry `name` created or removed:
+   * EBADF, EIO or ENOTDIR for the directory, then the name's checks
+   * (checkEntryName), then EROFS on a read-only share.
    */
-  #knownEntry(dir: Inode, name: Uint8Array, hinted: Inode): EntryResult | undefined {
-    if (hinted.fileHandle !== null || hinted.broken !== null) return undefined;
-    const st = statEntryQuietly(dir.fd, name);
-    if (st === undefined || st.ino !== hinted.ino || st.dev !== hinted.dev) return undefined;
-    this.#inodes.addLookups(hinted);
-    return this.#entry(hinted, st);
-  }
-
-  /**
-   * Turns an O_PATH fd of `name` in `dir` (owned from now on) into an entry:
-   * the known inode of that host file, or a new one; adds a lookup reference
-   * and records `name` as where the inode is found now. `fresh` is the fd's
-   * status when the caller has it already (no statx then).
-   */
-  #adopt(dir: Inode, name: Uint8Array, fd: number, fresh?: StatxResult): EntryResult {
-    let st;
-    try {
-      st = fresh ?? statFd(fd);
-    } catch (error) {
-      closeQuietly(fd);
-      throw error;
-    }
-    const inode = this.#inodes.adopt(fd, st);
-    this.#inodes.addLookups(inode);
-    // Looked up again where it was: nothing to record (and no copy of the name to make).
-    const known = inode.location;
-    if (known === null || known.parent !== dir || !sameName(known.name, name)) {
-      this.#inodes.setLocation(inode, { parent: dir, name: name.slice() });
-    }
-    return this.#entry(inode, st);
-  }
-
-  /**
-   * Creates `name` in `parent` with `make` as `caller` (so it is born with
-   * the caller's ids), gives it exactly the `wanted` permission bits (null:
-   * none to apply, as for a symbolic link or a file inheriting a default
-   * ACL), and looks it up. When the mode cannot be applied the new entry is
-   * removed.
-   */
-  #createEntry(
-    parent: bigint,
-    name: Uint8Array,
-    wanted: number | null,
-    caller: Caller,
-    isDir: boolean,
-    make: (dirFd: number) => void,
-  ): EntryResult {
+  #dirToChange(parent: bigint, name: Uint8Array): Inode {
     const dir = this.#directory(parent);
     checkEntryName(name);
     this.#refuseIfReadOnly();
-    this.#asCallerClaiming(
-      caller,
-      () => [groupOfFd(dir.fd)],
-      () => make(dir.fd),
-      wanted !== null && (wanted & SETGID_BIT) !== 0,
-    );
-    const fd = openComponent(dir.fd, name);
-    let st: StatxResult | undefined;
-    try {
-      if (wanted !== null) {
-        st = statFd(fd);
-        if (this.#settlePermissions(fd, wanted, st)) st = undefined;
-      }
-    } catch (error) {
-      closeQuietly(fd);
-      unlinkQuietly(dir.fd, name, isDir ? AT_REMOVEDIR : 0);
-      throw error;
-    }
-    return this.#adopt(dir, name, fd, st);
-  }
-
-  /**
-   * Sets the rwx bits of a new file to exactly `wanted`'s: vhostd's own
-   * umask may have cleared some the guest asked for. Runs as vhostd, after
-   * the caller's creation, and keeps the special bits the host kernel chose
-   * (the setgid bit a directory inherits, a setgid bit it refused a caller
-   * outside the group). `st` is the file's status. True when it changed
-   * the mode (`st` is then stale).
-   */
-  #settlePermissions(fd: number, wanted: number, st: StatxResult): boolean {
-    const mode = st.mode & PERMISSION_BITS;
-    const expected = (mode & ~ACCESS_BITS) | (wanted & ACCESS_BITS);
-    if (mode === expected) return false;
-    chmodProcFd(fd, expected);
-    return true;
-  }
-
-  /**
-   * The permission bits to create a file with (`wanted`) and to fix it to
-   * afterwards (`exact`): `mode & ~umask` both, or, in a directory whose
-   * default ACL the host applies (POSIX ACL session), the unmasked mode and
-   * no fix-up.
-   */
-  #creationMode(
-    parent: bigint,
-    mode: number,
-    umask: number,
-  ): { wanted: number; exact: number | null } {
-    const dir = this.#inodes.get(parent);
-    if (dir !== undefined && dir.broken === null && this.#xattr.inheritsDefaultAcl(dir)) {
-      return { wanted: mode & PERMISSION_BITS, exact: null };
-    }
-    const wanted = mode & ~umask & PERMISSION_BITS;
-    return { wanted, exact: wanted };
+    return dir;
   }
 
   #remove(parent: bigint, name: Uint8Array, flags: number, caller: Caller | undefined): void {
-    const dir = this.#directory(parent);
-    checkEntryName(name);
-    this.#refuseIfReadOnly();
-    this.#asCallerClaiming(
+    const dir = this.#dirToChange(parent, name);
+    this.#scope.asCallerClaiming(
       caller,
       () => [groupOfFd(dir.fd)], // the entry's own group grants nothing here
       () => unlinkat(dir.fd, name, flags),
@@ -1246,77 +862,8 @@ export class PassthroughFs {
     if (recorded !== undefined) this.#inodes.setLocation(recorded, null);
   }
 
-  #addHandle(fd: number, inode: Inode, flags: number, isDir: boolean): OpenResult {
-    const handle = this.#handles.add(fd, inode, flags, isDir);
-    this.#inodes.hold(inode);
-    return { fh: handle.fh, openFlags: isDir ? this.#dirOpenFlags : this.#fileOpenFlags };
-  }
-
-  #closeHandle(fh: bigint): void {
-    const handle = this.#handles.remove(fh);
-    if (handle === undefined) return;
-    closeQuietly(handle.fd);
-    closeDirectWriter(handle.directFd);
-    this.#inodes.release(handle.inode);
-  }
-
   #dropAll(): void {
-    for (const handle of [...this.#handles.values()]) {
-      this.#handles.remove(handle.fh);
-      closeQuietly(handle.fd);
-      closeDirectWriter(handle.directFd);
-    }
+    this.#handles.closeAll();
     this.#inodes.clear();
   }
-}
-
-/**
- * Opens the file an O_PATH fd holds for I/O. Only regular files and (with
- * O_DIRECTORY in `flags`) directories: anything else opened as a directory
- * is ENOTDIR, a link ELOOP, a directory opened as a file EISDIR, anything
- * else EPERM. O_NOATIME is dropped when the host
- * refuses it (EPERM: vhostd does not own the file).
- */
-function openForIo(pathFd: number, type: number, flags: number): number {
-  const wantsDir = (flags & O_DIRECTORY) !== 0;
-  if (wantsDir && type !== S_IFDIR) throw new FsError(ENOTDIR);
-  if (type === S_IFLNK) throw new FsError(ELOOP, "symbolic links are not opened");
-  if (!wantsDir && type === S_IFDIR) throw new FsError(EISDIR);
-  if (type !== S_IFREG && type !== S_IFDIR) {
-    throw new FsError(EPERM, "device nodes, FIFOs and sockets are not opened on the host");
-  }
-  try {
-    return reopenFd(pathFd, flags | O_CLOEXEC);
-  } catch (error) {
-    if (errnoOf(error) !== EPERM || (flags & O_NOATIME) === 0) throw error;
-    return reopenFd(pathFd, (flags & ~O_NOATIME) | O_CLOEXEC);
-  }
-}
-
-function unlinkQuietly(dirFd: number, name: Uint8Array, flags: number): void {
-  try {
-    unlinkat(dirFd, name, flags);
-  } catch {
-    // Best effort: the entry may already be gone.
-  }
-}
-
-/** A u64 file offset or length as a number; EFBIG past 2^53. */
-function fileOffset(value: bigint): number {
-  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new FsError(EFBIG, `offset ${value}`);
-  return Number(value);
-}
-
-/** Entry and attribute timeouts of each cache policy (virtiofsd's values). */
-const CACHE_TIMEOUT_SEC: Record<CachePolicy, number> = {
-  never: 0,
-  metadata: 86400,
-  auto: DEFAULT_TIMEOUT_SEC,
-  always: 86400,
-};
-
-function checkTimeout(value: number | undefined, what: string): number {
-  if (value === undefined) return DEFAULT_TIMEOUT_SEC;
-  if (!Number.isFinite(value) || value < 0) throw new Error(`${what} must be a number >= 0`);
-  return value;
 }

@@ -1,0 +1,97 @@
+/**
+ * Turning a name in a directory into the guest's entry for it: the inode of
+ * the host file found there (a known one, or a new one), one more lookup
+ * reference on it, the name recorded as where it is found now, and the
+ * attributes with the share's cache timeouts.
+ *
+ * @module
+ */
+
+import { closeQuietly, type StatxResult } from "../../../../ffi/mod.ts";
+import { openComponentOrErrno, statEntryQuietly, statFd } from "./confined_open.ts";
+import { attrFromStatx } from "./fs_attr.ts";
+import { plainFsError } from "./fs_errors.ts";
+import { sameName } from "./fs_names.ts";
+import type { EntryResult } from "./fs_types.ts";
+import type { Inode, InodeTable } from "./inode_table.ts";
+
+/** Entries of the inodes of one table (LOOKUP, READDIRPLUS, and every creation). */
+export class EntryLookup {
+  readonly #inodes: InodeTable;
+  readonly #entryTimeoutSec: number;
+  readonly #attrTimeoutSec: number;
+
+  /** Entries of `inodes`' inodes, valid for the given timeouts (from the cache policy). */
+  constructor(inodes: InodeTable, entryTimeoutSec: number, attrTimeoutSec: number) {
+    this.#inodes = inodes;
+    this.#entryTimeoutSec = entryTimeoutSec;
+    this.#attrTimeoutSec = attrTimeoutSec;
+  }
+
+  /** The entry of `inode`, whose status is `st`, with the cache policy's timeouts. */
+  entry(inode: Inode, st: StatxResult): EntryResult {
+    return {
+      nodeid: inode.nodeid,
+      generation: 0n,
+      attr: attrFromStatx(st),
+      entryTimeoutSec: this.#entryTimeoutSec,
+      attrTimeoutSec: this.#attrTimeoutSec,
+    };
+  }
+
+  /** Looks up one plain name in `dir`, adding a lookup reference. */
+  lookupIn(dir: Inode, name: Uint8Array): EntryResult {
+    // A name looked up before most likely still names the same file: one statx
+    // of the name answers. A new name is opened right away (no statx first).
+    const hinted = this.#inodes.locatedAt(dir, name);
+    if (hinted !== undefined) {
+      const known = this.#knownEntry(dir, name, hinted);
+      if (known !== undefined) return known;
+    }
+    const fd = openComponentOrErrno(dir.fd, name);
+    if (fd < 0) throw plainFsError(-fd);
+    return this.adopt(dir, name, fd);
+  }
+
+  /**
+   * The entry of `name` in `dir` when a statx of the name (never following a
+   * link, the name is one plain component) finds the host file of `hinted`,
+   * the inode last recorded there, and that inode holds its own fd: the fd
+   * keeps the file alive, so no other file can have its (dev, ino), and no
+   * fd needs opening. Undefined (the caller opens the name) when the name
+   * now names another file, the inode is known by file handle (whose
+   * identity needs an open to compare) or broken, or the statx fails (the
+   * open reports the error).
+   */
+  #knownEntry(dir: Inode, name: Uint8Array, hinted: Inode): EntryResult | undefined {
+    if (hinted.fileHandle !== null || hinted.broken !== null) return undefined;
+    const st = statEntryQuietly(dir.fd, name);
+    if (st === undefined || st.ino !== hinted.ino || st.dev !== hinted.dev) return undefined;
+    this.#inodes.addLookups(hinted);
+    return this.entry(hinted, st);
+  }
+
+  /**
+   * Turns an O_PATH fd of `name` in `dir` (owned from now on) into an entry:
+   * the known inode of that host file, or a new one; adds a lookup reference
+   * and records `name` as where the inode is found now. `fresh` is the fd's
+   * status when the caller has it already (no statx then).
+   */
+  adopt(dir: Inode, name: Uint8Array, fd: number, fresh?: StatxResult): EntryResult {
+    let st;
+    try {
+      st = fresh ?? statFd(fd);
+    } catch (error) {
+      closeQuietly(fd);
+      throw error;
+    }
+    const inode = this.#inodes.adopt(fd, st);
+    this.#inodes.addLookups(inode);
+    // Looked up again where it was: nothing to record (and no copy of the name to make).
+    const known = inode.location;
+    if (known === null || known.parent !== dir || !sameName(known.name, name)) {
+      this.#inodes.setLocation(inode, { parent: dir, name: name.slice() });
+    }
+    return this.entry(inode, st);
+  }
+}
