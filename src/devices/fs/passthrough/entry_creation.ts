@@ -37,8 +37,8 @@ import type { OpenHandles } from "./open_handles.ts";
 import { hostOpenFlags } from "./open_flags.ts";
 import { openForIo } from "./open_for_io.ts";
 import type { XattrOps } from "./xattr_ops.ts";
+import { PERMISSION_BITS } from "./fs_attr.ts";
 
-const PERMISSION_BITS = 0o7777;
 /** rwx for user, group and others: the bits a umask decides. */
 const ACCESS_BITS = 0o777;
 

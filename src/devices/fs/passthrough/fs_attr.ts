@@ -9,6 +9,9 @@ import type { StatxResult } from "../../../../ffi/mod.ts";
 import type { FuseAttr, FuseEntryOut } from "../fuse/fuse_reply.ts";
 import type { EntryResult } from "./fs_types.ts";
 
+/** The permission bits of a mode (rwx for all three, setuid, setgid, sticky): what chmod sets. */
+export const PERMISSION_BITS = 0o7777;
+
 const U32 = 2 ** 32;
 
 /**

@@ -23,9 +23,10 @@
  * kernel makes the permission checks it would make for that user, and a new
  * file is born with its owner and exactly the permission bits asked for
  * (`entry_creation.ts`). Otherwise everything runs as vhostd's user. The
- * guest sends supplementary groups only for creations
- * (FUSE_CREATE_SUPP_GROUP); other operations run with none, so access
- * granted only through a supplementary group is refused by the host.
+ * guest sends at most one supplementary group, and only for creations
+ * (FUSE_CREATE_SUPP_GROUP); an operation the host refuses is tried once
+ * more with the groups of the inodes it involves, the only ones the guest's
+ * own permission check could have relied on (`group_claims.ts`).
  *
  * Setuid bits (HANDLE_KILLPRIV_V2): a write, truncate or chown the guest
  * flags as coming from a caller without CAP_FSETID runs without CAP_FSETID,

@@ -37,8 +37,7 @@ import { FsError } from "./fs_errors.ts";
 import { groupOfFd, SETGID_BIT } from "./group_claims.ts";
 import type { Handle } from "./handle_table.ts";
 import type { Inode } from "./inode_table.ts";
-
-const PERMISSION_BITS = 0o7777;
+import { PERMISSION_BITS } from "./fs_attr.ts";
 
 /**
  * Applies the changes `args.valid` selects to `inode`, each as `caller`

@@ -66,6 +66,7 @@ import { statFd } from "./confined_open.ts";
 import { FsError, FsRestoreError } from "./fs_errors.ts";
 import type { Inode } from "./inode_table.ts";
 import { parseXattrMapping, type XattrMapping } from "./xattr_mapping.ts";
+import { PERMISSION_BITS } from "./fs_attr.ts";
 
 /** The INIT flags `posixAcl` needs the guest to accept together (virtiofsd's set). */
 export const POSIX_ACL_INIT_FLAGS: number = FuseInitFlag.POSIX_ACL | FuseInitFlag.DONT_MASK |
@@ -96,7 +97,6 @@ const encoder = new TextEncoder();
 const ACL_ACCESS = encoder.encode("system.posix_acl_access");
 const ACL_DEFAULT = encoder.encode("system.posix_acl_default");
 const S_ISGID = 0o2000;
-const PERMISSION_BITS = 0o7777;
 /** Attempts at reading a name list that keeps growing between its size query and the read. */
 const LIST_ATTEMPTS = 4;
 
