@@ -206,19 +206,9 @@ export function callCore(
       const kill = (openFlags & FuseOpenInFlag.KILL_SUIDGID) !== 0;
       return openOut(fs.open(nodeid, flags, caller, kill), reply);
     }
-    case FuseOpcode.STATFS: {
-      const st = fs.statfs(nodeid);
-      return encodeStatfsOut({
-        blocks: st.blocks,
-        bfree: st.bfree,
-        bavail: st.bavail,
-        files: st.files,
-        ffree: st.ffree,
-        bsize: st.bsize,
-        namelen: st.namelen,
-        frsize: st.frsize,
-      });
-    }
+    case FuseOpcode.STATFS:
+      // StatfsResult has fuse_kstatfs's fields, by name.
+      return encodeStatfsOut(fs.statfs(nodeid));
     case FuseOpcode.RELEASE:
       fs.release(request.args.fh);
       return EMPTY;
