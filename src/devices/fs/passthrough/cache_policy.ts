@@ -63,8 +63,7 @@ export function cacheSettings(
   };
 }
 
-function checkTimeout(value: number | undefined, what: string): number {
-  if (value === undefined) return DEFAULT_TIMEOUT_SEC;
+function checkTimeout(value: number, what: string): number {
   if (!Number.isFinite(value) || value < 0) throw new Error(`${what} must be a number >= 0`);
   return value;
 }
