@@ -88,6 +88,7 @@ import {
   FuseOpcode,
   FuseProtocolError,
   type FuseRequestArgs,
+  type FuseRequestExtensions,
   FuseWriteFlag,
   opcodeName,
   readStruct,
@@ -189,6 +190,9 @@ class RequestFailure extends Error {
     super(reason ?? `errno ${errno}`);
   }
 }
+
+/** The extensions of a request that has none (shared: nothing writes to it). */
+const NO_EXTENSIONS: Readonly<FuseRequestExtensions> = Object.freeze({});
 
 /** DESTROY and INIT (of a new session) close every open handle. */
 function closesEveryHandle(opcode: number): boolean {
@@ -368,15 +372,20 @@ export class FsRequestHandler implements QueueHandler {
       }
       const length = Math.min(header.len, chain.readableLength());
       // Most requests fit in the bytes read already: decoded from there, not copied again.
-      let bytes: Uint8Array;
+      let body: Uint8Array;
       if (length <= got) {
-        bytes = this.#head.subarray(0, length);
+        body = requestBody(header, this.#head, length);
       } else {
-        bytes = this.#request.zeroed(length);
+        const bytes = this.#request.zeroed(length);
         chain.readFrom(memory, 0, bytes);
+        body = requestBody(header, bytes);
       }
-      const body = requestBody(header, bytes);
-      const { args, extensions } = splitExtensions(body, header.totalExtlen);
+      // Most requests carry no extension: no split and no extension object to make for them.
+      let args = body;
+      let extensions: Readonly<FuseRequestExtensions> = NO_EXTENSIONS;
+      if (header.totalExtlen !== 0) {
+        ({ args, extensions } = splitExtensions(body, header.totalExtlen));
+      }
       const request = decodeArgs(opcode, args, this.#decodeOptions);
       if (request.opcode === FuseOpcode.READ) {
         return this.#read(

@@ -7,11 +7,16 @@
  * @module
  */
 
+/** Lengths below this get one kept view each from {@linkcode RequestScratch.unzeroed}. */
+const KEPT_VIEW_LIMIT = 1024;
+
 /** One reusable buffer with an off-heap ArrayBuffer allocated once. */
 export class RequestScratch {
   readonly #buffer: Uint8Array<ArrayBuffer>;
   /** A DataView of the whole buffer, for encoders that take one. */
   readonly view: DataView;
+  /** Views of the first n bytes, by n below KEPT_VIEW_LIMIT, made when first asked for. */
+  readonly #views: (Uint8Array<ArrayBuffer> | undefined)[] = [];
 
   /** A buffer of `capacity` bytes. */
   constructor(capacity: number) {
@@ -50,6 +55,9 @@ export class RequestScratch {
    */
   unzeroed(length: number = this.#buffer.byteLength): Uint8Array<ArrayBuffer> {
     if (length > this.#buffer.byteLength) return new Uint8Array(length);
-    return length === this.#buffer.byteLength ? this.#buffer : this.#buffer.subarray(0, length);
+    if (length === this.#buffer.byteLength) return this.#buffer;
+    if (length >= KEPT_VIEW_LIMIT) return this.#buffer.subarray(0, length);
+    // Fixed-size replies come in a few lengths, every request: each view is made once.
+    return this.#views[length] ??= this.#buffer.subarray(0, length);
   }
 }

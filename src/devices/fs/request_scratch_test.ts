@@ -35,3 +35,14 @@ Deno.test("RequestScratch.viewOf gives the kept view for its own bytes, a fittin
   assert.equal(view.byteLength, 16);
   assert.notEqual(scratch.viewOf(scratch.unzeroed().subarray(4)), scratch.view, "not at its start");
 });
+
+Deno.test("RequestScratch.unzeroed keeps one view per small length: no new object per reply", () => {
+  const scratch = new RequestScratch(4096);
+  const entry = scratch.unzeroed(144);
+  assert.equal(scratch.unzeroed(16).byteLength, 16);
+  assert.equal(scratch.unzeroed(144), entry, "the same view again");
+  assert.equal(entry.byteLength, 144);
+  const long = scratch.unzeroed(2048);
+  assert.equal(long.byteLength, 2048);
+  assert.equal(long.buffer, entry.buffer);
+});

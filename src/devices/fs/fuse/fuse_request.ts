@@ -96,15 +96,23 @@ export function splitRequest(bytes: Uint8Array): FuseRequestParts {
 
 /**
  * The body of a request whose `header` was decoded from the start of
- * `bytes` already, with {@linkcode splitRequest}'s checks.
+ * `bytes` already, with {@linkcode splitRequest}'s checks; only the first
+ * `available` bytes of `bytes` belong to the request (a reused buffer
+ * longer than it: no view of the request to cut first).
  */
-export function requestBody(header: FuseInHeader, bytes: Uint8Array): Uint8Array {
+export function requestBody(
+  header: FuseInHeader,
+  bytes: Uint8Array,
+  available: number = bytes.byteLength,
+): Uint8Array {
   if (header.len < FUSE_IN_HEADER.size) {
     throw new FuseProtocolError(`fuse_in_header.len ${header.len} is shorter than the header`);
   }
-  if (header.len > bytes.byteLength) {
+  if (header.len > Math.min(available, bytes.byteLength)) {
     throw new FuseProtocolError(
-      `fuse_in_header.len ${header.len} exceeds the ${bytes.byteLength} bytes of the request`,
+      `fuse_in_header.len ${header.len} exceeds the ${
+        Math.min(available, bytes.byteLength)
+      } bytes of the request`,
     );
   }
   return bytes.subarray(FUSE_IN_HEADER.size, header.len);
