@@ -358,6 +358,8 @@ export const UTIME_OMIT: number = (1 << 30) - 2;
 // statx(2) mask bits.
 /** statx: the fields that struct stat has. */
 export const STATX_BASIC_STATS = 0x7ff;
+/** statx: the inode number (stx_ino); the device (stx_dev_*) always comes. */
+export const STATX_INO = 0x100;
 /** statx: the mount id (stx_mnt_id). */
 export const STATX_MNT_ID = 0x1000;
 

@@ -17,6 +17,7 @@
 import {
   AT_EMPTY_PATH,
   AT_FDCWD,
+  AT_SYMLINK_NOFOLLOW,
   O_CLOEXEC,
   O_CREAT,
   O_DIRECTORY,
@@ -25,6 +26,7 @@ import {
   O_PATH,
   STATX_BASIC_STATS,
   STATX_DIOALIGN,
+  STATX_INO,
   STATX_MNT_ID,
   SYS_getdents64,
   SYS_openat2,
@@ -359,6 +361,20 @@ export function fstatatOrErrno(dirfd: number, name: PathArg, flags: number): Sta
   };
   if ((mask & STATX_MNT_ID) !== 0) result.mntId = view.getBigUint64(144, true);
   return result;
+}
+
+/**
+ * True when `fd` (O_PATH fds included, never following a link) holds the
+ * host file `dev`/`ino` (as {@linkcode fstatat} reports them); false when
+ * it holds another or its statx fails. No status object is made: an
+ * identity check after an open needs two numbers, not the whole struct.
+ */
+export function fdHoldsFile(fd: number, dev: number, ino: bigint): boolean {
+  const flags = AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW;
+  if (libc().statx(fd, scratchPath("statx", ""), flags, STATX_INO, statxBuffer) < 0) return false;
+  const view = statxView;
+  return (view.getUint32(0, true) & STATX_INO) !== 0 && view.getBigUint64(32, true) === ino &&
+    makedev(view.getUint32(136, true), view.getUint32(140, true)) === dev;
 }
 
 /** Direct-I/O alignment of an open file (`statx` STATX_DIOALIGN). */

@@ -39,6 +39,7 @@ import {
   faccessat,
   fchmod,
   fchownat,
+  fdHoldsFile,
   fstatat,
   fstatatOrErrno,
   fstatfs,
@@ -205,6 +206,26 @@ Deno.test("fstatatOrErrno answers a failure with its errno, negated, and states 
     () => fstatat(dir.dirfd, "missing", 0),
     (e) => e instanceof SyscallError && e.errno === ENOENT,
   );
+});
+
+Deno.test("fdHoldsFile compares the fd's file with a device and inode number, links not followed", () => {
+  using dir = scratch();
+  writeFile(dir.dirfd, "file", "inside");
+  writeFile(dir.dirfd, "other", "else");
+  symlinkat("file", dir.dirfd, "link");
+  const file = fstatat(dir.dirfd, "file", 0);
+  const fd = openat(dir.dirfd, "file", O_PATH | O_CLOEXEC);
+  const link = openat(dir.dirfd, "link", O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  try {
+    assert.equal(fdHoldsFile(fd, file.dev, file.ino), true);
+    assert.equal(fdHoldsFile(fd, file.dev, fstatat(dir.dirfd, "other", 0).ino), false);
+    assert.equal(fdHoldsFile(fd, file.dev + 1, file.ino), false, "same inode number, other device");
+    assert.equal(fdHoldsFile(link, file.dev, file.ino), false, "the link itself, not its target");
+    assert.equal(fdHoldsFile(-1, file.dev, file.ino), false, "a failing statx");
+  } finally {
+    closeFd(fd);
+    closeFd(link);
+  }
 });
 
 Deno.test("openat2 confines resolution with RESOLVE_BENEATH, RESOLVE_NO_SYMLINKS, RESOLVE_IN_ROOT", () => {

@@ -9,6 +9,7 @@ import {
   AT_EMPTY_PATH,
   AT_SYMLINK_NOFOLLOW,
   closeQuietly,
+  fdHoldsFile,
   fstatat,
   fstatatOrErrno,
   O_CLOEXEC,
@@ -75,8 +76,7 @@ export function openCreated(
   let pathFd = -1;
   try {
     pathFd = openComponent(dirFd, name);
-    const found = statFd(pathFd);
-    if (found.ino === created.ino && found.dev === created.dev) return pathFd;
+    if (fdHoldsFile(pathFd, created.dev, created.ino)) return pathFd;
   } catch {
     // Gone or unreadable under that name by now: the fd still holds the file.
   }
