@@ -14,6 +14,7 @@ import { plainFsError } from "./fs_errors.ts";
 import { sameName } from "./fs_names.ts";
 import type { EntryResult } from "./fs_types.ts";
 import type { Inode, InodeTable } from "./inode_table.ts";
+import { keepName } from "./kept_names.ts";
 
 /** Entries of the inodes of one table (LOOKUP, READDIRPLUS, and every creation). */
 export class EntryLookup {
@@ -90,7 +91,7 @@ export class EntryLookup {
     // Looked up again where it was: nothing to record (and no copy of the name to make).
     const known = inode.location;
     if (known === null || known.parent !== dir || !sameName(known.name, name)) {
-      this.#inodes.setLocation(inode, { parent: dir, name: name.slice() });
+      this.#inodes.setLocation(inode, { parent: dir, name: keepName(name) });
     }
     return this.entry(inode, st);
   }

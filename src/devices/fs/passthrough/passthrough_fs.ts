@@ -149,6 +149,7 @@ export type {
   OpenResult,
   StatfsResult,
 } from "./fs_types.ts";
+import { keepName } from "./kept_names.ts";
 
 const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
 const SEEK_WHENCE_MAX = 4; // SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE
@@ -472,8 +473,8 @@ export class PassthroughFs {
         this.#inodes.setLocation(recordedAtTarget, null);
       }
       if (!exchange && other) this.#inodes.clearLocationIf(other, newDir, newName);
-      if (moved) this.#inodes.setLocation(moved, { parent: newDir, name: newName.slice() });
-      if (exchange && other) this.#inodes.setLocation(other, { parent: dir, name: name.slice() });
+      if (moved) this.#inodes.setLocation(moved, { parent: newDir, name: keepName(newName) });
+      if (exchange && other) this.#inodes.setLocation(other, { parent: dir, name: keepName(name) });
     });
   }
 
