@@ -4,16 +4,18 @@
  * the next request overwrites. A `slice()` of it is a new ArrayBuffer each
  * time, ~0.5 µs in Deno 2.9.6 against ~0.09 µs for a view of a shared slab
  * (a loop of 14-byte names), on every new inode a LOOKUP, CREATE or
- * READDIRPLUS adopts. Slabs are small, so a slab one surviving name keeps
- * alive costs little.
+ * READDIRPLUS adopts. Slabs are small: a slab that one surviving name
+ * keeps alive while the rest of its names are gone costs 1 KiB at worst
+ * (about an inode's own share of memory), and a new slab is needed only
+ * every few dozen names.
  *
  * @module
  */
 
-/** Bytes per slab: a few hundred typical names. */
-const SLAB_BYTES = 4096;
-/** Names longer than this get an array of their own (NAME_MAX is 255: only a caller's odd use). */
-const LONGEST_SHARED = 512;
+/** Bytes per slab: a few dozen typical names. */
+const SLAB_BYTES = 1024;
+/** Names longer than this get an array of their own (no entry name is: NAME_MAX is 255). */
+const LONGEST_SHARED = 256;
 
 /** Hands out kept copies of names, packed into shared slabs; one per isolate is enough. */
 export class KeptNames {
