@@ -2,7 +2,8 @@
  * virtio-fs benchmark (part of `deno task bench`, `--only fs`): a TCG guest
  * under QEMU mounts a tmpfs directory shared through `vhostd fs` and runs
  * the workload of `fsBenchScript` — sequential write and read of 64 MiB
- * (MiB/s), create, stat and unlink of 1,000 files (seconds and ops/s). When
+ * (MiB/s), create, stat and unlink of 1,000 files (seconds and ops/s), timed
+ * after one untimed round of the same (a warm-up, as the host rows have). When
  * a virtiofsd is installed the same workload runs against it in the same
  * run, and the table shows both and their ratio. Not a test: it prints
  * numbers and never fails on speed.
@@ -159,7 +160,8 @@ function virtiofsdVersion(binary: string): string {
 export async function runFsBench(runs = 3): Promise<void> {
   console.log(
     `\nvirtio-fs: TCG guest (QEMU, no KVM) on a tmpfs shared directory; ` +
-      `${BENCH_FILE_MIB} MiB sequential, ${BENCH_FILES} files; ${runs} runs each, alternating ` +
+      `${BENCH_FILE_MIB} MiB sequential, ${BENCH_FILES} files, timed after one untimed round; ` +
+      `${runs} runs each, alternating ` +
       `who goes first (median; the ratio of each run in brackets)`,
   );
   if (!qemuAvailable()) {
