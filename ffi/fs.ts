@@ -358,8 +358,9 @@ export function fstatatOrErrno(dirfd: number, name: PathArg, flags: number): Sta
     mtimeNsec: view.getUint32(120, true),
     rdev: makedev(view.getUint32(128, true), view.getUint32(132, true)),
     dev: makedev(view.getUint32(136, true), view.getUint32(140, true)),
+    // In the literal, not added after: one object shape, no extra property store per call.
+    mntId: (mask & STATX_MNT_ID) !== 0 ? view.getBigUint64(144, true) : undefined,
   };
-  if ((mask & STATX_MNT_ID) !== 0) result.mntId = view.getBigUint64(144, true);
   return result;
 }
 
