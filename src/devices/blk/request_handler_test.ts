@@ -1091,6 +1091,25 @@ Deno.test(
   }),
 );
 
+Deno.test("each completion is signalled with the sync engine, once per round with io_uring", () => {
+  const kinds: [RealEngine, boolean][] = URING_UNAVAILABLE === undefined
+    ? [["sync", true], ["io_uring", false]]
+    : [["sync", true]];
+  for (const [aio, each] of kinds) {
+    const backing = openBacking({ kind: "ram", size: DISK_SIZE, readOnly: false });
+    const device = new BlkDevice(backing, { numQueues: 1, queueSize: 128, serial: SERIAL, aio });
+    const handler = new BlkRequestHandler(device.workerSetup());
+    try {
+      handler.attach(new RecordingContext());
+      assert.equal(handler.engine?.kind, aio);
+      assert.equal(handler.notifiesEachCompletion(), each, aio);
+    } finally {
+      handler.close();
+      device.close();
+    }
+  }
+});
+
 Deno.test("attach falls back to the sync engine when io_uring cannot be opened in the Worker", () => {
   const backing = openBacking({ kind: "ram", size: DISK_SIZE, readOnly: false });
   const device = new BlkDevice(backing, {
