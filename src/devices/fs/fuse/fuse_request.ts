@@ -108,11 +108,10 @@ export function requestBody(
   if (header.len < FUSE_IN_HEADER.size) {
     throw new FuseProtocolError(`fuse_in_header.len ${header.len} is shorter than the header`);
   }
-  if (header.len > Math.min(available, bytes.byteLength)) {
+  const size = Math.min(available, bytes.byteLength);
+  if (header.len > size) {
     throw new FuseProtocolError(
-      `fuse_in_header.len ${header.len} exceeds the ${
-        Math.min(available, bytes.byteLength)
-      } bytes of the request`,
+      `fuse_in_header.len ${header.len} exceeds the ${size} bytes of the request`,
     );
   }
   return bytes.subarray(FUSE_IN_HEADER.size, header.len);
