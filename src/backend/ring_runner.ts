@@ -280,10 +280,13 @@ export class RingRunner {
     }
     const len = Number.isInteger(written) && written >= 0 ? Math.min(written, 0xffff_ffff) : 0;
     this.#stats?.completed(head, tracked, len);
+    const notify = this.onNotify;
+    // Signalled one by one, a reply is timed before it is published: a driver
+    // that sees it (woken or polling) then also sees its latency counted.
+    if (notify !== undefined) this.#stats?.endRound();
     this.#recorder?.completing(head);
     this.queue.pushUsed(head, len);
     this.#recorder?.completed(head, this.queue.nextUsed);
-    const notify = this.onNotify;
     if (notify === undefined) {
       this.#completedSinceNotify++;
     } else if (this.queue.needsNotification()) {

@@ -102,3 +102,18 @@ Deno.test("framework failures are counted by kind", () => {
   assert.ok(runner.broken);
   assert.equal(stats().ringBreaks, 1);
 });
+
+Deno.test("with onNotify, each reply is timed before it is published", () => {
+  const { handler, runner, add, stats, driver } = setup();
+  let signals = 0;
+  runner.onNotify = () => signals++;
+  add(2);
+  runner.process();
+  for (const [i, chain] of handler.held.entries()) {
+    runner.complete(chain, 1);
+    // A driver that finds the reply (woken or polling) finds its latency counted too.
+    assert.ok(driver.takeUsed() !== undefined);
+    assert.equal(sum(stats().latencyCounts), i + 1);
+  }
+  assert.ok(signals >= 1);
+});

@@ -104,9 +104,10 @@ export class QueueStatsWriter {
   }
 
   /**
-   * The Worker's round is over (the driver is about to be notified of what
-   * completed, which is when the guest sees it): one clock reading times
-   * every request completed since the last round.
+   * The driver is about to see what completed: at the Worker's round end,
+   * or before each reply is published when the device signals each
+   * completion. One clock reading times every request completed since the
+   * last call.
    */
   endRound(): void {
     const count = this.#pendingCount;
