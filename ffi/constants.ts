@@ -368,6 +368,12 @@ export const STATX_MNT_ID = 0x1000;
 export const SYS_getdents64 = 217;
 /** openat2(2), Linux 5.6+. */
 export const SYS_openat2 = 437;
+/** open_tree(2), Linux 5.2+. */
+export const SYS_open_tree = 428;
+/** open_tree: a detached copy of the mount (needs CAP_SYS_ADMIN); without it, an O_PATH fd. */
+export const OPEN_TREE_CLONE = 0x1;
+/** open_tree: close on exec (the value of O_CLOEXEC). */
+export const OPEN_TREE_CLOEXEC = 0o2000000;
 /** io_uring_setup(2), Linux 5.1+. */
 export const SYS_io_uring_setup = 425;
 /** io_uring_enter(2). */

@@ -24,11 +24,13 @@ import {
   O_EXCL,
   O_NOFOLLOW,
   O_PATH,
+  OPEN_TREE_CLOEXEC,
   STATX_BASIC_STATS,
   STATX_DIOALIGN,
   STATX_INO,
   STATX_MNT_ID,
   SYS_getdents64,
+  SYS_open_tree,
   SYS_openat2,
   UTIME_NOW,
   UTIME_OMIT,
@@ -184,6 +186,26 @@ export function openat2Supported(): boolean {
     openat2Probe = false;
   }
   return openat2Probe;
+}
+
+const SYS_OPEN_TREE = BigInt(SYS_open_tree);
+
+/**
+ * A new O_PATH fd (close-on-exec) of the file `fd` holds, any kind of fd and
+ * file, with no name looked up: `open_tree(fd, "", AT_EMPTY_PATH)` without
+ * OPEN_TREE_CLONE, which the kernel documents as the same as an O_PATH
+ * openat of that file. A failure is its errno, negated: ENOSYS before Linux
+ * 5.2, EPERM under a seccomp filter that refuses open_tree.
+ */
+export function pathFdOfOrErrno(fd: number): number {
+  const flags = AT_EMPTY_PATH | OPEN_TREE_CLOEXEC;
+  for (;;) {
+    const path = scratchPath("open_tree", "");
+    const result = libc().syscall_open_tree(SYS_OPEN_TREE, fd, path, flags);
+    if (result >= 0n) return Number(result);
+    const errno = lastErrno();
+    if (errno !== EINTR) return -errno;
+  }
 }
 
 /**

@@ -32,7 +32,7 @@ import {
   S_IFREG,
   SEEK_SET,
 } from "./constants.ts";
-import { EEXIST, ELOOP, ENOENT, ENOTDIR, EXDEV, SyscallError } from "./errno.ts";
+import { EBADF, EEXIST, ELOOP, ENOENT, ENOTDIR, EXDEV, SyscallError } from "./errno.ts";
 import { closeFd, getStatusFlags, readFd, writeAll } from "./fd.ts";
 import {
   chmodProcFd,
@@ -57,6 +57,7 @@ import {
   openat2Supported,
   openatOrErrno,
   parseDirents,
+  pathFdOfOrErrno,
   procSelfFdPath,
   readlinkat,
   renameat2,
@@ -225,6 +226,32 @@ Deno.test("fdHoldsFile compares the fd's file with a device and inode number, li
   } finally {
     closeFd(fd);
     closeFd(link);
+  }
+});
+
+Deno.test("pathFdOfOrErrno: an O_PATH fd of the fd's own file, even once its name is gone", () => {
+  using dir = scratch();
+  const fd = openat(dir.dirfd, "file", O_CREAT | O_RDWR | O_CLOEXEC, 0o600);
+  const file = fstatat(dir.dirfd, "file", 0);
+  const pathFds: number[] = [];
+  try {
+    // The name now holds another file: the new fd still has the first one.
+    renameat2(dir.dirfd, "file", dir.dirfd, "moved", 0);
+    writeFile(dir.dirfd, "file", "impostor");
+    const pathFd = pathFdOfOrErrno(fd);
+    assert.ok(pathFd >= 0, `open_tree failed with errno ${-pathFd}`);
+    pathFds.push(pathFd);
+    assert.equal(getStatusFlags(pathFd) & O_PATH, O_PATH);
+    assert.equal(fdHoldsFile(pathFd, file.dev, file.ino), true);
+    unlinkat(dir.dirfd, "moved", 0);
+    const ofUnlinked = pathFdOfOrErrno(fd);
+    assert.ok(ofUnlinked >= 0);
+    pathFds.push(ofUnlinked);
+    assert.equal(fdHoldsFile(ofUnlinked, file.dev, file.ino), true);
+    assert.equal(pathFdOfOrErrno(-1), -EBADF);
+  } finally {
+    closeFd(fd);
+    for (const pathFd of pathFds) closeFd(pathFd);
   }
 });
 

@@ -218,6 +218,12 @@ export const LIBC_SYMBOLS = {
     result: "i64",
     nonblocking: false,
   },
+  syscall_open_tree: {
+    name: "syscall",
+    parameters: ["i64", "i32", "buffer", "u32"],
+    result: "i64",
+    nonblocking: false,
+  },
   syscall_getdents64: {
     name: "syscall",
     parameters: ["i64", "i32", "buffer", "usize"],

@@ -7,7 +7,8 @@
  * poll variants); an allow-list that misses one kills the daemon in the
  * middle of a guest's I/O. What the filter refuses instead is everything a
  * confined file server never needs and an escape or a privilege gain would:
- * mounts and the new mount API, pivot_root, chroot, namespaces (unshare,
+ * mounts and the new mount API (open_tree only when it would copy a mount:
+ * without OPEN_TREE_CLONE it is an O_PATH open), pivot_root, chroot, namespaces (unshare,
  * setns, and clone with a CLONE_NEW* flag), execve, ptrace and the
  * cross-process memory calls, kernel modules, kexec, reboot, swap, BPF,
  * perf, keyrings, userfaultfd, clocks, host names, raw I/O ports, accounting
@@ -93,7 +94,6 @@ export const DENIED_SYSCALLS: Readonly<Record<string, number>> = {
   bpf: 321,
   execveat: 322,
   userfaultfd: 323,
-  open_tree: 428,
   move_mount: 429,
   fsopen: 430,
   fsconfig: 431,
@@ -107,6 +107,10 @@ export const DENIED_SYSCALLS: Readonly<Record<string, number>> = {
 
 /** open_by_handle_at: refused unless the share uses file handles. */
 export const SYS_OPEN_BY_HANDLE_AT = 304;
+/** open_tree: refused only with OPEN_TREE_CLONE (third argument), a new mount; plain, an O_PATH open. */
+export const SYS_OPEN_TREE = 428;
+/** open_tree's flag that copies the mount. */
+export const OPEN_TREE_CLONE = 0x1;
 /** clone: refused when its flags (first argument) ask for a new namespace. */
 export const SYS_CLONE = 56;
 /** clone3: refused with ENOSYS (its flags are out of the filter's reach). */
@@ -133,14 +137,17 @@ const BPF_RET_K = 0x06;
 const OFFSET_NR = 0;
 const OFFSET_ARCH = 4;
 const OFFSET_ARG0_LOW = 16;
+const OFFSET_ARG2_LOW = 32;
 
-type Label = "allow" | "eperm" | "enosys" | "kill";
+type Label = "allow" | "eperm" | "enosys" | "kill" | "open_tree";
 
 interface Instruction {
   code: number;
   k: number;
   jt?: Label;
   jf?: Label;
+  /** The label of this instruction, for a jump to it. */
+  name?: Label;
 }
 
 /**
@@ -161,11 +168,16 @@ export function buildSeccompFilter(options: SeccompFilterOptions = {}): Uint8Arr
       jt: "eperm",
     })),
     { code: BPF_JMP_JEQ_K, k: SYS_CLONE3, jt: "enosys" },
+    { code: BPF_JMP_JEQ_K, k: SYS_OPEN_TREE, jt: "open_tree" },
     { code: BPF_JMP_JEQ_K, k: SYS_CLONE, jf: "allow" },
     { code: BPF_LD_W_ABS, k: OFFSET_ARG0_LOW },
     { code: BPF_JMP_JSET_K, k: CLONE_NAMESPACE_FLAGS, jt: "eperm", jf: "allow" },
+    // open_tree(fd, "", AT_EMPTY_PATH) is how CREATE gets its O_PATH fd; a mount copy is not.
+    { code: BPF_LD_W_ABS, k: OFFSET_ARG2_LOW, name: "open_tree" },
+    { code: BPF_JMP_JSET_K, k: OPEN_TREE_CLONE, jt: "eperm", jf: "allow" },
   ];
   const targets: Record<Label, number> = {
+    open_tree: body.findIndex((insn) => insn.name === "open_tree"),
     allow: body.length,
     eperm: body.length + 1,
     enosys: body.length + 2,

@@ -9,6 +9,7 @@ import {
   SYS_CLONE,
   SYS_CLONE3,
   SYS_OPEN_BY_HANDLE_AT,
+  SYS_OPEN_TREE,
   X32_SYSCALL_BIT,
 } from "./seccomp_filter.ts";
 
@@ -21,15 +22,22 @@ const CLONE_NEWNS = 0x0002_0000;
 
 /**
  * Runs a classic BPF program the way the kernel's seccomp does, on a
- * struct seccomp_data with `nr`, `arch` and `args[0]`; only the
+ * struct seccomp_data with `nr`, `arch`, `args[0]` and `args[2]`; only the
  * instructions a seccomp filter may use are accepted.
  */
-function runFilter(program: Uint8Array, nr: number, arch: number, arg0 = 0): number {
+function runFilter(
+  program: Uint8Array,
+  nr: number,
+  arch: number,
+  arg0 = 0,
+  arg2 = 0,
+): number {
   const view = new DataView(program.buffer, program.byteOffset, program.byteLength);
   const data = new DataView(new ArrayBuffer(64));
   data.setInt32(0, nr, true);
   data.setUint32(4, arch, true);
   data.setUint32(16, arg0, true);
+  data.setUint32(32, arg2, true);
   let a = 0;
   for (let pc = 0; pc < program.length / 8;) {
     const code = view.getUint16(pc * 8, true);
@@ -89,6 +97,21 @@ Deno.test("seccomp filter: clone may make threads but no namespaces; clone3 is E
   assert.equal(runFilter(filter, SYS_CLONE3, AUDIT_ARCH_X86_64), ENOSYS);
 });
 
+Deno.test("seccomp filter: open_tree may open an O_PATH fd but not copy a mount", () => {
+  const filter = buildSeccompFilter();
+  const AT_EMPTY_PATH = 0x1000;
+  const OPEN_TREE_CLOEXEC = 0o2000000;
+  const AT_RECURSIVE = 0x8000;
+  const plain = AT_EMPTY_PATH | OPEN_TREE_CLOEXEC;
+  assert.equal(runFilter(filter, SYS_OPEN_TREE, AUDIT_ARCH_X86_64, 3, plain), SECCOMP_RET_ALLOW);
+  for (const clone of [1, 1 | AT_RECURSIVE | OPEN_TREE_CLOEXEC]) {
+    assert.equal(runFilter(filter, SYS_OPEN_TREE, AUDIT_ARCH_X86_64, 3, plain | clone), EPERM);
+  }
+  // The arguments of other calls are not judged as open_tree's.
+  assert.equal(runFilter(filter, 257, AUDIT_ARCH_X86_64, 3, 1), SECCOMP_RET_ALLOW);
+  assert.equal(runFilter(filter, DENIED_SYSCALLS.move_mount, AUDIT_ARCH_X86_64), EPERM);
+});
+
 Deno.test("seccomp filter: another architecture or the x32 ABI kills the process", () => {
   const filter = buildSeccompFilter();
   assert.equal(runFilter(filter, 0, AUDIT_ARCH_I386), SECCOMP_RET_KILL_PROCESS);
@@ -106,7 +129,7 @@ const CHILD_SCRIPT = `
 import { installSeccompFilter, buildSeccompFilter } from ${
   JSON.stringify(new URL("./seccomp_filter.ts", import.meta.url).href)
 };
-import { CLONE_NEWNS, mount, unshare } from ${
+import { AT_FDCWD, CLONE_NEWNS, closeFd, mount, O_CLOEXEC, O_PATH, openat, pathFdOfOrErrno, unshare } from ${
   JSON.stringify(new URL("../../ffi/mod.ts", import.meta.url).href)
 };
 const code = (fn) => { try { fn(); return "ok"; } catch (e) { return e.code ?? String(e); } };
@@ -114,6 +137,15 @@ installSeccompFilter(buildSeccompFilter());
 const result = {
   unshare: code(() => unshare(CLONE_NEWNS)),
   mount: code(() => mount("none", "/", null, 0)),
+  // open_tree as CREATE calls it: an O_PATH fd of an fd's file, not a mount.
+  openTree: (() => {
+    const fd = openat(AT_FDCWD, "/", O_PATH | O_CLOEXEC);
+    const pathFd = pathFdOfOrErrno(fd);
+    closeFd(fd);
+    if (pathFd < 0) return "errno " + -pathFd;
+    closeFd(pathFd);
+    return "ok";
+  })(),
   spawn: code(() => new Deno.Command("true").outputSync()),
 };
 // A Worker is a new thread: pthread_create's clone3 gets ENOSYS and falls back to clone.
@@ -150,6 +182,7 @@ Deno.test("seccomp filter: installed, it covers every thread and refuses mounts,
   const result = JSON.parse(new TextDecoder().decode(child.stdout));
   assert.equal(result.unshare, "EPERM");
   assert.equal(result.mount, "EPERM");
+  assert.equal(result.openTree, "ok");
   assert.notEqual(result.spawn, "ok", "a program was executed");
   assert.equal(result.worker, "worker ok");
   assert.deepEqual(result.seccomp, ["2"]);

@@ -11,7 +11,7 @@ import {
   openat,
   renameat2,
 } from "../../../../ffi/mod.ts";
-import { openCreated, statEntryQuietly, statFd } from "./confined_open.ts";
+import { openCreated, openCreatedByName, statEntryQuietly, statFd } from "./confined_open.ts";
 import type { StatxResult } from "../../../../ffi/mod.ts";
 
 const encoder = new TextEncoder();
@@ -31,10 +31,11 @@ const NAME = encoder.encode("new");
 
 /**
  * Creates "new" in a fresh directory, lets `meanwhile` act as a host process
- * would between the create and `openCreated`, and returns the status of the
- * file the O_PATH fd holds, beside the created file's.
+ * would between the create and `open` (openCreated or its fallback), and
+ * returns the status of the file the O_PATH fd holds, beside the created file's.
  */
 function openCreatedAfter(
+  open: typeof openCreated,
   meanwhile: (dirFd: number, path: string) => void,
 ): { found: StatxResult; created: StatxResult; nowNamed?: bigint } {
   let result: { found: StatxResult; created: StatxResult; nowNamed?: bigint } | undefined;
@@ -43,7 +44,7 @@ function openCreatedAfter(
     try {
       const created = statFd(fd);
       meanwhile(dirFd, path);
-      const pathFd = openCreated(dirFd, NAME, fd, created);
+      const pathFd = open(dirFd, NAME, fd, created);
       const nowNamed = statEntryQuietly(dirFd, NAME)?.ino;
       result = { found: statFd(pathFd), created, nowNamed };
       closeFd(pathFd);
@@ -54,30 +55,32 @@ function openCreatedAfter(
   return result!;
 }
 
-Deno.test("openCreated: the created file by its name", () => {
-  const { found, created } = openCreatedAfter(() => {});
-  assert.equal(found.ino, created.ino);
-  assert.equal(found.dev, created.dev);
-});
-
-Deno.test("openCreated: a name replaced on the host after the create still yields the created file", () => {
-  const { found, created, nowNamed } = openCreatedAfter((dirFd, path) => {
-    Deno.writeTextFileSync(`${path}/other`, "someone else's");
-    renameat2(dirFd, encoder.encode("other"), dirFd, NAME, 0);
+for (const open of [openCreated, openCreatedByName]) {
+  Deno.test(`${open.name}: the created file, under its name`, () => {
+    const { found, created } = openCreatedAfter(open, () => {});
+    assert.equal(found.ino, created.ino);
+    assert.equal(found.dev, created.dev);
   });
-  assert.equal(
-    found.ino,
-    created.ino,
-    "the O_PATH fd holds the file created, not the one now named",
-  );
-  assert.notEqual(nowNamed, undefined);
-  assert.notEqual(found.ino, nowNamed);
-});
 
-Deno.test("openCreated: a name removed on the host after the create still yields the created file", () => {
-  const { found, created, nowNamed } = openCreatedAfter((_dirFd, path) => {
-    Deno.removeSync(`${path}/new`);
+  Deno.test(`${open.name}: a name replaced on the host after the create still yields the created file`, () => {
+    const { found, created, nowNamed } = openCreatedAfter(open, (dirFd, path) => {
+      Deno.writeTextFileSync(`${path}/other`, "someone else's");
+      renameat2(dirFd, encoder.encode("other"), dirFd, NAME, 0);
+    });
+    assert.equal(
+      found.ino,
+      created.ino,
+      "the O_PATH fd holds the file created, not the one now named",
+    );
+    assert.notEqual(nowNamed, undefined);
+    assert.notEqual(found.ino, nowNamed);
   });
-  assert.equal(nowNamed, undefined);
-  assert.equal(found.ino, created.ino);
-});
+
+  Deno.test(`${open.name}: a name removed on the host after the create still yields the created file`, () => {
+    const { found, created, nowNamed } = openCreatedAfter(open, (_dirFd, path) => {
+      Deno.removeSync(`${path}/new`);
+    });
+    assert.equal(nowNamed, undefined);
+    assert.equal(found.ino, created.ino);
+  });
+}
