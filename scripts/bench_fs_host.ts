@@ -2,8 +2,8 @@
  * Host-driven virtio-fs benchmark (part of `deno task bench --only fs`):
  * the TypeScript front-end keeps many FUSE requests in flight over several
  * request queues (scripts/fs_pipeline.ts) against `vhostd fs` and against
- * virtiofsd, both serving the same directory, one after the other in the
- * same run. No guest, no QEMU: what is measured is the back-end's cost per
+ * virtiofsd, both serving the same directory and started side by side for
+ * each run of a row, taking turns of 0.25 s (`measureInterleaved`). No guest, no QEMU: what is measured is the back-end's cost per
  * request, not the emulated guest's.
  *
  * Workloads, each for `seconds` after a 0.5 s warm-up, `depth` operations
@@ -56,6 +56,8 @@ const STAT_FILES = 1_000;
 const CHURN_DIR = "churn";
 const READDIR_BYTES = 64 * 1024;
 const WARM_UP_MS = 500;
+/** Length of one back-end's turn while a row is measured (see measureInterleaved). */
+const SLICE_MS = 250;
 /**
  * virtiofsd 1.13 offers one request queue (GET_QUEUE_NUM answers 2: the
  * high-priority queue and one): its rows keep the same depth on that one.
@@ -349,78 +351,131 @@ export interface Measured {
 }
 
 /**
- * Runs `workload` against `peer` (a fresh connection and set-up, INIT,
- * look-ups), `opts.depth` operations in flight over `queues` request
- * queues; `dataName` is the file the 4 KiB rows use, `runId` makes the
- * names create+unlink uses unique.
+ * One back-end's side of a row: a fresh connection and set-up (INIT,
+ * look-ups) against `peer`, `opts.depth` operations in flight over `queues`
+ * request queues while a phase runs; `dataName` is the file the 4 KiB rows
+ * use, `runId` makes the names create+unlink uses unique. Phases can be
+ * interleaved with another session's: the pipeline drains at each end.
  */
-export function measure(
-  peer: Peer,
-  workload: Workload,
-  opts: FsHostOptions,
-  queues: number,
-  dataName: string,
-  runId: string,
-): Measured {
-  const client = VhostUserClient.connect(peer.socket);
-  const memory = SharedGuestMemory.create({ size: 64 << 20 });
-  let driver: FsDriver | undefined;
-  let pipeline: FsPipeline | undefined;
-  try {
-    driver = FsDriver.setup(client, memory, {
-      numRequestQueues: queues,
-      queueSize: 128,
-      eventIdx: true,
-      bufferPoolBytes: 2 << 20,
-    });
-    driver.init();
-    const prepared = prepare(driver, workload, opts.depth, dataName);
-    pipeline = new FsPipeline(driver, memory, opts.depth, READDIR_BYTES + 4096);
-    const operation = workload.make(prepared, runId);
-    const latencies: number[] = [];
-    let units = 0;
-    let record = false;
-    let running = true;
-    const start = (slot: number) => {
-      const t0 = performance.now();
-      operation(pipeline!, 1 + (slot % queues), slot, (n) => {
-        if (record) {
-          latencies.push(performance.now() - t0);
-          units += n;
-        }
-        if (running) start(slot);
+export class RowSession {
+  readonly #peer: Peer;
+  readonly #client: VhostUserClient;
+  readonly #memory: SharedGuestMemory;
+  readonly #driver: FsDriver;
+  readonly #prepared: Prepared;
+  readonly #pipeline: FsPipeline;
+  readonly #operation: Operation;
+  readonly #queues: number;
+  readonly #depth: number;
+  readonly #latencies: number[] = [];
+  #units = 0;
+  #cpuNs = 0;
+  #ms = 0;
+  #record = false;
+  #running = false;
+
+  constructor(
+    peer: Peer,
+    workload: Workload,
+    opts: FsHostOptions,
+    queues: number,
+    dataName: string,
+    runId: string,
+  ) {
+    this.#peer = peer;
+    this.#queues = queues;
+    this.#depth = opts.depth;
+    this.#client = VhostUserClient.connect(peer.socket);
+    this.#memory = SharedGuestMemory.create({ size: 64 << 20 });
+    let driver: FsDriver | undefined;
+    try {
+      driver = FsDriver.setup(this.#client, this.#memory, {
+        numRequestQueues: queues,
+        queueSize: 128,
+        eventIdx: true,
+        bufferPoolBytes: 2 << 20,
       });
-    };
-    const phase = (ms: number) => {
-      running = true;
-      for (let slot = 0; slot < opts.depth; slot++) start(slot);
-      const end = performance.now() + ms;
-      while (performance.now() < end) pipeline!.poll();
-      running = false;
-      pipeline!.drain();
-    };
-    phase(WARM_UP_MS);
-    const cpu0 = cpuNs(peer.child.pid);
+      driver.init();
+      this.#prepared = prepare(driver, workload, opts.depth, dataName);
+      this.#pipeline = new FsPipeline(driver, this.#memory, opts.depth, READDIR_BYTES + 4096);
+      this.#operation = workload.make(this.#prepared, runId);
+      this.#driver = driver;
+    } catch (e) {
+      driver?.close();
+      this.#memory.close();
+      this.#client.close();
+      throw e;
+    }
+  }
+
+  #start(slot: number): void {
     const t0 = performance.now();
-    record = true;
-    phase(opts.seconds * 1000);
-    const elapsed = (performance.now() - t0) / 1000;
-    const cpu = (cpuNs(peer.child.pid) - cpu0) / 1000;
-    record = false;
-    cleanUp(driver, prepared);
-    const sorted = Float64Array.from(latencies).sort();
+    this.#operation(this.#pipeline, 1 + (slot % this.#queues), slot, (n) => {
+      if (this.#record) {
+        this.#latencies.push(performance.now() - t0);
+        this.#units += n;
+      }
+      if (this.#running) this.#start(slot);
+    });
+  }
+
+  /** Keeps the pipeline full for `ms`, then drains it; counted when `record`. */
+  phase(ms: number, record: boolean): void {
+    const cpu0 = cpuNs(this.#peer.child.pid);
+    const t0 = performance.now();
+    this.#record = record;
+    this.#running = true;
+    for (let slot = 0; slot < this.#depth; slot++) this.#start(slot);
+    const end = t0 + ms;
+    while (performance.now() < end) this.#pipeline.poll();
+    this.#running = false;
+    this.#pipeline.drain();
+    if (record) {
+      this.#ms += performance.now() - t0;
+      this.#cpuNs += cpuNs(this.#peer.child.pid) - cpu0;
+    }
+    this.#record = false;
+  }
+
+  /** What the recorded phases measured, together. */
+  result(): Measured {
+    const sorted = Float64Array.from(this.#latencies).sort();
     return {
-      rate: units / elapsed,
+      rate: this.#units / (this.#ms / 1000),
       p50us: percentile(sorted, 0.5) * 1000,
       p99us: percentile(sorted, 0.99) * 1000,
-      cpuUs: cpu / units,
+      cpuUs: this.#cpuNs / 1000 / this.#units,
     };
-  } finally {
-    pipeline?.close();
-    driver?.close();
-    memory.close();
-    client.close();
   }
+
+  /** Releases the row's handles and closes the connection. */
+  close(): void {
+    try {
+      cleanUp(this.#driver, this.#prepared);
+    } finally {
+      this.#pipeline.close();
+      this.#driver.close();
+      this.#memory.close();
+      this.#client.close();
+    }
+  }
+}
+
+/**
+ * Measures a row on two sessions at once: both warm up, then the measured
+ * time is cut into `SLICE_MS` slices that alternate between them (who goes
+ * first alternating too); results in the sessions' order. The machine's speed drifts over seconds (a VM on
+ * a shared host); slices make that drift hit both back-ends alike, where
+ * two seconds each one after the other did not.
+ */
+export function measureInterleaved(sessions: readonly RowSession[], seconds: number): Measured[] {
+  for (const session of sessions) session.phase(WARM_UP_MS, false);
+  const slices = Math.max(1, Math.round(seconds * 1000 / SLICE_MS));
+  for (let i = 0; i < slices; i++) {
+    const order = i % 2 === 0 ? sessions : [...sessions].reverse();
+    for (const session of order) session.phase(seconds * 1000 / slices, true);
+  }
+  return sessions.map((session) => session.result());
 }
 
 function prepare(driver: FsDriver, workload: Workload, depth: number, dataName: string): Prepared {
@@ -564,20 +619,30 @@ async function runBacking(
       const ours: Measured[] = [];
       const theirs: Measured[] = [];
       for (let run = 0; run < opts.runs; run++) {
-        // Alternate who goes first: drift on a shared machine hits both alike.
-        const order: ("vhostd" | "virtiofsd")[] = run % 2 === 0
-          ? ["vhostd", "virtiofsd"]
-          : ["virtiofsd", "vhostd"];
-        for (const kind of order) {
-          const socket = `${dir}/${kind}.sock`;
-          const served = kind === "vhostd" ? queues : Math.min(queues, VIRTIOFSD_REQUEST_QUEUES);
-          const peer = await startBackend(kind, virtiofsd, sharedDir, socket, served, threads);
-          try {
-            const result = measure(peer, workload, opts, served, dataName, `r${runSerial++}`);
-            (kind === "vhostd" ? ours : theirs).push(result);
-          } finally {
+        // Both back-ends run side by side, fresh each run, and take turns (measureInterleaved);
+        // which one starts, connects and warms up first alternates from run to run.
+        const kinds = run % 2 === 0
+          ? (["vhostd", "virtiofsd"] as const)
+          : (["virtiofsd", "vhostd"] as const);
+        const peers: Peer[] = [];
+        const sessions: RowSession[] = [];
+        try {
+          for (const kind of kinds) {
+            const socket = `${dir}/${kind}.sock`;
+            const served = kind === "vhostd" ? queues : Math.min(queues, VIRTIOFSD_REQUEST_QUEUES);
+            peers.push(await startBackend(kind, virtiofsd, sharedDir, socket, served, threads));
+            sessions.push(
+              new RowSession(peers.at(-1)!, workload, opts, served, dataName, `r${runSerial++}`),
+            );
+          }
+          const results = measureInterleaved(sessions, opts.seconds);
+          ours.push(results[kinds.indexOf("vhostd")]);
+          theirs.push(results[kinds.indexOf("virtiofsd")]);
+        } finally {
+          for (const session of sessions) session.close();
+          for (const peer of peers) {
             await stopPeer(peer);
-            await Deno.remove(socket).catch(() => {});
+            await Deno.remove(peer.socket).catch(() => {});
           }
         }
       }
@@ -614,8 +679,9 @@ export async function runFsHostBench(
   const virtiofsd = benchVirtiofsd();
   console.log(
     `\nvirtio-fs, host-driven: TypeScript front-end, ${opts.depth} operations in flight over ` +
-      `the request queues, queue size 128, event idx, ${opts.seconds} s per row and back-end, ` +
-      `${opts.runs} runs (median; the ratio of each run in brackets); vhostd --cache never, ` +
+      `the request queues, queue size 128, event idx, ${opts.seconds} s per row and back-end ` +
+      `in turns of ${SLICE_MS} ms, ${opts.runs} runs (median; the ratio of each run in ` +
+      `brackets); vhostd --cache never, ` +
       `virtiofsd ${virtiofsdBenchFlags(0).slice(0, -4).join(" ")}`,
   );
   if (virtiofsd === undefined) {
