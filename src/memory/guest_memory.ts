@@ -32,6 +32,13 @@ export interface WriteObserver {
   markWritten(gpa: number, len: number): void;
 }
 
+/**
+ * Longest copy out of guest memory made byte by byte rather than through a
+ * view: in Deno 2.9.6 a byte loop took 9 ns for 16 bytes and 33 ns for 40,
+ * `subarray` and `set` 50–60 ns for any of 16–256 (the loop 69 ns for 80).
+ */
+const SHORT_COPY_BYTES = 48;
+
 /** A resolved guest range: the region and the byte offset inside it. */
 export interface ResolvedRange {
   /** Region that holds the whole range. */
@@ -57,6 +64,8 @@ export class GuestMemory {
   writeObserver: WriteObserver | undefined;
   /** `regions[i].guestAddr`, ascending. */
   readonly #guestStarts: Float64Array;
+  /** Offset in its region of the range `#regionOf` found last. */
+  #offset = 0;
   /** Regions sorted by front-end virtual address. */
   readonly #byUser: readonly GuestRegion[];
   /** `#byUser[i].userAddr`, ascending. */
@@ -100,6 +109,22 @@ export class GuestMemory {
 
   /** Resolves guest-physical `[gpa, gpa+len)`; `undefined` when not entirely inside one region. */
   resolve(gpa: number, len: number): ResolvedRange | undefined {
+    const r = this.#regionOf(gpa, len);
+    return r === undefined ? undefined : { region: r, offset: this.#offset };
+  }
+
+  /** True when guest-physical `[gpa, gpa+len)` lies inside one region ({@linkcode resolve} without a result). */
+  contains(gpa: number, len: number): boolean {
+    return this.#regionOf(gpa, len) !== undefined;
+  }
+
+  /**
+   * The region holding all of `[gpa, gpa+len)`: what {@linkcode resolve}
+   * finds, without the result object (the copies below run several times
+   * per request, and that object was 40 bytes each). The range's offset in
+   * it is left in `#offset`.
+   */
+  #regionOf(gpa: number, len: number): GuestRegion | undefined {
     if (!(len >= 0) || !(gpa >= 0)) return undefined;
     let r = this.#lastGuest;
     if (r === undefined) return undefined;
@@ -112,7 +137,8 @@ export class GuestMemory {
       if (offset >= r.size) return undefined;
       this.#lastGuest = r;
     }
-    return offset + len <= r.size ? { region: r, offset } : undefined;
+    this.#offset = offset;
+    return offset + len <= r.size ? r : undefined;
   }
 
   /** Resolves a front-end virtual range (ring addresses); `undefined` when outside the table. */
@@ -151,9 +177,29 @@ export class GuestMemory {
    * write to the dirty log: the caller calls {@linkcode markWritten}.
    */
   copyIn(gpa: number, src: Uint8Array): boolean {
-    const hit = this.resolve(gpa, src.length);
-    if (hit === undefined) return false;
-    hit.region.bytes.set(src, hit.offset);
+    const r = this.#regionOf(gpa, src.length);
+    if (r === undefined) return false;
+    r.bytes.set(src, this.#offset);
+    return true;
+  }
+
+  /**
+   * Copies guest-physical `[gpa, gpa+len)` into `dest` at `at`; a short
+   * range without making a view of guest memory (see SHORT_COPY_BYTES).
+   * False, with nothing copied, when the range is not inside one region or
+   * `dest` has no room for it.
+   */
+  copyOut(gpa: number, dest: Uint8Array, at: number, len: number): boolean {
+    if (!(at >= 0) || !(at + len <= dest.length)) return false;
+    const r = this.#regionOf(gpa, len);
+    if (r === undefined) return false;
+    const from = this.#offset;
+    const bytes = r.bytes;
+    if (len <= SHORT_COPY_BYTES) {
+      for (let i = 0; i < len; i++) dest[at + i] = bytes[from + i];
+    } else {
+      dest.set(bytes.subarray(from, from + len), at);
+    }
     return true;
   }
 

@@ -211,3 +211,43 @@ Deno.test("GuestMemory.copyIn writes inside one region and refuses a straddle or
   assert.deepEqual([...memory.regions[1].bytes.subarray(0, 2)], [0, 0]);
   assert.deepEqual([...memory.regions[1].bytes.subarray(8190 - 4096)], [0, 0]);
 });
+
+Deno.test("GuestMemory.copyOut copies short and long ranges exactly and refuses a straddle or no room", () => {
+  const memory = new GuestMemory([arrayBufferRegion(0, 4096), arrayBufferRegion(4096, 4096)]);
+  for (const region of memory.regions) {
+    region.bytes.forEach((_, i) => region.bytes[i] = (region.guestAddr + i) % 251);
+  }
+  const expected = (gpa: number, len: number) =>
+    Array.from({ length: len }, (_, i) => (gpa + i) % 251);
+  // Both ways of copying: byte by byte (short) and through a view (long).
+  for (const [gpa, len] of [[4000, 16], [4100, 48], [5000, 49], [100, 1000]]) {
+    const dest = new Uint8Array(len + 4);
+    assert.equal(memory.copyOut(gpa, dest, 2, len), true, `${len} bytes at ${gpa}`);
+    assert.deepEqual([...dest.subarray(2, 2 + len)], expected(gpa, len));
+    assert.deepEqual([dest[0], dest[1], dest[len + 2], dest[len + 3]], [0, 0, 0, 0]);
+  }
+  const dest = new Uint8Array(64);
+  assert.equal(memory.copyOut(4090, dest, 0, 10), false, "straddles two regions");
+  assert.equal(memory.copyOut(8190, dest, 0, 4), false, "runs past the end");
+  assert.equal(memory.copyOut(0, dest, 60, 8), false, "no room in dest");
+  assert.equal(memory.copyOut(0, dest, -1, 8), false, "negative position in dest");
+  assert.deepEqual([...dest], new Array(64).fill(0), "nothing copied");
+});
+
+Deno.test("GuestMemory.contains agrees with resolve", () => {
+  const memory = new GuestMemory([arrayBufferRegion(0, 4096), arrayBufferRegion(8192, 4096)]);
+  for (
+    const [gpa, len] of [[0, 4096], [4095, 1], [4095, 2], [5000, 1], [8192, 0], [12287, 1], [
+      12287,
+      2,
+    ], [-1, 1]]
+  ) {
+    assert.equal(
+      memory.contains(gpa, len),
+      memory.resolve(gpa, len) !== undefined,
+      `${len} at ${gpa}`,
+    );
+  }
+  assert.equal(memory.contains(4095, 2), false);
+  assert.equal(memory.contains(8192, 4096), true);
+});

@@ -136,16 +136,11 @@ export class DescriptorChain {
     const first = this.segments[0];
     if (offset + length <= first.len) {
       // All in the first segment (a request header, most requests): one copy, no walk.
-      const src = memory.slice(first.addr + offset, length);
-      if (src === undefined) return 0;
-      dest.set(src);
-      return length;
+      return memory.copyOut(first.addr + offset, dest, 0, length) ? length : 0;
     }
     let copied = 0;
     forEachPiece(this.segments, offset, length, (gpa, len, at) => {
-      const src = memory.slice(gpa, len);
-      if (src === undefined) return false;
-      dest.set(src, at);
+      if (!memory.copyOut(gpa, dest, at, len)) return false;
       copied += len;
       return true;
     });
@@ -224,7 +219,7 @@ function pushSegment(
   len: number,
   writable: boolean,
 ): boolean {
-  if (memory.resolve(addr, len) !== undefined) {
+  if (memory.contains(addr, len)) {
     segments.push({ addr, len, writable });
     return true;
   }
