@@ -70,7 +70,6 @@ import {
 } from "./fs_state.ts";
 import {
   decodeArgs,
-  decodeInHeader,
   encodeInitOut,
   FUSE_IN_HEADER,
   FUSE_KERNEL_MINOR_VERSION,
@@ -179,6 +178,8 @@ const CONGESTION_THRESHOLD = 48;
 const IOV_CAPACITY = 1024;
 /** Size of WRITE's fixed part: fuse_in_header + fuse_write_in. */
 const WRITE_HEADER_SIZE = FUSE_IN_HEADER.size + FUSE_WRITE_IN.size;
+/** Where fuse_in_header's fields are, for reading the few a request needs straight from its bytes. */
+const IN_HEADER = FUSE_IN_HEADER.offsets;
 /** The largest file offset READ and WRITE work with as numbers (2^53 - 1), as a bigint made once. */
 const MAX_SAFE_OFFSET = BigInt(Number.MAX_SAFE_INTEGER);
 /** pread/pwrite take an off_t: offsets from 2^63 up are EINVAL on the host too. */
@@ -363,29 +364,33 @@ export class FsRequestHandler implements QueueHandler {
         throw new RequestFailure(EIO, `${opcodeName(opcode)} before INIT`);
       }
       if (opcode === FuseOpcode.WRITE) return this.#write(chain, memory, got, unique, queueIndex);
-      const header = decodeInHeader(this.#head);
-      if (opcode === FuseOpcode.SETXATTR && header.len > MAX_SETXATTR_REQUEST_BYTES) {
+      // The header's fields this path needs, read where they are (no header object per request).
+      const head = this.#headView;
+      const len = head.getUint32(IN_HEADER.len, true);
+      const totalExtlen = head.getUint16(IN_HEADER.totalExtlen, true);
+      if (opcode === FuseOpcode.SETXATTR && len > MAX_SETXATTR_REQUEST_BYTES) {
         throw new RequestFailure(E2BIG);
       }
-      if (header.len > MAX_REQUEST_BYTES && opcode !== FuseOpcode.SETXATTR) {
-        throw new FuseProtocolError(`${opcodeName(opcode)} request of ${header.len} bytes`);
+      if (len > MAX_REQUEST_BYTES && opcode !== FuseOpcode.SETXATTR) {
+        throw new FuseProtocolError(`${opcodeName(opcode)} request of ${len} bytes`);
       }
-      const length = Math.min(header.len, chain.readableLength());
+      const length = Math.min(len, chain.readableLength());
       // Most requests fit in the bytes read already: decoded from there, not copied again.
       let body: Uint8Array;
       if (length <= got) {
-        body = requestBody(header, this.#head, length);
+        body = requestBody(len, this.#head, length);
       } else {
         const bytes = this.#request.zeroed(length);
         chain.readFrom(memory, 0, bytes);
-        body = requestBody(header, bytes);
+        body = requestBody(len, bytes);
       }
       // Most requests carry no extension: no split and no extension object to make for them.
       let args = body;
       let extensions: Readonly<FuseRequestExtensions> = NO_EXTENSIONS;
-      if (header.totalExtlen !== 0) {
-        ({ args, extensions } = splitExtensions(body, header.totalExtlen));
+      if (totalExtlen !== 0) {
+        ({ args, extensions } = splitExtensions(body, totalExtlen));
       }
+      const nodeid = head.getBigUint64(IN_HEADER.nodeid, true);
       const request = decodeArgs(opcode, args, this.#decodeOptions);
       if (request.opcode === FuseOpcode.READ) {
         return this.#read(
@@ -400,7 +405,11 @@ export class FsRequestHandler implements QueueHandler {
       }
       // The guest process the request is made for: operations that create or
       // change names, modes or contents run with its ids (when vhostd is root).
-      const caller: Caller = { uid: header.uid, gid: header.gid, groups: extensions.groups };
+      const caller: Caller = {
+        uid: head.getUint32(IN_HEADER.uid, true),
+        gid: head.getUint32(IN_HEADER.gid, true),
+        groups: extensions.groups,
+      };
       if (request.opcode === FuseOpcode.FSYNC && this.#deferred !== undefined) {
         const { fh, fsyncFlags } = request.args;
         const fd = this.#fs.readFd(fh);
@@ -425,7 +434,7 @@ export class FsRequestHandler implements QueueHandler {
               unique,
               opcode,
               request,
-              header.nodeid,
+              nodeid,
               caller,
               kept,
             ),
@@ -444,7 +453,7 @@ export class FsRequestHandler implements QueueHandler {
         unique,
         opcode,
         request,
-        header.nodeid,
+        nodeid,
         caller,
         body,
       );
@@ -720,16 +729,16 @@ export class FsRequestHandler implements QueueHandler {
     if (got < WRITE_HEADER_SIZE) {
       throw new FuseProtocolError(`WRITE of ${got} bytes is shorter than its header`);
     }
-    const header = decodeInHeader(this.#head);
+    const len = this.#headView.getUint32(IN_HEADER.len, true);
     const args = readStruct(FUSE_WRITE_IN, this.#head, FUSE_IN_HEADER.size);
-    if (header.len !== WRITE_HEADER_SIZE + args.size) {
+    if (len !== WRITE_HEADER_SIZE + args.size) {
       throw new FuseProtocolError(
-        `WRITE: fuse_in_header.len ${header.len} does not match fuse_write_in.size ${args.size}`,
+        `WRITE: fuse_in_header.len ${len} does not match fuse_write_in.size ${args.size}`,
       );
     }
-    if (header.len > chain.readableLength()) {
+    if (len > chain.readableLength()) {
       throw new FuseProtocolError(
-        `WRITE: fuse_in_header.len ${header.len} exceeds the ${chain.readableLength()} bytes sent`,
+        `WRITE: fuse_in_header.len ${len} exceeds the ${chain.readableLength()} bytes sent`,
       );
     }
     if (args.offset >= OFF_T_LIMIT) throw new RequestFailure(EINVAL);
@@ -779,7 +788,7 @@ export class FsRequestHandler implements QueueHandler {
     const count = this.#fs.write(args.fh, killSuidgid, (fd) =>
       this.#transfer(
         fd,
-        chain.segments, // header.len <= readableLength(): never reaches the writable part
+        chain.segments, // len <= readableLength(): never reaches the writable part
         memory,
         WRITE_HEADER_SIZE,
         args.size,

@@ -91,30 +91,30 @@ export interface FuseRequestParts {
  */
 export function splitRequest(bytes: Uint8Array): FuseRequestParts {
   const header = decodeInHeader(bytes);
-  return { header, body: requestBody(header, bytes) };
+  return { header, body: requestBody(header.len, bytes) };
 }
 
 /**
- * The body of a request whose `header` was decoded from the start of
- * `bytes` already, with {@linkcode splitRequest}'s checks; only the first
+ * The body of a request of `len` bytes (its `fuse_in_header.len`) at the
+ * start of `bytes`, with {@linkcode splitRequest}'s checks; only the first
  * `available` bytes of `bytes` belong to the request (a reused buffer
  * longer than it: no view of the request to cut first).
  */
 export function requestBody(
-  header: FuseInHeader,
+  len: number,
   bytes: Uint8Array,
   available: number = bytes.byteLength,
 ): Uint8Array {
-  if (header.len < FUSE_IN_HEADER.size) {
-    throw new FuseProtocolError(`fuse_in_header.len ${header.len} is shorter than the header`);
+  if (len < FUSE_IN_HEADER.size) {
+    throw new FuseProtocolError(`fuse_in_header.len ${len} is shorter than the header`);
   }
   const size = Math.min(available, bytes.byteLength);
-  if (header.len > size) {
+  if (len > size) {
     throw new FuseProtocolError(
-      `fuse_in_header.len ${header.len} exceeds the ${size} bytes of the request`,
+      `fuse_in_header.len ${len} exceeds the ${size} bytes of the request`,
     );
   }
-  return bytes.subarray(FUSE_IN_HEADER.size, header.len);
+  return bytes.subarray(FUSE_IN_HEADER.size, len);
 }
 
 /** Layout choices that depend on what was accepted at INIT. */
