@@ -365,9 +365,9 @@ export class FsRequestHandler implements QueueHandler {
       }
       if (opcode === FuseOpcode.WRITE) return this.#write(chain, memory, got, unique, queueIndex);
       // The header's fields this path needs, read where they are (no header object per request).
-      const head = this.#headView;
-      const len = head.getUint32(IN_HEADER.len, true);
-      const totalExtlen = head.getUint16(IN_HEADER.totalExtlen, true);
+      const headView = this.#headView;
+      const len = headView.getUint32(IN_HEADER.len, true);
+      const totalExtlen = headView.getUint16(IN_HEADER.totalExtlen, true);
       if (opcode === FuseOpcode.SETXATTR && len > MAX_SETXATTR_REQUEST_BYTES) {
         throw new RequestFailure(E2BIG);
       }
@@ -390,7 +390,6 @@ export class FsRequestHandler implements QueueHandler {
       if (totalExtlen !== 0) {
         ({ args, extensions } = splitExtensions(body, totalExtlen));
       }
-      const nodeid = head.getBigUint64(IN_HEADER.nodeid, true);
       const request = decodeArgs(opcode, args, this.#decodeOptions);
       if (request.opcode === FuseOpcode.READ) {
         return this.#read(
@@ -406,10 +405,11 @@ export class FsRequestHandler implements QueueHandler {
       // The guest process the request is made for: operations that create or
       // change names, modes or contents run with its ids (when vhostd is root).
       const caller: Caller = {
-        uid: head.getUint32(IN_HEADER.uid, true),
-        gid: head.getUint32(IN_HEADER.gid, true),
+        uid: headView.getUint32(IN_HEADER.uid, true),
+        gid: headView.getUint32(IN_HEADER.gid, true),
         groups: extensions.groups,
       };
+      const nodeid = headView.getBigUint64(IN_HEADER.nodeid, true);
       if (request.opcode === FuseOpcode.FSYNC && this.#deferred !== undefined) {
         const { fh, fsyncFlags } = request.args;
         const fd = this.#fs.readFd(fh);
