@@ -8,8 +8,9 @@
  * middle of a guest's I/O. What the filter refuses instead is everything a
  * confined file server never needs and an escape or a privilege gain would:
  * mounts and the new mount API (open_tree only when it would copy a mount:
- * without OPEN_TREE_CLONE it is an O_PATH open), pivot_root, chroot, namespaces (unshare,
- * setns, and clone with a CLONE_NEW* flag), execve, ptrace and the
+ * without OPEN_TREE_CLONE it is an O_PATH open), pivot_root, chroot,
+ * namespaces (unshare, setns, and clone with a CLONE_NEW* flag), execve,
+ * ptrace and the
  * cross-process memory calls, kernel modules, kexec, reboot, swap, BPF,
  * perf, keyrings, userfaultfd, clocks, host names, raw I/O ports, accounting
  * and quotas, and open_by_handle_at unless file handles are enabled. These
@@ -30,10 +31,12 @@ import {
   CLONE_NEWTIME,
   CLONE_NEWUSER,
   CLONE_NEWUTS,
+  OPEN_TREE_CLONE,
   PR_SET_NO_NEW_PRIVS,
   prctl,
   SECCOMP_FILTER_FLAG_TSYNC,
   seccompSetFilter,
+  SYS_open_tree,
 } from "../../ffi/mod.ts";
 
 /** `AUDIT_ARCH_X86_64`: what `seccomp_data.arch` says for a native x86-64 call. */
@@ -107,10 +110,6 @@ export const DENIED_SYSCALLS: Readonly<Record<string, number>> = {
 
 /** open_by_handle_at: refused unless the share uses file handles. */
 export const SYS_OPEN_BY_HANDLE_AT = 304;
-/** open_tree: refused only with OPEN_TREE_CLONE (third argument), a new mount; plain, an O_PATH open. */
-export const SYS_OPEN_TREE = 428;
-/** open_tree's flag that copies the mount. */
-export const OPEN_TREE_CLONE = 0x1;
 /** clone: refused when its flags (first argument) ask for a new namespace. */
 export const SYS_CLONE = 56;
 /** clone3: refused with ENOSYS (its flags are out of the filter's reach). */
@@ -168,7 +167,8 @@ export function buildSeccompFilter(options: SeccompFilterOptions = {}): Uint8Arr
       jt: "eperm",
     })),
     { code: BPF_JMP_JEQ_K, k: SYS_CLONE3, jt: "enosys" },
-    { code: BPF_JMP_JEQ_K, k: SYS_OPEN_TREE, jt: "open_tree" },
+    // open_tree is refused only with OPEN_TREE_CLONE (its third argument): a new mount.
+    { code: BPF_JMP_JEQ_K, k: SYS_open_tree, jt: "open_tree" },
     { code: BPF_JMP_JEQ_K, k: SYS_CLONE, jf: "allow" },
     { code: BPF_LD_W_ABS, k: OFFSET_ARG0_LOW },
     { code: BPF_JMP_JSET_K, k: CLONE_NAMESPACE_FLAGS, jt: "eperm", jf: "allow" },

@@ -9,9 +9,9 @@ import {
   SYS_CLONE,
   SYS_CLONE3,
   SYS_OPEN_BY_HANDLE_AT,
-  SYS_OPEN_TREE,
   X32_SYSCALL_BIT,
 } from "./seccomp_filter.ts";
+import { SYS_open_tree as SYS_OPEN_TREE } from "../../ffi/mod.ts";
 
 const EPERM = SECCOMP_RET_ERRNO | 1;
 const ENOSYS = SECCOMP_RET_ERRNO | 38;
