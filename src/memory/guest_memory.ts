@@ -166,8 +166,8 @@ export class GuestMemory {
 
   /** Byte view of guest-physical `[gpa, gpa+len)`, or `undefined` when out of bounds. */
   slice(gpa: number, len: number): Uint8Array | undefined {
-    const hit = this.resolve(gpa, len);
-    return hit ? hit.region.bytes.subarray(hit.offset, hit.offset + len) : undefined;
+    const r = this.#regionOf(gpa, len);
+    return r === undefined ? undefined : r.bytes.subarray(this.#offset, this.#offset + len);
   }
 
   /**
