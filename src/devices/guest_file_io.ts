@@ -9,7 +9,7 @@
 
 import { IovecArray, preadv, pwritev, SyscallError } from "../../ffi/mod.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
-import { forEachPiece, type Segment } from "../virtqueue/descriptor_chain.ts";
+import type { Segment } from "../virtqueue/descriptor_chain.ts";
 
 /** The guest's buffers cannot hold the transfer (too short, or outside guest memory). */
 export class GuestBufferError extends Error {}
@@ -47,14 +47,7 @@ export class GuestFileIo {
     const iov = this.#iov;
     let done = 0;
     while (done < length) {
-      let count = 0;
-      forEachPiece(segments, skip + done, length - done, (gpa, len) => {
-        const host = memory.hostAddress(gpa, len);
-        if (host === undefined) throw new GuestBufferError("buffer outside guest memory");
-        this.#gpas[count] = gpa;
-        iov.set(count++, host, len);
-        return count < iov.capacity;
-      });
+      const count = this.#fill(segments, memory, skip + done, length - done);
       if (count === 0) throw new GuestBufferError("guest buffers shorter than the request");
       let n: number;
       try {
@@ -70,6 +63,36 @@ export class GuestFileIo {
       done += n;
     }
     return done;
+  }
+
+  /**
+   * Points the iovec entries at the guest pieces of bytes `[start, start +
+   * length)` of the segments' byte stream (what forEachPiece visits, walked
+   * here without a callback: this runs once per READ and WRITE); returns the
+   * entries set, at most the array's capacity.
+   */
+  #fill(segments: readonly Segment[], memory: GuestMemory, start: number, length: number): number {
+    const iov = this.#iov;
+    const gpas = this.#gpas;
+    let toSkip = start;
+    let at = 0;
+    let count = 0;
+    for (let i = 0; i < segments.length && at < length && count < iov.capacity; i++) {
+      const seg = segments[i];
+      if (toSkip >= seg.len) {
+        toSkip -= seg.len;
+        continue;
+      }
+      const gpa = seg.addr + toSkip;
+      const len = Math.min(seg.len - toSkip, length - at);
+      const host = memory.hostAddress(gpa, len);
+      if (host === undefined) throw new GuestBufferError("buffer outside guest memory");
+      gpas[count] = gpa;
+      iov.set(count++, host, len);
+      at += len;
+      toSkip = 0;
+    }
+    return count;
   }
 
   /** Marks the first `bytes` bytes of the first `count` iovec entries as written by the host. */

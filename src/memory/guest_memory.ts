@@ -205,8 +205,8 @@ export class GuestMemory {
 
   /** Host address of guest-physical `gpa` for a `len`-byte access, or `undefined`. */
   hostAddress(gpa: number, len: number): number | undefined {
-    const hit = this.resolve(gpa, len);
-    return hit ? hit.region.hostAddr + hit.offset : undefined;
+    const r = this.#regionOf(gpa, len);
+    return r === undefined ? undefined : r.hostAddr + this.#offset;
   }
 
   /** Records that the back-end wrote guest-physical `[gpa, gpa+len)`. */
