@@ -76,6 +76,7 @@ import {
   FUSE_KERNEL_VERSION,
   FUSE_MAX_ERRNO,
   FUSE_OUT_HEADER,
+  FUSE_READ_IN,
   FUSE_SETXATTR_IN,
   FUSE_WRITE_IN,
   FUSE_WRITE_OUT,
@@ -90,7 +91,6 @@ import {
   type FuseRequestExtensions,
   FuseWriteFlag,
   opcodeName,
-  readStruct,
   requestBody,
   splitExtensions,
   writeOutHeader,
@@ -180,10 +180,25 @@ const IOV_CAPACITY = 1024;
 const WRITE_HEADER_SIZE = FUSE_IN_HEADER.size + FUSE_WRITE_IN.size;
 /** Where fuse_in_header's fields are, for reading the few a request needs straight from its bytes. */
 const IN_HEADER = FUSE_IN_HEADER.offsets;
-/** The largest file offset READ and WRITE work with as numbers (2^53 - 1), as a bigint made once. */
-const MAX_SAFE_OFFSET = BigInt(Number.MAX_SAFE_INTEGER);
-/** pread/pwrite take an off_t: offsets from 2^63 up are EINVAL on the host too. */
-const OFF_T_LIMIT = 1n << 63n;
+/** Where fuse_read_in's fields are in a READ request (after the in header). */
+const READ_IN_FH = FUSE_IN_HEADER.size + FUSE_READ_IN.offsets.fh;
+const READ_IN_OFFSET = FUSE_IN_HEADER.size + FUSE_READ_IN.offsets.offset;
+const READ_IN_SIZE = FUSE_IN_HEADER.size + FUSE_READ_IN.offsets.size;
+/** Where fuse_write_in's fields are in a WRITE request (after the in header). */
+const WRITE_IN_FH = FUSE_IN_HEADER.size + FUSE_WRITE_IN.offsets.fh;
+const WRITE_IN_OFFSET = FUSE_IN_HEADER.size + FUSE_WRITE_IN.offsets.offset;
+const WRITE_IN_SIZE = FUSE_IN_HEADER.size + FUSE_WRITE_IN.offsets.size;
+const WRITE_IN_WRITE_FLAGS = FUSE_IN_HEADER.size + FUSE_WRITE_IN.offsets.writeFlags;
+/** A READ request's length: fuse_in_header + fuse_read_in (it fits in the head buffer). */
+const READ_REQUEST_SIZE = FUSE_IN_HEADER.size + FUSE_READ_IN.size;
+/**
+ * READ and WRITE work with file offsets as numbers, exact below 2^53: from
+ * there up (a high word of 2^21 or more) a READ is past the end of every
+ * file vhostd shares and a WRITE is EFBIG.
+ */
+const PAST_END_HIGH = 0x20_0000;
+/** pread/pwrite take an off_t: an offset from 2^63 up (high word 2^31 and more) is EINVAL on the host too. */
+const OFF_T_LIMIT_HIGH = 0x8000_0000;
 
 /** A request that fails with `errno`; `reason` goes to the log when given. */
 class RequestFailure extends Error {
@@ -374,6 +389,24 @@ export class FsRequestHandler implements QueueHandler {
       if (len > MAX_REQUEST_BYTES && opcode !== FuseOpcode.SETXATTR) {
         throw new FuseProtocolError(`${opcodeName(opcode)} request of ${len} bytes`);
       }
+      // READ, most of what a reading guest sends, is read where it lies: no body view, no
+      // decoded object, no bigint offset. Any other shape (extensions, a wrong length, a
+      // request cut short) takes the general path below, which answers it the same way.
+      if (
+        opcode === FuseOpcode.READ && len === READ_REQUEST_SIZE && totalExtlen === 0 &&
+        got === READ_REQUEST_SIZE
+      ) {
+        return this.#read(
+          chain,
+          memory,
+          queueIndex,
+          unique,
+          headView.getBigUint64(READ_IN_FH, true),
+          headView.getUint32(READ_IN_OFFSET, true),
+          headView.getUint32(READ_IN_OFFSET + 4, true),
+          headView.getUint32(READ_IN_SIZE, true),
+        );
+      }
       const length = Math.min(len, chain.readableLength());
       // Most requests fit in the bytes read already: decoded from there, not copied again.
       let body: Uint8Array;
@@ -392,14 +425,16 @@ export class FsRequestHandler implements QueueHandler {
       }
       const request = decodeArgs(opcode, args, this.#decodeOptions);
       if (request.opcode === FuseOpcode.READ) {
+        const { fh, offset, size } = request.args;
         return this.#read(
           chain,
           memory,
           queueIndex,
           unique,
-          request.args.fh,
-          request.args.offset,
-          request.args.size,
+          fh,
+          Number(offset & 0xffff_ffffn),
+          Number(offset >> 32n),
+          size,
         );
       }
       // The guest process the request is made for: operations that create or
@@ -663,18 +698,20 @@ export class FsRequestHandler implements QueueHandler {
     queueIndex: number,
     unique: bigint,
     fh: bigint,
-    offset: bigint,
+    offsetLow: number,
+    offsetHigh: number,
     size: number,
   ): HandleResult {
     const writable = chain.writableLength();
     if (writable < FUSE_OUT_HEADER.size) {
       throw new RequestFailure(EIO, `no room for a reply (${writable} writable bytes)`);
     }
-    if (offset >= OFF_T_LIMIT) throw new RequestFailure(EINVAL);
+    if (offsetHigh >= OFF_T_LIMIT_HIGH) throw new RequestFailure(EINVAL);
     const fd = this.#fs.readFd(fh);
     const length = Math.min(size, writable - FUSE_OUT_HEADER.size);
     const skip = chain.readableLength() + FUSE_OUT_HEADER.size;
-    const pastEnd = offset > MAX_SAFE_OFFSET;
+    const pastEnd = offsetHigh >= PAST_END_HIGH;
+    const offset = offsetHigh * 0x1_0000_0000 + offsetLow;
     if (
       !pastEnd && this.#deferred !== undefined &&
       this.#deferLater(
@@ -686,7 +723,7 @@ export class FsRequestHandler implements QueueHandler {
             memory,
             skip,
             length,
-            Number(offset),
+            offset,
             false,
             (
               result,
@@ -707,9 +744,9 @@ export class FsRequestHandler implements QueueHandler {
       fd,
       chain.segments, // one byte stream, readable part first: skip it and the out header
       memory,
-      chain.readableLength() + FUSE_OUT_HEADER.size,
+      skip,
       length,
-      Number(offset),
+      offset,
       false,
     );
     const len = FUSE_OUT_HEADER.size + count;
@@ -729,11 +766,17 @@ export class FsRequestHandler implements QueueHandler {
     if (got < WRITE_HEADER_SIZE) {
       throw new FuseProtocolError(`WRITE of ${got} bytes is shorter than its header`);
     }
-    const len = this.#headView.getUint32(IN_HEADER.len, true);
-    const args = readStruct(FUSE_WRITE_IN, this.#head, FUSE_IN_HEADER.size);
-    if (len !== WRITE_HEADER_SIZE + args.size) {
+    // fuse_write_in's fields read where they lie (no decoded object, no bigint offset).
+    const headView = this.#headView;
+    const len = headView.getUint32(IN_HEADER.len, true);
+    const fh = headView.getBigUint64(WRITE_IN_FH, true);
+    const offsetLow = headView.getUint32(WRITE_IN_OFFSET, true);
+    const offsetHigh = headView.getUint32(WRITE_IN_OFFSET + 4, true);
+    const size = headView.getUint32(WRITE_IN_SIZE, true);
+    const writeFlags = headView.getUint32(WRITE_IN_WRITE_FLAGS, true);
+    if (len !== WRITE_HEADER_SIZE + size) {
       throw new FuseProtocolError(
-        `WRITE: fuse_in_header.len ${len} does not match fuse_write_in.size ${args.size}`,
+        `WRITE: fuse_in_header.len ${len} does not match fuse_write_in.size ${size}`,
       );
     }
     if (len > chain.readableLength()) {
@@ -741,19 +784,19 @@ export class FsRequestHandler implements QueueHandler {
         `WRITE: fuse_in_header.len ${len} exceeds the ${chain.readableLength()} bytes sent`,
       );
     }
-    if (args.offset >= OFF_T_LIMIT) throw new RequestFailure(EINVAL);
-    if (args.offset + BigInt(args.size) > MAX_SAFE_OFFSET) {
+    if (offsetHigh >= OFF_T_LIMIT_HIGH) throw new RequestFailure(EINVAL);
+    // Exact below 2^53; from there up the sum cannot round back under the limit.
+    const offset = offsetHigh * 0x1_0000_0000 + offsetLow;
+    if (offsetHigh >= PAST_END_HIGH || offset + size > Number.MAX_SAFE_INTEGER) {
       throw new RequestFailure(EFBIG);
     }
-    const fd = this.#fs.readFd(args.fh);
+    const fd = this.#fs.readFd(fh);
     if (chain.writableLength() < FUSE_OUT_HEADER.size + 8) {
       throw new RequestFailure(EIO, "no room for the WRITE reply");
     }
-    const killSuidgid = (args.writeFlags & FuseWriteFlag.KILL_SUIDGID) !== 0;
+    const killSuidgid = (writeFlags & FuseWriteFlag.KILL_SUIDGID) !== 0;
     // A write that must clear setuid/setgid runs at once: the core drops CAP_FSETID around it.
     if (!killSuidgid && this.#deferred !== undefined) {
-      const fh = args.fh;
-      const offset = Number(args.offset);
       const writeFd = this.#fs.asyncWriteFd(fh);
       const written = (result: number) =>
         this.#completeLater(chain, memory, queueIndex, unique, fh, result, (count) => {
@@ -765,7 +808,7 @@ export class FsRequestHandler implements QueueHandler {
           chain.segments,
           memory,
           WRITE_HEADER_SIZE,
-          args.size,
+          size,
           offset,
           true,
           done,
@@ -785,14 +828,14 @@ export class FsRequestHandler implements QueueHandler {
       };
       if (this.#deferLater(fh, () => queue(writeFd, retried))) return DEFERRED;
     }
-    const count = this.#fs.write(args.fh, killSuidgid, (fd) =>
+    const count = this.#fs.write(fh, killSuidgid, (fd) =>
       this.#transfer(
         fd,
         chain.segments, // len <= readableLength(): never reaches the writable part
         memory,
         WRITE_HEADER_SIZE,
-        args.size,
-        Number(args.offset),
+        size,
+        offset,
         true,
       ));
     return this.#writeReply(chain, memory, unique, count);

@@ -1026,6 +1026,14 @@ Deno.test("WRITE with bad lengths, offsets or handles fails cleanly", () => {
   assert.equal(pread(h.fs.handles.get(fh)!, file, 0), 0, "nothing was written");
   assert.equal(h.call(FuseOpcode.WRITE, writeArgs(fh, 1n << 63n, pattern(1, 1))).error, EINVAL);
   assert.equal(h.call(FuseOpcode.WRITE, writeArgs(fh, 1n << 60n, pattern(1, 1))).error, EFBIG);
+  // The edge: the last byte would land at 2^53 (or the write starts there, even empty).
+  const edge = (1n << 53n) - 1n;
+  assert.equal(h.call(FuseOpcode.WRITE, writeArgs(fh, edge, pattern(1, 1))).error, EFBIG);
+  assert.equal(h.call(FuseOpcode.WRITE, writeArgs(fh, 1n << 53n, pattern(0, 1))).error, EFBIG);
+  assert.equal(
+    h.call(FuseOpcode.WRITE, writeArgs(fh, edge - 4095n, pattern(4096, 1))).error,
+    EFBIG,
+  );
   assert.equal(h.call(FuseOpcode.WRITE, writeArgs(1234n, 0n, pattern(1, 1))).error, EBADF);
   // Zero-length write succeeds without touching the file.
   const zero = h.call(FuseOpcode.WRITE, writeArgs(fh, 0n, new Uint8Array(0)));
@@ -1063,6 +1071,49 @@ Deno.test("READ goes from the file into the guest buffers after the header, shor
   // No room for even the header: nothing written, no exception.
   assert.equal(h.send(FuseOpcode.READ, readArgs(fh, 0n, 10), { writable: [8] }).used, 0);
   assert.equal(h.call(FuseOpcode.READ, readArgs(77n, 0n, 10)).error, EBADF);
+});
+
+Deno.test("a READ of another shape (an extension, a wrong length, split segments) gets the same answers", () => {
+  using h = initedHarness();
+  const fh = decodeOpenOut(h.call(FuseOpcode.OPEN, { flags: 0, openFlags: 0 }).payload).fh;
+  const data = pattern(10_000, 9);
+  pwrite(h.fs.handles.get(fh)!, data, 0);
+  const read = (offset: bigint, unique: bigint) =>
+    encodeRequest(
+      FuseOpcode.READ,
+      { unique, nodeid: 1n, uid: 1000, gid: 100 },
+      readArgs(fh, offset, 100),
+    );
+  const answer = (sent: { used: number; reply: Uint8Array }) => {
+    const header = decodeOutHeader(sent.reply);
+    return { error: header.error, unique: header.unique, payload: sent.reply.slice(16, sent.used) };
+  };
+  // With a groups extension: the data all the same, and the edges of the offset range.
+  const cases: [bigint, number, number][] = [
+    [1000n, 0, 100],
+    [1n << 60n, 0, 0],
+    [1n << 63n, -EINVAL, 0],
+  ];
+  for (const [offset, error, bytes] of cases) {
+    const got = answer(h.sendRaw(withExtension(read(offset, 90n), encodeGroupsExtension([5]))));
+    assert.equal(got.error, error, `offset ${offset}`);
+    assert.equal(got.unique, 90n);
+    assert.equal(got.payload.length, bytes);
+  }
+  const extended = answer(h.sendRaw(withExtension(read(1000n, 91n), encodeGroupsExtension([5]))));
+  assert.deepEqual(extended.payload, data.subarray(1000, 1100));
+  // Split into three readable pieces: read across them, the same reply.
+  const split = answer(h.sendRaw(read(2000n, 92n), [4096], [7, 50]));
+  assert.deepEqual(split.payload, data.subarray(2000, 2100));
+  // Cut short or padded: fuse_read_in's length is checked, the request fails alone.
+  const short = read(0n, 93n).slice(0, 79);
+  new DataView(short.buffer).setUint32(0, 79, true);
+  assert.equal(answer(h.sendRaw(short)).error, -EINVAL);
+  const long = new Uint8Array(81);
+  long.set(read(0n, 94n));
+  new DataView(long.buffer).setUint32(0, 81, true);
+  assert.equal(answer(h.sendRaw(long)).error, -EINVAL);
+  assert.deepEqual(answer(h.sendRaw(read(3000n, 95n))).payload, data.subarray(3000, 3100));
 });
 
 const SESSION = { initialized: true, minor: 36, flags: FuseInitFlag.ASYNC_READ, flags2: 0 };
