@@ -110,6 +110,22 @@ function attrOut(result: AttrResult, reply: Uint8Array): Uint8Array {
   );
 }
 
+/**
+ * GETATTR's reply body: fuse_attr_out of `nodeid`, through the open handle
+ * `fh` when `getattrFlags` has FUSE_GETATTR_FH, encoded in place after the
+ * out header of `reply`. (The request handler calls it straight for the
+ * common 56-byte GETATTR; every other shape comes through callCore.)
+ */
+export function getattrReply(
+  fs: FileSystem,
+  nodeid: bigint,
+  getattrFlags: number,
+  fh: bigint,
+  reply: Uint8Array,
+): Uint8Array {
+  return attrOut(fs.getattr(nodeid, (getattrFlags & FuseGetattrFlag.FH) ? fh : undefined), reply);
+}
+
 /** fuse_entry_out of `entry`, encoded in place after the out header of `reply`. */
 function entryReply(entry: EntryResult, reply: Uint8Array): Uint8Array {
   return encodeEntryOut(entryOut(entry), reply, FUSE_OUT_HEADER.size);
@@ -157,13 +173,8 @@ export function callCore(
       // Only READ, WRITE and FSYNC are ever in progress, and those are not interrupted
       // once in the kernel (virtiofsd ignores INTERRUPT too).
       return NO_REPLY;
-    case FuseOpcode.GETATTR: {
-      const { getattrFlags, fh } = request.args;
-      return attrOut(
-        fs.getattr(nodeid, (getattrFlags & FuseGetattrFlag.FH) ? fh : undefined),
-        reply,
-      );
-    }
+    case FuseOpcode.GETATTR:
+      return getattrReply(fs, nodeid, request.args.getattrFlags, request.args.fh, reply);
     case FuseOpcode.SETATTR:
       return attrOut(fs.setattr(nodeid, request.args, caller), reply);
     case FuseOpcode.READLINK:

@@ -59,6 +59,7 @@ import {
   EMPTY,
   type FileSystem,
   type FileSystemFactory,
+  getattrReply,
   NO_REPLY,
   type ReplyBody,
 } from "./core_dispatch.ts";
@@ -71,6 +72,7 @@ import {
 import {
   decodeArgs,
   encodeInitOut,
+  FUSE_GETATTR_IN,
   FUSE_IN_HEADER,
   FUSE_KERNEL_MINOR_VERSION,
   FUSE_KERNEL_VERSION,
@@ -189,6 +191,10 @@ const WRITE_IN_FH = FUSE_IN_HEADER.size + FUSE_WRITE_IN.offsets.fh;
 const WRITE_IN_OFFSET = FUSE_IN_HEADER.size + FUSE_WRITE_IN.offsets.offset;
 const WRITE_IN_SIZE = FUSE_IN_HEADER.size + FUSE_WRITE_IN.offsets.size;
 const WRITE_IN_WRITE_FLAGS = FUSE_IN_HEADER.size + FUSE_WRITE_IN.offsets.writeFlags;
+/** Where fuse_getattr_in's fields are in a GETATTR request, and the request's length. */
+const GETATTR_IN_FLAGS = FUSE_IN_HEADER.size + FUSE_GETATTR_IN.offsets.getattrFlags;
+const GETATTR_IN_FH = FUSE_IN_HEADER.size + FUSE_GETATTR_IN.offsets.fh;
+const GETATTR_REQUEST_SIZE = FUSE_IN_HEADER.size + FUSE_GETATTR_IN.size;
 /** A READ request's length: fuse_in_header + fuse_read_in (it fits in the head buffer). */
 const READ_REQUEST_SIZE = FUSE_IN_HEADER.size + FUSE_READ_IN.size;
 /**
@@ -408,6 +414,20 @@ export class FsRequestHandler implements QueueHandler {
         );
       }
       const length = Math.min(len, chain.readableLength());
+      // GETATTR, the other request a guest sends most, likewise (see getattrReply).
+      if (
+        opcode === FuseOpcode.GETATTR && len === GETATTR_REQUEST_SIZE && totalExtlen === 0 &&
+        got === GETATTR_REQUEST_SIZE
+      ) {
+        const reply = getattrReply(
+          this.#fs,
+          headView.getBigUint64(IN_HEADER.nodeid, true),
+          headView.getUint32(GETATTR_IN_FLAGS, true),
+          headView.getBigUint64(GETATTR_IN_FH, true),
+          this.#replyScratch.unzeroed(),
+        );
+        return this.#reply(chain, memory, queueIndex, unique, reply);
+      }
       // Most requests fit in the bytes read already: decoded from there, not copied again.
       let body: Uint8Array;
       if (length <= got) {

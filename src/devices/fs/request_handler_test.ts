@@ -744,6 +744,25 @@ Deno.test("GETATTR passes the fh only with GETATTR_FH; attr_out carries the time
   assert.equal(out.attr.size, 5n);
   h.call(FuseOpcode.GETATTR, { getattrFlags: FuseGetattrFlag.FH, fh: 55n }, { nodeid: 4n });
   assert.deepEqual(h.fs.last("getattr"), [4n, 55n]);
+  // With an extension (the general path): the same call and the same reply.
+  const request = encodeRequest(FuseOpcode.GETATTR, { unique: 80n, nodeid: 6n }, {
+    getattrFlags: FuseGetattrFlag.FH,
+    fh: 56n,
+  });
+  const extended = h.sendRaw(withExtension(request, encodeGroupsExtension([3])));
+  assert.deepEqual(h.fs.last("getattr"), [6n, 56n]);
+  assert.equal(decodeOutHeader(extended.reply).unique, 80n);
+  assert.deepEqual(
+    decodeAttrOut(extended.reply.subarray(16, extended.used)),
+    decodeAttrOut(plain.payload),
+  );
+  // Padded past fuse_getattr_in: refused, the core not called.
+  const padded = new Uint8Array(request.length + 8);
+  padded.set(request);
+  new DataView(padded.buffer).setUint32(0, padded.length, true);
+  const calls = h.fs.calls.length;
+  assert.equal(decodeOutHeader(h.sendRaw(padded).reply).error, -EINVAL);
+  assert.equal(h.fs.calls.length, calls);
 });
 
 Deno.test("name operations pass parent, names, mode, umask and the caller's uid/gid", () => {
