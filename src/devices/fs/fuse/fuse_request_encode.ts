@@ -45,7 +45,7 @@ import type {
   FuseForgetOne,
   FuseWriteArgs,
 } from "./fuse_request.ts";
-import { writeStruct } from "./fuse_struct.ts";
+import { type FieldSpec, type StructInput, type StructLayout, writeStruct } from "./fuse_struct.ts";
 
 /** Header fields a driver chooses; `len` is computed and `totalExtlen` is 0. */
 export interface FuseInHeaderInput {
@@ -126,71 +126,107 @@ export function encodeInHeader(
   );
 }
 
-/** A string followed by its NUL. */
-export function nulTerminated(bytes: Uint8Array): Uint8Array {
-  const out = new Uint8Array(bytes.byteLength + 1);
-  out.set(bytes);
-  return out;
+/**
+ * One piece of a request after its header, described rather than encoded:
+ * bytes copied as they are, a struct, or a name followed by its NUL. The
+ * request is then written in one pass into its own array (encodeRequest) or
+ * into the caller's (encodeRequestInto), with no array per piece: a driver
+ * keeping many requests in flight encodes each straight into its buffer.
+ */
+type RequestPart =
+  | Uint8Array
+  | { readonly layout: StructLayout<readonly FieldSpec[]>; readonly value: unknown }
+  | { readonly name: Uint8Array };
+
+function struct<F extends readonly FieldSpec[]>(
+  layout: StructLayout<F>,
+  value: StructInput<F>,
+): RequestPart {
+  return { layout: layout as StructLayout<readonly FieldSpec[]>, value };
+}
+
+function named(bytes: Uint8Array): RequestPart {
+  return { name: bytes };
+}
+
+function partLength(part: RequestPart): number {
+  if (part instanceof Uint8Array) return part.byteLength;
+  return "name" in part ? part.name.byteLength + 1 : part.layout.size;
+}
+
+/** Writes `part` at `at` in `target` (which has room for it); returns its length. */
+function writePart(part: RequestPart, target: Uint8Array, at: number): number {
+  if (part instanceof Uint8Array) {
+    target.set(part, at);
+    return part.byteLength;
+  }
+  if ("name" in part) {
+    target.set(part.name, at);
+    target[at + part.name.byteLength] = 0;
+    return part.name.byteLength + 1;
+  }
+  writeStruct(part.layout, part.value as StructInput<readonly FieldSpec[]>, target, at);
+  return part.layout.size;
 }
 
 type Encoder<K extends FuseDecodableOpcode> = (
   args: FuseArgsInputByOpcode[K],
   options: FuseDecodeOptions,
-) => Uint8Array[];
+) => RequestPart[];
 
 function securityContextPart(
   args: { securityContext?: Uint8Array },
   options: FuseDecodeOptions,
-): Uint8Array[] {
+): RequestPart[] {
   if (!options.securityContext) return [];
   return [args.securityContext ?? new Uint8Array(0)];
 }
 
-const NO_INPUT = (): Uint8Array[] => [];
-const NAME_ONLY = (args: { name: Uint8Array }): Uint8Array[] => [nulTerminated(args.name)];
-const OPEN = (args: FuseArgsByOpcode[typeof FuseOpcode.OPEN]) => [writeStruct(FUSE_OPEN_IN, args)];
-const READ = (args: FuseArgsByOpcode[typeof FuseOpcode.READ]) => [writeStruct(FUSE_READ_IN, args)];
+const NO_INPUT = (): RequestPart[] => [];
+const NAME_ONLY = (args: { name: Uint8Array }): RequestPart[] => [named(args.name)];
+const OPEN = (args: FuseArgsByOpcode[typeof FuseOpcode.OPEN]) => [struct(FUSE_OPEN_IN, args)];
+const READ = (args: FuseArgsByOpcode[typeof FuseOpcode.READ]) => [struct(FUSE_READ_IN, args)];
 const RELEASE = (args: FuseArgsByOpcode[typeof FuseOpcode.RELEASE]) => [
-  writeStruct(FUSE_RELEASE_IN, args),
+  struct(FUSE_RELEASE_IN, args),
 ];
 const FSYNC = (args: FuseArgsByOpcode[typeof FuseOpcode.FSYNC]) => [
-  writeStruct(FUSE_FSYNC_IN, args),
+  struct(FUSE_FSYNC_IN, args),
 ];
-const LK = (args: FuseArgsByOpcode[typeof FuseOpcode.GETLK]) => [writeStruct(FUSE_LK_IN, args)];
+const LK = (args: FuseArgsByOpcode[typeof FuseOpcode.GETLK]) => [struct(FUSE_LK_IN, args)];
 
 const ENCODERS: { readonly [K in FuseDecodableOpcode]: Encoder<K> } = {
   [FuseOpcode.LOOKUP]: NAME_ONLY,
-  [FuseOpcode.FORGET]: (args) => [writeStruct(FUSE_FORGET_IN, args)],
-  [FuseOpcode.GETATTR]: (args) => [writeStruct(FUSE_GETATTR_IN, args)],
-  [FuseOpcode.SETATTR]: (args) => [writeStruct(FUSE_SETATTR_IN, args)],
+  [FuseOpcode.FORGET]: (args) => [struct(FUSE_FORGET_IN, args)],
+  [FuseOpcode.GETATTR]: (args) => [struct(FUSE_GETATTR_IN, args)],
+  [FuseOpcode.SETATTR]: (args) => [struct(FUSE_SETATTR_IN, args)],
   [FuseOpcode.READLINK]: NO_INPUT,
   [FuseOpcode.SYMLINK]: (args, options) => [
-    nulTerminated(args.name),
-    nulTerminated(args.target),
+    named(args.name),
+    named(args.target),
     ...securityContextPart(args, options),
   ],
   [FuseOpcode.MKNOD]: (args, options) => [
-    writeStruct(FUSE_MKNOD_IN, args),
-    nulTerminated(args.name),
+    struct(FUSE_MKNOD_IN, args),
+    named(args.name),
     ...securityContextPart(args, options),
   ],
   [FuseOpcode.MKDIR]: (args, options) => [
-    writeStruct(FUSE_MKDIR_IN, args),
-    nulTerminated(args.name),
+    struct(FUSE_MKDIR_IN, args),
+    named(args.name),
     ...securityContextPart(args, options),
   ],
   [FuseOpcode.UNLINK]: NAME_ONLY,
   [FuseOpcode.RMDIR]: NAME_ONLY,
   [FuseOpcode.RENAME]: (args) => [
-    writeStruct(FUSE_RENAME_IN, args),
-    nulTerminated(args.oldname),
-    nulTerminated(args.newname),
+    struct(FUSE_RENAME_IN, args),
+    named(args.oldname),
+    named(args.newname),
   ],
-  [FuseOpcode.LINK]: (args) => [writeStruct(FUSE_LINK_IN, args), nulTerminated(args.name)],
+  [FuseOpcode.LINK]: (args) => [struct(FUSE_LINK_IN, args), named(args.name)],
   [FuseOpcode.OPEN]: OPEN,
   [FuseOpcode.READ]: READ,
   [FuseOpcode.WRITE]: (args) => [
-    writeStruct(FUSE_WRITE_IN, { ...args, size: args.data.byteLength }),
+    struct(FUSE_WRITE_IN, { ...args, size: args.data.byteLength }),
     args.data,
   ],
   [FuseOpcode.STATFS]: NO_INPUT,
@@ -198,16 +234,16 @@ const ENCODERS: { readonly [K in FuseDecodableOpcode]: Encoder<K> } = {
   [FuseOpcode.FSYNC]: FSYNC,
   [FuseOpcode.SETXATTR]: (args, options) => {
     const head = { size: args.value.byteLength, flags: args.flags };
-    const struct = options.setxattrExt
-      ? writeStruct(FUSE_SETXATTR_IN, { ...head, setxattrFlags: args.setxattrFlags ?? 0 })
-      : writeStruct(FUSE_SETXATTR_IN_COMPAT, head);
-    return [struct, nulTerminated(args.name), args.value];
+    const fixed = options.setxattrExt
+      ? struct(FUSE_SETXATTR_IN, { ...head, setxattrFlags: args.setxattrFlags ?? 0 })
+      : struct(FUSE_SETXATTR_IN_COMPAT, head);
+    return [fixed, named(args.name), args.value];
   },
-  [FuseOpcode.GETXATTR]: (args) => [writeStruct(FUSE_GETXATTR_IN, args), nulTerminated(args.name)],
-  [FuseOpcode.LISTXATTR]: (args) => [writeStruct(FUSE_GETXATTR_IN, args)],
+  [FuseOpcode.GETXATTR]: (args) => [struct(FUSE_GETXATTR_IN, args), named(args.name)],
+  [FuseOpcode.LISTXATTR]: (args) => [struct(FUSE_GETXATTR_IN, args)],
   [FuseOpcode.REMOVEXATTR]: NAME_ONLY,
-  [FuseOpcode.FLUSH]: (args) => [writeStruct(FUSE_FLUSH_IN, args)],
-  [FuseOpcode.INIT]: (args) => [writeStruct(FUSE_INIT_IN, args)],
+  [FuseOpcode.FLUSH]: (args) => [struct(FUSE_FLUSH_IN, args)],
+  [FuseOpcode.INIT]: (args) => [struct(FUSE_INIT_IN, args)],
   [FuseOpcode.OPENDIR]: OPEN,
   [FuseOpcode.READDIR]: READ,
   [FuseOpcode.RELEASEDIR]: RELEASE,
@@ -215,29 +251,58 @@ const ENCODERS: { readonly [K in FuseDecodableOpcode]: Encoder<K> } = {
   [FuseOpcode.GETLK]: LK,
   [FuseOpcode.SETLK]: LK,
   [FuseOpcode.SETLKW]: LK,
-  [FuseOpcode.ACCESS]: (args) => [writeStruct(FUSE_ACCESS_IN, args)],
+  [FuseOpcode.ACCESS]: (args) => [struct(FUSE_ACCESS_IN, args)],
   [FuseOpcode.CREATE]: (args, options) => [
-    writeStruct(FUSE_CREATE_IN, args),
-    nulTerminated(args.name),
+    struct(FUSE_CREATE_IN, args),
+    named(args.name),
     ...securityContextPart(args, options),
   ],
-  [FuseOpcode.INTERRUPT]: (args) => [writeStruct(FUSE_INTERRUPT_IN, args)],
+  [FuseOpcode.INTERRUPT]: (args) => [struct(FUSE_INTERRUPT_IN, args)],
   [FuseOpcode.DESTROY]: NO_INPUT,
   [FuseOpcode.BATCH_FORGET]: (args) => [
-    writeStruct(FUSE_BATCH_FORGET_IN, { count: args.entries.length }),
-    ...args.entries.map((entry) => writeStruct(FUSE_FORGET_ONE, entry)),
+    struct(FUSE_BATCH_FORGET_IN, { count: args.entries.length }),
+    ...args.entries.map((entry) => struct(FUSE_FORGET_ONE, entry)),
   ],
-  [FuseOpcode.FALLOCATE]: (args) => [writeStruct(FUSE_FALLOCATE_IN, args)],
+  [FuseOpcode.FALLOCATE]: (args) => [struct(FUSE_FALLOCATE_IN, args)],
   [FuseOpcode.READDIRPLUS]: READ,
   [FuseOpcode.RENAME2]: (args) => [
-    writeStruct(FUSE_RENAME2_IN, args),
-    nulTerminated(args.oldname),
-    nulTerminated(args.newname),
+    struct(FUSE_RENAME2_IN, args),
+    named(args.oldname),
+    named(args.newname),
   ],
-  [FuseOpcode.LSEEK]: (args) => [writeStruct(FUSE_LSEEK_IN, args)],
-  [FuseOpcode.COPY_FILE_RANGE]: (args) => [writeStruct(FUSE_COPY_FILE_RANGE_IN, args)],
-  [FuseOpcode.SYNCFS]: () => [writeStruct(FUSE_SYNCFS_IN, {})],
+  [FuseOpcode.LSEEK]: (args) => [struct(FUSE_LSEEK_IN, args)],
+  [FuseOpcode.COPY_FILE_RANGE]: (args) => [struct(FUSE_COPY_FILE_RANGE_IN, args)],
+  [FuseOpcode.SYNCFS]: () => [struct(FUSE_SYNCFS_IN, {})],
 };
+
+function requestParts<K extends FuseDecodableOpcode>(
+  opcode: K,
+  args: FuseArgsInputByOpcode[K],
+  options: FuseDecodeOptions,
+): RequestPart[] {
+  const encoder = ENCODERS[opcode] as Encoder<K> | undefined;
+  if (encoder === undefined) throw new RangeError(`no encoder for FUSE opcode ${opcode}`);
+  return encoder(args, options);
+}
+
+function writeRequest(
+  header: FuseInHeaderInput,
+  opcode: number,
+  parts: readonly RequestPart[],
+  len: number,
+  target: Uint8Array,
+  offset: number,
+): void {
+  encodeInHeader(header, opcode, len, target, offset);
+  let at = offset + FUSE_IN_HEADER.size;
+  for (const part of parts) at += writePart(part, target, at);
+}
+
+function requestLength(parts: readonly RequestPart[]): number {
+  let len = FUSE_IN_HEADER.size;
+  for (const part of parts) len += partLength(part);
+  return len;
+}
 
 /**
  * Builds a whole request: `fuse_in_header` (len computed) and the opcode's
@@ -250,16 +315,34 @@ export function encodeRequest<K extends FuseDecodableOpcode>(
   args: FuseArgsInputByOpcode[K],
   options: FuseDecodeOptions = {},
 ): Uint8Array {
-  const encoder = ENCODERS[opcode] as Encoder<K> | undefined;
-  if (encoder === undefined) throw new RangeError(`no encoder for FUSE opcode ${opcode}`);
-  const parts = encoder(args, options);
-  const len = parts.reduce((sum, part) => sum + part.byteLength, FUSE_IN_HEADER.size);
-  const request = new Uint8Array(len);
-  encodeInHeader(header, opcode, len, request);
-  let at = FUSE_IN_HEADER.size;
-  for (const part of parts) {
-    request.set(part, at);
-    at += part.byteLength;
-  }
+  const parts = requestParts(opcode, args, options);
+  const request = new Uint8Array(requestLength(parts));
+  writeRequest(header, opcode, parts, request.byteLength, request, 0);
   return request;
+}
+
+/**
+ * {@linkcode encodeRequest} into `target` at `offset` (a driver's request
+ * buffer in guest memory: no array is made for the request or its parts);
+ * returns the request's length.
+ *
+ * @throws {RangeError} when the request does not fit, before anything is written
+ */
+export function encodeRequestInto<K extends FuseDecodableOpcode>(
+  opcode: K,
+  header: FuseInHeaderInput,
+  args: FuseArgsInputByOpcode[K],
+  target: Uint8Array,
+  offset = 0,
+  options: FuseDecodeOptions = {},
+): number {
+  const parts = requestParts(opcode, args, options);
+  const len = requestLength(parts);
+  if (!(offset >= 0) || offset + len > target.byteLength) {
+    throw new RangeError(
+      `a ${len}-byte request does not fit at ${offset} in ${target.byteLength} bytes`,
+    );
+  }
+  writeRequest(header, opcode, parts, len, target, offset);
+  return len;
 }

@@ -24,7 +24,11 @@ import {
   isDecodableOpcode,
   splitRequest,
 } from "./fuse_request.ts";
-import { encodeRequest, type FuseArgsInputByOpcode } from "./fuse_request_encode.ts";
+import {
+  encodeRequest,
+  encodeRequestInto,
+  type FuseArgsInputByOpcode,
+} from "./fuse_request_encode.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);
 const HEADER = { unique: 0x1234n, nodeid: 5n, uid: 1000, gid: 100, pid: 77 };
@@ -300,6 +304,29 @@ Deno.test("every decodable opcode round-trips through encodeRequest and decodeAr
       const decoded = decodeArgs(opcode, body, options);
       assert.equal(decoded.opcode, opcode);
       assert.deepEqual(decoded.args, expectedArgs(opcode, options), `opcode ${opcode}`);
+    }
+  }
+});
+
+Deno.test("encodeRequestInto writes encodeRequest's bytes in place and nothing around them", () => {
+  for (
+    const options of [{}, { setxattrExt: true }, { securityContext: true }] as FuseDecodeOptions[]
+  ) {
+    for (const opcode of DECODABLE_OPCODES) {
+      const expected = requestFor(opcode, options);
+      const target = new Uint8Array(expected.byteLength + 16).fill(0xa5);
+      const len = encodeRequestInto(opcode, HEADER, SAMPLES[opcode] as never, target, 7, options);
+      assert.equal(len, expected.byteLength, `opcode ${opcode}`);
+      assert.deepEqual(target.subarray(7, 7 + len), expected, `opcode ${opcode}`);
+      assert.ok(target.subarray(0, 7).every((b) => b === 0xa5), `opcode ${opcode}: before`);
+      assert.ok(target.subarray(7 + len).every((b) => b === 0xa5), `opcode ${opcode}: after`);
+      // One byte short: refused before anything is written.
+      const short = new Uint8Array(expected.byteLength - 1).fill(0x5a);
+      assert.throws(
+        () => encodeRequestInto(opcode, HEADER, SAMPLES[opcode] as never, short, 0, options),
+        RangeError,
+      );
+      assert.ok(short.every((b) => b === 0x5a), `opcode ${opcode}: written when it did not fit`);
     }
   }
 });
