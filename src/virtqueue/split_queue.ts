@@ -77,6 +77,14 @@ export class SplitQueue {
   /** Used elements pushed since the last `needsNotification()`. */
   #addedSinceCheck = 0;
   #notificationsEnabled = true;
+  /**
+   * avail.idx as last read (with acquire semantics). Chains up to it are
+   * published for good (the index only moves forward), so popAvail takes
+   * them without reading the index again, one atomic load per batch instead
+   * of per chain; it reads again only on reaching it. Equal to nextAvail
+   * whenever nothing is known beyond it (after attach, detach, setNextAvail).
+   */
+  #availSeen = 0;
 
   /** Creates a detached queue from plain state (validated by `attach`). */
   constructor(state: SplitQueueState) {
@@ -90,7 +98,9 @@ export class SplitQueue {
 
   /** True when the driver published chains not popped yet (reads avail.idx; no side effect). */
   hasAvailable(): boolean {
-    return this.#avail !== undefined && Atomics.load(this.#avail, 1) !== this.#state.nextAvail;
+    if (this.#avail === undefined) return false;
+    return this.#availSeen !== this.#state.nextAvail ||
+      Atomics.load(this.#avail, 1) !== this.#state.nextAvail;
   }
 
   /** Next used ring index to write (the used index once the last push is published). */
@@ -160,6 +170,7 @@ export class SplitQueue {
 
   /** Drops every view into guest memory; call before the memory is unmapped. */
   detach(): void {
+    this.#availSeen = this.#state.nextAvail;
     this.#memory = undefined;
     this.#descView = undefined;
     this.#avail = undefined;
@@ -194,10 +205,15 @@ export class SplitQueue {
     const avail = this.#availView();
     const s = this.#state;
     const nextAvail = s.nextAvail;
-    const pending = (Atomics.load(avail, 1) - nextAvail) & 0xffff;
-    if (pending === 0) return undefined;
-    if (pending > s.size) return { ringError: this.#ringError(pending) };
-    // The acquire load of avail.idx above orders this read after the driver's store.
+    if (this.#availSeen === nextAvail) {
+      const availIdx = Atomics.load(avail, 1);
+      const pending = (availIdx - nextAvail) & 0xffff;
+      if (pending === 0) return undefined;
+      if (pending > s.size) return { ringError: this.#ringError(pending) };
+      this.#availSeen = availIdx;
+    }
+    // The acquire load of avail.idx (now or for an earlier chain of this batch) orders this
+    // read after the driver's store.
     const head = avail[2 + (nextAvail & (s.size - 1))];
     s.nextAvail = (nextAvail + 1) & 0xffff;
     if (s.eventIdx && this.#notificationsEnabled) this.#writeAvailEvent(s.nextAvail);
@@ -237,6 +253,7 @@ export class SplitQueue {
    */
   setNextAvail(index: number): void {
     this.#state.nextAvail = index & 0xffff;
+    this.#availSeen = this.#state.nextAvail;
   }
 
   /**

@@ -149,6 +149,31 @@ Deno.test("avail index more than size ahead is a ring error", () => {
   assert.equal(queue.state().nextAvail, 0, "a broken ring is not consumed");
 });
 
+Deno.test("a batch is taken on one read of avail.idx: what it published stays poppable", () => {
+  const { memory, layout, driver, queue } = setup({ size: 4 });
+  for (let i = 0; i < 3; i++) driver.publishRaw(i);
+  expectChain(queue.popAvail());
+  // A hostile driver now moves avail.idx far ahead: the two chains it published before are
+  // still taken (they were published), the next read of the index breaks the ring.
+  const availIdx = new DataView(memory.regions[0].bytes.buffer, layout.availGpa + 2, 2);
+  availIdx.setUint16(0, 200, true);
+  assert.equal(expectChain(queue.popAvail()).head, 1);
+  assert.equal(expectChain(queue.popAvail()).head, 2);
+  const popped = queue.popAvail();
+  assert.ok(popped !== undefined && "ringError" in popped);
+  assert.equal(queue.state().nextAvail, 3);
+  // setNextAvail forgets what was seen: the index is read again.
+  availIdx.setUint16(0, 3, true);
+  queue.setNextAvail(1);
+  assert.equal(expectChain(queue.popAvail()).head, 1);
+  assert.equal(expectChain(queue.popAvail()).head, 2);
+  assert.equal(queue.popAvail(), undefined);
+  assert.equal(queue.hasAvailable(), false);
+  driver.publishRaw(3);
+  assert.equal(queue.hasAvailable(), true);
+  assert.equal(expectChain(queue.popAvail()).head, 3);
+});
+
 Deno.test("hostile head in the avail ring yields a chain error, not a throw", () => {
   const { driver, queue } = setup({ size: 4 });
   driver.publishRaw(9);
