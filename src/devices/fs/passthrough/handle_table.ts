@@ -8,6 +8,7 @@
 import type { Dirent } from "../../../../ffi/mod.ts";
 import { DIRECT_WRITER_UNKNOWN } from "./direct_writer.ts";
 import type { Inode } from "./inode_table.ts";
+import { IdMap } from "./id_map.ts";
 
 /** Where a directory listing stands between READDIR requests. */
 export interface DirCursor {
@@ -57,7 +58,7 @@ export interface Handle {
 
 /** Handles by number. Numbers start at 1 and are never reused. */
 export class HandleTable {
-  readonly #handles = new Map<bigint, Handle>();
+  readonly #handles = new IdMap<Handle>();
   #nextFh = 1n;
 
   /** Number of open handles. */

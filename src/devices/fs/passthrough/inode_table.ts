@@ -22,6 +22,7 @@ import { closeQuietly, type StatxResult } from "../../../../ffi/mod.ts";
 import { FUSE_ROOT_ID } from "../fuse/fuse_abi.ts";
 import { sameName } from "./fs_names.ts";
 import type { InodeFileHandles, InodeHandle } from "./inode_file_handles.ts";
+import { IdMap } from "./id_map.ts";
 
 /** One name an inode can be found under. */
 export interface InodeLocation {
@@ -139,7 +140,7 @@ const S_IFMT = 0o170000;
 
 /** Inodes by node id and by host identity. */
 export class InodeTable {
-  readonly #byNodeid = new Map<bigint, Inode>();
+  readonly #byNodeid = new IdMap<Inode>();
   readonly #byIdentity = new Map<number | string, Inode>();
   #nextNodeid = FUSE_ROOT_ID + 1n;
   /** The shared directory itself, node id 1. */
