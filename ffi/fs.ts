@@ -351,16 +351,28 @@ export function fstatat(dirfd: number, name: PathArg, flags: number): StatxResul
 }
 
 /**
+ * The raw `struct statx` of {@linkcode fstatat} (STATX_BASIC_STATS and
+ * STATX_MNT_ID asked for), or its errno negated: a view of one buffer kept
+ * for every call, valid until the next statx of this isolate. For a caller
+ * that copies a few fields straight into a reply (GETATTR's fuse_attr)
+ * instead of making a status object first.
+ */
+export function statxViewOrErrno(dirfd: number, name: PathArg, flags: number): DataView | number {
+  const path = scratchPath("statx", name);
+  if (libc().statx(dirfd, path, flags, STATX_BASIC_STATS | STATX_MNT_ID, statxBuffer) < 0) {
+    return -lastErrno();
+  }
+  return statxView;
+}
+
+/**
  * {@linkcode fstatat} answering a failure with its errno, negated: a name
  * that is not there is an ordinary answer for a caller that only asks, and
  * an Error costs more than the statx (see {@linkcode openat2OrErrno}).
  */
 export function fstatatOrErrno(dirfd: number, name: PathArg, flags: number): StatxResult | number {
-  const path = scratchPath("statx", name);
-  if (libc().statx(dirfd, path, flags, STATX_BASIC_STATS | STATX_MNT_ID, statxBuffer) < 0) {
-    return -lastErrno();
-  }
-  const view = statxView;
+  const view = statxViewOrErrno(dirfd, name, flags);
+  if (typeof view === "number") return view;
   // Offsets of the kernel's struct statx (include/uapi/linux/stat.h).
   const mask = view.getUint32(0, true);
   const result: StatxResult = {

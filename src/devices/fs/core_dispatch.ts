@@ -20,6 +20,7 @@ import {
   encodeOpenOut,
   encodeReadlinkReply,
   encodeStatfsOut,
+  FUSE_ATTR_OUT,
   FUSE_OUT_HEADER,
   FuseFsyncFlag,
   FuseGetattrFlag,
@@ -54,6 +55,7 @@ export type FileSystem = Pick<
   | "forget"
   | "batchForget"
   | "getattr"
+  | "getattrInto"
   | "setattr"
   | "readlink"
   | "symlink"
@@ -123,7 +125,9 @@ export function getattrReply(
   fh: bigint,
   reply: Uint8Array,
 ): Uint8Array {
-  return attrOut(fs.getattr(nodeid, (getattrFlags & FuseGetattrFlag.FH) ? fh : undefined), reply);
+  const at = FUSE_OUT_HEADER.size;
+  fs.getattrInto(nodeid, (getattrFlags & FuseGetattrFlag.FH) ? fh : undefined, reply, at);
+  return reply.subarray(at, at + FUSE_ATTR_OUT.size);
 }
 
 /** fuse_entry_out of `entry`, encoded in place after the out header of `reply`. */

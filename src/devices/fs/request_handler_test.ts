@@ -168,6 +168,11 @@ class FakeFs implements FileSystem {
     this.#record("getattr", nodeid, fh);
     return { attr: ATTR, attrTimeoutSec: 0.25 };
   }
+
+  getattrInto(nodeid: bigint, fh: bigint | undefined, target: Uint8Array, at: number): void {
+    this.#record("getattr", nodeid, fh);
+    encodeAttrOut({ attrValid: 0n, attrValidNsec: 250_000_000, attr: ATTR }, target, at);
+  }
   setattr(nodeid: bigint, args: FuseSetattrArgs, caller?: Caller): FsAttr {
     this.#record("setattr", nodeid, args, caller);
     return { attr: { ...ATTR, mode: 0o100000 | args.mode }, attrTimeoutSec: 1 };

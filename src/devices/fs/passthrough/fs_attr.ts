@@ -5,8 +5,9 @@
  * @module
  */
 
-import type { StatxResult } from "../../../../ffi/mod.ts";
+import { makedev, type StatxResult } from "../../../../ffi/mod.ts";
 import type { FuseAttr, FuseEntryOut } from "../fuse/fuse_reply.ts";
+import { FUSE_ATTR } from "../fuse/fuse_layouts.ts";
 import type { EntryResult } from "./fs_types.ts";
 
 /** The permission bits of a mode (rwx for all three, setuid, setgid, sticky): what chmod sets. */
@@ -41,6 +42,42 @@ export function attrFromStatx(st: StatxResult): FuseAttr {
     // Present (not left to the encoder's default): the encoder then takes this object as is.
     flags: 0,
   };
+}
+
+/** Where fuse_attr's fields are. */
+const ATTR = FUSE_ATTR.offsets;
+
+/** Copies a 64-bit field as its two 32-bit halves: exact at any value, no bigint. */
+function copy64(from: DataView, at: number, to: DataView, dest: number): void {
+  to.setUint32(dest, from.getUint32(at, true), true);
+  to.setUint32(dest + 4, from.getUint32(at + 4, true), true);
+}
+
+/**
+ * Writes the fuse_attr of a raw `struct statx` (ffi's statxViewOrErrno) at
+ * `at` in `target`, all 88 bytes: what encodeAttr(attrFromStatx(st)) writes,
+ * with no status or attribute object in between (GETATTR, the request a
+ * guest sends most, answers straight from it). Offsets of `struct statx`
+ * are the kernel's (include/uapi/linux/stat.h).
+ */
+export function writeAttrFromStatx(statx: DataView, target: DataView, at: number): void {
+  copy64(statx, 32, target, at + ATTR.ino);
+  copy64(statx, 40, target, at + ATTR.size);
+  copy64(statx, 48, target, at + ATTR.blocks);
+  copy64(statx, 64, target, at + ATTR.atime);
+  copy64(statx, 112, target, at + ATTR.mtime);
+  copy64(statx, 96, target, at + ATTR.ctime);
+  target.setUint32(at + ATTR.atimensec, statx.getUint32(72, true), true);
+  target.setUint32(at + ATTR.mtimensec, statx.getUint32(120, true), true);
+  target.setUint32(at + ATTR.ctimensec, statx.getUint32(104, true), true);
+  target.setUint32(at + ATTR.mode, statx.getUint16(28, true), true);
+  target.setUint32(at + ATTR.nlink, statx.getUint32(16, true), true);
+  target.setUint32(at + ATTR.uid, statx.getUint32(20, true), true);
+  target.setUint32(at + ATTR.gid, statx.getUint32(24, true), true);
+  const rdev = makedev(statx.getUint32(128, true), statx.getUint32(132, true)) % U32;
+  target.setUint32(at + ATTR.rdev, rdev, true);
+  target.setUint32(at + ATTR.blksize, statx.getUint32(4, true), true);
+  target.setUint32(at + ATTR.flags, 0, true);
 }
 
 /** Attributes of an entry we do not describe (READDIRPLUS "." and ".."): zero but for `ino` and the type. */

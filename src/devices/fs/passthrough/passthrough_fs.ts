@@ -52,6 +52,7 @@ import {
   AT_FDCWD,
   AT_REMOVEDIR,
   AT_SYMLINK_FOLLOW,
+  AT_SYMLINK_NOFOLLOW,
   closeFd,
   closeQuietly,
   dupFd,
@@ -90,6 +91,7 @@ import {
   S_IFMT,
   S_IFREG,
   S_IFSOCK,
+  statxViewOrErrno,
   symlinkat,
   unlinkat,
   W_OK,
@@ -105,7 +107,11 @@ import { DIRECT_WRITER_UNKNOWN, openDirectWriter } from "./direct_writer.ts";
 import { EntryCreator } from "./entry_creation.ts";
 import { EntryLookup } from "./entry_lookup.ts";
 import { fileOffset } from "./file_offset.ts";
-import { attrFromStatx } from "./fs_attr.ts";
+import { attrFromStatx, splitTimeout, writeAttrFromStatx } from "./fs_attr.ts";
+import { FUSE_ATTR_OUT } from "../fuse/fuse_layouts.ts";
+
+/** Where fuse_attr_out's fields are. */
+const ATTR_OUT = FUSE_ATTR_OUT.offsets;
 import { errnoOf, FsError, FsRestoreError, toFsError } from "./fs_errors.ts";
 import { checkEntryName, classifyComponent } from "./fs_names.ts";
 import { type FsSnapshot, restoreSnapshot, takeSnapshot } from "./fs_snapshot.ts";
@@ -160,6 +166,9 @@ export class PassthroughFs {
   readonly #migrationOnError: MigrationOnError;
   readonly #migrationMode: MigrationMode;
   readonly #attrTimeoutSec: number;
+  /** The attribute timeout as fuse_attr_out carries it. */
+  readonly #attrValid: { sec: number; nsec: number };
+  #replyView: DataView | undefined;
   /** Runs operations as their guest caller (when vhostd is root). */
   readonly #scope: CallerScope;
   readonly #inodes: InodeTable;
@@ -189,6 +198,7 @@ export class PassthroughFs {
     this.#migrationMode = migrationMode;
     const cache = cacheSettings(opts);
     this.#attrTimeoutSec = cache.attrTimeoutSec;
+    this.#attrValid = splitTimeout(cache.attrTimeoutSec);
     this.#scope = new CallerScope();
     this.#xattr = new XattrOps(
       opts,
@@ -319,6 +329,40 @@ export class PassthroughFs {
       }
       return this.#attrResult(fd);
     });
+  }
+
+  /**
+   * GETATTR written straight into a reply: the fuse_attr_out of `nodeid`
+   * (through `fh` as {@linkcode getattr} does) at `at` in `target`, all 104
+   * bytes, from the raw statx (no status or attribute object). Fails as
+   * getattr does, with nothing written.
+   */
+  getattrInto(nodeid: bigint, fh: bigint | undefined, target: Uint8Array, at: number): void {
+    const inode = this.#inode(nodeid);
+    let fd = inode.fd;
+    if (fh !== undefined) {
+      const handle = this.#handles.table.get(fh);
+      if (handle !== undefined && handle.broken === null && handle.inode === inode) fd = handle.fd;
+    }
+    const statx = statxViewOrErrno(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+    if (typeof statx === "number") throw new FsError(-statx, `statx of node ${nodeid}`);
+    if (!(at >= 0 && at + FUSE_ATTR_OUT.size <= target.byteLength)) {
+      throw new RangeError(`fuse_attr_out needs ${FUSE_ATTR_OUT.size} bytes at ${at}`);
+    }
+    const view = this.#viewOf(target);
+    const base = target.byteOffset + at;
+    const sec = this.#attrValid.sec;
+    view.setUint32(base + ATTR_OUT.attrValid, sec % 0x1_0000_0000, true);
+    view.setUint32(base + ATTR_OUT.attrValid + 4, Math.floor(sec / 0x1_0000_0000), true);
+    view.setUint32(base + ATTR_OUT.attrValidNsec, this.#attrValid.nsec, true);
+    view.setUint32(base + ATTR_OUT.attrValidNsec + 4, 0, true); // fuse_attr_out.dummy
+    writeAttrFromStatx(statx, view, base + ATTR_OUT.attr);
+  }
+
+  /** A DataView over `target`'s buffer, kept while replies go to the same buffer. */
+  #viewOf(target: Uint8Array): DataView {
+    if (this.#replyView?.buffer !== target.buffer) this.#replyView = new DataView(target.buffer);
+    return this.#replyView;
   }
 
   /**

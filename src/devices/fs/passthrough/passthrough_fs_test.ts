@@ -51,6 +51,8 @@ import {
   writeAt,
 } from "../../../../tests/support/passthrough_fixture.ts";
 import { PassthroughFs } from "./passthrough_fs.ts";
+import { splitTimeout } from "./fs_attr.ts";
+import { encodeAttrOut } from "../fuse/fuse_reply.ts";
 
 const ROOT = 1n;
 const isRoot = Deno.uid() === 0;
@@ -237,6 +239,38 @@ Deno.test("getattr, with and without a file handle", () => {
   const root = fs.getattr(ROOT);
   assert.equal(root.attr.mode & S_IFMT, S_IFDIR);
   assert.equal(root.attrTimeoutSec, 1);
+});
+
+Deno.test("getattrInto writes the fuse_attr_out getattr's result encodes to, or fails the same", () => {
+  using share = makeShare();
+  const { fs } = share;
+  Deno.writeTextFileSync(`${share.path}/f`, "12345");
+  Deno.mkdirSync(`${share.path}/d`);
+  const f = fs.lookup(ROOT, bytes("f"));
+  const d = fs.lookup(ROOT, bytes("d"));
+  const { fh } = fs.open(f.nodeid, O_RDWR);
+  writeAt(fs, fh, "1234567890");
+  const cases: [bigint, bigint | undefined][] = [[ROOT, undefined], [f.nodeid, undefined], [
+    f.nodeid,
+    fh,
+  ], [d.nodeid, 999n]];
+  for (const [nodeid, handle] of cases) {
+    const result = fs.getattr(nodeid, handle);
+    const valid = splitTimeout(result.attrTimeoutSec);
+    const expected = encodeAttrOut({
+      attrValid: valid.sec,
+      attrValidNsec: valid.nsec,
+      attr: result.attr,
+    });
+    const target = new Uint8Array(16 + expected.length + 4).fill(0xcc);
+    fs.getattrInto(nodeid, handle, target.subarray(2), 14);
+    assert.deepEqual(target.subarray(16, 16 + expected.length), expected, `node ${nodeid}`);
+    assert.ok(target.subarray(0, 16).every((b) => b === 0xcc), "nothing before");
+    assert.ok(target.subarray(16 + expected.length).every((b) => b === 0xcc), "nothing after");
+  }
+  const untouched = new Uint8Array(200).fill(0xcc);
+  assertFsErrno(() => fs.getattrInto(4242n, undefined, untouched, 16), EBADF, "unknown node");
+  assert.ok(untouched.every((b) => b === 0xcc), "nothing written on failure");
 });
 
 Deno.test("setattr: mode, owner, size (by path and by handle), times; symlink mode skipped", () => {
