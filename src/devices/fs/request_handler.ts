@@ -848,16 +848,17 @@ export class FsRequestHandler implements QueueHandler {
       };
       if (this.#deferLater(fh, () => queue(writeFd, retried))) return DEFERRED;
     }
-    const count = this.#fs.write(fh, killSuidgid, (fd) =>
-      this.#transfer(
-        fd,
-        chain.segments, // len <= readableLength(): never reaches the writable part
-        memory,
-        WRITE_HEADER_SIZE,
-        size,
-        offset,
+    // len <= readableLength(): the transfer never reaches the writable part.
+    const segments = chain.segments;
+    // Only a write that drops CAP_FSETID needs the core around it; any other goes
+    // straight to the handle's fd found above (no second lookup, no closures).
+    const count = killSuidgid
+      ? this.#fs.write(
+        fh,
         true,
-      ));
+        (to) => this.#transfer(to, segments, memory, WRITE_HEADER_SIZE, size, offset, true),
+      )
+      : this.#transfer(fd, segments, memory, WRITE_HEADER_SIZE, size, offset, true);
     return this.#writeReply(chain, memory, unique, count);
   }
 
