@@ -14,6 +14,48 @@ import type { Segment } from "../virtqueue/descriptor_chain.ts";
 /** The guest's buffers cannot hold the transfer (too short, or outside guest memory). */
 export class GuestBufferError extends Error {}
 
+/**
+ * Points the entries of `iov` at the guest pieces of bytes `[start, start +
+ * length)` of the byte stream `segments` form (readable ones first), one
+ * entry per piece, until the array is full; records each piece's guest
+ * address in `gpas` (to mark what a read filled) and, when given, its
+ * length in `lengths`. Returns the entries set: fewer bytes than `length`
+ * are covered when the segments end first or the array is full. The walk of
+ * forEachPiece, without a callback: it runs once per READ and WRITE.
+ *
+ * @throws {GuestBufferError} when a piece lies outside guest memory
+ */
+export function pointIovecsAt(
+  iov: IovecArray,
+  gpas: number[],
+  segments: readonly Segment[],
+  memory: GuestMemory,
+  start: number,
+  length: number,
+  lengths?: number[],
+): number {
+  let toSkip = start;
+  let at = 0;
+  let count = 0;
+  for (let i = 0; i < segments.length && at < length && count < iov.capacity; i++) {
+    const seg = segments[i];
+    if (toSkip >= seg.len) {
+      toSkip -= seg.len;
+      continue;
+    }
+    const gpa = seg.addr + toSkip;
+    const len = Math.min(seg.len - toSkip, length - at);
+    const host = memory.hostAddress(gpa, len);
+    if (host === undefined) throw new GuestBufferError("buffer outside guest memory");
+    gpas[count] = gpa;
+    if (lengths !== undefined) lengths[count] = len;
+    iov.set(count++, host, len);
+    at += len;
+    toSkip = 0;
+  }
+  return count;
+}
+
 /** Moves bytes between files and guest buffers, reusing one iovec array. */
 export class GuestFileIo {
   readonly #iov: IovecArray;
@@ -47,7 +89,7 @@ export class GuestFileIo {
     const iov = this.#iov;
     let done = 0;
     while (done < length) {
-      const count = this.#fill(segments, memory, skip + done, length - done);
+      const count = pointIovecsAt(iov, this.#gpas, segments, memory, skip + done, length - done);
       if (count === 0) throw new GuestBufferError("guest buffers shorter than the request");
       let n: number;
       try {
@@ -63,36 +105,6 @@ export class GuestFileIo {
       done += n;
     }
     return done;
-  }
-
-  /**
-   * Points the iovec entries at the guest pieces of bytes `[start, start +
-   * length)` of the segments' byte stream (what forEachPiece visits, walked
-   * here without a callback: this runs once per READ and WRITE); returns the
-   * entries set, at most the array's capacity.
-   */
-  #fill(segments: readonly Segment[], memory: GuestMemory, start: number, length: number): number {
-    const iov = this.#iov;
-    const gpas = this.#gpas;
-    let toSkip = start;
-    let at = 0;
-    let count = 0;
-    for (let i = 0; i < segments.length && at < length && count < iov.capacity; i++) {
-      const seg = segments[i];
-      if (toSkip >= seg.len) {
-        toSkip -= seg.len;
-        continue;
-      }
-      const gpa = seg.addr + toSkip;
-      const len = Math.min(seg.len - toSkip, length - at);
-      const host = memory.hostAddress(gpa, len);
-      if (host === undefined) throw new GuestBufferError("buffer outside guest memory");
-      gpas[count] = gpa;
-      iov.set(count++, host, len);
-      at += len;
-      toSkip = 0;
-    }
-    return count;
   }
 
   /** Marks the first `bytes` bytes of the first `count` iovec entries as written by the host. */

@@ -182,7 +182,9 @@ export class DescriptorChain {
  * ones first): `visit(gpa, len, at)` gets each piece's guest address, its
  * length and its offset inside the range, in order, until it returns false.
  * Returns the bytes visited: less than `length` when the segments end first
- * or `visit` stopped. The one walk every copy and iovec builder uses.
+ * or `visit` stopped. The walk every copy uses; the iovec builder of
+ * file I/O (guest_file_io.ts pointIovecsAt) walks the same way without a
+ * callback, once per READ and WRITE.
  */
 export function forEachPiece(
   segments: readonly Segment[],

@@ -15,8 +15,8 @@
 import { IovecArray } from "../../../ffi/mod.ts";
 import type { FileIoEngine } from "../../io/file_io_engine.ts";
 import type { GuestMemory } from "../../memory/guest_memory.ts";
-import { forEachPiece, type Segment } from "../../virtqueue/descriptor_chain.ts";
-import { GuestBufferError } from "../guest_file_io.ts";
+import type { Segment } from "../../virtqueue/descriptor_chain.ts";
+import { GuestBufferError, pointIovecsAt } from "../guest_file_io.ts";
 
 /** Receives an operation's result: bytes moved (0 for fsync), or a negative errno. */
 export type FsIoDone = (result: number) => void;
@@ -81,26 +81,27 @@ export class DeferredFileIo {
     done: FsIoDone,
   ): boolean {
     const transfer = this.#free.pop() ?? new Transfer(this.#capacity, this.#finished);
-    let count = 0;
-    let fits = true;
-    const visited = forEachPiece(segments, skip, length, (gpa, len) => {
-      if (count === this.#capacity) return fits = false;
-      const host = memory.hostAddress(gpa, len);
-      if (host === undefined) {
-        this.#free.push(transfer);
-        throw new GuestBufferError("buffer outside guest memory");
-      }
-      transfer.iov.set(count, host, len);
-      transfer.gpas[count] = gpa;
-      transfer.lengths[count++] = len;
-      return true;
-    });
-    if (!fits) {
+    let count: number;
+    try {
+      count = pointIovecsAt(
+        transfer.iov,
+        transfer.gpas,
+        segments,
+        memory,
+        skip,
+        length,
+        transfer.lengths,
+      );
+    } catch (e) {
       this.#free.push(transfer);
-      return false;
+      throw e;
     }
-    if (visited < length) {
+    let covered = 0;
+    for (let i = 0; i < count; i++) covered += transfer.lengths[i];
+    if (covered < length) {
       this.#free.push(transfer);
+      // A full array with bytes left: more pieces than one operation takes.
+      if (count === this.#capacity) return false;
       throw new GuestBufferError("guest buffers shorter than the request");
     }
     transfer.count = count;
