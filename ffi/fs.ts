@@ -319,6 +319,34 @@ export interface StatxResult {
 
 /** Size of `struct statx`. */
 const STATX_SIZE = 256;
+/**
+ * Byte offsets of the fields of the kernel's `struct statx`
+ * (include/uapi/linux/stat.h), for readers of {@linkcode statxViewOrErrno}.
+ * Times are an i64 of seconds and a u32 of nanoseconds.
+ */
+export const STATX_FIELD = {
+  mask: 0,
+  blksize: 4,
+  nlink: 16,
+  uid: 20,
+  gid: 24,
+  mode: 28,
+  ino: 32,
+  size: 40,
+  blocks: 48,
+  atimeSec: 64,
+  atimeNsec: 72,
+  ctimeSec: 96,
+  ctimeNsec: 104,
+  mtimeSec: 112,
+  mtimeNsec: 120,
+  rdevMajor: 128,
+  rdevMinor: 132,
+  devMajor: 136,
+  devMinor: 140,
+  mntId: 144,
+} as const;
+const F = STATX_FIELD;
 /** The statx result of the call in progress, reused: read out before the next call. */
 const statxBuffer = allocateBytes(STATX_SIZE);
 const statxView = new DataView(statxBuffer.buffer);
@@ -373,27 +401,26 @@ export function statxViewOrErrno(dirfd: number, name: PathArg, flags: number): D
 export function fstatatOrErrno(dirfd: number, name: PathArg, flags: number): StatxResult | number {
   const view = statxViewOrErrno(dirfd, name, flags);
   if (typeof view === "number") return view;
-  // Offsets of the kernel's struct statx (include/uapi/linux/stat.h).
-  const mask = view.getUint32(0, true);
+  const mask = view.getUint32(F.mask, true);
   const result: StatxResult = {
-    blksize: view.getUint32(4, true),
-    nlink: view.getUint32(16, true),
-    uid: view.getUint32(20, true),
-    gid: view.getUint32(24, true),
-    mode: view.getUint16(28, true),
-    ino: view.getBigUint64(32, true),
-    size: readU64(view, 40),
-    blocks: readU64(view, 48),
-    atimeSec: readI64(view, 64),
-    atimeNsec: view.getUint32(72, true),
-    ctimeSec: readI64(view, 96),
-    ctimeNsec: view.getUint32(104, true),
-    mtimeSec: readI64(view, 112),
-    mtimeNsec: view.getUint32(120, true),
-    rdev: makedev(view.getUint32(128, true), view.getUint32(132, true)),
-    dev: makedev(view.getUint32(136, true), view.getUint32(140, true)),
+    blksize: view.getUint32(F.blksize, true),
+    nlink: view.getUint32(F.nlink, true),
+    uid: view.getUint32(F.uid, true),
+    gid: view.getUint32(F.gid, true),
+    mode: view.getUint16(F.mode, true),
+    ino: view.getBigUint64(F.ino, true),
+    size: readU64(view, F.size),
+    blocks: readU64(view, F.blocks),
+    atimeSec: readI64(view, F.atimeSec),
+    atimeNsec: view.getUint32(F.atimeNsec, true),
+    ctimeSec: readI64(view, F.ctimeSec),
+    ctimeNsec: view.getUint32(F.ctimeNsec, true),
+    mtimeSec: readI64(view, F.mtimeSec),
+    mtimeNsec: view.getUint32(F.mtimeNsec, true),
+    rdev: makedev(view.getUint32(F.rdevMajor, true), view.getUint32(F.rdevMinor, true)),
+    dev: makedev(view.getUint32(F.devMajor, true), view.getUint32(F.devMinor, true)),
     // In the literal, not added after: one object shape, no extra property store per call.
-    mntId: (mask & STATX_MNT_ID) !== 0 ? view.getBigUint64(144, true) : undefined,
+    mntId: (mask & STATX_MNT_ID) !== 0 ? view.getBigUint64(F.mntId, true) : undefined,
   };
   return result;
 }
@@ -408,8 +435,9 @@ export function fdHoldsFile(fd: number, dev: number, ino: bigint): boolean {
   const flags = AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW;
   if (libc().statx(fd, scratchPath("statx", ""), flags, STATX_INO, statxBuffer) < 0) return false;
   const view = statxView;
-  return (view.getUint32(0, true) & STATX_INO) !== 0 && view.getBigUint64(32, true) === ino &&
-    makedev(view.getUint32(136, true), view.getUint32(140, true)) === dev;
+  return (view.getUint32(F.mask, true) & STATX_INO) !== 0 &&
+    view.getBigUint64(F.ino, true) === ino &&
+    makedev(view.getUint32(F.devMajor, true), view.getUint32(F.devMinor, true)) === dev;
 }
 
 /** Direct-I/O alignment of an open file (`statx` STATX_DIOALIGN). */

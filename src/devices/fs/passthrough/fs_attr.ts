@@ -5,7 +5,7 @@
  * @module
  */
 
-import { makedev, type StatxResult } from "../../../../ffi/mod.ts";
+import { makedev, STATX_FIELD, type StatxResult } from "../../../../ffi/mod.ts";
 import type { FuseAttr, FuseEntryOut } from "../fuse/fuse_reply.ts";
 import { FUSE_ATTR } from "../fuse/fuse_layouts.ts";
 import type { EntryResult } from "./fs_types.ts";
@@ -44,8 +44,9 @@ export function attrFromStatx(st: StatxResult): FuseAttr {
   };
 }
 
-/** Where fuse_attr's fields are. */
+/** Where fuse_attr's fields are, and struct statx's. */
 const ATTR = FUSE_ATTR.offsets;
+const STX = STATX_FIELD;
 
 /** Copies a 64-bit field as its two 32-bit halves: exact at any value, no bigint. */
 function copy64(from: DataView, at: number, to: DataView, dest: number): void {
@@ -57,26 +58,29 @@ function copy64(from: DataView, at: number, to: DataView, dest: number): void {
  * Writes the fuse_attr of a raw `struct statx` (ffi's statxViewOrErrno) at
  * `at` in `target`, all 88 bytes: what encodeAttr(attrFromStatx(st)) writes,
  * with no status or attribute object in between (GETATTR, the request a
- * guest sends most, answers straight from it). Offsets of `struct statx`
- * are the kernel's (include/uapi/linux/stat.h).
+ * guest sends most, answers straight from it).
  */
 export function writeAttrFromStatx(statx: DataView, target: DataView, at: number): void {
-  copy64(statx, 32, target, at + ATTR.ino);
-  copy64(statx, 40, target, at + ATTR.size);
-  copy64(statx, 48, target, at + ATTR.blocks);
-  copy64(statx, 64, target, at + ATTR.atime);
-  copy64(statx, 112, target, at + ATTR.mtime);
-  copy64(statx, 96, target, at + ATTR.ctime);
-  target.setUint32(at + ATTR.atimensec, statx.getUint32(72, true), true);
-  target.setUint32(at + ATTR.mtimensec, statx.getUint32(120, true), true);
-  target.setUint32(at + ATTR.ctimensec, statx.getUint32(104, true), true);
-  target.setUint32(at + ATTR.mode, statx.getUint16(28, true), true);
-  target.setUint32(at + ATTR.nlink, statx.getUint32(16, true), true);
-  target.setUint32(at + ATTR.uid, statx.getUint32(20, true), true);
-  target.setUint32(at + ATTR.gid, statx.getUint32(24, true), true);
-  const rdev = makedev(statx.getUint32(128, true), statx.getUint32(132, true)) % U32;
-  target.setUint32(at + ATTR.rdev, rdev, true);
-  target.setUint32(at + ATTR.blksize, statx.getUint32(4, true), true);
+  copy64(statx, STX.ino, target, at + ATTR.ino);
+  copy64(statx, STX.size, target, at + ATTR.size);
+  copy64(statx, STX.blocks, target, at + ATTR.blocks);
+  copy64(statx, STX.atimeSec, target, at + ATTR.atime);
+  copy64(statx, STX.mtimeSec, target, at + ATTR.mtime);
+  copy64(statx, STX.ctimeSec, target, at + ATTR.ctime);
+  target.setUint32(at + ATTR.atimensec, statx.getUint32(STX.atimeNsec, true), true);
+  target.setUint32(at + ATTR.mtimensec, statx.getUint32(STX.mtimeNsec, true), true);
+  target.setUint32(at + ATTR.ctimensec, statx.getUint32(STX.ctimeNsec, true), true);
+  target.setUint32(at + ATTR.mode, statx.getUint16(STX.mode, true), true);
+  target.setUint32(at + ATTR.nlink, statx.getUint32(STX.nlink, true), true);
+  target.setUint32(at + ATTR.uid, statx.getUint32(STX.uid, true), true);
+  target.setUint32(at + ATTR.gid, statx.getUint32(STX.gid, true), true);
+  const major = statx.getUint32(STX.rdevMajor, true);
+  target.setUint32(
+    at + ATTR.rdev,
+    makedev(major, statx.getUint32(STX.rdevMinor, true)) % U32,
+    true,
+  );
+  target.setUint32(at + ATTR.blksize, statx.getUint32(STX.blksize, true), true);
   target.setUint32(at + ATTR.flags, 0, true);
 }
 
