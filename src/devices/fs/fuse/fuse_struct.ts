@@ -123,6 +123,16 @@ class BufferViewCache {
 const readViews = new BufferViewCache();
 const writeViews = new BufferViewCache();
 
+/**
+ * The DataView over the whole buffer of `bytes` that the struct writers
+ * keep (made again only when another buffer comes): for an encoder that
+ * writes fields itself into a reply buffer. Offsets are from the start of
+ * the buffer: add `bytes.byteOffset`.
+ */
+export function writeViewOf(bytes: Uint8Array): DataView {
+  return writeViews.of(bytes);
+}
+
 const TWO_POW_32 = 0x1_0000_0000;
 
 type Reader = (view: DataView, base: number) => Record<string, unknown>;

@@ -109,9 +109,7 @@ import { EntryLookup } from "./entry_lookup.ts";
 import { fileOffset } from "./file_offset.ts";
 import { attrFromStatx, splitTimeout, writeAttrFromStatx } from "./fs_attr.ts";
 import { FUSE_ATTR_OUT } from "../fuse/fuse_layouts.ts";
-
-/** Where fuse_attr_out's fields are. */
-const ATTR_OUT = FUSE_ATTR_OUT.offsets;
+import { writeViewOf } from "../fuse/fuse_struct.ts";
 import { errnoOf, FsError, FsRestoreError, toFsError } from "./fs_errors.ts";
 import { checkEntryName, classifyComponent } from "./fs_names.ts";
 import { type FsSnapshot, restoreSnapshot, takeSnapshot } from "./fs_snapshot.ts";
@@ -168,7 +166,6 @@ export class PassthroughFs {
   readonly #attrTimeoutSec: number;
   /** The attribute timeout as fuse_attr_out carries it. */
   readonly #attrValid: { sec: number; nsec: number };
-  #replyView: DataView | undefined;
   /** Runs operations as their guest caller (when vhostd is root). */
   readonly #scope: CallerScope;
   readonly #inodes: InodeTable;
@@ -318,17 +315,7 @@ export class PassthroughFs {
 
   /** GETATTR; with `fh` (an open handle of this inode) the handle's fd is used. */
   getattr(nodeid: bigint, fh?: bigint): AttrResult {
-    return this.#run(() => {
-      const inode = this.#inode(nodeid);
-      let fd = inode.fd;
-      if (fh !== undefined) {
-        const handle = this.#handles.table.get(fh);
-        if (handle !== undefined && handle.broken === null && handle.inode === inode) {
-          fd = handle.fd;
-        }
-      }
-      return this.#attrResult(fd);
-    });
+    return this.#run(() => this.#attrResult(this.#attrFd(nodeid, fh)));
   }
 
   /**
@@ -338,31 +325,34 @@ export class PassthroughFs {
    * getattr does, with nothing written.
    */
   getattrInto(nodeid: bigint, fh: bigint | undefined, target: Uint8Array, at: number): void {
-    const inode = this.#inode(nodeid);
-    let fd = inode.fd;
-    if (fh !== undefined) {
-      const handle = this.#handles.table.get(fh);
-      if (handle !== undefined && handle.broken === null && handle.inode === inode) fd = handle.fd;
-    }
+    const fd = this.#attrFd(nodeid, fh);
     const statx = statxViewOrErrno(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
     if (typeof statx === "number") throw new FsError(-statx, `statx of node ${nodeid}`);
     if (!(at >= 0 && at + FUSE_ATTR_OUT.size <= target.byteLength)) {
       throw new RangeError(`fuse_attr_out needs ${FUSE_ATTR_OUT.size} bytes at ${at}`);
     }
-    const view = this.#viewOf(target);
+    const view = writeViewOf(target);
     const base = target.byteOffset + at;
     const sec = this.#attrValid.sec;
-    view.setUint32(base + ATTR_OUT.attrValid, sec % 0x1_0000_0000, true);
-    view.setUint32(base + ATTR_OUT.attrValid + 4, Math.floor(sec / 0x1_0000_0000), true);
-    view.setUint32(base + ATTR_OUT.attrValidNsec, this.#attrValid.nsec, true);
-    view.setUint32(base + ATTR_OUT.attrValidNsec + 4, 0, true); // fuse_attr_out.dummy
-    writeAttrFromStatx(statx, view, base + ATTR_OUT.attr);
+    const out = FUSE_ATTR_OUT.offsets;
+    view.setUint32(base + out.attrValid, sec % 0x1_0000_0000, true);
+    view.setUint32(base + out.attrValid + 4, Math.floor(sec / 0x1_0000_0000), true);
+    view.setUint32(base + out.attrValidNsec, this.#attrValid.nsec, true);
+    view.setUint32(base + out.attrValidNsec + 4, 0, true); // fuse_attr_out.dummy
+    writeAttrFromStatx(statx, view, base + out.attr);
   }
 
-  /** A DataView over `target`'s buffer, kept while replies go to the same buffer. */
-  #viewOf(target: Uint8Array): DataView {
-    if (this.#replyView?.buffer !== target.buffer) this.#replyView = new DataView(target.buffer);
-    return this.#replyView;
+  /**
+   * The fd GETATTR reads `nodeid`'s status from: the open handle `fh`'s
+   * when it is one of this inode's and usable, else the inode's own.
+   */
+  #attrFd(nodeid: bigint, fh: bigint | undefined): number {
+    const inode = this.#inode(nodeid);
+    if (fh === undefined) return inode.fd;
+    const handle = this.#handles.table.get(fh);
+    return handle !== undefined && handle.broken === null && handle.inode === inode
+      ? handle.fd
+      : inode.fd;
   }
 
   /**
