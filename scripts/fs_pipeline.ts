@@ -155,8 +155,9 @@ export class FsPipeline {
           pid: 1,
         },
         request.args,
-        this.#slotBytesOf[slot].subarray(0, this.#slotBytes - replySize),
+        this.#slotBytesOf[slot],
       );
+      if (length + replySize > this.#slotBytes) throw new RangeError("no room for the reply");
     } catch (e) {
       this.#freeSlots.push(slot);
       if (!(e instanceof RangeError)) throw e;

@@ -221,6 +221,15 @@ function closesEveryHandle(opcode: number): boolean {
   return opcode === FuseOpcode.DESTROY || opcode === FuseOpcode.INIT;
 }
 
+/**
+ * True for a request of exactly `size` bytes (by its header and by what was
+ * read into the head buffer) without extensions: the shape the READ and
+ * GETATTR fast paths read in place; any other goes the general way.
+ */
+function isPlain(len: number, totalExtlen: number, got: number, size: number): boolean {
+  return len === size && totalExtlen === 0 && got === size;
+}
+
 function hasNoReply(opcode: number): boolean {
   return opcode === FuseOpcode.FORGET || opcode === FuseOpcode.BATCH_FORGET ||
     opcode === FuseOpcode.INTERRUPT;
@@ -398,10 +407,7 @@ export class FsRequestHandler implements QueueHandler {
       // READ, most of what a reading guest sends, is read where it lies: no body view, no
       // decoded object, no bigint offset. Any other shape (extensions, a wrong length, a
       // request cut short) takes the general path below, which answers it the same way.
-      if (
-        opcode === FuseOpcode.READ && len === READ_REQUEST_SIZE && totalExtlen === 0 &&
-        got === READ_REQUEST_SIZE
-      ) {
+      if (opcode === FuseOpcode.READ && isPlain(len, totalExtlen, got, READ_REQUEST_SIZE)) {
         return this.#read(
           chain,
           memory,
@@ -415,10 +421,7 @@ export class FsRequestHandler implements QueueHandler {
       }
       const length = Math.min(len, chain.readableLength());
       // GETATTR, the other request a guest sends most, likewise (see getattrReply).
-      if (
-        opcode === FuseOpcode.GETATTR && len === GETATTR_REQUEST_SIZE && totalExtlen === 0 &&
-        got === GETATTR_REQUEST_SIZE
-      ) {
+      if (opcode === FuseOpcode.GETATTR && isPlain(len, totalExtlen, got, GETATTR_REQUEST_SIZE)) {
         const reply = getattrReply(
           this.#fs,
           headView.getBigUint64(IN_HEADER.nodeid, true),
