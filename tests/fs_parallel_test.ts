@@ -12,6 +12,7 @@ import { O_DIRECT, O_RDWR } from "../ffi/mod.ts";
 import { FuseOpcode } from "../src/devices/fs/fuse/mod.ts";
 import { FsFixture, pattern } from "./support/fs_fixture.ts";
 import { HeldBacking } from "./support/held_backing.ts";
+import { CHAINS_PER_CLOCK_LOOK } from "../src/backend/ring_runner.ts";
 import { withVhostd } from "./support/vhostd_process.ts";
 
 const ROOT = 1n;
@@ -25,17 +26,14 @@ function dirname(path: string): string {
   return path.slice(0, path.lastIndexOf("/"));
 }
 
+/** `vhostd fs` arguments: the backing's directory shared over two request queues, I/O by `aio`. */
+function twoQueues(backing: HeldBacking, aio: "io_uring" | "sync"): string[] {
+  return ["--shared-dir", dirname(backing.image), "--num-request-queues", "2", "--aio", aio];
+}
+
 Deno.test("fs: a READ held by the backing holds back nothing else, on any queue", async () => {
   await using backing = await HeldBacking.start(CONTENTS);
-  const args = [
-    "--shared-dir",
-    dirname(backing.image),
-    "--num-request-queues",
-    "2",
-    "--aio",
-    "io_uring",
-  ];
-  await withVhostd({ command: "fs", args }, async (vhostd) => {
+  await withVhostd({ command: "fs", args: twoQueues(backing, "io_uring") }, async (vhostd) => {
     // A back-end that serves one request at a time never answers the GETATTR: fail in a minute.
     using fx = FsFixture.open(vhostd.socketPath, { numRequestQueues: 2, timeoutMs: 60_000 });
     const d = fx.driver;
@@ -148,5 +146,59 @@ Deno.test("fs: WRITEs to a file on a FUSE share go through an O_DIRECT descripto
     blocks.forEach((data, i) => assert.deepEqual(d.read(fh, BigInt(i * 8192 + 512), 4096), data));
     d.release(fh);
     assert.equal(direct().length, 0, "RELEASE closed the O_DIRECT descriptor too");
+  });
+});
+
+Deno.test("fs: a queue kept full does not keep the Worker from another queue", async () => {
+  // Synchronous I/O: each READ holds the Worker inside the backing until the test releases
+  // it, so the test steps the Worker one READ at a time and looks between two steps.
+  const reads = CHAINS_PER_CLOCK_LOOK * 3;
+  await using backing = await HeldBacking.start(pattern((reads + 1) * 4096, 4));
+  await withVhostd({ command: "fs", args: twoQueues(backing, "sync") }, async (vhostd) => {
+    using fx = FsFixture.open(vhostd.socketPath, { numRequestQueues: 2, timeoutMs: 60_000 });
+    const d = fx.driver;
+    const file = d.lookup(ROOT, basename(backing.image));
+    // O_DIRECT: every READ reaches the backing (none is answered from the host's page cache).
+    const { fh } = d.open(file.nodeid, O_RDWR | O_DIRECT);
+    const read = (i: number) =>
+      d.requestLater(FuseOpcode.READ, {
+        fh,
+        offset: BigInt(i * 4096),
+        size: 4096,
+        readFlags: 0,
+        lockOwner: 0n,
+        flags: 0,
+      }, { queue: 1 });
+    const pending = [read(0)];
+    await backing.waitHeld(1);
+    // The Worker is inside the first READ: its turn on queue 1 outlasts the 1 ms it may take.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    for (let i = 1; i < reads; i++) pending.push(read(i));
+    const getattr = d.requestLater(FuseOpcode.GETATTR, { getattrFlags: 0, fh: 0n }, { queue: 2 });
+    // Release one READ at a time. While one is held the Worker is frozen inside it, so what
+    // queue 2 shows then is exact: the GETATTR was answered before READ i, or it was not.
+    let readsBeforeGetattr = reads;
+    for (let i = 0; i < reads; i++) {
+      await backing.waitHeld(1);
+      if (readsBeforeGetattr === reads && d.ring(2).hasUsed()) readsBeforeGetattr = i;
+      backing.release();
+    }
+    assert.equal(getattr().error, 0);
+    for (const [i, reply] of pending.map((p) => p()).entries()) {
+      assert.equal(reply.error, 0);
+      assert.deepEqual(
+        reply.payload,
+        pattern((reads + 1) * 4096, 4).subarray(i * 4096, (i + 1) * 4096),
+      );
+    }
+    // The clock is looked at every CHAINS_PER_CLOCK_LOOK chains of a turn, and this turn
+    // outlasted its deadline at its first look: queue 2 got its turn then. (The turn may have
+    // begun with the set-up's requests, before the READs: fewer READs came first then.) A
+    // turn without an end would have served all 24 READs first.
+    assert.ok(
+      readsBeforeGetattr >= 1 && readsBeforeGetattr <= CHAINS_PER_CLOCK_LOOK,
+      `${readsBeforeGetattr} of ${reads} READs were answered before the other queue's GETATTR`,
+    );
+    d.release(fh);
   });
 });

@@ -26,6 +26,12 @@ import { log } from "../log.ts";
 import type { QueueStatsWriter } from "../metrics/queue_stats.ts";
 
 /**
+ * Chains served between two looks at the clock against a turn's deadline:
+ * a look (about 0.12 µs here) is not free beside a GETATTR (about 1.5 µs).
+ */
+export const CHAINS_PER_CLOCK_LOOK = 8;
+
+/**
  * Inflight tracking in shared memory (INFLIGHT_SHMFD): told about every pop
  * and completion so that a restarted back-end can resubmit what was lost.
  */
@@ -137,41 +143,58 @@ export class RingRunner {
   }
 
   /**
-   * Serves every available chain: pops, hands it to the device, completes it
-   * at once when the device did, and leaves notification suppression on
-   * while it works (one kick for a burst).
+   * Serves the available chains: pops, hands each to the device, completes
+   * it at once when the device did, and leaves notification suppression on
+   * while it works (one kick for a burst). Takes no new chain once
+   * `performance.now()` reached `deadline` (ms; looked at every
+   * CHAINS_PER_CLOCK_LOOK chains): true when it stopped there
+   * with chains left, notifications still off (no kick will come for them,
+   * so the caller must come back). A driver that refills the ring as fast as
+   * it is served would otherwise keep a Worker on this ring while its other
+   * rings wait.
    */
-  process(): void {
-    if (this.#broken !== undefined) return;
+  process(deadline = Infinity): boolean {
+    if (this.#broken !== undefined) return false;
     if (this.#paused) {
       this.#missedKick = true;
-      return;
+      return false;
     }
     if (this.#pulled) {
       this.#handler.queueReady?.(this.index);
-      return;
+      return false;
     }
     this.#stats?.beginBurst();
     const queue = this.queue;
+    let taken = 0;
     for (;;) {
       queue.disableNotifications();
       for (;;) {
+        // Out of time: come back for what is there; with nothing there, wait for a kick.
+        if (
+          deadline !== Infinity && taken % CHAINS_PER_CLOCK_LOOK === 0 && taken > 0 &&
+          performance.now() >= deadline
+        ) {
+          if (queue.hasAvailable()) return true;
+          break;
+        }
         const chain = queue.popAvail();
         if (chain === undefined) break;
         if ("ringError" in chain) {
           this.breakRing(chain.ringError);
-          return;
+          return false;
         }
+        taken++;
         this.#start(chain);
-        if (this.#broken !== undefined) return;
+        if (this.#broken !== undefined) return false;
         // A device may pause the ring from inside handle (a quiesce request).
         if (this.#paused) {
           this.#missedKick = true;
-          return;
+          return false;
         }
       }
       if (!queue.enableNotifications()) break;
     }
+    return false;
   }
 
   /**

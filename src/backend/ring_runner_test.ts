@@ -4,7 +4,7 @@ import { DriverQueue } from "../virtqueue/driver_queue.ts";
 import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
 import { SplitQueue } from "../virtqueue/split_queue.ts";
 import { DEFERRED, type HandleResult, type QueueHandler } from "../devices/device.ts";
-import { type InflightRecorder, RingRunner } from "./ring_runner.ts";
+import { CHAINS_PER_CLOCK_LOOK, type InflightRecorder, RingRunner } from "./ring_runner.ts";
 
 /** A data half that defers every request and lets the test complete them. */
 class DeferringHandler implements QueueHandler {
@@ -303,4 +303,40 @@ Deno.test("a pulled ring: pop while paused returns nothing and the device is tol
   runner.resume(memory);
   assert.deepEqual(handler.ready, [0]);
   assert.equal(handler.popped.length, 2);
+});
+
+Deno.test("a turn past its deadline stops with chains left and no kick to wait for", () => {
+  const { handler, runner, driver, add } = setup(64);
+  add(CHAINS_PER_CLOCK_LOOK * 2 + 3);
+  driver.needsKick();
+  // A deadline already passed: the first look at the clock ends the turn.
+  assert.equal(runner.process(0), true);
+  assert.equal(handler.held.length, CHAINS_PER_CLOCK_LOOK);
+  // Notifications stay off: the Worker comes back by itself, the driver is not asked to kick.
+  add(1);
+  assert.equal(driver.needsKick(), false);
+  assert.equal(runner.process(0), true);
+  assert.equal(handler.held.length, CHAINS_PER_CLOCK_LOOK * 2);
+  // Without a deadline the rest is taken and notifications are back on.
+  assert.equal(runner.process(), false);
+  assert.equal(handler.held.length, CHAINS_PER_CLOCK_LOOK * 2 + 4);
+  add(1);
+  assert.equal(driver.needsKick(), true);
+});
+
+Deno.test("a turn that ends just as the ring empties waits for a kick", () => {
+  const { handler, runner, driver, add } = setup(64);
+  add(CHAINS_PER_CLOCK_LOOK);
+  assert.equal(runner.process(0), false);
+  assert.equal(handler.held.length, CHAINS_PER_CLOCK_LOOK);
+  driver.needsKick();
+  add(1);
+  assert.equal(driver.needsKick(), true);
+});
+
+Deno.test("a turn before its deadline takes every chain", () => {
+  const { handler, runner, add } = setup(64);
+  add(CHAINS_PER_CLOCK_LOOK * 3);
+  assert.equal(runner.process(performance.now() + 60_000), false);
+  assert.equal(handler.held.length, CHAINS_PER_CLOCK_LOOK * 3);
 });
