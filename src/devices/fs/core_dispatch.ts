@@ -21,6 +21,7 @@ import {
   encodeReadlinkReply,
   encodeStatfsOut,
   FUSE_ATTR_OUT,
+  FUSE_ENTRY_OUT,
   FUSE_OUT_HEADER,
   FuseFsyncFlag,
   FuseGetattrFlag,
@@ -52,6 +53,7 @@ export type FileSystem = Pick<
   | "destroy"
   | "close"
   | "lookup"
+  | "lookupInto"
   | "forget"
   | "batchForget"
   | "getattr"
@@ -165,8 +167,11 @@ export function callCore(
 ): ReplyBody {
   const { uid, gid, groups } = caller;
   switch (request.opcode) {
-    case FuseOpcode.LOOKUP:
-      return entryReply(fs.lookup(nodeid, request.args.name), reply);
+    case FuseOpcode.LOOKUP: {
+      const at = FUSE_OUT_HEADER.size;
+      fs.lookupInto(nodeid, request.args.name, reply, at);
+      return reply.subarray(at, at + FUSE_ENTRY_OUT.size);
+    }
     case FuseOpcode.FORGET:
       fs.forget(nodeid, request.args.nlookup);
       return NO_REPLY;

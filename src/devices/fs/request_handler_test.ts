@@ -169,6 +169,9 @@ class FakeFs implements FileSystem {
     return { attr: ATTR, attrTimeoutSec: 0.25 };
   }
 
+  lookupInto(parent: bigint, name: Uint8Array, target: Uint8Array, at: number): void {
+    encodeEntryOut(entryOut(this.lookup(parent, name)), target, at);
+  }
   getattrInto(nodeid: bigint, fh: bigint | undefined, target: Uint8Array, at: number): void {
     this.#record("getattr", nodeid, fh);
     encodeAttrOut({ attrValid: 0n, attrValidNsec: 250_000_000, attr: ATTR }, target, at);

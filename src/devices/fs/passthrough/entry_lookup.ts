@@ -7,9 +7,15 @@
  * @module
  */
 
-import { closeQuietly, type StatxResult } from "../../../../ffi/mod.ts";
+import {
+  AT_SYMLINK_NOFOLLOW,
+  closeQuietly,
+  type StatxResult,
+  statxViewOrErrno,
+} from "../../../../ffi/mod.ts";
+import { FUSE_ENTRY_OUT } from "../fuse/fuse_layouts.ts";
 import { openComponentOrErrno, statEntryQuietly, statFd } from "./confined_open.ts";
-import { attrFromStatx } from "./fs_attr.ts";
+import { attrFromStatx, splitTimeout, statxIsFile, writeAttrFromStatx } from "./fs_attr.ts";
 import { plainFsError } from "./fs_errors.ts";
 import { sameName } from "./fs_names.ts";
 import type { EntryResult } from "./fs_types.ts";
@@ -21,12 +27,17 @@ export class EntryLookup {
   readonly #inodes: InodeTable;
   readonly #entryTimeoutSec: number;
   readonly #attrTimeoutSec: number;
+  /** The timeouts as fuse_entry_out's seconds and nanoseconds. */
+  readonly #entryValid: { sec: number; nsec: number };
+  readonly #attrValid: { sec: number; nsec: number };
 
   /** Entries of `inodes`' inodes, valid for the given timeouts (from the cache policy). */
   constructor(inodes: InodeTable, entryTimeoutSec: number, attrTimeoutSec: number) {
     this.#inodes = inodes;
     this.#entryTimeoutSec = entryTimeoutSec;
     this.#attrTimeoutSec = attrTimeoutSec;
+    this.#entryValid = splitTimeout(entryTimeoutSec);
+    this.#attrValid = splitTimeout(attrTimeoutSec);
   }
 
   /** The entry of `inode`, whose status is `st`, with the cache policy's timeouts. */
@@ -73,6 +84,36 @@ export class EntryLookup {
   }
 
   /**
+   * LOOKUP's common case written straight into a reply: when `name` in
+   * `dir` still names the host file of the inode last recorded there (as
+   * #knownEntry decides), adds a lookup reference and writes its
+   * fuse_entry_out at `base` of `target` from the raw statx, with no status,
+   * attribute or entry object in between. False (nothing written, nothing
+   * changed) when it does not: the caller takes {@linkcode lookupIn}.
+   */
+  lookupKnownInto(dir: Inode, name: Uint8Array, target: DataView, base: number): boolean {
+    const hinted = this.#inodes.locatedAt(dir, name);
+    if (hinted === undefined || hinted.fileHandle !== null || hinted.broken !== null) return false;
+    let statx;
+    try {
+      statx = statxViewOrErrno(dir.fd, name, AT_SYMLINK_NOFOLLOW);
+    } catch {
+      return false; // a name the path scratch refuses: lookupIn reports it
+    }
+    if (typeof statx === "number" || !statxIsFile(statx, hinted.dev, hinted.ino)) return false;
+    this.#inodes.addLookups(hinted);
+    const out = FUSE_ENTRY_OUT.offsets;
+    target.setBigUint64(base + out.nodeid, hinted.nodeid, true);
+    target.setBigUint64(base + out.generation, 0n, true);
+    setU64(target, base + out.entryValid, this.#entryValid.sec);
+    setU64(target, base + out.attrValid, this.#attrValid.sec);
+    target.setUint32(base + out.entryValidNsec, this.#entryValid.nsec, true);
+    target.setUint32(base + out.attrValidNsec, this.#attrValid.nsec, true);
+    writeAttrFromStatx(statx, target, base + out.attr);
+    return true;
+  }
+
+  /**
    * Turns an O_PATH fd of `name` in `dir` (owned from now on) into an entry:
    * the known inode of that host file, or a new one; adds a lookup reference
    * and records `name` as where the inode is found now. `fresh` is the fd's
@@ -95,4 +136,10 @@ export class EntryLookup {
     }
     return this.entry(inode, st);
   }
+}
+
+/** A whole number below 2^53 as a little-endian u64. */
+function setU64(view: DataView, at: number, value: number): void {
+  view.setUint32(at, value % 0x1_0000_0000, true);
+  view.setUint32(at + 4, Math.floor(value / 0x1_0000_0000), true);
 }

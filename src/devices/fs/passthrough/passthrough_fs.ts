@@ -107,8 +107,9 @@ import { DIRECT_WRITER_UNKNOWN, openDirectWriter } from "./direct_writer.ts";
 import { EntryCreator } from "./entry_creation.ts";
 import { EntryLookup } from "./entry_lookup.ts";
 import { fileOffset } from "./file_offset.ts";
-import { attrFromStatx, splitTimeout, writeAttrFromStatx } from "./fs_attr.ts";
-import { FUSE_ATTR_OUT } from "../fuse/fuse_layouts.ts";
+import { attrFromStatx, entryOut, splitTimeout, writeAttrFromStatx } from "./fs_attr.ts";
+import { FUSE_ATTR_OUT, FUSE_ENTRY_OUT } from "../fuse/fuse_layouts.ts";
+import { encodeEntryOut } from "../fuse/fuse_reply.ts";
 import { writeViewOf } from "../fuse/fuse_struct.ts";
 import { errnoOf, FsError, FsRestoreError, toFsError } from "./fs_errors.ts";
 import { checkEntryName, classifyComponent } from "./fs_names.ts";
@@ -297,6 +298,23 @@ export class PassthroughFs {
       this.#inodes.addLookups(target);
       return this.#entries.entry(target, st);
     });
+  }
+
+  /**
+   * LOOKUP as {@linkcode lookup}, its fuse_entry_out written at `at` in
+   * `target`: for a name that still names the file last looked up there (a
+   * guest's repeated LOOKUP), straight from one statx, with no objects.
+   */
+  lookupInto(parent: bigint, name: Uint8Array, target: Uint8Array, at: number): void {
+    if (!(at >= 0 && at + FUSE_ENTRY_OUT.size <= target.byteLength)) {
+      throw new RangeError(`fuse_entry_out needs ${FUSE_ENTRY_OUT.size} bytes at ${at}`);
+    }
+    const written = this.#run(() => {
+      const dir = this.#directory(parent);
+      return classifyComponent(name) === "name" &&
+        this.#entries.lookupKnownInto(dir, name, writeViewOf(target), target.byteOffset + at);
+    });
+    if (!written) encodeEntryOut(entryOut(this.lookup(parent, name)), target, at);
   }
 
   /** FORGET: drops `nlookup` references; never throws, ignores unknown node ids. */

@@ -51,8 +51,8 @@ import {
   writeAt,
 } from "../../../../tests/support/passthrough_fixture.ts";
 import { PassthroughFs } from "./passthrough_fs.ts";
-import { splitTimeout } from "./fs_attr.ts";
-import { encodeAttrOut } from "../fuse/fuse_reply.ts";
+import { entryOut, splitTimeout } from "./fs_attr.ts";
+import { encodeAttrOut, encodeEntryOut } from "../fuse/fuse_reply.ts";
 
 const ROOT = 1n;
 const isRoot = Deno.uid() === 0;
@@ -271,6 +271,50 @@ Deno.test("getattrInto writes the fuse_attr_out getattr's result encodes to, or 
   const untouched = new Uint8Array(200).fill(0xcc);
   assertFsErrno(() => fs.getattrInto(4242n, undefined, untouched, 16), EBADF, "unknown node");
   assert.ok(untouched.every((b) => b === 0xcc), "nothing written on failure");
+});
+
+Deno.test("lookupInto writes the fuse_entry_out lookup's result encodes to, and counts the same", () => {
+  using share = makeShare();
+  const { fs } = share;
+  Deno.writeTextFileSync(`${share.path}/f`, "12345");
+  Deno.mkdirSync(`${share.path}/d`);
+  const into = (parent: bigint, name: string) => {
+    const target = new Uint8Array(16 + 128 + 4).fill(0xcc);
+    fs.lookupInto(parent, bytes(name), target.subarray(2), 14);
+    assert.ok(target.subarray(0, 16).every((b) => b === 0xcc), "nothing before");
+    assert.ok(target.subarray(16 + 128).every((b) => b === 0xcc), "nothing after");
+    return target.subarray(16, 16 + 128);
+  };
+  // A new name (no inode recorded there), then the same name again (answered from one statx).
+  const first = into(ROOT, "f");
+  const f = fs.lookup(ROOT, bytes("f"));
+  assert.deepEqual(first, encodeEntryOut(entryOut(f)));
+  const again = into(ROOT, "f");
+  Deno.writeTextFileSync(`${share.path}/f`, "1234567");
+  assert.deepEqual(again, first, "the known name, answered from its statx alone: the same bytes");
+  assert.deepEqual(into(ROOT, "f"), encodeEntryOut(entryOut(fs.lookup(ROOT, bytes("f")))));
+  // Five references in all: forgetting four keeps the inode, the fifth drops it.
+  const inodes = fs.counts().inodes;
+  fs.forget(f.nodeid, 4n);
+  assert.equal(fs.counts().inodes, inodes);
+  fs.forget(f.nodeid, 1n);
+  assert.equal(fs.counts().inodes, inodes - 1);
+  // The name now names another file: a new inode, as lookup finds it.
+  const d = fs.lookup(ROOT, bytes("d"));
+  into(d.nodeid, "..");
+  Deno.renameSync(`${share.path}/d`, `${share.path}/old`);
+  Deno.mkdirSync(`${share.path}/d`);
+  const replaced = into(ROOT, "d");
+  const now = fs.lookup(ROOT, bytes("d"));
+  assert.notEqual(now.nodeid, d.nodeid);
+  assert.deepEqual(replaced, encodeEntryOut(entryOut(now)));
+  // Failures as lookup's, with nothing written.
+  const untouched = new Uint8Array(200).fill(0xcc);
+  assertFsErrno(() => fs.lookupInto(4242n, bytes("f"), untouched, 16), EBADF, "unknown node");
+  assertFsErrno(() => fs.lookupInto(ROOT, bytes("missing"), untouched, 16), ENOENT, "no such name");
+  assertFsErrno(() => fs.lookupInto(f.nodeid, bytes("x"), untouched, 16), EBADF, "forgotten node");
+  assert.ok(untouched.every((b) => b === 0xcc), "nothing written on failure");
+  assert.throws(() => fs.lookupInto(ROOT, bytes("f"), untouched, 100), RangeError);
 });
 
 Deno.test("setattr: mode, owner, size (by path and by handle), times; symlink mode skipped", () => {
