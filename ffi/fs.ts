@@ -434,9 +434,15 @@ export function fstatatOrErrno(dirfd: number, name: PathArg, flags: number): Sta
 export function fdHoldsFile(fd: number, dev: number, ino: bigint): boolean {
   const flags = AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW;
   if (libc().statx(fd, scratchPath("statx", ""), flags, STATX_INO, statxBuffer) < 0) return false;
-  const view = statxView;
-  return (view.getUint32(F.mask, true) & STATX_INO) !== 0 &&
-    view.getBigUint64(F.ino, true) === ino &&
+  return (statxView.getUint32(F.mask, true) & STATX_INO) !== 0 && statxIsFile(statxView, dev, ino);
+}
+
+/**
+ * True when the raw `struct statx` in `view` (from {@linkcode statxViewOrErrno})
+ * describes the host file `dev`/`ino`, as {@linkcode fstatat} reports them.
+ */
+export function statxIsFile(view: DataView, dev: number, ino: bigint): boolean {
+  return view.getBigUint64(F.ino, true) === ino &&
     makedev(view.getUint32(F.devMajor, true), view.getUint32(F.devMinor, true)) === dev;
 }
 

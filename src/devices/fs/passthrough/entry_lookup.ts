@@ -10,12 +10,14 @@
 import {
   AT_SYMLINK_NOFOLLOW,
   closeQuietly,
+  statxIsFile,
   type StatxResult,
   statxViewOrErrno,
 } from "../../../../ffi/mod.ts";
+import { writeU64 } from "../../../../ffi/struct.ts";
 import { FUSE_ENTRY_OUT } from "../fuse/fuse_layouts.ts";
 import { openComponentOrErrno, statEntryQuietly, statFd } from "./confined_open.ts";
-import { attrFromStatx, splitTimeout, statxIsFile, writeAttrFromStatx } from "./fs_attr.ts";
+import { attrFromStatx, splitTimeout, writeAttrFromStatx } from "./fs_attr.ts";
 import { plainFsError } from "./fs_errors.ts";
 import { sameName } from "./fs_names.ts";
 import type { EntryResult } from "./fs_types.ts";
@@ -76,7 +78,7 @@ export class EntryLookup {
    * open reports the error).
    */
   #knownEntry(dir: Inode, name: Uint8Array, hinted: Inode): EntryResult | undefined {
-    if (hinted.fileHandle !== null || hinted.broken !== null) return undefined;
+    if (!answersByStatx(hinted)) return undefined;
     const st = statEntryQuietly(dir.fd, name);
     if (st === undefined || st.ino !== hinted.ino || st.dev !== hinted.dev) return undefined;
     this.#inodes.addLookups(hinted);
@@ -93,7 +95,7 @@ export class EntryLookup {
    */
   lookupKnownInto(dir: Inode, name: Uint8Array, target: DataView, base: number): boolean {
     const hinted = this.#inodes.locatedAt(dir, name);
-    if (hinted === undefined || hinted.fileHandle !== null || hinted.broken !== null) return false;
+    if (hinted === undefined || !answersByStatx(hinted)) return false;
     let statx;
     try {
       statx = statxViewOrErrno(dir.fd, name, AT_SYMLINK_NOFOLLOW);
@@ -105,8 +107,8 @@ export class EntryLookup {
     const out = FUSE_ENTRY_OUT.offsets;
     target.setBigUint64(base + out.nodeid, hinted.nodeid, true);
     target.setBigUint64(base + out.generation, 0n, true);
-    setU64(target, base + out.entryValid, this.#entryValid.sec);
-    setU64(target, base + out.attrValid, this.#attrValid.sec);
+    writeU64(target, base + out.entryValid, this.#entryValid.sec);
+    writeU64(target, base + out.attrValid, this.#attrValid.sec);
     target.setUint32(base + out.entryValidNsec, this.#entryValid.nsec, true);
     target.setUint32(base + out.attrValidNsec, this.#attrValid.nsec, true);
     writeAttrFromStatx(statx, target, base + out.attr);
@@ -138,8 +140,11 @@ export class EntryLookup {
   }
 }
 
-/** A whole number below 2^53 as a little-endian u64. */
-function setU64(view: DataView, at: number, value: number): void {
-  view.setUint32(at, value % 0x1_0000_0000, true);
-  view.setUint32(at + 4, Math.floor(value / 0x1_0000_0000), true);
+/**
+ * Whether a statx of the name can tell that `hinted` is still there: it
+ * holds its own fd (which keeps its file, so its (dev, ino) is nobody
+ * else's) and is not broken.
+ */
+function answersByStatx(hinted: Inode): boolean {
+  return hinted.fileHandle === null && hinted.broken === null;
 }

@@ -54,12 +54,6 @@ function copy64(from: DataView, at: number, to: DataView, dest: number): void {
   to.setUint32(dest + 4, from.getUint32(at + 4, true), true);
 }
 
-/** True when the raw `struct statx` `statx` describes the host file `dev`/`ino`. */
-export function statxIsFile(statx: DataView, dev: number, ino: bigint): boolean {
-  return statx.getBigUint64(STX.ino, true) === ino &&
-    makedev(statx.getUint32(STX.devMajor, true), statx.getUint32(STX.devMinor, true)) === dev;
-}
-
 /**
  * Writes the fuse_attr of a raw `struct statx` (ffi's statxViewOrErrno) at
  * `at` in `target`, all 88 bytes: what encodeAttr(attrFromStatx(st)) writes,

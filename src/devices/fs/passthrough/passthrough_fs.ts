@@ -104,6 +104,7 @@ import { statEntryQuietly, statFd } from "./confined_open.ts";
 import type { Caller } from "./credentials.ts";
 import { readDirectoryPage } from "./dir_reader.ts";
 import { DIRECT_WRITER_UNKNOWN, openDirectWriter } from "./direct_writer.ts";
+import { writeU64 } from "../../../../ffi/struct.ts";
 import { EntryCreator } from "./entry_creation.ts";
 import { EntryLookup } from "./entry_lookup.ts";
 import { fileOffset } from "./file_offset.ts";
@@ -287,17 +288,19 @@ export class PassthroughFs {
 
   /** LOOKUP `name` in directory `parent`; the guest holds one more reference on the result. */
   lookup(parent: bigint, name: Uint8Array): EntryResult {
-    return this.#run(() => {
-      const dir = this.#directory(parent);
-      const kind = classifyComponent(name);
-      if (kind === "name") return this.#entries.lookupIn(dir, name);
-      const target = kind === "dot" || dir === this.#inodes.root ? dir : dir.location?.parent;
-      if (target === undefined) throw new FsError(ENOENT, `the parent of ${parent} is not known`);
-      if (target.broken !== null) throw new FsError(EIO, target.broken);
-      const st = statFd(target.fd);
-      this.#inodes.addLookups(target);
-      return this.#entries.entry(target, st);
-    });
+    return this.#run(() => this.#lookupEntry(this.#directory(parent), name));
+  }
+
+  /** LOOKUP `name` in the directory inode `dir` (see {@linkcode lookup}). */
+  #lookupEntry(dir: Inode, name: Uint8Array): EntryResult {
+    const kind = classifyComponent(name);
+    if (kind === "name") return this.#entries.lookupIn(dir, name);
+    const target = kind === "dot" || dir === this.#inodes.root ? dir : dir.location?.parent;
+    if (target === undefined) throw new FsError(ENOENT, `the parent of ${dir.nodeid} is not known`);
+    if (target.broken !== null) throw new FsError(EIO, target.broken);
+    const st = statFd(target.fd);
+    this.#inodes.addLookups(target);
+    return this.#entries.entry(target, st);
   }
 
   /**
@@ -309,12 +312,13 @@ export class PassthroughFs {
     if (!(at >= 0 && at + FUSE_ENTRY_OUT.size <= target.byteLength)) {
       throw new RangeError(`fuse_entry_out needs ${FUSE_ENTRY_OUT.size} bytes at ${at}`);
     }
-    const written = this.#run(() => {
+    this.#run(() => {
       const dir = this.#directory(parent);
-      return classifyComponent(name) === "name" &&
-        this.#entries.lookupKnownInto(dir, name, writeViewOf(target), target.byteOffset + at);
+      const view = writeViewOf(target);
+      const plain = classifyComponent(name) === "name";
+      if (plain && this.#entries.lookupKnownInto(dir, name, view, target.byteOffset + at)) return;
+      encodeEntryOut(entryOut(this.#lookupEntry(dir, name)), target, at);
     });
-    if (!written) encodeEntryOut(entryOut(this.lookup(parent, name)), target, at);
   }
 
   /** FORGET: drops `nlookup` references; never throws, ignores unknown node ids. */
@@ -353,8 +357,7 @@ export class PassthroughFs {
     const base = target.byteOffset + at;
     const sec = this.#attrValid.sec;
     const out = FUSE_ATTR_OUT.offsets;
-    view.setUint32(base + out.attrValid, sec % 0x1_0000_0000, true);
-    view.setUint32(base + out.attrValid + 4, Math.floor(sec / 0x1_0000_0000), true);
+    writeU64(view, base + out.attrValid, sec);
     view.setUint32(base + out.attrValidNsec, this.#attrValid.nsec, true);
     view.setUint32(base + out.attrValidNsec + 4, 0, true); // fuse_attr_out.dummy
     writeAttrFromStatx(statx, view, base + out.attr);
