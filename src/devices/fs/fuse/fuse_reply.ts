@@ -34,7 +34,7 @@ import {
   FUSE_WRITE_OUT,
 } from "./fuse_layouts.ts";
 import { fuseStringProblem } from "./fuse_names.ts";
-import { type StructInput, writeStruct, writeStructToView } from "./fuse_struct.ts";
+import { type StructInput, writeStruct, writeStructToView, writeViewOf } from "./fuse_struct.ts";
 
 /** A u64 field as the encoders accept it. */
 export type U64 = bigint | number;
@@ -424,10 +424,49 @@ export abstract class FuseRecordWriter {
     const record = this.#buffer.subarray(this.#length, this.#length + size);
     record.fill(0);
     fill(record);
-    this.#length += size;
-    this.#count++;
+    this.#commit(size);
     return true;
   }
+
+  /**
+   * The zeroed space for one record of `size` bytes, as the writer's buffer
+   * and the record's offset in it (-1: it does not fit); nothing counts
+   * until {@linkcode commit}. For a record written field by field, with no
+   * view of its own.
+   */
+  protected reserve(size: number): number {
+    if (size > this.remaining) return -1;
+    this.#buffer.fill(0, this.#length, this.#length + size);
+    return this.#length;
+  }
+
+  /** The buffer records are written into (see {@linkcode reserve}). */
+  protected get buffer(): Uint8Array {
+    return this.#buffer;
+  }
+
+  /** Counts the record of `size` bytes {@linkcode reserve} gave. */
+  protected commit(size: number): void {
+    this.#commit(size);
+  }
+
+  #commit(size: number): void {
+    this.#length += size;
+    this.#count++;
+  }
+}
+
+/**
+ * Writes the fuse_entry_out of a directory entry straight into a
+ * READDIRPLUS record, or declines (see {@linkcode DirentPlusWriter.addFilled}).
+ */
+export interface EntryOutFiller {
+  /**
+   * Writes the fuse_entry_out of `name` at `base` of `view` (a view of the
+   * whole reply buffer) and returns true, or returns false having written
+   * nothing and taken no lookup reference.
+   */
+  fillEntryOut(name: Uint8Array, view: DataView, base: number): boolean;
 }
 
 /**
@@ -446,6 +485,9 @@ export class DirentWriter extends FuseRecordWriter {
   }
 }
 
+/** Field offsets of fuse_dirent. */
+const DIRENT = FUSE_DIRENT.offsets;
+
 /**
  * Builds a READDIRPLUS reply payload: each record is a `fuse_entry_out`
  * followed by a `fuse_dirent` and the padded name. Same "stop, don't split"
@@ -463,6 +505,31 @@ export class DirentPlusWriter extends FuseRecordWriter {
       );
       record.set(dirent.name, FUSE_NAME_OFFSET_DIRENTPLUS);
     });
+  }
+
+  /**
+   * Appends one `fuse_direntplus` whose fuse_entry_out `filler` writes in
+   * place (no entry object in between). False, counting nothing, when it
+   * does not fit or `filler` declines; RangeError, before `filler` is
+   * asked, for a name FUSE cannot carry.
+   */
+  addFilled(dirent: FuseDirent, filler: EntryOutFiller): boolean {
+    checkDirentName(dirent.name);
+    const size = direntPlusSize(dirent.name.byteLength);
+    const start = this.reserve(size);
+    if (start < 0) return false;
+    const buffer = this.buffer;
+    const view = writeViewOf(buffer);
+    const base = buffer.byteOffset + start;
+    if (!filler.fillEntryOut(dirent.name, view, base)) return false;
+    const at = base + FUSE_ENTRY_OUT.size;
+    view.setBigUint64(at + DIRENT.ino, BigInt(dirent.ino), true);
+    view.setBigUint64(at + DIRENT.off, BigInt(dirent.off), true);
+    view.setUint32(at + DIRENT.namelen, dirent.name.byteLength, true);
+    view.setUint32(at + DIRENT.type, dirent.type, true);
+    buffer.set(dirent.name, start + FUSE_NAME_OFFSET_DIRENTPLUS);
+    this.commit(size);
+    return true;
   }
 }
 

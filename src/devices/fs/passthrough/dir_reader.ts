@@ -19,7 +19,12 @@ import {
   parseDirents,
   SEEK_SET,
 } from "../../../../ffi/mod.ts";
-import { direntPlusSize, DirentPlusWriter, DirentWriter } from "../fuse/fuse_reply.ts";
+import {
+  direntPlusSize,
+  DirentPlusWriter,
+  DirentWriter,
+  type EntryOutFiller,
+} from "../fuse/fuse_reply.ts";
 import { entryOut, placeholderAttr } from "./fs_attr.ts";
 import { errnoOf } from "./fs_errors.ts";
 import { isDotName } from "./fs_names.ts";
@@ -44,8 +49,12 @@ function pageOf(capacity: number): Uint8Array {
   return pageBuffer.subarray(0, capacity);
 }
 
-/** How READDIRPLUS looks entries up (adding one guest lookup reference) and takes one back. */
-export interface EntryLookup {
+/**
+ * How READDIRPLUS looks entries up, adding one guest lookup reference: in
+ * place from one statx when the name's inode is known (`fillEntryOut`),
+ * else as an entry object; and takes a reference back.
+ */
+export interface EntryLookup extends EntryOutFiller {
   /** Looks `name` up in the directory being listed; adds one lookup reference. */
   lookup(name: Uint8Array): EntryResult;
   /** Takes back the reference of an entry that could not be sent after all. */
@@ -130,6 +139,13 @@ function addPlusEntry(writer: DirentPlusWriter, entry: Dirent, plus: EntryLookup
       attrTimeoutSec: 0,
     });
     return writer.add(placeholder, dirent) ? "added" : "full";
+  }
+  // A name whose inode is known is written from one statx, with no entry object;
+  // anything else (a new name, a replaced one, a failure) takes lookup below.
+  try {
+    if (writer.addFilled(dirent, plus)) return "added";
+  } catch {
+    return "skipped"; // a host name FUSE cannot carry (refused before any lookup)
   }
   let found: EntryResult;
   try {

@@ -142,6 +142,60 @@ Deno.test("READDIRPLUS adds exactly one lookup per entry sent and leaks none at 
   fs.releasedir(fh);
 });
 
+Deno.test("READDIRPLUS of known names writes what the first listing did, counting each entry again", () => {
+  using share = makeShare();
+  const { fs } = share;
+  const names = fill(share, 300);
+  Deno.mkdirSync(`${share.path}/subdir`);
+  Deno.symlinkSync("entry-00001x", `${share.path}/link`);
+  names.add("subdir").add("link");
+  const { fh } = fs.opendir(ROOT, O_RDONLY);
+  // The first listing adopts every name (entry objects); the second finds each
+  // inode recorded where it is listed and writes its entry from one statx.
+  const pages = (): Uint8Array[] => {
+    const all: Uint8Array[] = [];
+    let offset = 0n;
+    for (let call = 0;; call++) {
+      assert.ok(call < 1000, "the listing ends");
+      const payload = fs.readdir(ROOT, fh, offset, windowSize(call, true), true);
+      if (payload.length === 0) return all;
+      all.push(payload.slice());
+      const records = decodeDirentsPlus(payload);
+      offset = records[records.length - 1].dirent.off;
+    }
+  };
+  const first = pages();
+  assert.equal(fs.counts().inodes, names.size + 1);
+  const second = pages();
+  assert.deepEqual(second, first, "byte for byte, page for page");
+  const records = first.flatMap((page) => decodeDirentsPlus(page));
+  assertExactlyOnce(records.map((r) => text(r.dirent.name)), names);
+  for (const { entryOut, dirent } of records) {
+    if (entryOut.nodeid === 0n) continue;
+    assert.equal(
+      fs.inodeInfo(entryOut.nodeid)?.lookups,
+      2n,
+      `"${text(dirent.name)}" counted twice`,
+    );
+  }
+  // A name the host replaced since: the new file's inode, as LOOKUP finds it.
+  const old = records.find((r) => text(r.dirent.name) === "entry-00002xx")!;
+  Deno.renameSync(`${share.path}/entry-00003xxx`, `${share.path}/entry-00002xx`);
+  names.delete("entry-00003xxx");
+  const third = pages().flatMap((page) => decodeDirentsPlus(page));
+  const now = third.find((r) => text(r.dirent.name) === "entry-00002xx")!;
+  assert.notEqual(now.entryOut.nodeid, old.entryOut.nodeid);
+  assert.equal(fs.lookup(ROOT, bytes("entry-00002xx")).nodeid, now.entryOut.nodeid);
+  assert.equal(now.entryOut.attr.ino, now.dirent.ino);
+  // Every reference taken is given back by forgetting each entry as often as it was sent.
+  fs.forget(now.entryOut.nodeid, 1n);
+  for (const { entryOut } of [...records, ...records, ...third]) {
+    if (entryOut.nodeid !== 0n) fs.forget(entryOut.nodeid, 1n);
+  }
+  assert.equal(fs.counts().inodes, 1);
+  fs.releasedir(fh);
+});
+
 Deno.test("READDIRPLUS: windows of one record: lookups always match the entries sent", () => {
   using share = makeShare();
   const { fs } = share;

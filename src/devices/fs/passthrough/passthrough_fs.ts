@@ -760,6 +760,8 @@ export class PassthroughFs {
       const lookup = plus
         ? {
           lookup: (name: Uint8Array) => this.#entries.lookupIn(dir, name),
+          fillEntryOut: (name: Uint8Array, view: DataView, base: number) =>
+            this.#entries.lookupKnownInto(dir, name, view, base),
           forgetOne: (id: bigint) => this.#inodes.forget(id, 1n),
         }
         : null;
