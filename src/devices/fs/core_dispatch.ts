@@ -13,7 +13,6 @@
 import { ENOSYS } from "../../../ffi/mod.ts";
 import {
   encodeAttrOut,
-  encodeCreateOut,
   encodeEntryOut,
   encodeGetxattrOut,
   encodeLseekOut,
@@ -22,6 +21,7 @@ import {
   encodeStatfsOut,
   FUSE_ATTR_OUT,
   FUSE_ENTRY_OUT,
+  FUSE_OPEN_OUT,
   FUSE_OUT_HEADER,
   FuseFsyncFlag,
   FuseGetattrFlag,
@@ -68,7 +68,7 @@ export type FileSystem = Pick<
   | "rename"
   | "link"
   | "open"
-  | "create"
+  | "createInto"
   | "readFd"
   | "asyncWriteFd"
   | "dropDirectWriter"
@@ -258,13 +258,9 @@ export function callCore(
     case FuseOpcode.CREATE: {
       const { name, flags, mode, umask, openFlags } = request.args;
       const kill = (openFlags & FuseOpenInFlag.KILL_SUIDGID) !== 0;
-      const created = fs.create(nodeid, name, flags, mode, umask, uid, gid, groups, kill);
-      return encodeCreateOut(
-        entryOut(created.entry),
-        created.open,
-        reply,
-        FUSE_OUT_HEADER.size,
-      );
+      const at = FUSE_OUT_HEADER.size;
+      fs.createInto(nodeid, name, flags, mode, umask, caller, kill, reply, at);
+      return reply.subarray(at, at + FUSE_ENTRY_OUT.size + FUSE_OPEN_OUT.size);
     }
     case FuseOpcode.FALLOCATE: {
       const { fh, mode, offset, length } = request.args;

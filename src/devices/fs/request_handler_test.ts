@@ -263,6 +263,21 @@ class FakeFs implements FileSystem {
     this.#record("create", parent, name.slice(), flags, mode, umask, uid, gid, groups, killSuidgid);
     return { entry: this.#new(name), open: this.#openHandle() };
   }
+  createInto(
+    parent: bigint,
+    name: Uint8Array,
+    flags: number,
+    mode: number,
+    umask: number,
+    caller: Caller,
+    killSuidgid: boolean,
+    target: Uint8Array,
+    at: number,
+  ): void {
+    const { uid, gid, groups } = caller;
+    const made = this.create(parent, name, flags, mode, umask, uid, gid, groups, killSuidgid);
+    encodeCreateOut(entryOut(made.entry), made.open, target, at);
+  }
   readFd(fh: bigint): number {
     this.#record("readFd", fh);
     return this.#handle(fh);

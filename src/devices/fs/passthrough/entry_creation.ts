@@ -32,7 +32,7 @@ import type { EntryLookup } from "./entry_lookup.ts";
 import { errnoOf } from "./fs_errors.ts";
 import type { EntryResult, OpenResult } from "./fs_types.ts";
 import { groupOfEntry, groupOfFd, SETGID_BIT } from "./group_claims.ts";
-import type { Inode, InodeTable } from "./inode_table.ts";
+import type { Inode } from "./inode_table.ts";
 import type { OpenHandles } from "./open_handles.ts";
 import { hostOpenFlags } from "./open_flags.ts";
 import { openForIo } from "./open_for_io.ts";
@@ -42,27 +42,37 @@ import { PERMISSION_BITS } from "./fs_attr.ts";
 /** rwx for user, group and others: the bits a umask decides. */
 const ACCESS_BITS = 0o777;
 
+/**
+ * What CREATE made or opened: the inode (with the guest's new lookup
+ * reference), its status, and the open handle.
+ */
+export interface CreatedFile {
+  /** The file's inode. */
+  inode: Inode;
+  /** Its status, as the entry reports it. */
+  st: StatxResult;
+  /** The handle the guest got. */
+  open: OpenResult;
+}
+
 /** Creates entries in the directories of one filesystem. */
 export class EntryCreator {
-  readonly #inodes: InodeTable;
   readonly #scope: CallerScope;
   readonly #entries: EntryLookup;
   readonly #handles: OpenHandles;
   readonly #xattr: XattrOps;
 
   /**
-   * Creates as the callers `scope` runs, looks new entries up in `entries`
-   * (whose inodes `inodes` holds), registers CREATE's handle in `handles`,
+   * Creates as the callers `scope` runs, looks new entries up in `entries`,
+   * registers CREATE's handle in `handles`,
    * and asks `xattr` whether a directory's default ACL decides the mode.
    */
   constructor(
-    inodes: InodeTable,
     scope: CallerScope,
     entries: EntryLookup,
     handles: OpenHandles,
     xattr: XattrOps,
   ) {
-    this.#inodes = inodes;
     this.#scope = scope;
     this.#entries = entries;
     this.#handles = handles;
@@ -139,7 +149,7 @@ export class EntryCreator {
     umask: number,
     caller: Caller,
     killSuidgid: boolean,
-  ): { entry: EntryResult; open: OpenResult } {
+  ): CreatedFile {
     const hostFlags = hostOpenFlags(flags);
     const { wanted, exact } = this.creationMode(dir, mode, umask);
     let fd = -1;
@@ -181,15 +191,22 @@ export class EntryCreator {
       if (created && fd >= 0) unlinkQuietly(dir.fd, name, 0);
       throw error;
     }
-    let entry: EntryResult;
+    let st: StatxResult;
     try {
-      entry = this.#entries.adopt(dir, name, pathFd, createdStat);
+      st = createdStat ?? statFd(pathFd);
+    } catch (error) {
+      closeQuietly(fd);
+      closeQuietly(pathFd);
+      throw error;
+    }
+    let inode: Inode;
+    try {
+      inode = this.#entries.adoptInode(dir, name, pathFd, st);
     } catch (error) {
       closeQuietly(fd);
       throw error;
     }
-    const inode = this.#inodes.get(entry.nodeid)!;
-    return { entry, open: this.#handles.add(fd, inode, hostFlags, false) };
+    return { inode, st, open: this.#handles.add(fd, inode, hostFlags, false) };
   }
 }
 

@@ -17,12 +17,15 @@ import {
 import { writeU64 } from "../../../../ffi/struct.ts";
 import { FUSE_ENTRY_OUT } from "../fuse/fuse_layouts.ts";
 import { openComponentOrErrno, statEntryQuietly, statFd } from "./confined_open.ts";
-import { attrFromStatx, splitTimeout, writeAttrFromStatx } from "./fs_attr.ts";
+import { attrFromStatx, splitTimeout, writeAttrFromStat, writeAttrFromStatx } from "./fs_attr.ts";
 import { plainFsError } from "./fs_errors.ts";
 import { sameName } from "./fs_names.ts";
 import type { EntryResult } from "./fs_types.ts";
 import type { Inode, InodeTable } from "./inode_table.ts";
 import { keepName } from "./kept_names.ts";
+
+/** Where fuse_entry_out's fields are. */
+const ENTRY_OUT = FUSE_ENTRY_OUT.offsets;
 
 /** Entries of the inodes of one table (LOOKUP, READDIRPLUS, and every creation). */
 export class EntryLookup {
@@ -105,15 +108,29 @@ export class EntryLookup {
     }
     if (typeof statx === "number" || !statxIsFile(statx, hinted.dev, hinted.ino)) return false;
     this.#inodes.addLookups(hinted);
-    const out = FUSE_ENTRY_OUT.offsets;
-    target.setBigUint64(base + out.nodeid, hinted.nodeid, true);
-    target.setBigUint64(base + out.generation, 0n, true);
-    writeU64(target, base + out.entryValid, this.#entryValid.sec);
-    writeU64(target, base + out.attrValid, this.#attrValid.sec);
-    target.setUint32(base + out.entryValidNsec, this.#entryValid.nsec, true);
-    target.setUint32(base + out.attrValidNsec, this.#attrValid.nsec, true);
-    writeAttrFromStatx(statx, target, base + out.attr);
+    this.#writeEntryHead(hinted, target, base);
+    writeAttrFromStatx(statx, target, base + ENTRY_OUT.attr);
     return true;
+  }
+
+  /**
+   * Writes the fuse_entry_out of `inode`, whose status is `st`, at `base`
+   * of `target`: what encodeEntryOut(entryOut(entry(inode, st))) writes,
+   * with no entry or attribute object.
+   */
+  writeEntryOut(inode: Inode, st: StatxResult, target: DataView, base: number): void {
+    this.#writeEntryHead(inode, target, base);
+    writeAttrFromStat(st, target, base + ENTRY_OUT.attr);
+  }
+
+  /** fuse_entry_out's fields before the attributes. */
+  #writeEntryHead(inode: Inode, target: DataView, base: number): void {
+    target.setBigUint64(base + ENTRY_OUT.nodeid, inode.nodeid, true);
+    target.setBigUint64(base + ENTRY_OUT.generation, 0n, true);
+    writeU64(target, base + ENTRY_OUT.entryValid, this.#entryValid.sec);
+    writeU64(target, base + ENTRY_OUT.attrValid, this.#attrValid.sec);
+    target.setUint32(base + ENTRY_OUT.entryValidNsec, this.#entryValid.nsec, true);
+    target.setUint32(base + ENTRY_OUT.attrValidNsec, this.#attrValid.nsec, true);
   }
 
   /**
@@ -130,6 +147,16 @@ export class EntryLookup {
       closeQuietly(fd);
       throw error;
     }
+    return this.entry(this.adoptInode(dir, name, fd, st), st);
+  }
+
+  /**
+   * {@linkcode adopt} without the entry: the inode of the host file O_PATH
+   * fd `fd` of `name` in `dir` holds (`st` its status), with one more
+   * lookup reference and `name` recorded. `fd` is consumed even when this
+   * throws.
+   */
+  adoptInode(dir: Inode, name: Uint8Array, fd: number, st: StatxResult): Inode {
     const inode = this.#inodes.adopt(fd, st);
     this.#inodes.addLookups(inode);
     // Looked up again where it was: nothing to record (and no copy of the name to make).
@@ -137,7 +164,7 @@ export class EntryLookup {
     if (known === null || known.parent !== dir || !sameName(known.name, name)) {
       this.#inodes.setLocation(inode, { parent: dir, name: keepName(name) });
     }
-    return this.entry(inode, st);
+    return inode;
   }
 }
 

@@ -6,6 +6,7 @@
  */
 
 import { makedev, STATX_FIELD, type StatxResult } from "../../../../ffi/mod.ts";
+import { writeU64 } from "../../../../ffi/struct.ts";
 import type { FuseAttr, FuseEntryOut } from "../fuse/fuse_reply.ts";
 import { FUSE_ATTR } from "../fuse/fuse_layouts.ts";
 import type { EntryResult } from "./fs_types.ts";
@@ -81,6 +82,30 @@ export function writeAttrFromStatx(statx: DataView, target: DataView, at: number
     true,
   );
   target.setUint32(at + ATTR.blksize, statx.getUint32(STX.blksize, true), true);
+  target.setUint32(at + ATTR.flags, 0, true);
+}
+
+/**
+ * Writes the fuse_attr of `st` at `at` in `target`, all 88 bytes: what
+ * encodeAttr(attrFromStatx(st)) writes, with no attribute object (an entry
+ * a creation answers with, whose status was read already).
+ */
+export function writeAttrFromStat(st: StatxResult, target: DataView, at: number): void {
+  target.setBigUint64(at + ATTR.ino, st.ino, true);
+  writeU64(target, at + ATTR.size, st.size);
+  writeU64(target, at + ATTR.blocks, st.blocks);
+  writeU64(target, at + ATTR.atime, st.atimeSec);
+  writeU64(target, at + ATTR.mtime, st.mtimeSec);
+  writeU64(target, at + ATTR.ctime, st.ctimeSec);
+  target.setUint32(at + ATTR.atimensec, st.atimeNsec, true);
+  target.setUint32(at + ATTR.mtimensec, st.mtimeNsec, true);
+  target.setUint32(at + ATTR.ctimensec, st.ctimeNsec, true);
+  target.setUint32(at + ATTR.mode, st.mode, true);
+  target.setUint32(at + ATTR.nlink, st.nlink, true);
+  target.setUint32(at + ATTR.uid, st.uid, true);
+  target.setUint32(at + ATTR.gid, st.gid, true);
+  target.setUint32(at + ATTR.rdev, st.rdev % U32, true);
+  target.setUint32(at + ATTR.blksize, st.blksize, true);
   target.setUint32(at + ATTR.flags, 0, true);
 }
 

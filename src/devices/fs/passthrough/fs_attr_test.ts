@@ -2,9 +2,9 @@ import assert from "node:assert/strict";
 import { AT_FDCWD, AT_SYMLINK_NOFOLLOW, fstatat, statxViewOrErrno } from "../../../../ffi/mod.ts";
 import { encodeAttr } from "../fuse/fuse_reply.ts";
 import { FUSE_ATTR } from "../fuse/fuse_layouts.ts";
-import { attrFromStatx, writeAttrFromStatx } from "./fs_attr.ts";
+import { attrFromStatx, writeAttrFromStat, writeAttrFromStatx } from "./fs_attr.ts";
 
-Deno.test("writeAttrFromStatx writes what encodeAttr(attrFromStatx) writes, for every kind of file", () => {
+Deno.test("writeAttrFromStatx and writeAttrFromStat write what encodeAttr(attrFromStatx) writes, for every kind of file", () => {
   const dir = Deno.makeTempDirSync({ prefix: "vhostd-attr-" });
   try {
     Deno.writeTextFileSync(`${dir}/file`, "some bytes");
@@ -24,12 +24,19 @@ Deno.test("writeAttrFromStatx writes what encodeAttr(attrFromStatx) writes, for 
       `${dir}/big`,
       "/dev/null", // a character device: rdev
     ];
-    for (const path of paths) {
+    const writers = [
+      (path: string, view: DataView) => {
+        const statx = statxViewOrErrno(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW);
+        assert.ok(typeof statx !== "number", path);
+        writeAttrFromStatx(statx, view, 4);
+      },
+      (path: string, view: DataView) =>
+        writeAttrFromStat(fstatat(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW), view, 4),
+    ];
+    for (const [path, write] of paths.flatMap((path) => writers.map((w) => [path, w] as const))) {
       const expected = encodeAttr(attrFromStatx(fstatat(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW)));
-      const statx = statxViewOrErrno(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW);
-      assert.ok(typeof statx !== "number", path);
       const target = new Uint8Array(FUSE_ATTR.size + 8).fill(0xee);
-      writeAttrFromStatx(statx, new DataView(target.buffer), 4);
+      write(path, new DataView(target.buffer));
       assert.deepEqual(target.subarray(4, 4 + FUSE_ATTR.size), expected, path);
       assert.deepEqual([...target.subarray(0, 4), ...target.subarray(4 + FUSE_ATTR.size)], [
         0xee,

@@ -109,7 +109,7 @@ import { EntryCreator } from "./entry_creation.ts";
 import { EntryLookup } from "./entry_lookup.ts";
 import { fileOffset } from "./file_offset.ts";
 import { attrFromStatx, entryOut, splitTimeout, writeAttrFromStatx } from "./fs_attr.ts";
-import { FUSE_ATTR_OUT, FUSE_ENTRY_OUT } from "../fuse/fuse_layouts.ts";
+import { FUSE_ATTR_OUT, FUSE_ENTRY_OUT, FUSE_OPEN_OUT } from "../fuse/fuse_layouts.ts";
 import { encodeEntryOut } from "../fuse/fuse_reply.ts";
 import { writeViewOf } from "../fuse/fuse_struct.ts";
 import { errnoOf, FsError, FsRestoreError, toFsError } from "./fs_errors.ts";
@@ -158,6 +158,9 @@ export type {
 import { keepName } from "./kept_names.ts";
 
 const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
+/** fuse_create_out: a fuse_entry_out, then a fuse_open_out. */
+const CREATE_OUT_SIZE = FUSE_ENTRY_OUT.size + FUSE_OPEN_OUT.size;
+const OPEN_OUT = FUSE_OPEN_OUT.offsets;
 const SEEK_WHENCE_MAX = 4; // SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE
 
 /** A host directory served as a FUSE filesystem. */
@@ -221,7 +224,6 @@ export class PassthroughFs {
     this.#entries = new EntryLookup(this.#inodes, cache.entryTimeoutSec, cache.attrTimeoutSec);
     this.#handles = new OpenHandles(this.#inodes, cache.fileOpenFlags, cache.dirOpenFlags);
     this.#creator = new EntryCreator(
-      this.#inodes,
       this.#scope,
       this.#entries,
       this.#handles,
@@ -603,7 +605,43 @@ export class PassthroughFs {
     return this.#run(() => {
       const dir = this.#dirToChange(parent, name);
       const caller = { uid, gid, groups };
-      return this.#creator.createAndOpen(dir, name, flags, mode, umask, caller, killSuidgid);
+      const made = this.#creator.createAndOpen(dir, name, flags, mode, umask, caller, killSuidgid);
+      return { entry: this.#entries.entry(made.inode, made.st), open: made.open };
+    });
+  }
+
+  /**
+   * CREATE as {@linkcode create} for `caller`, its fuse_entry_out and
+   * fuse_open_out (fuse_create_out's two halves) written at `at` in
+   * `target`, with no entry or attribute object. Nothing is written when
+   * it fails.
+   */
+  createInto(
+    parent: bigint,
+    name: Uint8Array,
+    flags: number,
+    mode: number,
+    umask: number,
+    caller: Caller,
+    killSuidgid: boolean,
+    target: Uint8Array,
+    at: number,
+  ): void {
+    if (!(at >= 0 && at + CREATE_OUT_SIZE <= target.byteLength)) {
+      throw new RangeError(
+        `fuse_entry_out and fuse_open_out need ${CREATE_OUT_SIZE} bytes at ${at}`,
+      );
+    }
+    this.#run(() => {
+      const dir = this.#dirToChange(parent, name);
+      const made = this.#creator.createAndOpen(dir, name, flags, mode, umask, caller, killSuidgid);
+      const view = writeViewOf(target);
+      const base = target.byteOffset + at;
+      this.#entries.writeEntryOut(made.inode, made.st, view, base);
+      const open = base + FUSE_ENTRY_OUT.size;
+      view.setBigUint64(open + OPEN_OUT.fh, made.open.fh, true);
+      view.setUint32(open + OPEN_OUT.openFlags, made.open.openFlags, true);
+      view.setUint32(open + OPEN_OUT.padding, 0, true);
     });
   }
 

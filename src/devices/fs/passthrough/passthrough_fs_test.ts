@@ -628,6 +628,63 @@ Deno.test("create: O_EXCL semantics, mode, owner, and opening an existing file",
   assertFsErrno(() => fs.create(ROOT, bytes("a/b"), O_RDWR | O_CREAT, 0o644, 0, 0, 0), EINVAL);
 });
 
+Deno.test("createInto writes the fuse_create_out create's result encodes to", () => {
+  using share = makeShare();
+  const { fs } = share;
+  Deno.chmodSync(share.path, 0o777);
+  const root = { uid: 0, gid: 0, groups: [] };
+  const into = (name: string, flags: number, mode: number, umask: number, caller = root) => {
+    const target = new Uint8Array(16 + 144 + 4).fill(0xcc);
+    fs.createInto(ROOT, bytes(name), flags, mode, umask, caller, false, target.subarray(2), 14);
+    assert.ok(target.subarray(0, 16).every((b) => b === 0xcc), "nothing before");
+    assert.ok(target.subarray(16 + 144).every((b) => b === 0xcc), "nothing after");
+    return { entry: target.subarray(16, 16 + 128), open: target.subarray(16 + 128, 16 + 144) };
+  };
+  const fhOf = (open: Uint8Array) =>
+    new DataView(open.buffer, open.byteOffset).getBigUint64(0, true);
+  // A new file (its mode left as made), one whose mode is fixed up after the
+  // umask (its status read again), and an existing file opened without O_EXCL.
+  const cases: [string, number, number, number][] = [
+    ["plain", O_RDWR | O_CREAT | O_EXCL, 0o644, 0o022],
+    ["setuid", O_RDWR | O_CREAT | O_EXCL, 0o4775, 0o002],
+    ["plain", O_RDWR | O_CREAT, 0o600, 0],
+  ];
+  const reference = fs.create(ROOT, bytes("reference"), O_RDWR | O_CREAT, 0o644, 0, 0, 0);
+  for (const [name, flags, mode, umask] of cases) {
+    const made = into(name, flags, mode, umask, { uid: 1234, gid: 77, groups: [] });
+    // What a LOOKUP of the name answers now, byte for byte (node id and attributes).
+    const looked = fs.lookup(ROOT, bytes(name));
+    assert.deepEqual(made.entry, encodeEntryOut(entryOut(looked)), name);
+    assert.equal(Deno.statSync(`${share.path}/${name}`).mode! & 0o7777, looked.attr.mode & 0o7777);
+    // The handle works, with the open flags create's handles get; fuse_open_out's padding is 0.
+    const fh = fhOf(made.open);
+    writeAt(fs, fh, "via createInto");
+    assert.equal(readAll(fs, fh), "via createInto");
+    assert.deepEqual(
+      made.open.subarray(8),
+      new Uint8Array(new Uint32Array([reference.open.openFlags, 0]).buffer),
+    );
+    fs.release(fh);
+  }
+  if (isRoot) assert.equal(Deno.statSync(`${share.path}/setuid`).uid, 1234);
+  assert.equal(Deno.statSync(`${share.path}/setuid`).mode! & 0o7777, 0o4775);
+  // The two CREATEs and two LOOKUPs of "plain", and the LOOKUP just made: five references.
+  const plain = fs.lookup(ROOT, bytes("plain"));
+  assert.equal(fs.inodeInfo(plain.nodeid)?.lookups, 5n);
+  // Failures as create's, with nothing written.
+  const untouched = new Uint8Array(200).fill(0xcc);
+  const fail = (name: string, flags: number) => () =>
+    fs.createInto(ROOT, bytes(name), flags, 0o644, 0, root, false, untouched, 16);
+  assertFsErrno(fail("plain", O_RDWR | O_CREAT | O_EXCL), EEXIST);
+  assertFsErrno(fail("a/b", O_RDWR | O_CREAT), EINVAL);
+  assert.ok(untouched.every((b) => b === 0xcc), "nothing written on failure");
+  assert.throws(
+    () => fs.createInto(ROOT, bytes("x"), O_RDWR | O_CREAT, 0o644, 0, root, false, untouched, 60),
+    RangeError,
+  );
+  assert.throws(() => Deno.statSync(`${share.path}/x`), Deno.errors.NotFound);
+});
+
 Deno.test("statfs reports the host filesystem", () => {
   using share = makeShare();
   const st = share.fs.statfs(ROOT);
