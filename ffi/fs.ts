@@ -760,8 +760,11 @@ export function parseDirents(buf: Uint8Array, n: number, namesAsViews = false): 
       throw new SyscallError("getdents64", EIO, `bad record length ${reclen} at byte ${offset}`);
     }
     const nameStart = offset + DIRENT_HEADER;
-    const nameEnd = buf.subarray(nameStart, offset + reclen).indexOf(0);
-    if (nameEnd < 0) {
+    // The NUL found in place: a view per entry only for the name itself.
+    const recordEnd = offset + reclen;
+    let nameEnd = nameStart;
+    while (nameEnd < recordEnd && buf[nameEnd] !== 0) nameEnd++;
+    if (nameEnd === recordEnd) {
       throw new SyscallError("getdents64", EIO, `unterminated name at byte ${offset}`);
     }
     entries.push({
@@ -769,8 +772,8 @@ export function parseDirents(buf: Uint8Array, n: number, namesAsViews = false): 
       off: view.getBigInt64(offset + 8, true),
       type: view.getUint8(offset + 18),
       name: namesAsViews
-        ? buf.subarray(nameStart, nameStart + nameEnd) as Uint8Array<ArrayBuffer>
-        : buf.slice(nameStart, nameStart + nameEnd),
+        ? buf.subarray(nameStart, nameEnd) as Uint8Array<ArrayBuffer>
+        : buf.slice(nameStart, nameEnd),
     });
     offset += reclen;
   }

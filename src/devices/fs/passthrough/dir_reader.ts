@@ -119,7 +119,7 @@ export function readDirectoryPage(
 
 function addEntry(writer: DirentWriter, entry: Dirent): AddOutcome {
   try {
-    return writer.add(direntOf(entry)) ? "added" : "full";
+    return writer.add(entry) ? "added" : "full";
   } catch {
     // A host name FUSE cannot carry (longer than 255 bytes): leave it out.
     return "skipped";
@@ -127,7 +127,8 @@ function addEntry(writer: DirentWriter, entry: Dirent): AddOutcome {
 }
 
 function addPlusEntry(writer: DirentPlusWriter, entry: Dirent, plus: EntryLookup): AddOutcome {
-  const dirent = direntOf(entry);
+  // A host Dirent has fuse_dirent's fields: written as it is.
+  const dirent = entry;
   // Check the room first: a lookup reference for an entry we then cannot send would leak.
   if (direntPlusSize(entry.name.length) > writer.remaining) return "full";
   if (isDotName(entry.name)) {
@@ -163,8 +164,4 @@ function addPlusEntry(writer: DirentPlusWriter, entry: Dirent, plus: EntryLookup
   }
   if (outcome !== "added") plus.forgetOne(found.nodeid);
   return outcome;
-}
-
-function direntOf(entry: Dirent) {
-  return { ino: entry.ino, off: entry.off, type: entry.type, name: entry.name };
 }
