@@ -104,6 +104,25 @@ export type ReplyBody = Uint8Array | readonly Uint8Array[] | typeof NO_REPLY;
 /** The empty reply body of a success without payload. */
 export const EMPTY = new Uint8Array(0);
 
+/** Views of `size` bytes after the out header of the reply buffer they were made of, by size. */
+const viewsAfterHeader: (Uint8Array | undefined)[] = [];
+
+/**
+ * The `size` bytes after the out header of `reply`, where an in-place reply
+ * body was written: one view per size for as long as the handler keeps its
+ * reply buffer (a typed array made per request costs as much as the encoding).
+ */
+function afterHeader(reply: Uint8Array, size: number): Uint8Array {
+  const at = FUSE_OUT_HEADER.size;
+  const kept = viewsAfterHeader[size];
+  if (
+    kept !== undefined && kept.buffer === reply.buffer && kept.byteOffset === reply.byteOffset + at
+  ) {
+    return kept;
+  }
+  return viewsAfterHeader[size] = reply.subarray(at, at + size);
+}
+
 /** fuse_attr_out of `result`, encoded in place after the out header of `reply`. */
 function attrOut(result: AttrResult, reply: Uint8Array): Uint8Array {
   const valid = splitTimeout(result.attrTimeoutSec);
@@ -129,7 +148,7 @@ export function getattrReply(
 ): Uint8Array {
   const at = FUSE_OUT_HEADER.size;
   fs.getattrInto(nodeid, (getattrFlags & FuseGetattrFlag.FH) ? fh : undefined, reply, at);
-  return reply.subarray(at, at + FUSE_ATTR_OUT.size);
+  return afterHeader(reply, FUSE_ATTR_OUT.size);
 }
 
 /** fuse_entry_out of `entry`, encoded in place after the out header of `reply`. */
@@ -168,9 +187,8 @@ export function callCore(
   const { uid, gid, groups } = caller;
   switch (request.opcode) {
     case FuseOpcode.LOOKUP: {
-      const at = FUSE_OUT_HEADER.size;
-      fs.lookupInto(nodeid, request.args.name, reply, at);
-      return reply.subarray(at, at + FUSE_ENTRY_OUT.size);
+      fs.lookupInto(nodeid, request.args.name, reply, FUSE_OUT_HEADER.size);
+      return afterHeader(reply, FUSE_ENTRY_OUT.size);
     }
     case FuseOpcode.FORGET:
       fs.forget(nodeid, request.args.nlookup);
@@ -258,9 +276,8 @@ export function callCore(
     case FuseOpcode.CREATE: {
       const { name, flags, mode, umask, openFlags } = request.args;
       const kill = (openFlags & FuseOpenInFlag.KILL_SUIDGID) !== 0;
-      const at = FUSE_OUT_HEADER.size;
-      fs.createInto(nodeid, name, flags, mode, umask, caller, kill, reply, at);
-      return reply.subarray(at, at + FUSE_ENTRY_OUT.size + FUSE_OPEN_OUT.size);
+      fs.createInto(nodeid, name, flags, mode, umask, caller, kill, reply, FUSE_OUT_HEADER.size);
+      return afterHeader(reply, FUSE_ENTRY_OUT.size + FUSE_OPEN_OUT.size);
     }
     case FuseOpcode.FALLOCATE: {
       const { fh, mode, offset, length } = request.args;
