@@ -28,7 +28,6 @@ import {
   STATX_BASIC_STATS,
   STATX_DIOALIGN,
   STATX_INO,
-  STATX_MNT_ID,
   SYS_getdents64,
   SYS_open_tree,
   SYS_openat2,
@@ -313,8 +312,6 @@ export interface StatxResult {
   ctimeSec: number;
   /** Last status change, nanoseconds within the second. */
   ctimeNsec: number;
-  /** Id of the mount holding the file, when the kernel reports it (5.8+). */
-  mntId?: bigint;
 }
 
 /** Size of `struct statx`. */
@@ -379,15 +376,15 @@ export function fstatat(dirfd: number, name: PathArg, flags: number): StatxResul
 }
 
 /**
- * The raw `struct statx` of {@linkcode fstatat} (STATX_BASIC_STATS and
- * STATX_MNT_ID asked for), or its errno negated: a view of one buffer kept
- * for every call, valid until the next statx of this isolate. For a caller
+ * The raw `struct statx` of {@linkcode fstatat} (STATX_BASIC_STATS asked
+ * for), or its errno negated: a view of one buffer kept for every call,
+ * valid until the next statx of this isolate. For a caller
  * that copies a few fields straight into a reply (GETATTR's fuse_attr)
  * instead of making a status object first.
  */
 export function statxViewOrErrno(dirfd: number, name: PathArg, flags: number): DataView | number {
   const path = scratchPath("statx", name);
-  if (libc().statx(dirfd, path, flags, STATX_BASIC_STATS | STATX_MNT_ID, statxBuffer) < 0) {
+  if (libc().statx(dirfd, path, flags, STATX_BASIC_STATS, statxBuffer) < 0) {
     return -lastErrno();
   }
   return statxView;
@@ -401,7 +398,6 @@ export function statxViewOrErrno(dirfd: number, name: PathArg, flags: number): D
 export function fstatatOrErrno(dirfd: number, name: PathArg, flags: number): StatxResult | number {
   const view = statxViewOrErrno(dirfd, name, flags);
   if (typeof view === "number") return view;
-  const mask = view.getUint32(F.mask, true);
   const result: StatxResult = {
     blksize: view.getUint32(F.blksize, true),
     nlink: view.getUint32(F.nlink, true),
@@ -419,8 +415,6 @@ export function fstatatOrErrno(dirfd: number, name: PathArg, flags: number): Sta
     mtimeNsec: view.getUint32(F.mtimeNsec, true),
     rdev: makedev(view.getUint32(F.rdevMajor, true), view.getUint32(F.rdevMinor, true)),
     dev: makedev(view.getUint32(F.devMajor, true), view.getUint32(F.devMinor, true)),
-    // In the literal, not added after: one object shape, no extra property store per call.
-    mntId: (mask & STATX_MNT_ID) !== 0 ? view.getBigUint64(F.mntId, true) : undefined,
   };
   return result;
 }
