@@ -1,9 +1,10 @@
 /**
  * virtio-fs: a decoded FUSE request answered by one call of the filesystem
  * core, and the reply body encoded from what the core returned. Every
- * opcode but the four the request handler keeps (INIT and DESTROY, which
- * change the session, and READ and WRITE, whose data moves straight between
- * guest buffers and the host file) comes through here. No guest bytes are
+ * opcode but the five the request handler keeps (INIT and DESTROY, which
+ * change the session, READ and WRITE, whose data moves straight between
+ * guest buffers and the host file, and RELEASE, which waits for the I/O in
+ * flight on its handle) comes through here. No guest bytes are
  * parsed here: the request is decoded already, and the core checks names,
  * node ids and handles itself.
  *
@@ -247,9 +248,6 @@ export function callCore(
     case FuseOpcode.STATFS:
       // StatfsResult has fuse_kstatfs's fields, by name.
       return encodeStatfsOut(fs.statfs(nodeid));
-    case FuseOpcode.RELEASE:
-      fs.release(request.args.fh);
-      return EMPTY;
     case FuseOpcode.FLUSH:
       fs.flush(request.args.fh);
       return EMPTY;

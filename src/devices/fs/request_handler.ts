@@ -72,6 +72,7 @@ import {
 import {
   decodeArgs,
   encodeInitOut,
+  FUSE_FORGET_IN,
   FUSE_GETATTR_IN,
   FUSE_IN_HEADER,
   FUSE_KERNEL_MINOR_VERSION,
@@ -79,6 +80,7 @@ import {
   FUSE_MAX_ERRNO,
   FUSE_OUT_HEADER,
   FUSE_READ_IN,
+  FUSE_RELEASE_IN,
   FUSE_SETXATTR_IN,
   FUSE_WRITE_IN,
   FUSE_WRITE_OUT,
@@ -195,6 +197,11 @@ const WRITE_IN_WRITE_FLAGS = FUSE_IN_HEADER.size + FUSE_WRITE_IN.offsets.writeFl
 const GETATTR_IN_FLAGS = FUSE_IN_HEADER.size + FUSE_GETATTR_IN.offsets.getattrFlags;
 const GETATTR_IN_FH = FUSE_IN_HEADER.size + FUSE_GETATTR_IN.offsets.fh;
 const GETATTR_REQUEST_SIZE = FUSE_IN_HEADER.size + FUSE_GETATTR_IN.size;
+/** FORGET's and RELEASE's fields and lengths (both fit in the head buffer). */
+const FORGET_IN_NLOOKUP = FUSE_IN_HEADER.size + FUSE_FORGET_IN.offsets.nlookup;
+const FORGET_REQUEST_SIZE = FUSE_IN_HEADER.size + FUSE_FORGET_IN.size;
+const RELEASE_IN_FH = FUSE_IN_HEADER.size + FUSE_RELEASE_IN.offsets.fh;
+const RELEASE_REQUEST_SIZE = FUSE_IN_HEADER.size + FUSE_RELEASE_IN.size;
 /** A READ request's length: fuse_in_header + fuse_read_in (it fits in the head buffer). */
 const READ_REQUEST_SIZE = FUSE_IN_HEADER.size + FUSE_READ_IN.size;
 /**
@@ -431,6 +438,17 @@ export class FsRequestHandler implements QueueHandler {
         );
         return this.#reply(chain, memory, queueIndex, unique, reply);
       }
+      // FORGET and RELEASE, which every file a guest is done with sends, likewise: one
+      // number each, no body view, decoded object or caller.
+      if (opcode === FuseOpcode.FORGET && isPlain(len, totalExtlen, got, FORGET_REQUEST_SIZE)) {
+        const nodeid = headView.getBigUint64(IN_HEADER.nodeid, true);
+        this.#fs.forget(nodeid, headView.getBigUint64(FORGET_IN_NLOOKUP, true));
+        return 0;
+      }
+      if (opcode === FuseOpcode.RELEASE && isPlain(len, totalExtlen, got, RELEASE_REQUEST_SIZE)) {
+        this.#release(headView.getBigUint64(RELEASE_IN_FH, true));
+        return this.#reply(chain, memory, queueIndex, unique, EMPTY);
+      }
       // Most requests fit in the bytes read already: decoded from there, not copied again.
       let body: Uint8Array;
       if (length <= got) {
@@ -500,8 +518,8 @@ export class FsRequestHandler implements QueueHandler {
         });
         return DEFERRED;
       }
-      if (request.opcode === FuseOpcode.RELEASE && this.#pins.has(request.args.fh)) {
-        this.#releaseWhenIdle.add(request.args.fh);
+      if (request.opcode === FuseOpcode.RELEASE) {
+        this.#release(request.args.fh);
         return this.#reply(chain, memory, queueIndex, unique, EMPTY);
       }
       return this.#answer(
@@ -543,6 +561,12 @@ export class FsRequestHandler implements QueueHandler {
       if (hasNoReply(opcode)) return 0;
       return this.#replyError(chain, memory, queueIndex, unique, errno);
     }
+  }
+
+  /** RELEASE of `fh`: at once, or once the I/O in flight on it completed. */
+  #release(fh: bigint): void {
+    if (this.#pins.has(fh)) this.#releaseWhenIdle.add(fh);
+    else this.#fs.release(fh);
   }
 
   #pin(fh: bigint): void {

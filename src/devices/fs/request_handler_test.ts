@@ -732,6 +732,29 @@ Deno.test("errors outside 1..511 and unexpected exceptions become EIO", () => {
   assert.equal(h.call(FuseOpcode.GETATTR, { getattrFlags: 0, fh: 0n }).error, EEXIST);
 });
 
+Deno.test("FORGET and RELEASE with an extension (the general path) do what the plain ones do", () => {
+  using h = initedHarness();
+  const forget = encodeRequest(FuseOpcode.FORGET, { unique: 90n, nodeid: 7n }, { nlookup: 2n });
+  for (const request of [forget, withExtension(forget, encodeGroupsExtension([3]))]) {
+    const calls = h.fs.calls.length;
+    assert.equal(h.sendRaw(request).used, 0, "no reply");
+    assert.equal(h.fs.calls.length, calls + 1);
+    assert.deepEqual(h.fs.last("forget"), [7n, 2n]);
+  }
+  const args = { flags: 0, releaseFlags: 0, lockOwner: 0n };
+  for (const extend of [false, true]) {
+    const { fh } = decodeOpenOut(h.call(FuseOpcode.OPEN, { flags: 0, openFlags: 0 }).payload);
+    const release = encodeRequest(FuseOpcode.RELEASE, { unique: 91n, nodeid: 2n }, { ...args, fh });
+    const sent = h.sendRaw(extend ? withExtension(release, encodeGroupsExtension([3])) : release);
+    assert.deepEqual(decodeOutHeader(sent.reply), { len: 16, error: 0, unique: 91n });
+    assert.deepEqual(h.fs.last("release"), [fh]);
+    assert.ok(!h.fs.handles.has(fh), "closed");
+    // Released already: the core's EBADF, answered.
+    const again = h.sendRaw(extend ? withExtension(release, encodeGroupsExtension([3])) : release);
+    assert.equal(decodeOutHeader(again.reply).error, -EBADF);
+  }
+});
+
 Deno.test("FORGET, BATCH_FORGET and INTERRUPT are never answered, even when malformed", () => {
   using h = initedHarness();
   const forget = h.send(FuseOpcode.FORGET, { nlookup: 3n }, { nodeid: 9n });
