@@ -152,6 +152,21 @@ export function getattrReply(
   return afterHeader(reply, FUSE_ATTR_OUT.size);
 }
 
+/**
+ * LOOKUP's reply body: fuse_entry_out of `name` in `parent`, encoded in
+ * place after the out header of `reply` (the handler calls it straight for
+ * a LOOKUP whose name sits in its head buffer).
+ */
+export function lookupReply(
+  fs: FileSystem,
+  parent: bigint,
+  name: Uint8Array,
+  reply: Uint8Array,
+): Uint8Array {
+  fs.lookupInto(parent, name, reply, FUSE_OUT_HEADER.size);
+  return afterHeader(reply, FUSE_ENTRY_OUT.size);
+}
+
 /** fuse_entry_out of `entry`, encoded in place after the out header of `reply`. */
 function entryReply(entry: EntryResult, reply: Uint8Array): Uint8Array {
   return encodeEntryOut(entryOut(entry), reply, FUSE_OUT_HEADER.size);
@@ -187,10 +202,8 @@ export function callCore(
 ): ReplyBody {
   const { uid, gid, groups } = caller;
   switch (request.opcode) {
-    case FuseOpcode.LOOKUP: {
-      fs.lookupInto(nodeid, request.args.name, reply, FUSE_OUT_HEADER.size);
-      return afterHeader(reply, FUSE_ENTRY_OUT.size);
-    }
+    case FuseOpcode.LOOKUP:
+      return lookupReply(fs, nodeid, request.args.name, reply);
     case FuseOpcode.FORGET:
       fs.forget(nodeid, request.args.nlookup);
       return NO_REPLY;

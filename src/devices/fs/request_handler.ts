@@ -60,6 +60,7 @@ import {
   type FileSystem,
   type FileSystemFactory,
   getattrReply,
+  lookupReply,
   NO_REPLY,
   type ReplyBody,
 } from "./core_dispatch.ts";
@@ -97,6 +98,7 @@ import {
   opcodeName,
   requestBody,
   splitExtensions,
+  wellFormedLastName,
   writeOutHeader,
 } from "./fuse/mod.ts";
 import {
@@ -448,6 +450,27 @@ export class FsRequestHandler implements QueueHandler {
       if (opcode === FuseOpcode.RELEASE && isPlain(len, totalExtlen, got, RELEASE_REQUEST_SIZE)) {
         this.#release(headView.getBigUint64(RELEASE_IN_FH, true));
         return this.#reply(chain, memory, queueIndex, unique, EMPTY);
+      }
+      // LOOKUP and UNLINK of a name that fits in the head buffer (most names) likewise: the
+      // name is a view of it; any other shape, or a name with a fault, goes the general way.
+      if (
+        (opcode === FuseOpcode.LOOKUP || opcode === FuseOpcode.UNLINK) && totalExtlen === 0 &&
+        len === got
+      ) {
+        const name = wellFormedLastName(this.#head, FUSE_IN_HEADER.size, len);
+        if (name !== undefined) {
+          const parent = headView.getBigUint64(IN_HEADER.nodeid, true);
+          if (opcode === FuseOpcode.LOOKUP) {
+            const reply = lookupReply(this.#fs, parent, name, this.#replyScratch.unzeroed());
+            return this.#reply(chain, memory, queueIndex, unique, reply);
+          }
+          this.#fs.unlink(parent, name, {
+            uid: headView.getUint32(IN_HEADER.uid, true),
+            gid: headView.getUint32(IN_HEADER.gid, true),
+            groups: undefined,
+          });
+          return this.#reply(chain, memory, queueIndex, unique, EMPTY);
+        }
       }
       // Most requests fit in the bytes read already: decoded from there, not copied again.
       let body: Uint8Array;

@@ -732,6 +732,49 @@ Deno.test("errors outside 1..511 and unexpected exceptions become EIO", () => {
   assert.equal(h.call(FuseOpcode.GETATTR, { getattrFlags: 0, fh: 0n }).error, EEXIST);
 });
 
+Deno.test("LOOKUP and UNLINK: short names in place, long names and extensions the general way, alike", () => {
+  using h = initedHarness();
+  const long = "n".repeat(60); // past the head buffer: the general path
+  for (const name of ["a", long]) {
+    h.fs.names.set(name, 42n);
+    for (const extend of [false, true]) {
+      const lookup = encodeRequest(FuseOpcode.LOOKUP, { unique: 92n, nodeid: 3n }, {
+        name: enc.encode(name),
+      });
+      const sent = h.sendRaw(extend ? withExtension(lookup, encodeGroupsExtension([3])) : lookup);
+      assert.equal(decodeOutHeader(sent.reply).unique, 92n);
+      assert.equal(decodeEntryOut(sent.reply.subarray(16, sent.used)).nodeid, 42n, name);
+      assert.deepEqual(h.fs.last("lookup"), [3n, enc.encode(name)]);
+      const unlink = encodeRequest(FuseOpcode.UNLINK, { unique: 93n, nodeid: 3n, uid: 5, gid: 6 }, {
+        name: enc.encode(name),
+      });
+      const removed = h.sendRaw(
+        extend ? withExtension(unlink, encodeGroupsExtension([3])) : unlink,
+      );
+      assert.deepEqual(decodeOutHeader(removed.reply), { len: 16, error: 0, unique: 93n });
+      assert.deepEqual(h.fs.last("unlink"), [3n, enc.encode(name), {
+        uid: 5,
+        gid: 6,
+        groups: extend ? [3] : undefined,
+      }]);
+    }
+  }
+  // A name the decoder refuses is refused on both paths, the core not called.
+  const calls = h.fs.calls.length;
+  for (const opcode of [FuseOpcode.LOOKUP, FuseOpcode.UNLINK]) {
+    const bad = encodeRequest(opcode, { unique: 94n, nodeid: 3n }, { name: enc.encode("x") });
+    bad[bad.length - 2] = 0x2f; // "/" instead of "x"
+    assert.equal(decodeOutHeader(h.sendRaw(bad).reply).error, -EINVAL);
+    assert.equal(
+      decodeOutHeader(h.sendRaw(withExtension(bad, encodeGroupsExtension([3]))).reply).error,
+      -EINVAL,
+    );
+  }
+  assert.equal(h.fs.calls.length, calls);
+  // An unknown name: the core's ENOENT, answered.
+  assert.equal(h.call(FuseOpcode.LOOKUP, { name: enc.encode("missing") }).error, ENOENT);
+});
+
 Deno.test("FORGET and RELEASE with an extension (the general path) do what the plain ones do", () => {
   using h = initedHarness();
   const forget = encodeRequest(FuseOpcode.FORGET, { unique: 90n, nodeid: 7n }, { nlookup: 2n });

@@ -50,6 +50,28 @@ export function fuseStringProblem(
   return undefined;
 }
 
+/**
+ * The directory entry name that fills `bytes` from `start` to `end` with
+ * its NUL as the last byte (a LOOKUP's or UNLINK's whole body), as a view,
+ * when it passes every check {@linkcode readLastFuseString} makes;
+ * undefined for anything else, which that decoder then reports.
+ */
+export function wellFormedLastName(
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+): Uint8Array | undefined {
+  const length = end - 1 - start;
+  if (!(length >= 1 && length <= FUSE_NAME_MAX) || end > bytes.length || bytes[end - 1] !== 0) {
+    return undefined;
+  }
+  for (let i = start; i < end - 1; i++) {
+    const byte = bytes[i];
+    if (byte === 0 || byte === SLASH) return undefined;
+  }
+  return bytes.subarray(start, end - 1);
+}
+
 /** A string taken out of a request, and where the bytes after its NUL start. */
 export interface FuseStringSpan {
   /**

@@ -24,6 +24,7 @@ import {
   isDecodableOpcode,
   splitRequest,
 } from "./fuse_request.ts";
+import { wellFormedLastName } from "./fuse_names.ts";
 import {
   encodeRequest,
   encodeRequestInto,
@@ -425,6 +426,35 @@ Deno.test("entry names: limits, '/', NUL and emptiness have their own errors", (
     FuseErrno.EINVAL,
     "empty old name",
   );
+});
+
+Deno.test("wellFormedLastName takes exactly the names the LOOKUP decoder takes, in place", () => {
+  const bodies = [
+    text("a\0"),
+    new Uint8Array([...new Uint8Array(255).fill(0x61), 0]),
+    new Uint8Array([...new Uint8Array(256).fill(0x61), 0]),
+    text("a/b\0"),
+    text("\0"),
+    text("a\0b\0"),
+    text("ab"),
+    text(".\0"),
+    text("..\0"),
+    new Uint8Array([0xff, 0xfe, 0]),
+  ];
+  for (const body of bodies) {
+    // The body after 3 bytes of something else, followed by stale bytes it must not look at.
+    const bytes = new Uint8Array([7, 7, 7, ...body, 0x2f, 0]);
+    const inPlace = wellFormedLastName(bytes, 3, 3 + body.length);
+    let decoded: Uint8Array | undefined;
+    try {
+      decoded = (decodeArgs(FuseOpcode.LOOKUP, body).args as { name: Uint8Array }).name;
+    } catch {
+      decoded = undefined;
+    }
+    assert.deepEqual(inPlace, decoded, JSON.stringify([...body.slice(0, 8)]));
+    if (inPlace !== undefined) assert.equal(inPlace.buffer, bytes.buffer, "a view");
+  }
+  assert.equal(wellFormedLastName(text("a\0"), 0, 3), undefined, "past the end");
 });
 
 Deno.test("symlink targets may hold '/' up to 4095 bytes; xattr names may hold '/' up to 255", () => {
