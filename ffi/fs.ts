@@ -728,8 +728,56 @@ export interface Dirent {
   name: Uint8Array<ArrayBuffer>;
 }
 
-/** Size of linux_dirent64's fixed part: d_ino, d_off, d_reclen, d_type. */
-const DIRENT_HEADER = 19;
+/** Where linux_dirent64's fields are in a record (d_ino, d_off, d_reclen, d_type, d_name). */
+export const DIRENT_FIELD = { ino: 0, off: 8, reclen: 16, type: 18, name: 19 } as const;
+
+/**
+ * Checks the record at byte `at` of the first `n` bytes of a buffer filled
+ * by {@linkcode getdents64} (`view` a DataView of the same bytes, from the
+ * buffer's start) and returns the index of its name's NUL. Throws a
+ * SyscallError with EIO when it is malformed (a record length that
+ * overruns `n`, a name without NUL). The record's length is
+ * `view.getUint16(at + DIRENT_FIELD.reclen, true)`.
+ */
+export function direntNameEnd(buf: Uint8Array, n: number, at: number, view: DataView): number {
+  if (n - at < DIRENT_FIELD.name) {
+    throw new SyscallError("getdents64", EIO, `truncated record at byte ${at}`);
+  }
+  const reclen = view.getUint16(at + DIRENT_FIELD.reclen, true);
+  if (reclen < DIRENT_FIELD.name + 1 || reclen > n - at) {
+    throw new SyscallError("getdents64", EIO, `bad record length ${reclen} at byte ${at}`);
+  }
+  // The NUL found in place: no view made for the search.
+  const recordEnd = at + reclen;
+  let nameEnd = at + DIRENT_FIELD.name;
+  while (nameEnd < recordEnd && buf[nameEnd] !== 0) nameEnd++;
+  if (nameEnd === recordEnd) {
+    throw new SyscallError("getdents64", EIO, `unterminated name at byte ${at}`);
+  }
+  return nameEnd;
+}
+
+/**
+ * The entry of the record at byte `at` (checked by {@linkcode direntNameEnd},
+ * which gave `nameEnd`); its name a view of `buf` with `nameAsView`.
+ */
+export function direntAt(
+  buf: Uint8Array,
+  view: DataView,
+  at: number,
+  nameEnd: number,
+  nameAsView: boolean,
+): Dirent {
+  const nameStart = at + DIRENT_FIELD.name;
+  return {
+    ino: view.getBigUint64(at + DIRENT_FIELD.ino, true),
+    off: view.getBigInt64(at + DIRENT_FIELD.off, true),
+    type: view.getUint8(at + DIRENT_FIELD.type),
+    name: nameAsView
+      ? buf.subarray(nameStart, nameEnd) as Uint8Array<ArrayBuffer>
+      : buf.slice(nameStart, nameEnd),
+  };
+}
 
 /**
  * Decodes the first `n` bytes of a buffer filled by {@linkcode getdents64}.
@@ -744,32 +792,8 @@ export function parseDirents(buf: Uint8Array, n: number, namesAsViews = false): 
   }
   const view = new DataView(buf.buffer, buf.byteOffset, n);
   const entries: Dirent[] = [];
-  let offset = 0;
-  while (offset < n) {
-    if (n - offset < DIRENT_HEADER) {
-      throw new SyscallError("getdents64", EIO, `truncated record at byte ${offset}`);
-    }
-    const reclen = view.getUint16(offset + 16, true);
-    if (reclen < DIRENT_HEADER + 1 || reclen > n - offset) {
-      throw new SyscallError("getdents64", EIO, `bad record length ${reclen} at byte ${offset}`);
-    }
-    const nameStart = offset + DIRENT_HEADER;
-    // The NUL found in place: a view per entry only for the name itself.
-    const recordEnd = offset + reclen;
-    let nameEnd = nameStart;
-    while (nameEnd < recordEnd && buf[nameEnd] !== 0) nameEnd++;
-    if (nameEnd === recordEnd) {
-      throw new SyscallError("getdents64", EIO, `unterminated name at byte ${offset}`);
-    }
-    entries.push({
-      ino: view.getBigUint64(offset, true),
-      off: view.getBigInt64(offset + 8, true),
-      type: view.getUint8(offset + 18),
-      name: namesAsViews
-        ? buf.subarray(nameStart, nameEnd) as Uint8Array<ArrayBuffer>
-        : buf.slice(nameStart, nameEnd),
-    });
-    offset += reclen;
+  for (let at = 0; at < n; at += view.getUint16(at + DIRENT_FIELD.reclen, true)) {
+    entries.push(direntAt(buf, view, at, direntNameEnd(buf, n, at, view), namesAsViews));
   }
   return entries;
 }

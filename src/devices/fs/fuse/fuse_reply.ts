@@ -508,26 +508,35 @@ export class DirentPlusWriter extends FuseRecordWriter {
   }
 
   /**
-   * Appends one `fuse_direntplus` whose fuse_entry_out `filler` writes in
-   * place (no entry object in between). False, counting nothing, when it
-   * does not fit or `filler` declines; RangeError, before `filler` is
-   * asked, for a name FUSE cannot carry.
+   * Appends one `fuse_direntplus` for `name` of DT_* `type` whose
+   * fuse_entry_out `filler` writes in place (no entry object in between);
+   * its ino and off are the 16 little-endian bytes at `at` of `inoAndOff`,
+   * in fuse_dirent's order (as a linux_dirent64 record holds them). False,
+   * counting nothing, when it does not fit or `filler` declines;
+   * RangeError, before `filler` is asked, for a name FUSE cannot carry.
    */
-  addFilled(dirent: FuseDirent, filler: EntryOutFiller): boolean {
-    checkDirentName(dirent.name);
-    const size = direntPlusSize(dirent.name.byteLength);
+  addFilled(
+    name: Uint8Array,
+    type: number,
+    inoAndOff: DataView,
+    at: number,
+    filler: EntryOutFiller,
+  ): boolean {
+    checkDirentName(name);
+    const size = direntPlusSize(name.byteLength);
     const start = this.reserve(size);
     if (start < 0) return false;
     const buffer = this.buffer;
     const view = writeViewOf(buffer);
     const base = buffer.byteOffset + start;
-    if (!filler.fillEntryOut(dirent.name, view, base)) return false;
-    const at = base + FUSE_ENTRY_OUT.size;
-    view.setBigUint64(at + DIRENT.ino, BigInt(dirent.ino), true);
-    view.setBigUint64(at + DIRENT.off, BigInt(dirent.off), true);
-    view.setUint32(at + DIRENT.namelen, dirent.name.byteLength, true);
-    view.setUint32(at + DIRENT.type, dirent.type, true);
-    buffer.set(dirent.name, start + FUSE_NAME_OFFSET_DIRENTPLUS);
+    if (!filler.fillEntryOut(name, view, base)) return false;
+    const dirent = base + FUSE_ENTRY_OUT.size;
+    for (let word = 0; word < 16; word += 4) {
+      view.setUint32(dirent + DIRENT.ino + word, inoAndOff.getUint32(at + word, true), true);
+    }
+    view.setUint32(dirent + DIRENT.namelen, name.byteLength, true);
+    view.setUint32(dirent + DIRENT.type, type, true);
+    buffer.set(name, start + FUSE_NAME_OFFSET_DIRENTPLUS);
     this.commit(size);
     return true;
   }

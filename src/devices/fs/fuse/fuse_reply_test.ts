@@ -361,6 +361,43 @@ Deno.test("DirentPlusWriter packs entry_out + dirent + padded name and obeys the
   });
 });
 
+Deno.test("DirentPlusWriter.addFilled writes the record add writes, its entry filled in place", () => {
+  const expected = new DirentPlusWriter(direntPlusSize(9) * 2);
+  expected.add(ENTRY, {
+    ino: 0x1_0000_0003n,
+    off: 0x2_0000_0001n,
+    type: DirentType.DIR,
+    name: text("directory"),
+  });
+  // ino and off as a linux_dirent64 record holds them, at byte 5 of a larger buffer.
+  const source = new DataView(new ArrayBuffer(32));
+  source.setBigUint64(5, 0x1_0000_0003n, true);
+  source.setBigUint64(13, 0x2_0000_0001n, true);
+  const filled = new DirentPlusWriter(new Uint8Array(direntPlusSize(9) * 2).fill(0xee));
+  const entry = encodeEntryOut(ENTRY);
+  const asked: string[] = [];
+  const filler = (answer: boolean) => ({
+    fillEntryOut(name: Uint8Array, view: DataView, base: number): boolean {
+      asked.push(new TextDecoder().decode(name));
+      if (!answer) return false;
+      new Uint8Array(view.buffer, base, entry.length).set(entry);
+      return true;
+    },
+  });
+  assert.equal(
+    filled.addFilled(text("directory"), DirentType.DIR, source, 5, filler(false)),
+    false,
+  );
+  assert.equal(filled.count, 0, "declined: nothing counted");
+  assert.equal(filled.addFilled(text("directory"), DirentType.DIR, source, 5, filler(true)), true);
+  assert.deepEqual(filled.bytes(), expected.bytes());
+  assert.throws(() => filled.addFilled(text("a/b"), 0, source, 5, filler(true)), RangeError);
+  assert.deepEqual(asked, ["directory", "directory"], "a bad name is refused before the filler");
+  assert.equal(filled.addFilled(text("directory"), DirentType.DIR, source, 5, filler(true)), true);
+  assert.equal(filled.addFilled(text("x"), 0, source, 5, filler(true)), false, "full");
+  assert.equal(filled.count, 2);
+});
+
 Deno.test("decodeDirents refuses records that overrun the payload or have no name", () => {
   const writer = new DirentWriter(64);
   writer.add({ ino: 1n, off: 1, type: 0, name: text("abc") });

@@ -13,10 +13,12 @@
 
 import {
   type Dirent,
+  DIRENT_FIELD,
+  direntAt,
+  direntNameEnd,
   ENOENT,
   getdents64,
   lseek64,
-  parseDirents,
   SEEK_SET,
 } from "../../../../ffi/mod.ts";
 import {
@@ -80,41 +82,52 @@ export function readDirectoryPage(
   size: number,
   plus: EntryLookup | null,
 ): Uint8Array {
+  settle(cursor);
   if (offset !== cursor.position) {
     lseek64(fd, offset, SEEK_SET);
     cursor.position = offset;
-    cursor.entries = [];
-    cursor.index = 0;
+    cursor.filled = 0;
+    cursor.next = 0;
   }
   const capacity = Math.max(0, Math.min(size, MAX_PAGE_SIZE));
   const page = pageOf(capacity);
   const writer = plus ? new DirentPlusWriter(page) : new DirentWriter(page);
+  const buffer = cursor.buffer ??= new Uint8Array(GETDENTS_BUFFER_SIZE);
+  const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
   for (;;) {
-    if (cursor.index >= cursor.entries.length) {
-      let entries: Dirent[];
-      try {
-        cursor.buffer ??= new Uint8Array(GETDENTS_BUFFER_SIZE);
-        const n = getdents64(fd, cursor.buffer);
-        // Views of the cursor's buffer: it is filled again only once every entry was used.
-        entries = parseDirents(cursor.buffer, n, true);
-      } catch (error) {
-        // Send what we have; the next request (from the same position) reports the failure.
-        if (writer.count > 0) break;
-        throw error;
+    let at = cursor.next;
+    let nameEnd: number;
+    try {
+      if (at >= cursor.filled) {
+        // Read on only once every record was used: the position is in the last one sent.
+        settle(cursor);
+        cursor.filled = getdents64(fd, buffer);
+        cursor.next = at = 0;
+        if (cursor.filled === 0) break;
       }
-      if (entries.length === 0) break;
-      cursor.entries = entries;
-      cursor.index = 0;
+      nameEnd = direntNameEnd(buffer, cursor.filled, at, view);
+    } catch (error) {
+      // Send what we have; the next request (from the same position) reports the failure.
+      if (writer.count > 0) break;
+      throw error;
     }
-    const entry = cursor.entries[cursor.index];
     const outcome = plus !== null && writer instanceof DirentPlusWriter
-      ? addPlusEntry(writer, entry, plus)
-      : addEntry(writer as DirentWriter, entry);
+      ? addPlusEntry(writer, buffer, view, at, nameEnd, plus)
+      : addEntry(writer as DirentWriter, direntAt(buffer, view, at, nameEnd, true));
     if (outcome === "full") break;
-    cursor.index++;
-    cursor.position = entry.off;
+    cursor.sentAt = at;
+    cursor.next = at + view.getUint16(at + DIRENT_FIELD.reclen, true);
   }
   return writer.bytes();
+}
+
+/** Takes the `d_off` of the last record sent into the cursor's position (before its buffer is refilled). */
+function settle(cursor: DirCursor): void {
+  if (cursor.sentAt < 0) return;
+  const buffer = cursor.buffer!;
+  cursor.position = new DataView(buffer.buffer, buffer.byteOffset)
+    .getBigInt64(cursor.sentAt + DIRENT_FIELD.off, true);
+  cursor.sentAt = -1;
 }
 
 function addEntry(writer: DirentWriter, entry: Dirent): AddOutcome {
@@ -126,16 +139,27 @@ function addEntry(writer: DirentWriter, entry: Dirent): AddOutcome {
   }
 }
 
-function addPlusEntry(writer: DirentPlusWriter, entry: Dirent, plus: EntryLookup): AddOutcome {
-  // A host Dirent has fuse_dirent's fields: written as it is.
-  const dirent = entry;
+/**
+ * The READDIRPLUS record of the getdents64 record at byte `at` of `buffer`
+ * (`view` of the same bytes; its name ends at `nameEnd`).
+ */
+function addPlusEntry(
+  writer: DirentPlusWriter,
+  buffer: Uint8Array,
+  view: DataView,
+  at: number,
+  nameEnd: number,
+  plus: EntryLookup,
+): AddOutcome {
+  const name = buffer.subarray(at + DIRENT_FIELD.name, nameEnd);
   // Check the room first: a lookup reference for an entry we then cannot send would leak.
-  if (direntPlusSize(entry.name.length) > writer.remaining) return "full";
-  if (isDotName(entry.name)) {
+  if (direntPlusSize(name.length) > writer.remaining) return "full";
+  if (isDotName(name)) {
+    const dirent = direntAt(buffer, view, at, nameEnd, true);
     const placeholder = entryOut({
       nodeid: 0n,
       generation: 0n,
-      attr: placeholderAttr(entry.ino, entry.type),
+      attr: placeholderAttr(dirent.ino, dirent.type),
       entryTimeoutSec: 0,
       attrTimeoutSec: 0,
     });
@@ -144,13 +168,15 @@ function addPlusEntry(writer: DirentPlusWriter, entry: Dirent, plus: EntryLookup
   // A name whose inode is known is written from one statx, with no entry object;
   // anything else (a new name, a replaced one, a failure) takes lookup below.
   try {
-    if (writer.addFilled(dirent, plus)) return "added";
+    if (writer.addFilled(name, view.getUint8(at + DIRENT_FIELD.type), view, at, plus)) {
+      return "added";
+    }
   } catch {
     return "skipped"; // a host name FUSE cannot carry (refused before any lookup)
   }
   let found: EntryResult;
   try {
-    found = plus.lookup(entry.name);
+    found = plus.lookup(name);
   } catch (error) {
     if (errnoOf(error) === ENOENT) return "skipped"; // removed since it was listed
     if (writer.count > 0) return "full"; // the next request retries it and reports
@@ -158,7 +184,9 @@ function addPlusEntry(writer: DirentPlusWriter, entry: Dirent, plus: EntryLookup
   }
   let outcome: AddOutcome;
   try {
-    outcome = writer.add(entryOut(found), dirent) ? "added" : "full";
+    outcome = writer.add(entryOut(found), direntAt(buffer, view, at, nameEnd, true))
+      ? "added"
+      : "full";
   } catch {
     outcome = "skipped"; // a host name FUSE cannot carry: leave it out
   }

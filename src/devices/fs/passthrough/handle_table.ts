@@ -5,26 +5,37 @@
  * @module
  */
 
-import type { Dirent } from "../../../../ffi/mod.ts";
 import { DIRECT_WRITER_UNKNOWN } from "./direct_writer.ts";
 import type { Inode } from "./inode_table.ts";
 import { IdMap } from "./id_map.ts";
 
-/** Where a directory listing stands between READDIR requests. */
+/**
+ * Where a directory listing stands between READDIR requests: the records
+ * getdents64 read from the host and not sent yet stay in `buffer`, from
+ * byte `next` to `filled`.
+ */
 export interface DirCursor {
-  /** Directory offset where the next reply starts (the `off` of the last entry sent). */
+  /**
+   * Directory offset where the next reply starts (the `off` of the last
+   * entry sent), once the record at `sentAt` is taken into it.
+   */
   position: bigint;
-  /** Entries read from the host but not sent yet: `entries[index]` sits at `position`. */
-  entries: Dirent[];
-  /** Index of the next entry to send. */
-  index: number;
   /** getdents64 buffer, allocated on first use. */
   buffer: Uint8Array | null;
+  /** Bytes of `buffer` the last getdents64 filled. */
+  filled: number;
+  /** Byte in `buffer` where the next record to send starts. */
+  next: number;
+  /**
+   * Byte in `buffer` of the last record sent, whose `d_off` is the position
+   * (read when it is needed, not per entry), or -1 when `position` is it.
+   */
+  sentAt: number;
 }
 
 /** A new cursor at the start of a directory. */
 export function newDirCursor(): DirCursor {
-  return { position: 0n, entries: [], index: 0, buffer: null };
+  return { position: 0n, buffer: null, filled: 0, next: 0, sentAt: -1 };
 }
 
 /** An open file or directory. */
