@@ -22,6 +22,15 @@ export class CallerScope {
   }
 
   /**
+   * True when running as `caller` changes nothing (see
+   * ThreadCredentials.runsAsSelf): the operation may run straight, with no
+   * closures made for it.
+   */
+  runsAsSelf(caller: Caller | undefined): boolean {
+    return this.#credentials.runsAsSelf(caller);
+  }
+
+  /**
    * Runs `operation` as `caller` (vhostd itself when undefined), once more
    * with the `involved` inodes' groups when the host refuses it; with
    * `eager` those groups are given from the start (see group_claims.ts).

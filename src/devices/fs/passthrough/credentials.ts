@@ -115,6 +115,19 @@ export class ThreadCredentials {
   }
 
   /**
+   * True when running as `caller` changes nothing on this thread: switching
+   * is off, there is no caller, or its fsuid and fsgid are vhostd's own (a
+   * root caller, most requests). {@linkcode asCaller} then runs its
+   * operation as it is, and a caller may run it straight (no closure). EIO
+   * once switching back failed.
+   */
+  runsAsSelf(caller: Caller | undefined): boolean {
+    if (this.#broken !== null) throw new FsError(EIO, this.#broken);
+    return !this.#enabled || caller === undefined ||
+      ((caller.uid >>> 0) === this.#uid && (caller.gid >>> 0) === this.#gid);
+  }
+
+  /**
    * Runs `operation` with this thread's fsuid, fsgid and supplementary
    * groups set to `caller`'s, and switches back afterwards, also when it
    * throws. No switch when switching is off, when `caller` is undefined or
@@ -124,19 +137,17 @@ export class ThreadCredentials {
    * the guest) when switching back fails, after which every call is EIO.
    */
   asCaller<T>(caller: Caller | undefined, operation: () => T): T {
-    if (this.#broken !== null) throw new FsError(EIO, this.#broken);
-    if (!this.#enabled || caller === undefined) return operation();
-    const uid = caller.uid >>> 0;
-    const gid = caller.gid >>> 0;
+    if (this.runsAsSelf(caller)) return operation();
+    const uid = caller!.uid >>> 0;
+    const gid = caller!.gid >>> 0;
     const switchUid = uid !== this.#uid;
     const switchGid = gid !== this.#gid;
-    if (!switchUid && !switchGid) return operation();
     let groupsSet = false;
     let gidSet = false;
     let uidSet = false;
     try {
       if (switchUid) {
-        this.#calls.setGroups(caller.groups ?? []);
+        this.#calls.setGroups(caller!.groups ?? []);
         groupsSet = true;
       }
       if (switchGid) {

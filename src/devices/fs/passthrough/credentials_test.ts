@@ -123,6 +123,33 @@ Deno.test("asCaller makes no call at all for root, and only the fsgid switch for
   assert.deepEqual(thread.log, []);
 });
 
+Deno.test("runsAsSelf is true exactly when asCaller would switch nothing", () => {
+  const thread = new FakeThread();
+  const creds = started(thread);
+  const callers = [undefined, { uid: 0, gid: 0 }, { uid: 0, gid: 50 }, { uid: 1000, gid: 0 }, {
+    uid: 1000,
+    gid: 1000,
+  }];
+  for (const caller of callers) {
+    thread.log.length = 0;
+    creds.asCaller(caller, () => 0);
+    assert.equal(creds.runsAsSelf(caller), thread.log.length === 0, JSON.stringify(caller));
+  }
+  assert.equal(creds.runsAsSelf({ uid: 0, gid: 50 }), false);
+  // Not switching at all: always itself.
+  const notRoot = new FakeThread();
+  notRoot.fsuid = 1000;
+  notRoot.fsgid = 1000;
+  assert.equal(started(notRoot).runsAsSelf({ uid: 5, gid: 5 }), true);
+  // After a failed switch back: EIO, as asCaller.
+  thread.refuseGroupsFrom = thread.groupCalls + 2;
+  assert.throws(() => creds.asCaller({ uid: 1000, gid: 1000 }, () => 1));
+  assert.throws(
+    () => creds.runsAsSelf({ uid: 0, gid: 0 }),
+    (e: unknown) => e instanceof FsError && e.errno === EIO,
+  );
+});
+
 Deno.test("a switch that does not take fails with EPERM and never runs the operation", () => {
   const thread = new FakeThread();
   const creds = started(thread);

@@ -171,12 +171,16 @@ export class EntryCreator {
       }
     };
     try {
-      this.#scope.asCallerClaiming(
-        caller,
-        () => [groupOfFd(dir.fd), groupOfEntry(dir.fd, name)],
-        () => this.#scope.maybeKillingPrivileges(killSuidgid, openAsCaller),
-        (wanted & SETGID_BIT) !== 0,
-      );
+      if (!killSuidgid && this.#scope.runsAsSelf(caller)) {
+        openAsCaller(); // as vhostd itself: no claim or privilege closures to make
+      } else {
+        this.#scope.asCallerClaiming(
+          caller,
+          () => [groupOfFd(dir.fd), groupOfEntry(dir.fd, name)],
+          () => this.#scope.maybeKillingPrivileges(killSuidgid, openAsCaller),
+          (wanted & SETGID_BIT) !== 0,
+        );
+      }
       if (created) {
         // One statx of the new file serves the mode fix-up and the entry.
         createdStat = statFd(fd);
