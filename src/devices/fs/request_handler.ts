@@ -5,7 +5,9 @@
  * (see fs_device.ts), which also holds the core's inode and handle tables.
  * This module frames and checks the request, keeps the FUSE session (INIT,
  * DESTROY), moves READ and WRITE data and writes the reply; which core
- * method answers which opcode is core_dispatch.ts.
+ * method answers which opcode is core_dispatch.ts, and what it knows of a
+ * request before decoding it (opcodes served, limits, the offsets of the
+ * fields it reads in place) request_shape.ts.
  *
  * Bulk data never passes through JS memory: WRITE is a pwritev straight
  * from the guest buffers after its 80-byte header, READ a preadv straight
@@ -34,8 +36,6 @@ import {
   EPOLLIN,
   EPROTO,
   SyscallError,
-  XATTR_NAME_MAX,
-  XATTR_SIZE_MAX,
 } from "../../../ffi/mod.ts";
 import type { FileIoEngine, FileIoEngineKind } from "../../io/file_io_engine.ts";
 import { openFileIoEngine } from "../../io/open_engine.ts";
@@ -65,6 +65,34 @@ import {
   type ReplyBody,
 } from "./core_dispatch.ts";
 import {
+  closesEveryHandle,
+  FORGET_IN_NLOOKUP,
+  FORGET_REQUEST_SIZE,
+  GETATTR_IN_FH,
+  GETATTR_IN_FLAGS,
+  GETATTR_REQUEST_SIZE,
+  hasNoReply,
+  IN_HEADER,
+  isPlain,
+  MAX_REQUEST_BYTES,
+  MAX_SETXATTR_REQUEST_BYTES,
+  OFF_T_LIMIT_HIGH,
+  PAST_END_HIGH,
+  READ_IN_FH,
+  READ_IN_OFFSET,
+  READ_IN_SIZE,
+  READ_REQUEST_SIZE,
+  RELEASE_IN_FH,
+  RELEASE_REQUEST_SIZE,
+  SUPPORTED_OPCODES,
+  WRITE_HEADER_SIZE,
+  WRITE_IN_FH,
+  WRITE_IN_OFFSET,
+  WRITE_IN_SIZE,
+  WRITE_IN_WRITE_FLAGS,
+  XATTR_OPCODES,
+} from "./request_shape.ts";
+import {
   decodeFsWorkerCommand,
   type FsRestoreResult,
   type FuseSessionState,
@@ -73,17 +101,11 @@ import {
 import {
   decodeArgs,
   encodeInitOut,
-  FUSE_FORGET_IN,
-  FUSE_GETATTR_IN,
   FUSE_IN_HEADER,
   FUSE_KERNEL_MINOR_VERSION,
   FUSE_KERNEL_VERSION,
   FUSE_MAX_ERRNO,
   FUSE_OUT_HEADER,
-  FUSE_READ_IN,
-  FUSE_RELEASE_IN,
-  FUSE_SETXATTR_IN,
-  FUSE_WRITE_IN,
   FUSE_WRITE_OUT,
   type FuseDecodeOptions,
   FuseFsyncFlag,
@@ -124,96 +146,13 @@ export interface FsIoOptions {
 /** Operations the io_uring engine holds in the kernel at once (more wait in its queue). */
 const ENGINE_ENTRIES = 1024;
 
-/** Extended attribute opcodes: ENOSYS before decoding unless the options serve xattrs. */
-const XATTR_OPCODES: ReadonlySet<number> = new Set<number>([
-  FuseOpcode.GETXATTR,
-  FuseOpcode.LISTXATTR,
-  FuseOpcode.SETXATTR,
-  FuseOpcode.REMOVEXATTR,
-]);
-
-/** The opcodes served; every other one is answered with ENOSYS. */
-export const SUPPORTED_OPCODES: ReadonlySet<number> = new Set<number>([
-  FuseOpcode.INIT,
-  FuseOpcode.DESTROY,
-  FuseOpcode.LOOKUP,
-  FuseOpcode.FORGET,
-  FuseOpcode.BATCH_FORGET,
-  FuseOpcode.GETATTR,
-  FuseOpcode.SETATTR,
-  FuseOpcode.READLINK,
-  FuseOpcode.SYMLINK,
-  FuseOpcode.MKNOD,
-  FuseOpcode.MKDIR,
-  FuseOpcode.UNLINK,
-  FuseOpcode.RMDIR,
-  FuseOpcode.RENAME,
-  FuseOpcode.RENAME2,
-  FuseOpcode.LINK,
-  FuseOpcode.OPEN,
-  FuseOpcode.READ,
-  FuseOpcode.WRITE,
-  FuseOpcode.STATFS,
-  FuseOpcode.RELEASE,
-  FuseOpcode.FSYNC,
-  FuseOpcode.FLUSH,
-  FuseOpcode.OPENDIR,
-  FuseOpcode.READDIR,
-  FuseOpcode.READDIRPLUS,
-  FuseOpcode.RELEASEDIR,
-  FuseOpcode.FSYNCDIR,
-  FuseOpcode.ACCESS,
-  FuseOpcode.CREATE,
-  FuseOpcode.FALLOCATE,
-  FuseOpcode.LSEEK,
-  FuseOpcode.INTERRUPT,
-  ...XATTR_OPCODES,
-]);
-
-/** Requests other than WRITE are small: the longest is SYMLINK (two names, ~4.4 KiB). */
-export const MAX_REQUEST_BYTES = 64 * 1024;
 /** Replies up to this size are assembled in the reused reply buffer; longer ones get their own. */
 const REPLY_SCRATCH_BYTES = 64 * 1024 + FUSE_OUT_HEADER.size;
-/** SETXATTR carries a value of up to XATTR_SIZE_MAX after its name; a longer one is E2BIG. */
-const MAX_SETXATTR_REQUEST_BYTES = FUSE_IN_HEADER.size + FUSE_SETXATTR_IN.size + XATTR_NAME_MAX +
-  1 + XATTR_SIZE_MAX;
 /** Background requests the guest may queue (u16), and when it should consider us congested. */
 const MAX_BACKGROUND = 64;
 const CONGESTION_THRESHOLD = 48;
 /** iovec entries per preadv/pwritev; longer chains take several calls. */
 const IOV_CAPACITY = 1024;
-/** Size of WRITE's fixed part: fuse_in_header + fuse_write_in. */
-const WRITE_HEADER_SIZE = FUSE_IN_HEADER.size + FUSE_WRITE_IN.size;
-/** Where fuse_in_header's fields are, for reading the few a request needs straight from its bytes. */
-const IN_HEADER = FUSE_IN_HEADER.offsets;
-/** Where fuse_read_in's fields are in a READ request (after the in header). */
-const READ_IN_FH = FUSE_IN_HEADER.size + FUSE_READ_IN.offsets.fh;
-const READ_IN_OFFSET = FUSE_IN_HEADER.size + FUSE_READ_IN.offsets.offset;
-const READ_IN_SIZE = FUSE_IN_HEADER.size + FUSE_READ_IN.offsets.size;
-/** Where fuse_write_in's fields are in a WRITE request (after the in header). */
-const WRITE_IN_FH = FUSE_IN_HEADER.size + FUSE_WRITE_IN.offsets.fh;
-const WRITE_IN_OFFSET = FUSE_IN_HEADER.size + FUSE_WRITE_IN.offsets.offset;
-const WRITE_IN_SIZE = FUSE_IN_HEADER.size + FUSE_WRITE_IN.offsets.size;
-const WRITE_IN_WRITE_FLAGS = FUSE_IN_HEADER.size + FUSE_WRITE_IN.offsets.writeFlags;
-/** Where fuse_getattr_in's fields are in a GETATTR request, and the request's length. */
-const GETATTR_IN_FLAGS = FUSE_IN_HEADER.size + FUSE_GETATTR_IN.offsets.getattrFlags;
-const GETATTR_IN_FH = FUSE_IN_HEADER.size + FUSE_GETATTR_IN.offsets.fh;
-const GETATTR_REQUEST_SIZE = FUSE_IN_HEADER.size + FUSE_GETATTR_IN.size;
-/** FORGET's and RELEASE's fields and lengths (both fit in the head buffer). */
-const FORGET_IN_NLOOKUP = FUSE_IN_HEADER.size + FUSE_FORGET_IN.offsets.nlookup;
-const FORGET_REQUEST_SIZE = FUSE_IN_HEADER.size + FUSE_FORGET_IN.size;
-const RELEASE_IN_FH = FUSE_IN_HEADER.size + FUSE_RELEASE_IN.offsets.fh;
-const RELEASE_REQUEST_SIZE = FUSE_IN_HEADER.size + FUSE_RELEASE_IN.size;
-/** A READ request's length: fuse_in_header + fuse_read_in (it fits in the head buffer). */
-const READ_REQUEST_SIZE = FUSE_IN_HEADER.size + FUSE_READ_IN.size;
-/**
- * READ and WRITE work with file offsets as numbers, exact below 2^53: from
- * there up (a high word of 2^21 or more) a READ is past the end of every
- * file vhostd shares and a WRITE is EFBIG.
- */
-const PAST_END_HIGH = 0x20_0000;
-/** pread/pwrite take an off_t: an offset from 2^63 up (high word 2^31 and more) is EINVAL on the host too. */
-const OFF_T_LIMIT_HIGH = 0x8000_0000;
 
 /** A request that fails with `errno`; `reason` goes to the log when given. */
 class RequestFailure extends Error {
@@ -224,25 +163,6 @@ class RequestFailure extends Error {
 
 /** The extensions of a request that has none (shared: nothing writes to it). */
 const NO_EXTENSIONS: Readonly<FuseRequestExtensions> = Object.freeze({});
-
-/** DESTROY and INIT (of a new session) close every open handle. */
-function closesEveryHandle(opcode: number): boolean {
-  return opcode === FuseOpcode.DESTROY || opcode === FuseOpcode.INIT;
-}
-
-/**
- * True for a request of exactly `size` bytes (by its header and by what was
- * read into the head buffer) without extensions: the shape the READ and
- * GETATTR fast paths read in place; any other goes the general way.
- */
-function isPlain(len: number, totalExtlen: number, got: number, size: number): boolean {
-  return len === size && totalExtlen === 0 && got === size;
-}
-
-function hasNoReply(opcode: number): boolean {
-  return opcode === FuseOpcode.FORGET || opcode === FuseOpcode.BATCH_FORGET ||
-    opcode === FuseOpcode.INTERRUPT;
-}
 
 /**
  * The fuse_out_header of a success (error 0) of `len` bytes, `len` at least

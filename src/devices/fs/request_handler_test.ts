@@ -46,7 +46,8 @@ import {
   splitReply,
 } from "./fuse/mod.ts";
 import type { FileSystem } from "./core_dispatch.ts";
-import { FsRequestHandler, MAX_REQUEST_BYTES } from "./request_handler.ts";
+import { FsRequestHandler } from "./request_handler.ts";
+import { MAX_REQUEST_BYTES } from "./request_shape.ts";
 import {
   type AttrResult as FsAttr,
   type Caller,
