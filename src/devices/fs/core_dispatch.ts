@@ -285,9 +285,8 @@ export function callCore(
       fs.access(nodeid, request.args.mask);
       return EMPTY;
     case FuseOpcode.CREATE: {
-      const { name, flags, mode, umask, openFlags } = request.args;
-      const kill = (openFlags & FuseOpenInFlag.KILL_SUIDGID) !== 0;
-      fs.createInto(nodeid, name, flags, mode, umask, caller, kill, reply, FUSE_OUT_HEADER.size);
+      const kill = (request.args.openFlags & FuseOpenInFlag.KILL_SUIDGID) !== 0;
+      fs.createInto(nodeid, request.args, caller, kill, reply, FUSE_OUT_HEADER.size);
       return afterHeader(reply, FUSE_ENTRY_OUT.size + FUSE_OPEN_OUT.size);
     }
     case FuseOpcode.FALLOCATE: {

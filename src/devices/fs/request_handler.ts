@@ -384,11 +384,7 @@ export class FsRequestHandler implements QueueHandler {
             const reply = lookupReply(this.#fs, parent, name, this.#replyScratch.unzeroed());
             return this.#reply(chain, memory, queueIndex, unique, reply);
           }
-          this.#fs.unlink(parent, name, {
-            uid: headView.getUint32(IN_HEADER.uid, true),
-            gid: headView.getUint32(IN_HEADER.gid, true),
-            groups: undefined,
-          });
+          this.#fs.unlink(parent, name, this.#caller(undefined));
           return this.#reply(chain, memory, queueIndex, unique, EMPTY);
         }
       }
@@ -423,11 +419,7 @@ export class FsRequestHandler implements QueueHandler {
       }
       // The guest process the request is made for: operations that create or
       // change names, modes or contents run with its ids (when vhostd is root).
-      const caller: Caller = {
-        uid: headView.getUint32(IN_HEADER.uid, true),
-        gid: headView.getUint32(IN_HEADER.gid, true),
-        groups: extensions.groups,
-      };
+      const caller = this.#caller(extensions.groups);
       const nodeid = headView.getBigUint64(IN_HEADER.nodeid, true);
       if (request.opcode === FuseOpcode.FSYNC && this.#deferred !== undefined) {
         const { fh, fsyncFlags } = request.args;
@@ -504,6 +496,16 @@ export class FsRequestHandler implements QueueHandler {
       if (hasNoReply(opcode)) return 0;
       return this.#replyError(chain, memory, queueIndex, unique, errno);
     }
+  }
+
+  /** The guest process the request in the head buffer is made for, with `groups` (FUSE_CREATE_SUPP_GROUP). */
+  #caller(groups: readonly number[] | undefined): Caller {
+    const head = this.#headView;
+    return {
+      uid: head.getUint32(IN_HEADER.uid, true),
+      gid: head.getUint32(IN_HEADER.gid, true),
+      groups,
+    };
   }
 
   /** RELEASE of `fh`: at once, or once the I/O in flight on it completed. */

@@ -51,6 +51,7 @@ import { MAX_REQUEST_BYTES } from "./request_shape.ts";
 import {
   type AttrResult as FsAttr,
   type Caller,
+  type CreateArgs,
   entryOut,
   type EntryResult as FsEntry,
   FsError,
@@ -266,15 +267,13 @@ class FakeFs implements FileSystem {
   }
   createInto(
     parent: bigint,
-    name: Uint8Array,
-    flags: number,
-    mode: number,
-    umask: number,
+    args: CreateArgs,
     caller: Caller,
     killSuidgid: boolean,
     target: Uint8Array,
     at: number,
   ): void {
+    const { name, flags, mode, umask } = args;
     const { uid, gid, groups } = caller;
     const made = this.create(parent, name, flags, mode, umask, uid, gid, groups, killSuidgid);
     encodeCreateOut(entryOut(made.entry), made.open, target, at);

@@ -30,7 +30,7 @@ import { openComponent, openCreated, statFd } from "./confined_open.ts";
 import type { Caller } from "./credentials.ts";
 import type { EntryLookup } from "./entry_lookup.ts";
 import { errnoOf } from "./fs_errors.ts";
-import type { EntryResult, OpenResult } from "./fs_types.ts";
+import type { CreateArgs, EntryResult, OpenResult } from "./fs_types.ts";
 import { groupOfEntry, groupOfFd, SETGID_BIT } from "./group_claims.ts";
 import type { Inode } from "./inode_table.ts";
 import type { OpenHandles } from "./open_handles.ts";
@@ -135,21 +135,14 @@ export class EntryCreator {
   }
 
   /**
-   * CREATE in directory `dir`: creates and opens `name` with the guest's
-   * open `flags`, or with no O_EXCL opens the file already there (not
+   * CREATE in directory `dir`: creates and opens `args.name` with the
+   * guest's open flags, or with no O_EXCL opens the file already there (not
    * following a link: ELOOP), as `caller`; with `killSuidgid` that runs
    * without CAP_FSETID. A file it created is removed again when it cannot
    * be given its mode.
    */
-  createAndOpen(
-    dir: Inode,
-    name: Uint8Array,
-    flags: number,
-    mode: number,
-    umask: number,
-    caller: Caller,
-    killSuidgid: boolean,
-  ): CreatedFile {
+  createAndOpen(dir: Inode, args: CreateArgs, caller: Caller, killSuidgid: boolean): CreatedFile {
+    const { name, flags, mode, umask } = args;
     const hostFlags = hostOpenFlags(flags);
     const { wanted, exact } = this.creationMode(dir, mode, umask);
     let fd = -1;

@@ -91,10 +91,9 @@ export class EntryLookup {
   /**
    * LOOKUP's (and each READDIRPLUS entry's) common case written straight
    * into a reply: when `name` in `dir` still names the host file of the
-   * inode last recorded there (as
-   * #knownEntry decides), adds a lookup reference and writes its
-   * fuse_entry_out at `base` of `target` from the raw statx, with no status,
-   * attribute or entry object in between. False (nothing written, nothing
+   * inode last recorded there (as #knownEntry decides), adds a lookup
+   * reference and writes its fuse_entry_out at `base` of `target` from the
+   * raw statx, with no status, attribute or entry object in between. False (nothing written, nothing
    * changed) when it does not: the caller takes {@linkcode lookupIn}.
    */
   lookupKnownInto(dir: Inode, name: Uint8Array, target: DataView, base: number): boolean {

@@ -120,6 +120,18 @@ export interface OpenResult {
   openFlags: number;
 }
 
+/** What a CREATE asks for (FUSE's decoded fuse_create_in and name have these fields). */
+export interface CreateArgs {
+  /** Name of the new file in its directory. */
+  name: Uint8Array;
+  /** The guest's open(2) flags. */
+  flags: number;
+  /** Permissions asked for. */
+  mode: number;
+  /** The caller's umask. */
+  umask: number;
+}
+
 /** Filesystem statistics for STATFS (`fuse_kstatfs`). */
 export interface StatfsResult {
   /** Total blocks of `frsize` bytes. */

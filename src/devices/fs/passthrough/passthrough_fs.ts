@@ -117,6 +117,7 @@ import { checkEntryName, classifyComponent } from "./fs_names.ts";
 import { type FsSnapshot, restoreSnapshot, takeSnapshot } from "./fs_snapshot.ts";
 import {
   type AttrResult,
+  type CreateArgs,
   type EntryResult,
   type FsInitResult,
   type FsOptions,
@@ -148,6 +149,7 @@ export type { XattrReply } from "./xattr_ops.ts";
 export type {
   AttrResult,
   CachePolicy,
+  CreateArgs,
   EntryResult,
   FsInitResult,
   FsOptions,
@@ -161,7 +163,14 @@ const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
 /** fuse_create_out: a fuse_entry_out, then a fuse_open_out. */
 const CREATE_OUT_SIZE = FUSE_ENTRY_OUT.size + FUSE_OPEN_OUT.size;
 const OPEN_OUT = FUSE_OPEN_OUT.offsets;
-const SEEK_WHENCE_MAX = 4; // SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE
+const SEEK_WHENCE_MAX = 4;
+
+/** RangeError (a caller bug, not guest input) unless `target` has `size` bytes at `at` for `what`. */
+function checkRoom(target: Uint8Array, at: number, size: number, what: string): void {
+  if (!(at >= 0 && at + size <= target.byteLength)) {
+    throw new RangeError(`${what} needs ${size} bytes at ${at}`);
+  }
+} // SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE
 
 /** A host directory served as a FUSE filesystem. */
 export class PassthroughFs {
@@ -311,9 +320,7 @@ export class PassthroughFs {
    * guest's repeated LOOKUP), straight from one statx, with no objects.
    */
   lookupInto(parent: bigint, name: Uint8Array, target: Uint8Array, at: number): void {
-    if (!(at >= 0 && at + FUSE_ENTRY_OUT.size <= target.byteLength)) {
-      throw new RangeError(`fuse_entry_out needs ${FUSE_ENTRY_OUT.size} bytes at ${at}`);
-    }
+    checkRoom(target, at, FUSE_ENTRY_OUT.size, "fuse_entry_out");
     this.#run(() => {
       const dir = this.#directory(parent);
       const view = writeViewOf(target);
@@ -352,9 +359,7 @@ export class PassthroughFs {
     const fd = this.#attrFd(nodeid, fh);
     const statx = statxViewOrErrno(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
     if (typeof statx === "number") throw new FsError(-statx, `statx of node ${nodeid}`);
-    if (!(at >= 0 && at + FUSE_ATTR_OUT.size <= target.byteLength)) {
-      throw new RangeError(`fuse_attr_out needs ${FUSE_ATTR_OUT.size} bytes at ${at}`);
-    }
+    checkRoom(target, at, FUSE_ATTR_OUT.size, "fuse_attr_out");
     const view = writeViewOf(target);
     const base = target.byteOffset + at;
     const sec = this.#attrValid.sec;
@@ -609,37 +614,30 @@ export class PassthroughFs {
   ): { entry: EntryResult; open: OpenResult } {
     return this.#run(() => {
       const dir = this.#dirToChange(parent, name);
-      const caller = { uid, gid, groups };
-      const made = this.#creator.createAndOpen(dir, name, flags, mode, umask, caller, killSuidgid);
+      const args = { name, flags, mode, umask };
+      const made = this.#creator.createAndOpen(dir, args, { uid, gid, groups }, killSuidgid);
       return { entry: this.#entries.entry(made.inode, made.st), open: made.open };
     });
   }
 
   /**
-   * CREATE as {@linkcode create} for `caller`, its fuse_entry_out and
+   * CREATE of `args` as {@linkcode create} for `caller`, its fuse_entry_out and
    * fuse_open_out (fuse_create_out's two halves) written at `at` in
    * `target`, with no entry or attribute object. Nothing is written when
    * it fails.
    */
   createInto(
     parent: bigint,
-    name: Uint8Array,
-    flags: number,
-    mode: number,
-    umask: number,
+    args: CreateArgs,
     caller: Caller,
     killSuidgid: boolean,
     target: Uint8Array,
     at: number,
   ): void {
-    if (!(at >= 0 && at + CREATE_OUT_SIZE <= target.byteLength)) {
-      throw new RangeError(
-        `fuse_entry_out and fuse_open_out need ${CREATE_OUT_SIZE} bytes at ${at}`,
-      );
-    }
+    checkRoom(target, at, CREATE_OUT_SIZE, "fuse_entry_out and fuse_open_out");
     this.#run(() => {
-      const dir = this.#dirToChange(parent, name);
-      const made = this.#creator.createAndOpen(dir, name, flags, mode, umask, caller, killSuidgid);
+      const dir = this.#dirToChange(parent, args.name);
+      const made = this.#creator.createAndOpen(dir, args, caller, killSuidgid);
       const view = writeViewOf(target);
       const base = target.byteOffset + at;
       this.#entries.writeEntryOut(made.inode, made.st, view, base);

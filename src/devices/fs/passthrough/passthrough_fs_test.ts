@@ -635,7 +635,14 @@ Deno.test("createInto writes the fuse_create_out create's result encodes to", ()
   const root = { uid: 0, gid: 0, groups: [] };
   const into = (name: string, flags: number, mode: number, umask: number, caller = root) => {
     const target = new Uint8Array(16 + 144 + 4).fill(0xcc);
-    fs.createInto(ROOT, bytes(name), flags, mode, umask, caller, false, target.subarray(2), 14);
+    fs.createInto(
+      ROOT,
+      { name: bytes(name), flags, mode, umask },
+      caller,
+      false,
+      target.subarray(2),
+      14,
+    );
     assert.ok(target.subarray(0, 16).every((b) => b === 0xcc), "nothing before");
     assert.ok(target.subarray(16 + 144).every((b) => b === 0xcc), "nothing after");
     return { entry: target.subarray(16, 16 + 128), open: target.subarray(16 + 128, 16 + 144) };
@@ -674,12 +681,22 @@ Deno.test("createInto writes the fuse_create_out create's result encodes to", ()
   // Failures as create's, with nothing written.
   const untouched = new Uint8Array(200).fill(0xcc);
   const fail = (name: string, flags: number) => () =>
-    fs.createInto(ROOT, bytes(name), flags, 0o644, 0, root, false, untouched, 16);
+    fs.createInto(
+      ROOT,
+      { name: bytes(name), flags, mode: 0o644, umask: 0 },
+      root,
+      false,
+      untouched,
+      16,
+    );
   assertFsErrno(fail("plain", O_RDWR | O_CREAT | O_EXCL), EEXIST);
   assertFsErrno(fail("a/b", O_RDWR | O_CREAT), EINVAL);
   assert.ok(untouched.every((b) => b === 0xcc), "nothing written on failure");
   assert.throws(
-    () => fs.createInto(ROOT, bytes("x"), O_RDWR | O_CREAT, 0o644, 0, root, false, untouched, 60),
+    () => {
+      const args = { name: bytes("x"), flags: O_RDWR | O_CREAT, mode: 0o644, umask: 0 };
+      fs.createInto(ROOT, args, root, false, untouched, 60);
+    },
     RangeError,
   );
   assert.throws(() => Deno.statSync(`${share.path}/x`), Deno.errors.NotFound);
