@@ -39,8 +39,8 @@
  *                        can be favoured or hurt by what ran before: alternate runs with this)
  *   --fs-queues N[,N]    fs request queues, one row set each (default 1,4)
  *   --fs-depth N         fs operations in flight (default 32)
- *   --fs-runs N          fs: times each host row and the guest workload run, ratios of each
- *                        shown (default 2)
+ *   --fs-runs N          fs: times each host row runs, and timed rounds of the guest workload;
+ *                        ratios of each shown (default 2)
  *   --fs-threads T[,T]   virtiofsd --thread-pool-size on tmpfs[,latency_fs] (default 0,32)
  *
  * Ctrl-C (or SIGTERM) stops after the running workload; back-ends are

@@ -1,23 +1,24 @@
 /**
- * virtio-fs benchmark (part of `deno task bench`, `--only fs`): a TCG guest
- * under QEMU mounts a tmpfs directory shared through `vhostd fs` and runs
- * the workload of `fsBenchScript` — sequential write and read of 64 MiB
- * (MiB/s), create, stat and unlink of 1,000 files (seconds and ops/s), timed
- * after one untimed round of the same (a warm-up, as the host rows have). When
- * a virtiofsd is installed the same workload runs against it in the same
- * run, and the table shows both and their ratio. Not a test: it prints
+ * virtio-fs benchmark (part of `deno task bench`, `--only fs`): one TCG
+ * guest under QEMU mounts three tmpfs directories — served by `vhostd fs
+ * --cache never`, by virtiofsd with no caching when one is installed, and by
+ * `vhostd fs --cache auto` (the default, guest page cache on, for
+ * reference) — and runs the workload of `fsBenchScript` on each in turns:
+ * sequential write and read of 64 MiB (MiB/s), create, stat and unlink of
+ * 1,000 files (seconds and ops/s), timed after one untimed round (a warm-up,
+ * as the host rows have). The table shows the medians over the rounds and
+ * vhostd's speed over virtiofsd's in each round. Not a test: it prints
  * numbers and never fails on speed.
  *
  * The guest is emulated (no KVM here), so the guest's own CPU time is part
- * of every figure, for both back-ends alike; the ratio is what compares them.
+ * of every figure, for every back-end alike; the ratio is what compares them.
  *
- * Run alone: `deno run -A scripts/bench_fs.ts [RUNS]` (default 3 runs per back-end).
+ * Run alone: `deno run -A scripts/bench_fs.ts [ROUNDS]` (default 3 timed rounds).
  *
  * @module
  */
 
 import { guestAssets, qemuAvailable, runGuest } from "../tests/qemu/harness.ts";
-import type { GuestRunResult } from "../tests/qemu/harness.ts";
 import {
   findVirtiofsd,
   type FsBackendKind,
@@ -25,85 +26,81 @@ import {
   stopBackend,
   vhostUserFsArgs,
 } from "../tests/qemu/fs_backend.ts";
-import { BENCH_FILE_MIB, BENCH_FILES, fsBenchScript } from "../tests/qemu/fs_guest_scripts.ts";
 import type { VhostdProcess } from "../tests/qemu/migration_harness.ts";
+import {
+  BENCH_FILE_MIB,
+  BENCH_FILES,
+  benchPhaseTimes,
+  fsBenchScript,
+  type PhaseTimes,
+} from "./fs_bench_script.ts";
 import { benchVirtiofsd } from "./bench_fs_host.ts";
 import { median } from "./bench_stats.ts";
 
-/** Seconds each phase of the workload took in one back-end's run. */
-export interface FsBenchTimes {
-  write: number;
-  read: number;
-  create: number;
-  stat: number;
-  unlink: number;
+/** One share of the benchmark guest: its mount tag and who serves it how. */
+export interface BenchShare {
+  /** Mount tag, also the share's name in the guest's marks. */
+  tag: string;
+  kind: FsBackendKind;
+  /** `vhostd fs` options (vhostd only). */
+  vhostdArgs?: string[];
 }
-
-const PHASES: (keyof FsBenchTimes)[] = ["write", "read", "create", "stat", "unlink"];
 
 /**
- * Boots a guest against `kind` serving a fresh tmpfs directory and returns
- * the phase times the guest measured.
+ * Boots one guest with a fresh tmpfs directory per share, each served by
+ * its own back-end, runs `rounds` timed rounds of the workload on all of
+ * them, and returns each share's phase times per round.
  *
- * @throws {Error} with the console tail when the guest did not finish its workload
+ * @throws {Error} with the console tail and the back-ends' logs when the guest did not finish
  */
-export async function benchFsBackend(
-  kind: FsBackendKind,
-  vhostdArgs: string[] = [],
-): Promise<FsBenchTimes> {
+export async function benchFsShares(
+  shares: BenchShare[],
+  rounds: number,
+): Promise<Map<string, PhaseTimes[]>> {
   const dir = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "vhostd-bench-fs-" });
-  let backend: VhostdProcess | undefined;
-  let result: GuestRunResult | undefined;
+  const backends: VhostdProcess[] = [];
   try {
-    await Deno.mkdir(`${dir}/shared`);
-    backend = await startFsBackend(kind, {
-      sharedDir: `${dir}/shared`,
-      socket: `${dir}/fs.sock`,
-      logPath: `${dir}/backend.log`,
-      logLevel: "warn",
-      vhostdArgs,
-    });
-    result = await runGuest({
-      script: fsBenchScript(),
-      chardevs: vhostUserFsArgs(backend.socket),
+    const chardevs: string[] = [];
+    for (const [i, share] of shares.entries()) {
+      const base = `${dir}/${share.tag}`;
+      await Deno.mkdir(`${base}/shared`, { recursive: true });
+      backends.push(
+        await startFsBackend(share.kind, {
+          sharedDir: `${base}/shared`,
+          socket: `${base}/fs.sock`,
+          logPath: `${base}/backend.log`,
+          logLevel: "warn",
+          vhostdArgs: share.vhostdArgs,
+        }),
+      );
+      chardevs.push(...vhostUserFsArgs(`${base}/fs.sock`, share.tag, `fs${i}`));
+    }
+    const tags = shares.map((share) => share.tag);
+    const result = await runGuest({
+      script: fsBenchScript(tags, rounds),
+      chardevs,
       memoryMiB: 512,
-      timeoutMs: 300_000,
+      // A round is a few seconds per share on this machine; ten times that on a busy one.
+      timeoutMs: 60_000 * shares.length * (rounds + 1),
     });
     if (result.exitCode !== 0) {
+      const logs = await Promise.all(backends.map((backend) => backend.log()));
       throw new Error(
-        `${kind}: the guest workload failed (exit ${result.exitCode}):\n` +
-          `${result.output.slice(-3000)}\n${result.qemuStderr}\n${await backend.log()}`,
+        `the guest workload failed (exit ${result.exitCode}):\n` +
+          `${result.output.slice(-3000)}\n${result.qemuStderr}\n${logs.join("\n")}`,
       );
     }
-    return phaseTimes(result.scriptOutput);
+    return benchPhaseTimes(result.scriptOutput, tags, rounds);
   } finally {
-    if (backend !== undefined) await stopBackend(backend).catch(() => backend?.dispose());
+    for (const backend of backends) await stopBackend(backend).catch(() => backend.dispose());
     await Deno.remove(dir, { recursive: true });
   }
-}
-
-/** Subtracts the `MARK phase-start|end UPTIME` lines of the guest's output. */
-function phaseTimes(output: string): FsBenchTimes {
-  const marks = new Map<string, number>();
-  for (const match of output.matchAll(/^MARK (\S+) (\d+)$/gm)) {
-    marks.set(match[1], Number(match[2]) / 1e9);
-  }
-  const times = {} as FsBenchTimes;
-  for (const phase of PHASES) {
-    const start = marks.get(`${phase}-start`);
-    const end = marks.get(`${phase}-end`);
-    if (start === undefined || end === undefined) {
-      throw new Error(`the guest printed no marks for ${phase}:\n${output}`);
-    }
-    times[phase] = Math.max(end - start, 1e-6);
-  }
-  return times;
 }
 
 interface Row {
   name: string;
   unit: string;
-  value: (times: FsBenchTimes) => number;
+  value: (times: PhaseTimes) => number;
   /** True when a larger value is better (throughput); the ratio is always vhostd/virtiofsd speed. */
   rate: boolean;
 }
@@ -151,18 +148,17 @@ function virtiofsdVersion(binary: string): string {
 }
 
 /**
- * Runs the fs workload `runs` times against vhostd (`--cache never`) and,
- * when installed, virtiofsd (cache=none), alternating which goes first, and
- * once against vhostd with its default `--cache auto` for reference; prints
- * the medians and the ratio of each run. Prints why and returns when QEMU or
- * the guest is missing.
+ * Runs `rounds` timed rounds of the fs workload in one guest on three shares
+ * (vhostd `--cache never`, virtiofsd cache=none when installed, vhostd
+ * `--cache auto`) and prints the medians and vhostd's speed over virtiofsd's
+ * in each round. Prints why and returns when QEMU or the guest is missing.
  */
-export async function runFsBench(runs = 3): Promise<void> {
+export async function runFsBench(rounds = 3): Promise<void> {
   console.log(
-    `\nvirtio-fs: TCG guest (QEMU, no KVM) on a tmpfs shared directory; ` +
-      `${BENCH_FILE_MIB} MiB sequential, ${BENCH_FILES} files, timed after one untimed round; ` +
-      `${runs} runs each, alternating ` +
-      `who goes first (median; the ratio of each run in brackets)`,
+    `\nvirtio-fs: one TCG guest (QEMU, no KVM), a tmpfs shared directory per back-end; ` +
+      `${BENCH_FILE_MIB} MiB sequential, ${BENCH_FILES} files; one untimed round, then ` +
+      `${rounds} timed, each phase on every share in turn, the order reversed every round ` +
+      `(median; the ratio of each round in brackets)`,
   );
   if (!qemuAvailable()) {
     console.log("fs: skipped: QEMU 10 is not installed (bash scripts/setup_qemu.sh)");
@@ -181,28 +177,23 @@ export async function runFsBench(runs = 3): Promise<void> {
   if (virtiofsd === undefined) console.log("virtiofsd not installed: no comparison");
   else console.log(`virtiofsd: ${virtiofsdVersion(virtiofsd)}, no guest caching`);
   // Like for like: virtiofsd runs with cache=none, vhostd with --cache never.
-  const ours: FsBenchTimes[] = [];
-  const theirs: FsBenchTimes[] = [];
-  for (let run = 0; run < runs; run++) {
-    const order: FsBackendKind[] = run % 2 === 0
-      ? ["vhostd", "virtiofsd"]
-      : ["virtiofsd", "vhostd"];
-    for (const kind of order) {
-      if (kind === "vhostd") ours.push(await benchFsBackend("vhostd", ["--cache", "never"]));
-      else if (virtiofsd !== undefined) theirs.push(await benchFsBackend("virtiofsd"));
-    }
-  }
-  // The default (--cache auto, guest page cache on), shown beside them.
-  const cached = await benchFsBackend("vhostd", ["--cache", "auto"]);
-  const compared = theirs.length > 0;
+  const shares: BenchShare[] = [
+    { tag: "never", kind: "vhostd", vhostdArgs: ["--cache", "never"] },
+    ...(virtiofsd === undefined ? [] : [{ tag: "virtiofsd", kind: "virtiofsd" as const }]),
+    { tag: "auto", kind: "vhostd", vhostdArgs: ["--cache", "auto"] },
+  ];
+  const times = await benchFsShares(shares, rounds);
+  const ours = times.get("never")!;
+  const cached = times.get("auto")!;
+  const theirs = times.get("virtiofsd");
   console.log(
     pad("workload", 22) + pad("unit", 7) + pad("vhostd never", 14) + pad("vhostd auto", 13) +
-      (compared ? pad("virtiofsd none", 16) + "never/virtiofsd speed [runs]" : ""),
+      (theirs ? pad("virtiofsd none", 16) + "never/virtiofsd speed [rounds]" : ""),
   );
   for (const row of ROWS) {
     let line = pad(row.name, 22) + pad(row.unit, 7) + pad(fmt(median(ours.map(row.value))), 14) +
-      pad(fmt(row.value(cached)), 13);
-    if (compared) {
+      pad(fmt(median(cached.map(row.value))), 13);
+    if (theirs) {
       const speedRatios = ours.map((mine, i) => {
         const other = row.value(theirs[i]);
         return row.rate ? row.value(mine) / other : other / row.value(mine);
@@ -215,12 +206,12 @@ export async function runFsBench(runs = 3): Promise<void> {
 }
 
 if (import.meta.main) {
-  const runs = Deno.args.length === 0 ? 3 : Number(Deno.args[0]);
-  if (!Number.isInteger(runs) || runs < 1 || Deno.args.length > 1) {
+  const rounds = Deno.args.length === 0 ? 3 : Number(Deno.args[0]);
+  if (!Number.isInteger(rounds) || rounds < 1 || Deno.args.length > 1) {
     console.error(
-      "usage: deno run -A scripts/bench_fs.ts [RUNS]   (RUNS: a whole number, default 3)",
+      "usage: deno run -A scripts/bench_fs.ts [ROUNDS]   (ROUNDS: a whole number, default 3)",
     );
     Deno.exit(2);
   }
-  await runFsBench(runs);
+  await runFsBench(rounds);
 }

@@ -1,6 +1,6 @@
 /**
  * Guest shell scripts (busybox `sh`, run as `/test.sh` by the test guest)
- * for the virtio-fs end-to-end tests and benchmark, and the host-side facts
+ * for the virtio-fs end-to-end tests, and the host-side facts
  * they are checked against: the files the host puts in the shared directory
  * before boot, the names of the large directory, SHA-256 as `sha256sum`
  * prints it.
@@ -30,8 +30,8 @@ export const TRUNCATED_SIZE = 100;
 /** Size `truncate -s` grows `grown` to. */
 export const GROWN_SIZE = 1024 * 1024;
 
-/** Lines shared by every script: check helpers and the mount (also used by fs_xattr_test.ts). */
-export const PRELUDE = `
+/** The check helpers every script uses (`ok`, `bad`, `expect`, `fails_with`, `hash_of`). */
+export const CHECK_HELPERS = `
 failures=0
 ok() { echo "OK $1"; }
 bad() { echo "FAIL $*"; failures=$((failures + 1)); }
@@ -51,7 +51,11 @@ fails_with() {
   fi
 }
 hash_of() { sha256sum "$@" | cut -d' ' -f1; }
-mount -t virtiofs ${FS_TAG} /mnt || { echo "MOUNT-FAILED"; exit 10; }
+`;
+
+/** Lines shared by every script: check helpers and the mount (also used by fs_xattr_test.ts). */
+export const PRELUDE =
+  `${CHECK_HELPERS}mount -t virtiofs ${FS_TAG} /mnt || { echo "MOUNT-FAILED"; exit 10; }
 `;
 
 /**
@@ -320,69 +324,6 @@ expect listed-count "$(ls /mnt/listed | wc -l)" ${LISTED_ENTRIES}
 echo "LISTED-HASH $(ls /mnt/listed | sort | hash_of)"
 echo "${CREATED_AFTER_TEXT.trimEnd()}" >/mnt/created-after.txt || bad create-after
 expect appended "$(cat /mnt/appended.txt)" "$(printf '${APPENDED_TEXT.replaceAll("\n", "\\n")}')"
-umount /mnt || bad umount
-echo "FAILURES $failures"
-exit $failures
-`;
-}
-
-/** Size of the file the fs benchmark writes and reads, in MiB. */
-export const BENCH_FILE_MIB = 64;
-/** Files the fs benchmark creates, stats and unlinks. */
-export const BENCH_FILES = 1000;
-
-/**
- * The fs benchmark's guest side: sequential write of
- * {@linkcode BENCH_FILE_MIB} MiB (`dd bs=1M conv=fsync` from /dev/zero),
- * sequential read of it after dropping caches, then create (shell `: >f`),
- * stat (`[ -e f ]`, after dropping caches so that every name is looked up
- * again) and unlink (one `rm` of all) of {@linkcode BENCH_FILES} files; all
- * of it once untimed (a warm-up) and once timed, each phase of the timed
- * round framed by `MARK name-start|end NANOSECONDS` lines (the monotonic
- * clock of /proc/timer_list) that the host subtracts.
- */
-export function fsBenchScript(): string {
-  return `${PRELUDE}
-# The monotonic clock in nanoseconds (/proc/uptime counts in 10 ms steps, a phase here can
-# take 100 ms; busybox date has no %N).
-mark() { set -- "$1" $(grep -m1 "now at" /proc/timer_list); echo "MARK $1 $4"; }
-unmarked() { :; }
-# workload DIR MARK: every phase in DIR, framed by MARK (mark, or unmarked for the warm-up).
-workload() {
-  d=$1; m=$2
-  mkdir $d $d/files || bad mkdir
-  $m write-start
-  dd if=/dev/zero of=$d/seq bs=1M count=${BENCH_FILE_MIB} conv=fsync 2>/tmp/err || bad "write: $(cat /tmp/err)"
-  $m write-end
-  expect write-size "$(stat -c %s $d/seq)" $((${BENCH_FILE_MIB} * 1024 * 1024))
-  sync
-  echo 3 >/proc/sys/vm/drop_caches
-  $m read-start
-  dd if=$d/seq of=/dev/null bs=1M 2>/tmp/err || bad "read: $(cat /tmp/err)"
-  $m read-end
-  cd $d/files || exit 11
-  $m create-start
-  i=0
-  while [ $i -lt ${BENCH_FILES} ]; do : >"f$i" || { bad "create f$i"; break; }; i=$((i + 1)); done
-  $m create-end
-  cd /
-  echo 3 >/proc/sys/vm/drop_caches
-  cd $d/files || exit 12
-  $m stat-start
-  i=0
-  while [ $i -lt ${BENCH_FILES} ]; do [ -e "f$i" ] || { bad "stat f$i"; break; }; i=$((i + 1)); done
-  $m stat-end
-  $m unlink-start
-  rm f* || bad unlink
-  $m unlink-end
-  expect unlinked "$(ls | wc -l)" 0
-  cd /
-  rm -r $d || bad "rm $d"
-}
-# One untimed round first, as the host-driven rows have their warm-up: a back-end's first
-# requests of each kind run colder code (a JIT's unoptimised tiers, first-touched memory).
-workload /mnt/warm-up unmarked
-workload /mnt/timed mark
 umount /mnt || bad umount
 echo "FAILURES $failures"
 exit $failures
