@@ -48,6 +48,7 @@ import { NO_FD, type WorkerCommand, type WorkerEvent } from "./worker_protocol.t
 import { RingRunner } from "./ring_runner.ts";
 import { InflightQueue } from "../virtqueue/inflight_region.ts";
 import { queueStatsQueues, QueueStatsWriter } from "../metrics/queue_stats.ts";
+import { spinnersFor, SpinSlot } from "./spin_budget.ts";
 
 /** epoll data value of the wake eventfd; ring kicks use their queue index. */
 const WAKE_TOKEN = 0xffff_ffff;
@@ -145,10 +146,15 @@ class QueueWorker implements QueueContext {
   #nextTimerId = 1;
   /** Per-queue request statistics (`--metrics`), shared with the main thread. */
   readonly #stats: SharedArrayBuffer | undefined;
+  /** This Worker's place among the process's busy-polling Workers. */
+  readonly #spinSlot: SpinSlot | undefined;
 
   constructor(init: Extract<WorkerCommand, { type: "init" }>) {
     this.#wakeFd = init.wakeFd;
     this.#stats = init.stats;
+    this.#spinSlot = init.spinBudget
+      ? new SpinSlot(init.spinBudget, spinnersFor(navigator.hardwareConcurrency))
+      : undefined;
     const factory = deviceModule(init.setup.kind)?.createQueueHandler;
     if (!factory) throw new Error(`no queue handler for device kind "${init.setup.kind}"`);
     this.#handler = factory(init.setup);
@@ -306,11 +312,24 @@ class QueueWorker implements QueueContext {
    * watched fd's `ready` says it has work; true when something turned up.
    */
   #busyPoll(): boolean {
-    const until = performance.now() + this.#pollMs;
-    do {
-      for (const ring of this.#rings.values()) if (ring.runner.hasWork()) return true;
-      for (const watch of this.#watches.values()) if (watch.ready?.()) return true;
-    } while (performance.now() < until);
+    // Others spin on every CPU but one already: look once and sleep.
+    const slot = this.#spinSlot;
+    if (slot !== undefined && !slot.take()) return this.#anyWork();
+    try {
+      const until = performance.now() + this.#pollMs;
+      do {
+        if (this.#anyWork()) return true;
+      } while (performance.now() < until);
+      return false;
+    } finally {
+      slot?.give();
+    }
+  }
+
+  /** One look at whether a ring has chains or a watched fd's `ready` says it has work. */
+  #anyWork(): boolean {
+    for (const ring of this.#rings.values()) if (ring.runner.hasWork()) return true;
+    for (const watch of this.#watches.values()) if (watch.ready?.()) return true;
     return false;
   }
 

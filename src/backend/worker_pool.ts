@@ -13,6 +13,7 @@
 
 import { closeQuietly, eventfd, eventfdWrite } from "../../ffi/mod.ts";
 import { log, logLevel } from "../log.ts";
+import { newSpinBudget } from "./spin_budget.ts";
 import type { WorkerSetup } from "../devices/device.ts";
 import type { SplitQueueState } from "../virtqueue/split_queue.ts";
 import type {
@@ -22,6 +23,9 @@ import type {
   WorkerCommand,
   WorkerEvent,
 } from "./worker_protocol.ts";
+
+/** Every Worker of the process, whatever its device, shares one count of spinners. */
+const SPIN_BUDGET = newSpinBudget();
 
 /** Distributes commands without `seq` (the pool numbers them). */
 type Command = WorkerCommand extends infer C ? C extends { seq: number } ? Omit<C, "seq"> : never
@@ -158,6 +162,7 @@ export class WorkerPool {
         setup: this.#setup,
         wakeFd: w.wakeFd,
         stats: this.#stats,
+        spinBudget: SPIN_BUDGET,
       },
       false,
     );

@@ -57,6 +57,8 @@ export type WorkerCommand =
     wakeFd: number;
     /** Per-queue request statistics to keep (`--metrics`); absent: nothing is counted. */
     stats?: SharedArrayBuffer;
+    /** The process's count of busy-polling Workers (spin_budget.ts); absent: no limit. */
+    spinBudget?: SharedArrayBuffer;
   }
   | { type: "memory"; seq: number; regions: RegionMapping[] }
   | {
