@@ -121,6 +121,15 @@ export interface QueueHandler {
    */
   pullsQueue?(queueIndex: number): boolean;
   /**
+   * Optional: false for a queue whose requests no driver waits on (fs's
+   * high-priority queue: FORGET and INTERRUPT have no reply). The Worker
+   * busy-polls only for queues a driver waits on, or while the device
+   * watches a host fd: spinning for the others would only take a CPU, and
+   * the place among the process's spinners (spin_budget.ts) that a Worker
+   * with replies to send needs. Default true. Asked once per ring start.
+   */
+  driverWaits?(queueIndex: number): boolean;
+  /**
    * Optional, for pulled queues: the queue started, was kicked, or resumed
    * after a pause in which `pop` returned nothing; the device may pop now.
    */

@@ -131,6 +131,7 @@ import {
   PassthroughFs,
   xattrServed,
 } from "./passthrough/mod.ts";
+import { HIPRIO_QUEUE } from "./fs_spec.ts";
 
 /** Opens a file I/O engine of `kind` with room for `entries` operations; tests substitute their own. */
 export type FsEngineOpener = (kind: FileIoEngineKind, entries: number) => FileIoEngine;
@@ -271,6 +272,11 @@ export class FsRequestHandler implements QueueHandler {
    */
   notifiesEachCompletion(): boolean {
     return true;
+  }
+
+  /** The high-priority queue's FORGET and INTERRUPT get no reply: nobody waits on it. */
+  driverWaits(queueIndex: number): boolean {
+    return queueIndex !== HIPRIO_QUEUE;
   }
 
   /** Hands the operations this round's requests queued to the kernel. */

@@ -1350,3 +1350,10 @@ Deno.test("replies assembled in the reused buffer carry exactly their own bytes,
   assert.equal(failed.used, 16);
   assert.ok(failed.reply.subarray(16).every((b) => b === 0xee));
 });
+
+Deno.test("only the request queues are waited on: the high-priority queue's requests get no reply", () => {
+  using h = new Harness();
+  assert.equal(h.handler.driverWaits(0), false);
+  assert.equal(h.handler.driverWaits(1), true);
+  assert.equal(h.handler.driverWaits(4), true);
+});
