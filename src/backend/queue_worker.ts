@@ -269,9 +269,14 @@ class QueueWorker implements QueueContext {
       // A ring left with chains at the end of its turn gets no kick: look again at once.
       if (this.#backlog) timeout = 0;
       this.#backlog = false;
+      // Only a Worker about to sleep asks what it waits for (a look at every ring).
+      const pollMax = timeout !== -1
+        ? 0
+        : this.#inflight() > 0
+        ? POLL_MAX_HOST_MS
+        : POLL_MAX_DRIVER_MS;
       // Work a watched fd's `ready` already sees (an I/O engine's SQEs the kernel refused for
       // now) must not wait for an event that may never come.
-      const pollMax = this.#inflight() > 0 ? POLL_MAX_HOST_MS : POLL_MAX_DRIVER_MS;
       if (
         timeout === -1 &&
         (this.#pollMs > 0 ? this.#busyPoll(Math.min(this.#pollMs, pollMax)) : this.#anyReady())
