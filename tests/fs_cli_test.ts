@@ -47,6 +47,11 @@ Deno.test("fs CLI: bad arguments and unusable directories are one line and exit 
       [["--shared-dir", dirs.share, "--dump-state", `${dirs.root}/a-file`, ...sock], /not a dir/],
       [["--shared-dir", dirs.share, "--bogus", ...sock], /bogus/],
       [
+        ["--shared-dir", dirs.share, "--poll-max-us", "fast", ...sock],
+        /--poll-max-us must be a whole number from 0 to 1000000, got "fast"/,
+      ],
+      [["--shared-dir", dirs.share, "--poll-max-us", "1000001", ...sock], /--poll-max-us/],
+      [
         ["--shared-dir", dirs.share, "--inode-file-handles", "sometimes", ...sock],
         /--inode-file-handles must be never, prefer or mandatory, got "sometimes"/,
       ],
@@ -108,6 +113,23 @@ Deno.test("fs CLI: the device has 1 + N queues, the tag, and a read-only configu
       client.close();
     }
   });
+});
+
+Deno.test("fs CLI: --poll-max-us 0 (Workers never spin) and 1000 serve every queue", async () => {
+  for (const window of ["0", "1000"]) {
+    await withVhostdFs(["--num-request-queues", "2", "--poll-max-us", window], (vhostd) => {
+      using fx = FsFixture.open(vhostd.socketPath, { numRequestQueues: 2 });
+      // Each reply is waited for: the next request finds the Worker asleep (0) or spinning.
+      for (let round = 0; round < 20; round++) {
+        for (let queue = 1; queue <= 2; queue++) {
+          const reply = fx.driver.request(FuseOpcode.GETATTR, { fh: 0n, getattrFlags: 0 }, {
+            queue,
+          });
+          assert.equal(reply.error, 0, `--poll-max-us ${window}, queue ${queue}, round ${round}`);
+        }
+      }
+    });
+  }
 });
 
 Deno.test("fs CLI: with no queue option the device offers 64 request queues; four in use serve", async () => {

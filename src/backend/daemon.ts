@@ -58,6 +58,8 @@ export interface DaemonOptions {
   onStopping?: () => void;
   /** Where to count requests, sessions and transfers (`--metrics`); absent: nothing is counted. */
   metrics?: DaemonMetrics;
+  /** Longest busy-poll window of a queue Worker in µs (`--poll-max-us`, 0: never); absent: the defaults. */
+  pollMaxUs?: number;
 }
 
 /** How long a connected front-end may take to hang up when a new one arrives. */
@@ -213,7 +215,12 @@ export class Daemon {
     );
     let pool: WorkerPool;
     try {
-      pool = await WorkerPool.create(workers, opts.device.workerSetup(), opts.metrics?.queueStats);
+      pool = await WorkerPool.create(
+        workers,
+        opts.device.workerSetup(),
+        opts.metrics?.queueStats,
+        opts.pollMaxUs,
+      );
     } catch (e) {
       closeQuietly(listenFd);
       if (opts.socketPath) Deno.removeSync(opts.socketPath);

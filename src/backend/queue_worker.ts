@@ -48,7 +48,7 @@ import { NO_FD, type WorkerCommand, type WorkerEvent } from "./worker_protocol.t
 import { RingRunner } from "./ring_runner.ts";
 import { InflightQueue } from "../virtqueue/inflight_region.ts";
 import { queueStatsQueues, QueueStatsWriter } from "../metrics/queue_stats.ts";
-import { spinnersFor, SpinSlot } from "./spin_budget.ts";
+import { pollWindowMs, spinnersFor, SpinSlot } from "./spin_budget.ts";
 
 /** epoll data value of the wake eventfd; ring kicks use their queue index. */
 const WAKE_TOKEN = 0xffff_ffff;
@@ -69,27 +69,6 @@ const POLL_INTERVAL_MS = 1;
  * with turns (virtiofsd on one queue: 45 ms), and 5 % more entries/s.
  */
 const RING_TURN_MS = 1;
-/**
- * Adaptive busy polling (as QEMU's event loop does): before going to sleep
- * the Worker spins on its rings' avail indexes and its devices' completion
- * queues for up to this long, growing the window while waits come out short
- * and shrinking it when they are long. Waking a sleeping thread costs more
- * than the request on fast storage; an idle Worker does not spin.
- *
- * The longest window depends on what the Worker waits for. With requests in
- * flight it waits for the host (an io_uring completion): 32 µs, QEMU's
- * default; longer would spin through a slow disk's whole latency (blk on
- * latency_fs at depth 1: 30 µs of CPU per request at 32 µs, 141 µs at 128).
- * With none it waits for the driver, and a request that finds the Worker
- * asleep costs it far more than the request itself (fs in a TCG guest:
- * epoll's return to the call eventfd's write 18 µs at the median, virtiofsd's
- * thread 7 µs, against 1.5–3 µs of CPU per request when the Worker is busy):
- * 128 µs covers a guest that answers within that, as a TCG guest's create
- * loop does (50–150 µs per round trip).
- */
-const POLL_MAX_DRIVER_MS = 0.128;
-/** The longest window while requests are in flight (see POLL_MAX_DRIVER_MS). */
-const POLL_MAX_HOST_MS = 0.032;
 /** First busy-poll window once waits come out short. */
 const POLL_START_MS = 0.004;
 
@@ -163,10 +142,13 @@ class QueueWorker implements QueueContext {
   readonly #stats: SharedArrayBuffer | undefined;
   /** This Worker's place among the process's busy-polling Workers. */
   readonly #spinSlot: SpinSlot | undefined;
+  /** `--poll-max-us`: the longest busy-poll window; absent: pollWindowMs's defaults. */
+  readonly #pollMaxUs: number | undefined;
 
   constructor(init: Extract<WorkerCommand, { type: "init" }>) {
     this.#wakeFd = init.wakeFd;
     this.#stats = init.stats;
+    this.#pollMaxUs = init.pollMaxUs;
     this.#spinSlot = init.spinBudget
       ? new SpinSlot(init.spinBudget, spinnersFor(navigator.hardwareConcurrency))
       : undefined;
@@ -270,16 +252,14 @@ class QueueWorker implements QueueContext {
       if (this.#backlog) timeout = 0;
       this.#backlog = false;
       // Only a Worker about to sleep asks what it waits for (a look at every ring).
-      const pollMax = timeout !== -1
-        ? 0
-        : this.#inflight() > 0
-        ? POLL_MAX_HOST_MS
-        : POLL_MAX_DRIVER_MS;
+      const pollMax = timeout !== -1 ? 0 : pollWindowMs(this.#inflight() > 0, this.#pollMaxUs);
       // Work a watched fd's `ready` already sees (an I/O engine's SQEs the kernel refused for
       // now) must not wait for an event that may never come.
       if (
         timeout === -1 &&
-        (this.#pollMs > 0 ? this.#busyPoll(Math.min(this.#pollMs, pollMax)) : this.#anyReady())
+        (this.#pollMs > 0 && pollMax > 0
+          ? this.#busyPoll(Math.min(this.#pollMs, pollMax))
+          : this.#anyReady())
       ) {
         timeout = 0;
       }

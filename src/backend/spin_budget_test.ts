@@ -1,5 +1,22 @@
 import assert from "node:assert/strict";
-import { newSpinBudget, spinnersFor, SpinSlot } from "./spin_budget.ts";
+import {
+  newSpinBudget,
+  POLL_MAX_DRIVER_US,
+  POLL_MAX_HOST_US,
+  pollWindowMs,
+  spinnersFor,
+  SpinSlot,
+} from "./spin_budget.ts";
+
+Deno.test("pollWindowMs: longer for the driver than for the host; --poll-max-us replaces both", () => {
+  assert.equal(pollWindowMs(false), POLL_MAX_DRIVER_US / 1000);
+  assert.equal(pollWindowMs(true), POLL_MAX_HOST_US / 1000);
+  assert.ok(POLL_MAX_DRIVER_US > POLL_MAX_HOST_US);
+  assert.equal(pollWindowMs(false, 0), 0);
+  assert.equal(pollWindowMs(true, 0), 0);
+  assert.equal(pollWindowMs(false, 500), 0.5);
+  assert.equal(pollWindowMs(true, 500), 0.5);
+});
 
 Deno.test("spinnersFor leaves one CPU free and always lets one Worker spin", () => {
   assert.equal(spinnersFor(1), 1);

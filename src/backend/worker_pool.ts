@@ -109,6 +109,7 @@ export class WorkerPool {
   readonly #ready: Promise<void>[] = [];
   readonly #setup: WorkerSetup;
   readonly #stats: SharedArrayBuffer | undefined;
+  readonly #pollMaxUs: number | undefined;
   /** What a replacement Worker must be given: the current memory and dirty log. */
   #memory: RegionMapping[] = [];
   #log: { log: LogMapping | null; logFd: number } | undefined;
@@ -120,21 +121,28 @@ export class WorkerPool {
   /** Called for each running ring lost with its Worker (it is stopped, its position gone). */
   onRingLost: (queue: number, reason: string) => void = () => {};
 
-  private constructor(setup: WorkerSetup, stats: SharedArrayBuffer | undefined) {
+  private constructor(
+    setup: WorkerSetup,
+    stats: SharedArrayBuffer | undefined,
+    pollMaxUs: number | undefined,
+  ) {
     this.#setup = setup;
     this.#stats = stats;
+    this.#pollMaxUs = pollMaxUs;
   }
 
   /**
    * Spawns `count` Workers for the device described by `setup`; with
-   * `stats` (src/metrics/queue_stats.ts) they count every ring's requests there.
+   * `stats` (src/metrics/queue_stats.ts) they count every ring's requests there;
+   * `pollMaxUs` (`--poll-max-us`) is each Worker's longest busy-poll window.
    */
   static async create(
     count: number,
     setup: WorkerSetup,
     stats?: SharedArrayBuffer,
+    pollMaxUs?: number,
   ): Promise<WorkerPool> {
-    const pool = new WorkerPool(setup, stats);
+    const pool = new WorkerPool(setup, stats, pollMaxUs);
     for (let i = 0; i < count; i++) pool.#workers.push(pool.#spawn(i));
     // The Worker is not blocked in epoll yet when init arrives: no wake needed.
     const results = await Promise.all(pool.#workers.map((w, i) => pool.#init(w, i)));
@@ -163,6 +171,7 @@ export class WorkerPool {
         wakeFd: w.wakeFd,
         stats: this.#stats,
         spinBudget: SPIN_BUDGET,
+        pollMaxUs: this.#pollMaxUs,
       },
       false,
     );

@@ -59,6 +59,8 @@ export type WorkerCommand =
     stats?: SharedArrayBuffer;
     /** The process's count of busy-polling Workers (spin_budget.ts); absent: no limit. */
     spinBudget?: SharedArrayBuffer;
+    /** `--poll-max-us`: the longest busy-poll window in µs (0: never); absent: the defaults. */
+    pollMaxUs?: number;
   }
   | { type: "memory"; seq: number; regions: RegionMapping[] }
   | {

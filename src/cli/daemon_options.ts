@@ -35,6 +35,7 @@ export const DAEMON_OPTIONS = {
   "dump-state": { type: "string" },
   "own-state-pipe": { type: "boolean", default: false },
   "print-capabilities": { type: "boolean", default: false },
+  "poll-max-us": { type: "string" },
   help: { type: "boolean", short: "h", default: false },
   ...METRICS_OPTIONS,
 } as const;
@@ -59,6 +60,9 @@ export function listeningHelp(defaultSocketPath: string): string {
 /** Help text of the options every command ends with. */
 export const OTHER_HELP = `Other:
 ${METRICS_HELP}
+  --poll-max-us N        longest a queue Worker busy-polls before it sleeps, in µs
+                         (0: never; default 128 while it waits for the driver,
+                         32 while requests wait for the host)
   --log-level LEVEL      error, warn, info (default) or debug
   --print-capabilities   print the back-end's capabilities as JSON and exit
   -h, --help             show this help`;
@@ -76,6 +80,9 @@ export function parseOptions<const O extends OptionSpecs>(args: string[], option
     throw new UsageError(e instanceof Error ? e.message.split("\n")[0] : String(e));
   }
 }
+
+/** The longest `--poll-max-us`: a second of spinning is a busy CPU, not polling. */
+const MAX_POLL_US = 1_000_000;
 
 /** A whole number option from `min` to `max`, or undefined when absent; UsageError otherwise. */
 export function wholeNumberOption(
@@ -116,6 +123,8 @@ export interface DaemonArgs {
   launchedBySandbox?: boolean;
   /** Where to serve Prometheus metrics (`--metrics`). */
   metrics?: MetricsAddress;
+  /** Longest busy-poll window in µs (`--poll-max-us`); absent: the defaults. */
+  pollMaxUs?: number;
 }
 
 /** The values parseArgs gives for {@linkcode DAEMON_OPTIONS}. */
@@ -136,6 +145,8 @@ export interface DaemonOptionValues {
   help?: boolean;
   /** --metrics */
   metrics?: string;
+  /** --poll-max-us */
+  "poll-max-us"?: string;
 }
 
 /**
@@ -149,6 +160,7 @@ export function daemonArgs(values: DaemonOptionValues, defaultSocketPath: string
     throw new UsageError("--socket-path and --fd cannot be used together");
   }
   let listenFd = wholeNumberOption("fd", values.fd, 0, 2 ** 31 - 1);
+  const pollMaxUs = wholeNumberOption("poll-max-us", values["poll-max-us"], 0, MAX_POLL_US);
   const logLevel = values["log-level"];
   if (logLevel !== undefined && !isLogLevel(logLevel)) {
     throw new UsageError(`--log-level must be error, warn, info or debug, got "${logLevel}"`);
@@ -194,6 +206,7 @@ export function daemonArgs(values: DaemonOptionValues, defaultSocketPath: string
     notifier,
     launchedBySandbox,
     metrics: metricsOption(values.metrics),
+    pollMaxUs,
   };
 }
 
@@ -257,6 +270,7 @@ export async function serveDevice(
       backend: { dumpDir: args.dumpStateDir, ownPipe: args.ownStatePipe },
       onStopping: notifier && (() => notifier.stopping()),
       metrics: metrics?.metrics,
+      pollMaxUs: args.pollMaxUs,
     });
   } catch (e) {
     await metrics?.endpoint.close();
