@@ -215,12 +215,10 @@ export class Daemon {
     );
     let pool: WorkerPool;
     try {
-      pool = await WorkerPool.create(
-        workers,
-        opts.device.workerSetup(),
-        opts.metrics?.queueStats,
-        opts.pollMaxUs,
-      );
+      pool = await WorkerPool.create(workers, opts.device.workerSetup(), {
+        stats: opts.metrics?.queueStats,
+        pollMaxUs: opts.pollMaxUs,
+      });
     } catch (e) {
       closeQuietly(listenFd);
       if (opts.socketPath) Deno.removeSync(opts.socketPath);

@@ -102,6 +102,14 @@ class WorkerHandle {
 /** A failure reported by a Worker for a command. */
 export class WorkerCommandError extends Error {}
 
+/** How every Worker of a pool runs. */
+export interface WorkerPoolOptions {
+  /** Per-queue request statistics to count in (src/metrics/queue_stats.ts); absent: none. */
+  stats?: SharedArrayBuffer;
+  /** Each Worker's longest busy-poll window in µs (`--poll-max-us`); absent: the defaults. */
+  pollMaxUs?: number;
+}
+
 /** The set of queue Workers of one device. */
 export class WorkerPool {
   readonly #workers: WorkerHandle[] = [];
@@ -121,28 +129,19 @@ export class WorkerPool {
   /** Called for each running ring lost with its Worker (it is stopped, its position gone). */
   onRingLost: (queue: number, reason: string) => void = () => {};
 
-  private constructor(
-    setup: WorkerSetup,
-    stats: SharedArrayBuffer | undefined,
-    pollMaxUs: number | undefined,
-  ) {
+  private constructor(setup: WorkerSetup, options: WorkerPoolOptions) {
     this.#setup = setup;
-    this.#stats = stats;
-    this.#pollMaxUs = pollMaxUs;
+    this.#stats = options.stats;
+    this.#pollMaxUs = options.pollMaxUs;
   }
 
-  /**
-   * Spawns `count` Workers for the device described by `setup`; with
-   * `stats` (src/metrics/queue_stats.ts) they count every ring's requests there;
-   * `pollMaxUs` (`--poll-max-us`) is each Worker's longest busy-poll window.
-   */
+  /** Spawns `count` Workers for the device described by `setup`. */
   static async create(
     count: number,
     setup: WorkerSetup,
-    stats?: SharedArrayBuffer,
-    pollMaxUs?: number,
+    options: WorkerPoolOptions = {},
   ): Promise<WorkerPool> {
-    const pool = new WorkerPool(setup, stats, pollMaxUs);
+    const pool = new WorkerPool(setup, options);
     for (let i = 0; i < count; i++) pool.#workers.push(pool.#spawn(i));
     // The Worker is not blocked in epoll yet when init arrives: no wake needed.
     const results = await Promise.all(pool.#workers.map((w, i) => pool.#init(w, i)));
