@@ -6,7 +6,8 @@
  * No I/O here (no eventfds, no epoll): the Worker's event loop calls
  * `process()` when the ring is kicked, routes completions to `complete()`,
  * and after each batch asks `takeNotification()` whether to signal the call
- * eventfd (or, with `onNotify` set, asks after each completion). That keeps
+ * eventfd (or, with `onNotify` set, asks after each completion, or each
+ * COMPLETIONS_PER_NOTIFY_CHECK while more chains wait). That keeps
  * the in-flight accounting testable against a mock driver queue.
  *
  * In-flight accounting: `#inflight[head]` holds the chain popped at that
@@ -32,6 +33,20 @@ import type { QueueStatsWriter } from "../metrics/queue_stats.ts";
 export const CHAINS_PER_CLOCK_LOOK = 8;
 
 /**
+ * With `onNotify`, completions published while more of the driver's chains
+ * wait in the ring being served before the driver's interrupt request is
+ * looked at again; the round's last completion is always looked at. A driver
+ * that went to sleep then wakes to a batch of replies instead of to each one
+ * (each wake-up costs it and this Worker a system call and a cross-CPU
+ * wake-up). Measured on the host-driven create+unlink row, 32 in flight on
+ * one queue, against the rule before (looking at every completion): 4 gave
+ * 1.06×, 8 1.17×, 16 1.20× [1.14 1.20 1.29] with the front-end sleeping half
+ * as often per reply; 32 (in effect once per round) lost the overlap on 4 KiB
+ * writes again (0.96× virtiofsd where 16 gave 1.30×).
+ */
+export const COMPLETIONS_PER_NOTIFY_CHECK = 16;
+
+/**
  * Inflight tracking in shared memory (INFLIGHT_SHMFD): told about every pop
  * and completion so that a restarted back-end can resubmit what was lost.
  */
@@ -55,8 +70,13 @@ export class RingRunner {
   readonly #recorder: InflightRecorder | undefined;
   #inflightCount = 0;
   #memory: GuestMemory;
-  /** Used elements published since the last `takeNotification()`. */
+  /**
+   * Used elements published since the last `takeNotification()` (with
+   * `onNotify`: since the driver's interrupt request was last looked at).
+   */
   #completedSinceNotify = 0;
+  /** True inside `process()`: a completion may leave its notification to the round. */
+  #serving = false;
   /** Why the ring is no longer served, once it broke. */
   #broken: string | undefined;
   /** While paused no new chain is popped (a stop or a memory change waits for in-flight I/O). */
@@ -66,9 +86,10 @@ export class RingRunner {
   /** Called once when the ring breaks. */
   onBroken: (reason: string) => void = () => {};
   /**
-   * Signals the driver; when set, every completion asks at once whether the
+   * Signals the driver; when set, a completion asks at once whether the
    * driver wants an interrupt (`QueueHandler.notifiesEachCompletion`) rather
-   * than `takeNotification()` asking once per round.
+   * than `takeNotification()` asking once per round, or, while more chains
+   * wait, after at most COMPLETIONS_PER_NOTIFY_CHECK of them.
    */
   onNotify: (() => void) | undefined;
   /** The device takes this ring's chains itself (`QueueHandler.pullsQueue`). */
@@ -164,6 +185,16 @@ export class RingRunner {
       return false;
     }
     this.#stats?.beginBurst();
+    this.#serving = true;
+    try {
+      return this.#takeChains(deadline);
+    } finally {
+      this.#serving = false;
+    }
+  }
+
+  /** `process()`'s loop: pops and starts chains until none is left or `deadline` passed. */
+  #takeChains(deadline: number): boolean {
     const queue = this.queue;
     let taken = 0;
     for (;;) {
@@ -310,13 +341,31 @@ export class RingRunner {
     this.#recorder?.completing(head);
     this.queue.pushUsed(head, len);
     this.#recorder?.completed(head, this.queue.nextUsed);
-    if (notify === undefined) {
+    if (notify === undefined || this.#leavesNotificationToRound()) {
       this.#completedSinceNotify++;
     } else if (this.queue.needsNotification()) {
       // The element is published: a driver woken now finds it.
       notify();
     }
     return true;
+  }
+
+  /**
+   * With `onNotify`: true when the driver's interrupt request is looked at
+   * later in this round (more chains wait and fewer than
+   * COMPLETIONS_PER_NOTIFY_CHECK completions went unlooked-at), false when
+   * it must be looked at now. `needsNotification()` covers every element
+   * pushed since it last ran, so the later look misses none.
+   */
+  #leavesNotificationToRound(): boolean {
+    if (
+      this.#serving && this.#completedSinceNotify + 1 < COMPLETIONS_PER_NOTIFY_CHECK &&
+      this.queue.hasAvailable()
+    ) {
+      return true;
+    }
+    this.#completedSinceNotify = 0;
+    return false;
   }
 
   /**

@@ -4,7 +4,12 @@ import { DriverQueue } from "../virtqueue/driver_queue.ts";
 import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
 import { SplitQueue } from "../virtqueue/split_queue.ts";
 import { DEFERRED, type HandleResult, type QueueHandler } from "../devices/device.ts";
-import { CHAINS_PER_CLOCK_LOOK, type InflightRecorder, RingRunner } from "./ring_runner.ts";
+import {
+  CHAINS_PER_CLOCK_LOOK,
+  COMPLETIONS_PER_NOTIFY_CHECK,
+  type InflightRecorder,
+  RingRunner,
+} from "./ring_runner.ts";
 
 /** A data half that defers every request and lets the test complete them. */
 class DeferringHandler implements QueueHandler {
@@ -159,6 +164,48 @@ Deno.test("with onNotify, the completion a waiting driver asked for is signalled
   runner.complete(handler.held[3], 0);
   assert.equal(signals, 2);
   assert.equal(runner.takeNotification(), false, "nothing is left for the end of the round");
+});
+
+Deno.test("with onNotify, a burst is signalled every COMPLETIONS_PER_NOTIFY_CHECK and at its end", () => {
+  const { driver, handler, queue, runner, add, takeAll } = setup(64);
+  const count = COMPLETIONS_PER_NOTIFY_CHECK + 4;
+  const signalledAt: number[] = [];
+  // A driver that sleeps whenever it has taken everything: each interrupt
+  // wakes it, it takes what is there and asks for the next one.
+  let taken = 0;
+  runner.onNotify = () => {
+    signalledAt.push(queue.nextUsed);
+    taken += takeAll().length;
+    driver.setUsedEvent(taken);
+  };
+  for (const head of add(count)) handler.syncHeads.add(head);
+  driver.setUsedEvent(0);
+  runner.process();
+  assert.deepEqual(signalledAt, [COMPLETIONS_PER_NOTIFY_CHECK, count]);
+  assert.equal(runner.takeNotification(), false, "the last completion was signalled already");
+
+  // One chain at a time (a driver at depth 1): each reply is signalled at once.
+  signalledAt.length = 0;
+  for (let i = 0; i < 3; i++) {
+    for (const head of add(1)) handler.syncHeads.add(head);
+    runner.process();
+  }
+  assert.deepEqual(signalledAt, [count + 1, count + 2, count + 3]);
+});
+
+Deno.test("with onNotify, replies a burst left unsignalled are signalled at the end of the round", () => {
+  const { driver, handler, runner, add } = setup(64);
+  let signals = 0;
+  runner.onNotify = () => signals++;
+  const heads = add(4);
+  // Three answered at once while the fourth still waits in the ring; the fourth is deferred.
+  for (const head of heads.slice(0, 3)) handler.syncHeads.add(head);
+  driver.setUsedEvent(0);
+  runner.process();
+  assert.equal(signals, 0, "left to the round while more chains waited");
+  assert.equal(runner.takeNotification(), true, "the round's end signals them");
+  runner.complete(handler.held[0], 0);
+  assert.equal(signals, 0, "the driver asked for no second interrupt");
 });
 
 Deno.test("with onNotify and without event idx, NO_INTERRUPT decides each completion", () => {
